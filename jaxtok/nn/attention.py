@@ -1,0 +1,167 @@
+"""Multi-head / grouped-query attention with an explicit KV cache.
+
+The KV cache lives in the Flax ``'cache'`` collection (``cached_key``, ``cached_value``,
+``cache_index``), so decoding is a pure function of ``(params, cache)``. Prefill and one-token
+decode are the same code path: ``T`` new tokens are written at ``cache_index`` and attend to
+every valid slot before them. Ragged batches are left-padded; ``kv_mask`` marks real slots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxtok.nn.partitioning import logical_init
+from jaxtok.nn.rope import apply_rope
+
+_IMPLEMENTATIONS = (None, "xla", "cudnn")
+
+
+def dot_product_attention(
+    q: jnp.ndarray,  # [B, T, H, D]
+    k: jnp.ndarray,  # [B, S, K, D], H % K == 0 (grouped-query when K < H)
+    v: jnp.ndarray,  # [B, S, K, D]
+    *,
+    mask: jnp.ndarray | None = None,  # bool [B, 1 or H, T, S]; True = attend
+    causal: bool = False,
+    implementation: str | None = None,
+) -> jnp.ndarray:  # [B, T, H, D]
+  """Scaled dot-product attention through ``jax.nn.dot_product_attention``.
+
+  ``implementation=None`` lets XLA choose (cuDNN flash attention on GPU where it applies, plain XLA
+  on CPU). Rows whose mask is all False produce zeros rather than NaNs.
+  """
+  if implementation not in _IMPLEMENTATIONS:
+    raise ValueError(f"attention implementation must be one of {_IMPLEMENTATIONS}, "
+                     f"got {implementation!r}")
+  if q.ndim != 4 or k.ndim != 4 or v.shape != k.shape:
+    raise ValueError(f"attention wants q [B,T,H,D], k and v [B,S,K,D]; got {q.shape}, {k.shape}, "
+                     f"{v.shape}")
+  if q.shape[2] % k.shape[2]:
+    raise ValueError(f"query heads ({q.shape[2]}) must be a multiple of kv heads ({k.shape[2]})")
+  out = jax.nn.dot_product_attention(
+      q, k, v, mask=mask, is_causal=causal, implementation=implementation)
+  if mask is not None:
+    # A query with no visible key (e.g. a padding slot) gets a uniform softmax over -inf logits in
+    # some backends; zero it so that padding never leaks NaNs or garbage into the residual stream.
+    any_visible = jnp.any(mask, axis=-1)  # [B, 1|H, T]
+    any_visible = jnp.moveaxis(any_visible, 1, 2)[..., None]  # [B, T, 1|H, 1]
+    out = jnp.where(any_visible, out, 0)
+  return out
+
+
+class Attention(nn.Module):
+  """Multi-head attention with optional GQA, RoPE, causal masking and KV-cache decoding.
+
+  Attributes:
+    num_heads: query heads H.
+    num_kv_heads: key/value heads K (H % K == 0); None means K = H.
+    head_dim: per-head width D; None means model_dim // num_heads.
+    causal: causal self-attention.
+    rope_base: RoPE base; None disables RoPE (use absolute embeddings instead).
+    use_bias: biases on the q/k/v/out projections.
+    dtype: computation dtype (parameters stay float32).
+    implementation: passed to ``jax.nn.dot_product_attention``.
+  """
+
+  num_heads: int
+  num_kv_heads: int | None = None
+  head_dim: int | None = None
+  causal: bool = False
+  rope_base: float | None = None
+  use_bias: bool = False
+  dtype: jnp.dtype = jnp.float32
+  implementation: str | None = None
+  kernel_init: nn.initializers.Initializer = nn.initializers.xavier_uniform()
+
+  @nn.compact
+  def __call__(
+      self,
+      x: jnp.ndarray,  # [B, T, M]
+      *,
+      positions: jnp.ndarray | None = None,  # int [B, T]; default arange(T) (+ cache index)
+      mask: jnp.ndarray | None = None,  # bool [B, 1|H, T, S] extra mask (no-cache path)
+      kv_mask: jnp.ndarray | None = None,  # bool [B, S]: which key slots are real (padding)
+      decode: bool = False,
+  ) -> jnp.ndarray:  # [B, T, M]
+    b, t, model_dim = x.shape
+    kv_heads = self.num_kv_heads or self.num_heads
+    head_dim = self.head_dim or model_dim // self.num_heads
+    if self.num_heads % kv_heads:
+      raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={kv_heads}")
+
+    def proj(name, heads, axes):
+      return nn.DenseGeneral(
+          (heads, head_dim), use_bias=self.use_bias, dtype=self.dtype, name=name,
+          kernel_init=logical_init(self.kernel_init, ("embed",) + axes),
+          bias_init=logical_init(nn.initializers.zeros, axes))(x)
+
+    q = proj("query", self.num_heads, ("heads", "head_dim"))  # [B, T, H, D]
+    k = proj("key", kv_heads, ("kv_heads", "head_dim"))  # [B, T, K, D]
+    v = proj("value", kv_heads, ("kv_heads", "head_dim"))  # [B, T, K, D]
+
+    if decode:
+      out = self._cached_attention(q, k, v, positions, kv_mask)
+    else:
+      if positions is None:
+        positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+      if self.rope_base is not None:
+        q = apply_rope(q, positions, self.rope_base)
+        k = apply_rope(k, positions, self.rope_base)
+      full_mask = mask
+      if kv_mask is not None:
+        km = kv_mask[:, None, None, :]  # [B, 1, 1, S]
+        full_mask = km if full_mask is None else jnp.logical_and(full_mask, km)
+      if self.causal and full_mask is not None:
+        causal = jnp.tril(jnp.ones((t, t), dtype=bool))[None, None]
+        full_mask = jnp.logical_and(full_mask, causal)
+      out = dot_product_attention(
+          q, k, v, mask=full_mask, causal=self.causal and full_mask is None,
+          implementation=self.implementation)
+
+    return nn.DenseGeneral(
+        model_dim, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype, name="out",
+        kernel_init=logical_init(self.kernel_init, ("heads", "head_dim", "embed")),
+        bias_init=logical_init(nn.initializers.zeros, ("embed",)))(out)
+
+  def _cached_attention(self, q, k, v, positions, kv_mask):
+    """Writes k/v at ``cache_index`` and attends to all valid cached slots (prefill or decode)."""
+    b, t, kv_heads, head_dim = k.shape
+    initialized = self.has_variable("cache", "cached_key")
+    # At init the cache is sized by the input: call init with a [B, max_len] input.
+    cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+    cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+    if not initialized:
+      return jnp.zeros(q.shape, q.dtype)
+
+    max_len = cached_key.value.shape[1]
+    index = cache_index.value
+    if positions is None:
+      positions = jnp.broadcast_to(index + jnp.arange(t, dtype=jnp.int32), (b, t))
+    if self.rope_base is not None:
+      q = apply_rope(q, positions, self.rope_base)
+      k = apply_rope(k, positions, self.rope_base)
+    zero = jnp.array(0, jnp.int32)
+    keys = jax.lax.dynamic_update_slice(cached_key.value, k.astype(cached_key.value.dtype),
+                                        (zero, index, zero, zero))
+    values = jax.lax.dynamic_update_slice(cached_value.value, v.astype(cached_value.value.dtype),
+                                          (zero, index, zero, zero))
+    cached_key.value, cached_value.value = keys, values
+    cache_index.value = index + t
+
+    slots = jnp.arange(max_len, dtype=jnp.int32)  # [S]
+    query_slots = index + jnp.arange(t, dtype=jnp.int32)  # [T]
+    visible = slots[None, :] <= query_slots[:, None] if self.causal else (
+        jnp.broadcast_to(slots[None, :] < index + t, (t, max_len)))
+    mask = visible[None, None]  # [1, 1, T, S]
+    if kv_mask is not None:
+      if kv_mask.shape != (b, max_len):
+        raise ValueError(f"kv_mask must be [B, max_len]={(b, max_len)}, got {kv_mask.shape}")
+      mask = jnp.logical_and(mask, kv_mask[:, None, None, :])
+    mask = jnp.broadcast_to(mask, (b, 1, t, max_len))
+    return dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), mask=mask,
+                                 implementation=self.implementation)

@@ -1,0 +1,5 @@
+"""Experiment families. Importing this package registers every task in ``TASKS``."""
+
+from jaxtok.tasks.base import TASKS, Task
+
+__all__ = ["TASKS", "Task"]

@@ -1,0 +1,1 @@
+"""Training infrastructure: state, sharding, checkpoints, the loop, metric writers."""

