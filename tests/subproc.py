@@ -11,7 +11,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_python(code: str, *, devices: int = 1, timeout: float = 600,
-               env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+               env: dict[str, str] | None = None,
+               check: bool = True) -> subprocess.CompletedProcess:
   """Runs ``code`` with ``devices`` fake CPU devices; returns the completed process.
 
   The snippet should print its results (e.g. JSON) to stdout. Raises with the child's stderr

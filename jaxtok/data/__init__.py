@@ -3,6 +3,12 @@
 Importing this package registers every data set in ``DATASETS``.
 """
 
+# Importing a data-set module registers it in DATASETS.
+from jaxtok.data import digits, natural_patches, shapes, sudoku, tfds_catalog  # noqa: F401
+from jaxtok.data.pipeline import DataIterator, global_batch, make_iterator
 from jaxtok.data.registry import DATASETS
+from jaxtok.data.sources import MissingDataError, get_spec, open_split
+from jaxtok.data.spec import DatasetSpec
 
-__all__ = ["DATASETS"]
+__all__ = ["DATASETS", "DataIterator", "DatasetSpec", "MissingDataError", "get_spec",
+           "global_batch", "make_iterator", "open_split"]

@@ -8,8 +8,6 @@ every valid slot before them. Ragged batches are left-padded; ``kv_mask`` marks 
 
 from __future__ import annotations
 
-import dataclasses
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

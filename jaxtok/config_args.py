@@ -1,0 +1,51 @@
+"""Arguments of ``get_config(arg)``: ``configs/x.py:variant=S,smoke,steps=100``.
+
+Each config file's ``get_config(arg)`` calls :func:`parse_arg` with the defaults it accepts, so a
+misspelled or unknown argument fails at once with the valid names.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+import ml_collections
+
+
+def _convert(text: str, default: Any, key: str) -> Any:
+  if isinstance(default, bool):
+    if text.lower() in ("1", "true", "yes", ""):
+      return True
+    if text.lower() in ("0", "false", "no"):
+      return False
+    raise ValueError(f"config argument {key}={text!r}: expected a boolean")
+  if default is None or isinstance(default, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    raise ValueError(f"config argument {key}={text!r}: expected {type(default).__name__}") from None
+  if isinstance(default, float) and isinstance(value, int):
+    value = float(value)
+  if not isinstance(value, type(default)):
+    raise ValueError(f"config argument {key}={text!r}: expected {type(default).__name__}, "
+                     f"got {type(value).__name__}")
+  return value
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses ``'a=1,b=x,flag'`` against ``defaults`` (which fix the valid keys and types).
+
+  A bare ``flag`` sets a boolean default to True. Returns a ConfigDict of all keys.
+  """
+  out = dict(defaults)
+  for item in filter(None, (s.strip() for s in (arg or "").split(","))):
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ValueError(f"unknown config argument {key!r}; valid arguments: "
+                       f"{', '.join(sorted(defaults))}")
+    if not sep and not isinstance(defaults[key], bool):
+      raise ValueError(f"config argument {key!r} needs a value ({key}=...)")
+    out[key] = _convert(value.strip(), defaults[key], key) if sep else True
+  return ml_collections.ConfigDict(out)

@@ -1,0 +1,100 @@
+"""jaxtok's entry point.
+
+  python -m jaxtok.main --config=configs/quickstart.py[:smoke] --workdir=/tmp/qs [--mode=train]
+  python -m jaxtok.main --config=configs/quickstart.py --workdir=/tmp/qs --mode=eval
+  python -m jaxtok.main --config=configs/quickstart.py --config.num_steps=100 --workdir=...
+
+Any config field can be overridden with ``--config.a.b=value``; an unknown key or a wrong type is
+an error from ml_collections before anything runs. Multi-host: pass --coordinator_address,
+--num_processes and --process_id (launch/ scripts do), or nothing on a TPU pod where
+``jax.distributed.initialize()`` discovers them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+MODES = ("train", "eval", "sample")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:args]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and reports go.")
+_MODE = flags.DEFINE_enum("mode", "train", MODES, "What to do.")
+_COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
+_NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
+_PID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+_DIST = flags.DEFINE_bool(
+    "distributed", False,
+    "Call jax.distributed.initialize() with auto-detection (TPU pods, SLURM).")
+
+REQUIRED_KEYS = ("task", "seed", "num_steps", "batch_size")
+
+
+def validate(config) -> None:
+  """Checks the keys the loop needs and the component names, before anything compiles."""
+  missing = [k for k in REQUIRED_KEYS if k not in config]
+  if missing:
+    raise ValueError(f"config is missing required keys {missing}; every config needs "
+                     f"{list(REQUIRED_KEYS)}")
+  import jaxtok.tasks  # noqa: F401 -- registers every task
+  from jaxtok.tasks.base import TASKS
+
+  TASKS.get(config.task)
+  if "data" in config and config.data is not None and "name" in config.data:
+    import jaxtok.data  # noqa: F401 -- registers every data set
+    from jaxtok.data.registry import DATASETS
+
+    name = config.data.name
+    if name not in DATASETS and "/" not in name and not name.startswith("tfds:"):
+      DATASETS.get(name)  # raises, listing the valid names
+
+
+def run(config, workdir: str, mode: str = "train"):
+  """Programmatic entry (notebooks, tests): runs one mode and returns its results."""
+  from jaxtok.train import loop
+
+  validate(config)
+  if mode not in MODES:
+    raise ValueError(f"unknown mode {mode!r}; valid modes: {MODES}")
+  os.makedirs(workdir, exist_ok=True)
+  if mode == "train":
+    return loop.train(config, workdir)
+  if mode == "eval":
+    return loop.run_eval(config, workdir)
+  return loop.run_sample(config, workdir)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _CONFIG.value is None or _WORKDIR.value is None:
+    raise app.UsageError("--config and --workdir are required")
+  import jax
+
+  if _COORD.value is not None:
+    jax.distributed.initialize(_COORD.value, num_processes=_NPROC.value, process_id=_PID.value)
+  elif _DIST.value:
+    jax.distributed.initialize()
+  config = _CONFIG.value
+  logging.info("config:\n%s", config)
+  logging.info("devices: %d (%d local) on %d process(es); backend %s", jax.device_count(),
+               jax.local_device_count(), jax.process_count(), jax.default_backend())
+  results = run(config, _WORKDIR.value, _MODE.value)
+  if jax.process_index() == 0 and results:
+    printable = {k: v for k, v in results.items() if isinstance(v, (int, float, str))}
+    print(json.dumps(printable, indent=1, sort_keys=True))
+    with open(os.path.join(_WORKDIR.value, f"{_MODE.value}_results.json"), "w") as f:
+      json.dump(printable, f, indent=1, sort_keys=True)
+
+
+def entry() -> None:
+  app.run(main)
+
+
+if __name__ == "__main__":
+  sys.exit(entry())

@@ -1,0 +1,135 @@
+"""Convolutional encoder/decoder blocks (VQGAN-style: "Taming Transformers", Esser et al. 2021).
+
+ResBlocks with GroupNorm + SiLU, strided-conv downsampling and nearest-neighbour upsampling.
+Images are NHWC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxtok.nn.partitioning import logical_init
+
+_CONV_AXES = (None, None, "conv_in", "conv_out")
+
+
+def _conv(features: int, kernel: int, name: str, strides: int = 1, dtype=jnp.float32) -> nn.Conv:
+  return nn.Conv(features, (kernel, kernel), strides=(strides, strides), padding="SAME",
+                 dtype=dtype, name=name,
+                 kernel_init=logical_init(nn.initializers.lecun_normal(), _CONV_AXES),
+                 bias_init=logical_init(nn.initializers.zeros, ("conv_out",)))
+
+
+def _groups(channels: int, wanted: int = 32) -> int:
+  g = min(wanted, channels)
+  while channels % g:
+    g -= 1
+  return g
+
+
+class ResBlock(nn.Module):
+  """GroupNorm -> SiLU -> conv3 -> GroupNorm -> SiLU -> conv3, plus a (projected) skip."""
+
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, C] -> [B, H, W, features]
+    h = nn.GroupNorm(_groups(x.shape[-1]), dtype=self.dtype, name="norm1")(x)
+    h = _conv(self.features, 3, "conv1", dtype=self.dtype)(nn.silu(h))
+    h = nn.GroupNorm(_groups(self.features), dtype=self.dtype, name="norm2")(h)
+    h = _conv(self.features, 3, "conv2", dtype=self.dtype)(nn.silu(h))
+    if x.shape[-1] != self.features:
+      x = _conv(self.features, 1, "skip", dtype=self.dtype)(x)
+    return x + h
+
+
+class ConvEncoder(nn.Module):
+  """Image [B, H, W, 3] -> latent grid [B, H/2^(L-1), W/2^(L-1), latent_dim].
+
+  ``channel_mults`` has one entry per resolution level; every level but the last halves H and W.
+  """
+
+  base_channels: int = 64
+  channel_mults: Sequence[int] = (1, 2, 2)
+  num_res_blocks: int = 1
+  latent_dim: int = 4
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = _conv(self.base_channels, 3, "conv_in", dtype=self.dtype)(x)
+    for level, mult in enumerate(self.channel_mults):
+      for i in range(self.num_res_blocks):
+        h = ResBlock(self.base_channels * mult, self.dtype, name=f"down{level}_res{i}")(h)
+      if level < len(self.channel_mults) - 1:
+        h = _conv(h.shape[-1], 3, f"down{level}_stride", strides=2, dtype=self.dtype)(h)
+    h = ResBlock(h.shape[-1], self.dtype, name="mid_res")(h)
+    h = nn.GroupNorm(_groups(h.shape[-1]), dtype=self.dtype, name="norm_out")(h)
+    return _conv(self.latent_dim, 1, "conv_out", dtype=self.dtype)(nn.silu(h))
+
+
+class ConvDecoder(nn.Module):
+  """Latent grid [B, h, w, D] -> image [B, h*2^(L-1), w*2^(L-1), out_channels] (unbounded)."""
+
+  base_channels: int = 64
+  channel_mults: Sequence[int] = (1, 2, 2)
+  num_res_blocks: int = 1
+  out_channels: int = 3
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    mults = list(self.channel_mults)[::-1]
+    h = _conv(self.base_channels * mults[0], 3, "conv_in", dtype=self.dtype)(z)
+    h = ResBlock(h.shape[-1], self.dtype, name="mid_res")(h)
+    for level, mult in enumerate(mults):
+      for i in range(self.num_res_blocks):
+        h = ResBlock(self.base_channels * mult, self.dtype, name=f"up{level}_res{i}")(h)
+      if level < len(mults) - 1:
+        b, hh, ww, c = h.shape
+        h = jax.image.resize(h, (b, hh * 2, ww * 2, c), "nearest")
+        h = _conv(c, 3, f"up{level}_conv", dtype=self.dtype)(h)
+    h = nn.GroupNorm(_groups(h.shape[-1]), dtype=self.dtype, name="norm_out")(h)
+    return _conv(self.out_channels, 3, "conv_out", dtype=self.dtype)(nn.silu(h))
+
+
+class ConvAutoencoder(nn.Module):
+  """Encoder -> quantizer -> decoder over a 2D latent grid: the 2D tokenizer's forward pass.
+
+  Follows the tokenizer contract: ``encode(x) -> (codes, aux)``, ``decode(codes) -> x`` and the
+  training forward ``__call__(x, train) -> (x_rec, aux)``. ``quantizer`` is any module obeying the
+  quantizer contract (``z_q, out = q(z, train=...)``, ``q.encode``, ``q.decode``).
+  """
+
+  quantizer: nn.Module
+  latent_dim: int
+  base_channels: int = 64
+  channel_mults: Sequence[int] = (1, 2, 2)
+  num_res_blocks: int = 1
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    self.encoder = ConvEncoder(self.base_channels, self.channel_mults, self.num_res_blocks,
+                               self.latent_dim, self.dtype)
+    self.decoder = ConvDecoder(self.base_channels, self.channel_mults, self.num_res_blocks,
+                               3, self.dtype)
+
+  def __call__(self, x: jax.Array, train: bool = False):  # [B, H, W, 3] in [-1, 1]
+    z = self.encoder(x)  # [B, h, w, D]
+    z_q, out = self.quantizer(z, train=train)
+    x_rec = self.decoder(z_q.astype(self.dtype)).astype(jnp.float32)  # [B, H, W, 3]
+    return x_rec, {"codes": out.codes, "losses": out.losses, "metrics": out.metrics}
+
+  def encode(self, x: jax.Array):  # -> codes [B, h, w]
+    z = self.encoder(x)
+    z_q, out = self.quantizer(z, train=False)
+    return out.codes, {"metrics": out.metrics}
+
+  def decode(self, codes: jax.Array) -> jax.Array:  # codes [B, h, w] -> [B, H, W, 3]
+    z_q = self.quantizer.decode(codes)
+    return self.decoder(z_q.astype(self.dtype)).astype(jnp.float32)

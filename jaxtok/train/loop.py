@@ -1,0 +1,340 @@
+"""The one training loop for every task.
+
+Sections: setup (mesh, task, data) -> state (sharded init or resume) -> compile (AOT, memory
+analysis) -> loop (step, NaN guard, logging, eval, report, checkpoints, SIGTERM) -> finish.
+
+Determinism: the step key is ``fold_in(rng, step)`` inside the task, the data iterator state is
+saved with every checkpoint, and metrics.jsonl is cut back to the restored step, so a run killed at
+any moment and restarted ends with the same parameters and the same metric lines as one that was
+never interrupted (on CPU, where XLA is deterministic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from absl import logging
+
+from jaxtok.tasks.base import TASKS, Task
+from jaxtok.train import sharding as shd
+from jaxtok.train.checkpoint import Checkpointer, CheckpointError, find_checkpoint_dir
+from jaxtok.train.metrics import MetricWriter, Progress
+from jaxtok.train.state import TrainState
+
+
+class NonFiniteError(FloatingPointError):
+  """Training produced NaN or inf; the message names the step and the last good checkpoint."""
+
+
+@dataclasses.dataclass
+class Setup:
+  """What every mode needs: the mesh, the task, the data, and the sharded state layout."""
+
+  config: Any
+  workdir: str
+  mesh: jax.sharding.Mesh
+  task: Task
+  example: dict[str, jax.Array] | None
+  state_shapes: TrainState
+  state_shardings: TrainState
+  init_fn: Any
+  checkpointer: Checkpointer
+
+
+# ----------------------------------------------------------------------------------------------
+# Data helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def data_iterator(config, split: str, *, train: bool):
+  """The process-local iterator for ``split`` (train: shuffled, endless; eval: one pass, masked)."""
+  from jaxtok.data.pipeline import make_iterator  # Imported late: tasks without data skip it.
+
+  kwargs = dict(config.data)
+  name = kwargs.pop("name")
+  batch = config.batch_size if train else config.get("eval_batch_size", config.batch_size)
+  return make_iterator(name, split, global_batch_size=batch, seed=config.seed, shuffle=train,
+                       num_epochs=None if train else 1, **kwargs)
+
+
+def eval_batches(config, split: str | None = None):
+  """Global batches of one pass over ``split`` (default ``config.eval_split`` or 'test').
+
+  For host-side reports: call inside the loop's mesh context; every process must iterate.
+  Padded rows have ``mask`` False.
+  """
+  mesh = jax.sharding.get_mesh()
+  for local in data_iterator(config, split or config.get("eval_split", "test"), train=False):
+    yield to_global(local, mesh)
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+  """The whole of a (possibly multi-process) global array as numpy, on every process."""
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils
+
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def to_global(local: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+  """Process-local rows -> global arrays sharded over the batch axes."""
+  sharding = shd.batch_sharding(mesh)
+  n = jax.process_count()
+  return {k: jax.make_array_from_process_local_data(
+      sharding, np.asarray(v), (v.shape[0] * n,) + tuple(v.shape[1:])) for k, v in local.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Setup and state
+# ----------------------------------------------------------------------------------------------
+
+
+def setup(config, workdir: str, *, example_split: str = "train") -> Setup:
+  """Builds mesh, task and the sharded-init function; nothing is materialised yet."""
+  task = TASKS.get(config.task)(config)  # Unknown names fail here, before any compile.
+  mesh = shd.make_mesh(dict(config.get("mesh", {"data": -1})))
+  example = None
+  if task.needs_data:
+    it = data_iterator(config, example_split, train=example_split == "train")
+    example = to_global(next(iter(it)), mesh)
+  rng = jax.random.PRNGKey(config.seed)
+  with jax.set_mesh(mesh):
+    abstract = jax.eval_shape(task.init, rng, example)
+    state_shardings = shd.logical_shardings(abstract, mesh)
+    state_shapes = nn.meta.unbox(abstract)
+    init_fn = jax.jit(lambda r, b: nn.meta.unbox(task.init(r, b)), out_shardings=state_shardings)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
+                      max_to_keep=config.get("keep_checkpoints", 3),
+                      async_save=config.get("async_checkpoint", True))
+  return Setup(config, workdir, mesh, task, example, state_shapes, state_shardings, init_fn, ckpt)
+
+
+def restore_or_init(s: Setup, *, allow_init: bool):
+  """Resume order: latest checkpoint in the workdir -> ``config.init_from`` -> fresh init.
+
+  Returns (state, data_state or None, restored step or None).
+  """
+  restored = s.checkpointer.restore(s.state_shapes, s.state_shardings)
+  if restored is not None:
+    state, data_state, step = restored
+    logging.info("resumed from %s/%d", s.checkpointer.directory, step)
+    return state, data_state, step
+  init_from = s.config.get("init_from", "")
+  if init_from:
+    directory, step = find_checkpoint_dir(init_from)
+    other = Checkpointer(directory, async_save=False)
+    got = other.restore(s.state_shapes, s.state_shardings, step=step)
+    other.close()
+    if got is None:
+      raise CheckpointError(f"init_from={init_from!r} holds no loadable checkpoint")
+    logging.info("initialised from %s (step %d)", directory, got[2])
+    # A fresh run from init_from keeps the weights but restarts step, optimiser and data.
+    state = got[0]
+    if allow_init:
+      fresh = s.init_fn(jax.random.PRNGKey(s.config.seed), s.example)
+      state = fresh.replace(params=state.params, extra=state.extra)
+    return state, None, None
+  if not allow_init:
+    raise CheckpointError(
+        f"no checkpoint in {s.checkpointer.directory} and no --config.init_from: train first "
+        f"(--mode=train) or point --config.init_from at a run directory")
+  with jax.set_mesh(s.mesh):
+    return s.init_fn(jax.random.PRNGKey(s.config.seed), s.example), None, None
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+def evaluate(s: Setup, state: TrainState, eval_fn=None) -> dict[str, float]:
+  """Averages ``task.eval_step`` over one pass of the test split, weighting by real rows."""
+  if s.task.eval_step is None or not s.task.needs_data:
+    return {}
+  if eval_fn is None:
+    eval_fn = jax.jit(s.task.eval_step)
+  totals: dict[str, float] = {}
+  count = 0.0
+  for batch in eval_batches(s.config):
+    n = float(to_host(batch["mask"]).sum())
+    metrics = jax.device_get(eval_fn(state, batch))
+    for k, v in metrics.items():
+      totals[k] = totals.get(k, 0.0) + float(v) * n
+    count += n
+  return {f"eval/{k}": v / max(count, 1.0) for k, v in totals.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+
+class _Signals:
+  """Turns SIGTERM into a flag the loop checks between steps (save, then exit)."""
+
+  def __init__(self):
+    self.stop = False
+    self._old = None
+
+  def __enter__(self):
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. inside a notebook worker)
+      self._old = None
+    return self
+
+  def _handle(self, signum, frame):
+    logging.warning("SIGTERM: saving a checkpoint, then exiting")
+    self.stop = True
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def _finite(metrics: dict[str, Any]) -> bool:
+  return all(math.isfinite(float(v)) for v in metrics.values() if np.ndim(v) == 0)
+
+
+def train(config, workdir: str) -> dict[str, float]:
+  """Trains ``config.num_steps`` steps (resuming if possible); returns the final metrics."""
+  s = setup(config, workdir)
+  is_main = jax.process_index() == 0
+  writer = MetricWriter(workdir, enabled=is_main)
+
+  # --- state ------------------------------------------------------------------------------------
+  state, data_state, restored_step = restore_or_init(s, allow_init=True)
+  train_iter = data_iterator(config, "train", train=True)
+  if data_state is not None:
+    train_iter.set_state(data_state)
+  start = int(jax.device_get(state.step))
+  if restored_step is not None:
+    writer.truncate_after(start)
+  elif is_main and start == 0 and os.path.exists(writer.path):
+    writer.truncate_after(0)  # a fresh run in an old workdir without checkpoints
+
+  # --- compile ----------------------------------------------------------------------------------
+  batch_shardings = jax.tree.map(lambda _: shd.batch_sharding(s.mesh), s.example)
+  with jax.set_mesh(s.mesh):
+    step_fn = jax.jit(s.task.train_step, in_shardings=(s.state_shardings, batch_shardings),
+                      out_shardings=(s.state_shardings, shd.replicated(s.mesh)),
+                      donate_argnums=(0,))
+    t0 = time.perf_counter()
+    compiled = step_fn.lower(state, s.example).compile()
+    logging.info("train step compiled in %.1f s", time.perf_counter() - t0)
+    _log_memory(compiled)
+    eval_fn = jax.jit(s.task.eval_step) if s.task.eval_step is not None else None
+
+  num_steps = int(config.num_steps)
+  log_every = int(config.get("log_every", 50))
+  eval_every = int(config.get("eval_every", 0))
+  report_every = int(config.get("report_every", 0))
+  ckpt_every = int(config.get("checkpoint_every", 0))
+  progress = Progress(num_steps, start, enabled=is_main)
+  last_good = s.checkpointer.latest_step()
+  final: dict[str, float] = {}
+
+  def check(step, metrics):
+    host = jax.device_get(metrics)
+    if not _finite(host):
+      s.checkpointer.wait()
+      where = (f"{s.checkpointer.directory}/{last_good}" if last_good is not None
+               else "none (no checkpoint was saved)")
+      raise NonFiniteError(f"non-finite metrics at step {step}: "
+                           f"{ {k: float(v) for k, v in host.items() if np.ndim(v) == 0} }; "
+                           f"last good checkpoint: {where}")
+    return host
+
+  # --- loop -------------------------------------------------------------------------------------
+  step = start
+  pending = None  # (step, metrics) checked one step late, so dispatch stays asynchronous
+  with _Signals() as signals, jax.set_mesh(s.mesh):
+    while step < num_steps:
+      if signals.stop:
+        break
+      local = next(train_iter)
+      data_state = train_iter.get_state()  # the position *after* this batch
+      state, metrics = compiled(state, to_global(local, s.mesh))
+      step += 1
+      if pending is not None:
+        check(*pending)
+      pending = (step, metrics)
+
+      row = {}
+      at_end = step == num_steps
+      if step % log_every == 0 or at_end or (ckpt_every and step % ckpt_every == 0):
+        host = check(step, metrics)
+        pending = None
+        rate = progress.rate(step)
+        if step % log_every == 0 or at_end:
+          row.update({f"train/{k}": v for k, v in host.items() if np.ndim(v) == 0})
+          writer.write(step, {"perf/steps_per_sec": rate}, jsonl=False)
+          progress.update(step, host, rate)
+      if eval_every and (step % eval_every == 0 or at_end):
+        row.update(evaluate(s, state, eval_fn))
+      if s.task.report is not None and report_every and (step % report_every == 0 or at_end):
+        row.update(s.task.report(state, workdir, step) or {})
+      writer.write(step, row)
+      final.update(row)
+      if (ckpt_every and step % ckpt_every == 0) or at_end:
+        s.checkpointer.save(step, state, data_state)
+        last_good = step
+
+    if signals.stop and step < num_steps:
+      if pending is not None:
+        check(*pending)
+      s.checkpointer.save(step, state, train_iter.get_state())
+      logging.warning("stopped by SIGTERM at step %d; checkpoint saved", step)
+  s.checkpointer.close()
+  progress.close()
+  writer.close()
+  return final
+
+
+def _log_memory(compiled) -> None:
+  try:
+    mem = compiled.memory_analysis()
+  except Exception:  # noqa: BLE001 -- not every backend implements it
+    mem = None
+  if mem is None:
+    return
+  fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+            "generated_code_size_in_bytes")
+  parts = [f"{f.replace('_size_in_bytes', '')}={getattr(mem, f, 0) / 2**20:.1f}MiB"
+           for f in fields if hasattr(mem, f)]
+  logging.info("train step memory: %s", ", ".join(parts))
+
+
+def run_eval(config, workdir: str) -> dict[str, Any]:
+  """--mode=eval: the latest checkpoint (or init_from) on the test split, plus the task report."""
+  s = setup(config, workdir, example_split=config.get("eval_split", "test"))
+  state, _, step = restore_or_init(s, allow_init=not s.task.needs_data)
+  if s.task.evaluate is not None:
+    return s.task.evaluate(state, workdir)
+  with jax.set_mesh(s.mesh):
+    results = evaluate(s, state)
+    if s.task.report is not None:
+      results.update(s.task.report(state, workdir, int(jax.device_get(state.step))) or {})
+  s.checkpointer.close()
+  return results
+
+
+def run_sample(config, workdir: str) -> dict[str, Any]:
+  """--mode=sample: the latest checkpoint (or init_from) -> ``task.sample``."""
+  s = setup(config, workdir)
+  if s.task.sample is None:
+    raise ValueError(f"task {config.task!r} cannot sample (it defines no sample function)")
+  state, _, _ = restore_or_init(s, allow_init=not s.task.needs_data)
+  with jax.set_mesh(s.mesh):
+    out = s.task.sample(state, workdir)
+  s.checkpointer.close()
+  return out

@@ -1,0 +1,209 @@
+"""The spine end to end through ``python -m jaxtok.main``: the quickstart smoke run, eval, errors,
+SIGKILL/SIGTERM resume bit-identity, the NaN guard, and 1-device / 8-device / 2-process equality."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.subproc import REPO
+
+SMOKE = "configs/quickstart.py:smoke"
+
+
+def _env(devices: int = 1) -> dict[str, str]:
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  env["PYTHONUNBUFFERED"] = "1"
+  return env
+
+
+def _cmd(workdir, data_dir, *extra, config=SMOKE, mode="train"):
+  return [sys.executable, "-m", "jaxtok.main", f"--config={config}", f"--workdir={workdir}",
+          f"--mode={mode}", f"--config.data.data_dir={data_dir}", *extra]
+
+
+def run_main(workdir, data_dir, *extra, devices=1, check=True, **kw):
+  p = subprocess.run(_cmd(workdir, data_dir, *extra, **kw), capture_output=True, text=True,
+                     env=_env(devices), cwd=REPO, timeout=600)
+  if check and p.returncode:
+    raise AssertionError(f"jaxtok.main failed ({p.returncode}):\n{p.stdout[-3000:]}\n"
+                         f"{p.stderr[-6000:]}")
+  return p
+
+
+def metrics(workdir) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(ln) for ln in f if ln.strip()]
+
+
+def final_params(workdir) -> dict[str, np.ndarray]:
+  """The parameters of the latest checkpoint, as flat numpy arrays keyed by path."""
+  import jax
+  import orbax.checkpoint as ocp
+
+  ckdir = os.path.join(workdir, "checkpoints")
+  step = max(int(d) for d in os.listdir(ckdir) if d.isdigit())
+  tree = ocp.StandardCheckpointer().restore(os.path.join(ckdir, str(step), "state"))
+  flat = jax.tree_util.tree_flatten_with_path(tree["params"])[0]
+  return {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat}
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, shared_data_dir):
+  """One uninterrupted smoke run (30 steps, checkpoints every 10) that other tests compare to."""
+  workdir = str(tmp_path_factory.mktemp("baseline"))
+  p = run_main(workdir, shared_data_dir)
+  return workdir, p
+
+
+def test_smoke_run_end_to_end(baseline):
+  workdir, p = baseline
+  rows = metrics(workdir)
+  assert [r["step"] for r in rows if "train/loss" in r] == [10, 20, 30]
+  last = rows[-1]
+  assert last["step"] == 30
+  for key in ("test/psnr", "test/codebook_usage", "test/perplexity", "train/loss"):
+    assert key in last, key
+  # Even 30 tiny steps learn something: loss falls, held-out PSNR is above a blank image's.
+  losses = [r["train/loss"] for r in rows if "train/loss" in r]
+  assert losses[-1] < losses[0]
+  assert last["test/psnr"] > 10.0
+  assert 0 < last["test/codebook_usage"] <= 1
+  assert os.path.getsize(os.path.join(workdir, "report", "reconstructions.png")) > 1000
+  assert sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
+                if d.isdigit()) == [20, 30]  # keep_checkpoints=2
+  assert "steps/s" in p.stdout and "ETA" in p.stdout
+
+
+def test_eval_mode_reports_psnr_and_usage(baseline, shared_data_dir):
+  workdir, _ = baseline
+  p = run_main(workdir, shared_data_dir, mode="eval")
+  with open(os.path.join(workdir, "eval_results.json")) as f:
+    res = json.load(f)
+  assert res["test/psnr"] == pytest.approx(metrics(workdir)[-1]["test/psnr"], abs=1e-4)
+  assert res["eval/psnr"] == pytest.approx(res["test/psnr"], abs=1e-3)
+  assert 0 < res["test/codebook_usage"] <= 1
+  assert "test/psnr" in p.stdout
+
+
+def test_eval_without_checkpoint_fails_clearly(tmp_path, shared_data_dir):
+  p = run_main(str(tmp_path), shared_data_dir, mode="eval", check=False)
+  assert p.returncode != 0
+  assert "no checkpoint in" in p.stderr and "init_from" in p.stderr
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.task=tokeniser", "unknown task 'tokeniser'; valid task names:"),
+    ("--config.data.name=natural_patchez", "unknown dataset 'natural_patchez'"),
+    ("--config.model.quantizer.name=fsqq", "unknown quantizer 'fsqq'"),
+    ("--config.num_step=3", "num_step"),
+    ("--config.num_steps=abc", "abc"),
+])
+def test_config_errors_before_compiling(tmp_path, shared_data_dir, override, message):
+  t = time.perf_counter()
+  p = run_main(str(tmp_path), shared_data_dir, override, check=False)
+  assert p.returncode != 0
+  assert message in p.stderr, p.stderr[-2000:]
+  assert "compiled in" not in p.stderr  # failed before the train step compiled
+  assert time.perf_counter() - t < 60
+
+
+def test_nan_guard_names_step_and_checkpoint(tmp_path, shared_data_dir):
+  p = run_main(str(tmp_path), shared_data_dir, "--config.loss.l1=nan", check=False)
+  assert p.returncode != 0
+  assert "non-finite metrics at step 1" in p.stderr
+  assert "last good checkpoint: none" in p.stderr
+  assert not any(d.isdigit() for d in os.listdir(tmp_path / "checkpoints"))
+
+
+def _start(workdir, data_dir):
+  return subprocess.Popen(_cmd(workdir, data_dir, "--config.checkpoint_every=5"),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=_env(), cwd=REPO)
+
+
+def _wait_for_line(proc, prefix, timeout=300):
+  t = time.time()
+  lines = []
+  while time.time() - t < timeout:
+    line = proc.stdout.readline()
+    if not line:
+      break
+    lines.append(line)
+    if line.startswith(prefix):
+      return lines
+  tail = "".join(lines[-40:])
+  raise AssertionError(f"did not see {prefix!r}:\n{tail}")
+
+
+def _assert_same_run(workdir, reference):
+  assert metrics(workdir) == metrics(reference)
+  a, b = final_params(workdir), final_params(reference)
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_sigkill_and_resume_is_bit_identical(tmp_path, shared_data_dir):
+  # The reference checkpoints every 5 steps too, so checkpoint steps match.
+  ref = str(tmp_path / "ref")
+  run_main(ref, shared_data_dir, "--config.checkpoint_every=5")
+  seed = random.randrange(10**6)
+  rng = random.Random(seed)
+  workdir = str(tmp_path / "killed")
+  proc = _start(workdir, shared_data_dir)
+  _wait_for_line(proc, "step 10/")  # past compile and the first checkpoints
+  time.sleep(rng.uniform(0.0, 1.5))  # then a random moment: mid-step, mid-save, mid-write
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  run_main(workdir, shared_data_dir, "--config.checkpoint_every=5")
+  try:
+    _assert_same_run(workdir, ref)
+  except AssertionError as e:
+    raise AssertionError(f"(kill delay seed {seed}) {e}") from e
+
+
+def test_sigterm_saves_then_resumes_identically(tmp_path, shared_data_dir):
+  ref = str(tmp_path / "ref")
+  run_main(ref, shared_data_dir, "--config.checkpoint_every=5")
+  workdir = str(tmp_path / "term")
+  proc = _start(workdir, shared_data_dir)
+  _wait_for_line(proc, "step 10/")
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=300)[0]
+  assert proc.returncode == 0, out[-3000:]
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+  if steps[-1] < 30:  # SIGTERM landed before the end: a checkpoint at the stopping step
+    assert "stopped by SIGTERM" in out
+  run_main(workdir, shared_data_dir, "--config.checkpoint_every=5")
+  _assert_same_run(workdir, ref)
+
+
+def _losses(workdir):
+  return np.array([r["train/loss"] for r in metrics(workdir) if "train/loss" in r])
+
+
+def test_same_loss_curve_on_8_devices_and_2_processes(baseline, tmp_path, shared_data_dir):
+  ref_losses = _losses(baseline[0])
+  w8 = str(tmp_path / "dev8")
+  run_main(w8, shared_data_dir, "--config.mesh.data=4", "--config.mesh.fsdp=2", devices=8)
+  np.testing.assert_allclose(_losses(w8), ref_losses, rtol=2e-4)
+  wmp = str(tmp_path / "mp")
+  p = subprocess.run(
+      [sys.executable, "launch/local.py", "--num_processes=2", "--devices_per_process=2", "--",
+       f"--config={SMOKE}", f"--workdir={wmp}", f"--config.data.data_dir={shared_data_dir}"],
+      capture_output=True, text=True, env=_env(), cwd=REPO, timeout=600)
+  assert p.returncode == 0, p.stdout[-5000:]
+  np.testing.assert_allclose(_losses(wmp), ref_losses, rtol=2e-4)
+  assert abs(metrics(wmp)[-1]["test/psnr"] - metrics(baseline[0])[-1]["test/psnr"]) < 0.05
