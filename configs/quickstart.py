@@ -41,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.kind = "conv2d"
-  c.model.base_channels = 16 if a.smoke else 48
+  c.model.base_channels = 16 if a.smoke else 32
   c.model.channel_mults = (1, 2, 2)  # 32 px -> 8x8 tokens
   c.model.num_res_blocks = 1
   c.model.latent_dim = 4
