@@ -4,7 +4,14 @@ Importing this package registers every data set in ``DATASETS``.
 """
 
 # Importing a data-set module registers it in DATASETS.
-from jaxtok.data import digits, natural_patches, shapes, sudoku, tfds_catalog  # noqa: F401
+from jaxtok.data import (  # noqa: F401
+  digits,
+  natural_patches,
+  python_source,
+  shapes,
+  sudoku,
+  tfds_catalog,
+)
 from jaxtok.data.pipeline import DataIterator, global_batch, make_iterator
 from jaxtok.data.registry import DATASETS
 from jaxtok.data.sources import MissingDataError, get_spec, open_split

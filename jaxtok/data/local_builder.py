@@ -45,6 +45,7 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   SIZES: tuple[int, ...] = ()
   MIN_SIZE = 8
   MAX_SIZE = 256
+  UNIT = "{size}x{size} images"  # what one example is, for config descriptions
 
   @tfds.core.utils.classproperty
   @classmethod
@@ -96,7 +97,8 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       if predefined.name == name:
         return predefined
     return LocalConfig(name=name, size=size, num_train=int(train), num_test=int(test),
-                       description=f"{size}x{size} images, {train} train / {test} test examples")
+                       description=f"{cls.UNIT.format(size=size)}, {train} train / {test} test "
+                                   "examples")
 
   # -- tfds hooks ----------------------------------------------------------------------------
 

@@ -57,7 +57,8 @@ class _LoadRows:
     self.template = {k: (v.shape, v.dtype) for k, v in first.items()}
 
   def _prepare(self, example) -> dict[str, np.ndarray]:
-    return prepare_example(example, self._size, self._spec.preprocessing, self._spec.keys)
+    return prepare_example(example, self._size, self._spec.preprocessing, self._spec.keys,
+                           require_image=self._spec.modality == "image")
 
   def __call__(self, ids: np.ndarray) -> dict[str, np.ndarray]:
     padded = np.full(self._global, -1, np.int64)  # -1: no example (end of an eval epoch).
@@ -117,6 +118,7 @@ def make_iterator(name: str, split: str, *, global_batch_size: int, seed: int, s
                   num_epochs: int | None, data_dir: str | None = None,
                   image_size: int | None = None, process_index: int | None = None,
                   process_count: int | None = None, drop_remainder: bool | None = None,
+                  seq_len: int | None = None,
                   num_threads: int = 4, prefetch_batches: int = 8, **kw) -> DataIterator:
   """A checkpointable iterator over this process's rows of each global batch.
 
@@ -130,6 +132,8 @@ def make_iterator(name: str, split: str, *, global_batch_size: int, seed: int, s
     data_dir: where data is (or, for local sets, will be) prepared; default $TFDS_DATA_DIR or
       ~/tensorflow_datasets.
     image_size: S of the [S, S, 3] images; default the data set's.
+    seq_len: for token data sets, the sequence length L (an alias of ``image_size``, which
+      selects the builder config of a local set).
     process_index, process_count: default ``jax.process_index()`` / ``jax.process_count()``.
     drop_remainder: drop a last partial global batch; default ``shuffle or num_epochs is None``
       (so an eval iterator pads instead, see ``'mask'``).
@@ -157,6 +161,12 @@ def make_iterator(name: str, split: str, *, global_batch_size: int, seed: int, s
                      "rows")
   if num_epochs is not None:
     _check_int("num_epochs", num_epochs, 1)
+  if seq_len is not None:
+    if spec.modality != "tokens":
+      raise ValueError(f"seq_len is for token data sets; {name!r} is an {spec.modality} set")
+    if image_size is not None and image_size != seq_len:
+      raise ValueError(f"pass seq_len or image_size, not both ({seq_len} vs {image_size})")
+    image_size = seq_len
   image_size = spec.image_size if image_size is None else image_size
   _check_int("image_size", image_size, 1)
   if drop_remainder is None:

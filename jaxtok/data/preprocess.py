@@ -58,9 +58,10 @@ def prepare_image(image: np.ndarray, size: int, preprocessing: str) -> np.ndarra
 
 
 def prepare_example(example: dict[str, Any], size: int, preprocessing: str,
-                    keys: tuple[str, ...] | None) -> dict[str, np.ndarray]:
+                    keys: tuple[str, ...] | None, *,
+                    require_image: bool = True) -> dict[str, np.ndarray]:
   """One decoded example -> numeric numpy leaves ('image' [S, S, 3] uint8, ints int32, ...)."""
-  if "image" not in example:
+  if require_image and "image" not in example:
     raise ValueError(f"expected an 'image' feature; the example has {sorted(example)}")
   out = {}
   for key, value in example.items():

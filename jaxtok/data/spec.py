@@ -32,6 +32,9 @@ class DatasetSpec:
       tfds data set that must already be prepared under ``data_dir``.
     keys: the features kept (None: all); tfds sets carry string ids we drop.
     description: one line for listings.
+    modality: ``'image'`` (examples carry 'image' [S, S, 3]; ``image_size`` is S) or
+      ``'tokens'`` (examples carry 'tokens' [L]; the pipeline's ``image_size`` / ``seq_len``
+      is L, the sequence length, which selects the builder config).
   """
 
   name: str
@@ -43,11 +46,15 @@ class DatasetSpec:
   builder: Any = None
   keys: tuple[str, ...] | None = None
   description: str = ""
+  modality: str = "image"
 
   def __post_init__(self):
     if self.preprocessing not in PREPROCESSING:
       raise ValueError(f"dataset {self.name!r}: preprocessing must be one of {PREPROCESSING}; "
                        f"got {self.preprocessing!r}")
+    if self.modality not in ("image", "tokens"):
+      raise ValueError(f"dataset {self.name!r}: modality must be 'image' or 'tokens'; "
+                       f"got {self.modality!r}")
     if not self.splits:
       raise ValueError(f"dataset {self.name!r}: no splits given")
     if self.image_size <= 0:
