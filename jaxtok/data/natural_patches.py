@@ -4,18 +4,24 @@ Each example is a square crop of one photo at a random scale (side ``size * s``,
 uniform in ``[0, log min(4, short_side / size)]``), at a random position, resized to ``size``
 (PIL bilinear, antialiased when shrinking) and flipped left-right with probability 1/2.
 Near-constant crops (pixel std < 4, e.g. the black border of ``retina``) are re-drawn.
+Training crops also get a random permutation of their RGB channels (one of 6): eight photos
+cover few hues (the held-out ``flower`` is mostly green-teal, which no training photo is), and
+without it a tokenizer learns the training photos' palette and shifts held-out colours.
+Test crops keep their true colours.
 
 Train and test are disjoint by source photo: ``coffee`` (scikit-image) and ``flower``
 (scikit-learn) are held out for test; the other eight photos give the training crops.
 (``skimage.data.cat`` is the same photo as ``chelsea`` and so is not listed twice.)
 
 Every example also records where it came from -- ``source`` (index into ``PHOTOS``), ``box``
-(top, left, side in source pixels) and ``flipped`` -- so a test can rebuild it from the photo.
+(top, left, side in source pixels), ``flipped`` and ``channels`` (index into
+``CHANNEL_ORDERS``) -- so a test can rebuild it from the photo.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import numpy as np
@@ -31,6 +37,7 @@ TRAIN_PHOTOS = ("astronaut", "chelsea", "rocket", "hubble_deep_field", "retina",
 TEST_PHOTOS = ("coffee", "flower")
 PHOTOS = TRAIN_PHOTOS + TEST_PHOTOS  # `source` indexes this tuple.
 
+CHANNEL_ORDERS = tuple(itertools.permutations(range(3)))  # (0, 1, 2) first: true colours
 _SEED = 20261129
 _MAX_SCALE = 4.0
 _MIN_STD = 4.0
@@ -86,6 +93,9 @@ def sample_patch(rng: np.random.Generator, photos: tuple[str, ...], size: int):
 class NaturalPatches(LocalBuilder):
   """Random crops of 10 photos from scikit-image and scikit-learn; test photos held out."""
 
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First jaxtok release.",
+                   "1.1.0": "Random RGB channel order for training crops."}
   SIZES = (32, 64)
   MIN_SIZE = 8
   MAX_SIZE = 256  # Short side of the smallest photo is 300.
@@ -100,15 +110,20 @@ class NaturalPatches(LocalBuilder):
         "source": tfds.features.Scalar(dtype=np.int32, doc="index into PHOTOS"),
         "box": tfds.features.Tensor(shape=(3,), dtype=np.int32, doc="top, left, side"),
         "flipped": tfds.features.Scalar(dtype=np.bool_),
+        "channels": tfds.features.Scalar(dtype=np.int32, doc="index into CHANNEL_ORDERS"),
     }
 
   def make_examples(self, split: str, num: int):
     photos = TRAIN_PHOTOS if split == "train" else TEST_PHOTOS
     size = self.builder_config.size
     for index in range(num):
-      image, name, box, flipped = sample_patch(example_rng(_SEED, split, index), photos, size)
+      rng = example_rng(_SEED, split, index)
+      image, name, box, flipped = sample_patch(rng, photos, size)
+      channels = int(rng.integers(len(CHANNEL_ORDERS))) if split == "train" else 0
+      image = np.ascontiguousarray(image[:, :, CHANNEL_ORDERS[channels]])
       yield index, {"image": image, "source": np.int32(PHOTOS.index(name)),
-                    "box": np.asarray(box, np.int32), "flipped": flipped}
+                    "box": np.asarray(box, np.int32), "flipped": flipped,
+                    "channels": np.int32(channels)}
 
 
 NaturalPatches.BUILDER_CONFIGS = NaturalPatches.predefined_configs()

@@ -34,6 +34,9 @@ def test_format_and_provenance(tiny, split):
     assert size <= side <= 4 * size
     # The image is exactly the recorded crop of the recorded photo.
     rebuilt = npt.crop_patch(photo, top, left, side, size, bool(r["flipped"]))
+    rebuilt = rebuilt[:, :, npt.CHANNEL_ORDERS[int(r["channels"])]]
+    if split == "test":
+      assert int(r["channels"]) == 0  # held-out photos keep their true colours
     np.testing.assert_array_equal(r["image"], rebuilt)
     assert r["image"].std() >= 4.0  # Near-constant crops are re-drawn.
 
@@ -44,6 +47,7 @@ def test_varied(tiny):
   assert len(sources) >= 5  # 48 draws over 8 photos.
   flips = np.mean([bool(r["flipped"]) for r in records])
   assert 0.2 < flips < 0.8
+  assert len({int(r["channels"]) for r in records}) >= 4  # random channel orders
   sides = [int(r["box"][2]) for r in records]
   assert len(set(sides)) > 10  # Random scales.
 
