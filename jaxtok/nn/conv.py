@@ -97,39 +97,3 @@ class ConvDecoder(nn.Module):
     h = nn.GroupNorm(_groups(h.shape[-1]), dtype=self.dtype, name="norm_out")(h)
     return _conv(self.out_channels, 3, "conv_out", dtype=self.dtype)(nn.silu(h))
 
-
-class ConvAutoencoder(nn.Module):
-  """Encoder -> quantizer -> decoder over a 2D latent grid: the 2D tokenizer's forward pass.
-
-  Follows the tokenizer contract: ``encode(x) -> (codes, aux)``, ``decode(codes) -> x`` and the
-  training forward ``__call__(x, train) -> (x_rec, aux)``. ``quantizer`` is any module obeying the
-  quantizer contract (``z_q, out = q(z, train=...)``, ``q.encode``, ``q.decode``).
-  """
-
-  quantizer: nn.Module
-  latent_dim: int
-  base_channels: int = 64
-  channel_mults: Sequence[int] = (1, 2, 2)
-  num_res_blocks: int = 1
-  dtype: jnp.dtype = jnp.float32
-
-  def setup(self):
-    self.encoder = ConvEncoder(self.base_channels, self.channel_mults, self.num_res_blocks,
-                               self.latent_dim, self.dtype)
-    self.decoder = ConvDecoder(self.base_channels, self.channel_mults, self.num_res_blocks,
-                               3, self.dtype)
-
-  def __call__(self, x: jax.Array, train: bool = False):  # [B, H, W, 3] in [-1, 1]
-    z = self.encoder(x)  # [B, h, w, D]
-    z_q, out = self.quantizer(z, train=train)
-    x_rec = self.decoder(z_q.astype(self.dtype)).astype(jnp.float32)  # [B, H, W, 3]
-    return x_rec, {"codes": out.codes, "losses": out.losses, "metrics": out.metrics}
-
-  def encode(self, x: jax.Array):  # -> codes [B, h, w]
-    z = self.encoder(x)
-    z_q, out = self.quantizer(z, train=False)
-    return out.codes, {"metrics": out.metrics}
-
-  def decode(self, codes: jax.Array) -> jax.Array:  # codes [B, h, w] -> [B, H, W, 3]
-    z_q = self.quantizer.decode(codes)
-    return self.decoder(z_q.astype(self.dtype)).astype(jnp.float32)

@@ -18,17 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxtok.nn.conv import ConvAutoencoder
 from jaxtok.quantizers import QUANTIZERS
 from jaxtok.registry import Registry
 from jaxtok.tasks.base import TASKS, Task
+from jaxtok.tokenizers import Conv2DTokenizer
 from jaxtok.train.state import TrainState
 
 MODELS: Registry = Registry("tokenizer model")
 
 
 def _conv2d(cfg, quantizer: nn.Module) -> nn.Module:
-  return ConvAutoencoder(quantizer=quantizer, latent_dim=cfg.latent_dim,
+  return Conv2DTokenizer(quantizer=quantizer, latent_dim=cfg.latent_dim,
                          base_channels=cfg.base_channels, channel_mults=tuple(cfg.channel_mults),
                          num_res_blocks=cfg.num_res_blocks)
 
