@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from jaxtok.data.sudoku import (
-    DIFFICULTY, SudokuSource, count_solutions, is_valid_solution, make_puzzle, render_puzzle,
-    solve)
+  DIFFICULTY,
+  SudokuSource,
+  count_solutions,
+  is_valid_solution,
+  make_puzzle,
+  render_puzzle,
+  solve,
+)
 
 
 @pytest.mark.parametrize("difficulty", ["easy", "medium", "hard"])
