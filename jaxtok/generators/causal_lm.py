@@ -1,0 +1,154 @@
+"""Llama-family causal LM: token embedding, pre-norm RMSNorm/SwiGLU/RoPE/GQA stack, output head.
+
+The architecture of "LLaMA: Open and Efficient Foundation Language Models" (Touvron et al., 2023),
+which SmolLM2 ("SmolLM2: When Smol Goes Big", Allal et al., 2025) follows:
+  h_0 = E[x];  h_l = h_{l-1} + Attn(RMSNorm(h_{l-1})) (+ SwiGLU MLP the same way);
+  logits = RMSNorm(h_L) W_out, with W_out = E^T when embeddings are tied.
+The KV cache lives in the ``'cache'`` collection of ``jaxtok.nn.Attention``; ``init_cache`` builds
+an empty one of a chosen length without running the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxtok.nn import Transformer, logical_init
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class LMConfig:
+  """Architecture of a Llama-family model (the fields of :class:`CausalLM` minus dtype)."""
+
+  vocab_size: int
+  dim: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  mlp_dim: int
+  head_dim: int | None = None
+  rope_base: float = 10000.0
+  norm_eps: float = 1e-5
+  tie_embeddings: bool = True
+  max_len: int = 2048  # the context length the model was trained for (informational)
+
+  def __post_init__(self):
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"num_heads={self.num_heads} must be a multiple of "
+                       f"num_kv_heads={self.num_kv_heads}")
+    if self.head_dim is None and self.dim % self.num_heads:
+      raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}; "
+                       "set head_dim explicitly")
+
+  @property
+  def resolved_head_dim(self) -> int:
+    return self.head_dim or self.dim // self.num_heads
+
+
+LM_VARIANTS: dict[str, LMConfig] = {
+    # SmolLM2-135M(-Instruct): 134.5M parameters, GPT-2-style byte BPE of 49,152 tokens.
+    "smollm2-135m": LMConfig(vocab_size=49152, dim=576, num_layers=30, num_heads=9,
+                             num_kv_heads=3, mlp_dim=1536, rope_base=100000.0, norm_eps=1e-5,
+                             tie_embeddings=True, max_len=8192),
+    # Random test/smoke model; vocab 384 fits the byte tokenizer (256 bytes + specials).
+    "tiny": LMConfig(vocab_size=384, dim=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                     mlp_dim=128, rope_base=10000.0, norm_eps=1e-5, tie_embeddings=True,
+                     max_len=512),
+}
+
+
+def lm_config(variant: str | LMConfig) -> LMConfig:
+  """The :class:`LMConfig` for a variant name (or the config itself)."""
+  if isinstance(variant, LMConfig):
+    return variant
+  if variant not in LM_VARIANTS:
+    raise KeyError(f"unknown LM variant {variant!r}; valid: {sorted(LM_VARIANTS)}")
+  return LM_VARIANTS[variant]
+
+
+class CausalLM(nn.Module):
+  """Decoder-only transformer LM. ``__call__(tokens [B, T]) -> logits [B, T, V]`` (float32).
+
+  Attributes mirror :class:`LMConfig`; ``dtype`` is the computation dtype (parameters stay
+  float32), ``attention_impl`` goes to ``jax.nn.dot_product_attention`` and ``remat``
+  recomputes each block in the backward pass.
+  """
+
+  vocab_size: int
+  dim: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  mlp_dim: int
+  head_dim: int | None = None
+  rope_base: float = 10000.0
+  norm_eps: float = 1e-5
+  tie_embeddings: bool = True
+  max_len: int = 2048
+  dtype: jnp.dtype = jnp.float32
+  attention_impl: str | None = None
+  remat: bool = False
+
+  @classmethod
+  def from_config(cls, config: str | LMConfig, dtype: str | jnp.dtype = jnp.float32,
+                  **kwargs) -> CausalLM:
+    """Builds the model of a variant name or :class:`LMConfig` in ``dtype``."""
+    if isinstance(dtype, str):
+      if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; valid: {sorted(DTYPES)}")
+      dtype = DTYPES[dtype]
+    return cls(**dataclasses.asdict(lm_config(config)), dtype=dtype, **kwargs)
+
+  @property
+  def config(self) -> LMConfig:
+    return LMConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(LMConfig)})
+
+  def setup(self):
+    self.embed = nn.Embed(
+        self.vocab_size, self.dim, dtype=self.dtype, name="embed",
+        embedding_init=logical_init(nn.initializers.normal(0.02), ("vocab", "embed")))
+    self.transformer = Transformer(
+        num_layers=self.num_layers, num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+        num_kv_heads=self.num_kv_heads, head_dim=self.head_dim, causal=True,
+        rope_base=self.rope_base, norm="rmsnorm", norm_eps=self.norm_eps, mlp="swiglu",
+        use_bias=False, dtype=self.dtype, attention_impl=self.attention_impl, remat=self.remat,
+        name="transformer")
+    if not self.tie_embeddings:
+      self.lm_head = nn.Dense(
+          self.vocab_size, use_bias=False, dtype=self.dtype, name="lm_head",
+          kernel_init=logical_init(nn.initializers.normal(0.02), ("embed", "vocab")))
+
+  def __call__(
+      self,
+      tokens: jnp.ndarray,  # int [B, T]
+      positions: jnp.ndarray | None = None,  # int [B, T]; default arange (+ cache index)
+      kv_mask: jnp.ndarray | None = None,  # bool [B, S]: real key slots (S = T, or cache length)
+      decode: bool = False,
+  ) -> jnp.ndarray:  # float32 [B, T, V]
+    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+      raise ValueError(f"CausalLM wants integer tokens [B, T], got {tokens.dtype}{tokens.shape}")
+    x = self.embed(tokens)  # [B, T, M]
+    x = self.transformer(x, positions=positions, kv_mask=kv_mask, decode=decode)
+    logits = self.embed.attend(x) if self.tie_embeddings else self.lm_head(x)
+    return logits.astype(jnp.float32)
+
+
+def init_cache(model: CausalLM, batch_size: int, max_len: int) -> dict:
+  """An empty KV cache (the ``'cache'`` collection) for ``batch_size`` rows of ``max_len`` slots.
+
+  Uses ``jax.eval_shape`` so no parameters are initialised and nothing is compiled.
+  """
+  tokens = jax.ShapeDtypeStruct((batch_size, max_len), jnp.int32)
+  shapes = jax.eval_shape(
+      lambda t: model.init(jax.random.key(0), t, decode=True), tokens)["cache"]
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def count_params(params) -> int:
+  """Number of scalars in a parameter pytree (boxed or not)."""
+  return sum(x.size for x in jax.tree.leaves(nn.unbox(params)))

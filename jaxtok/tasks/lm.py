@@ -1,0 +1,183 @@
+"""The ``lm`` task: a Llama-family causal LM -- pretrained (SmolLM2) or random -- to sample, score
+and fine-tune.
+
+Training is next-token cross-entropy, -1/N sum_t log p(x_{t+1} | x_{<=t}), on ``batch['tokens']``
+[B, T] (optional ``'token_mask'`` [B, T] marks real tokens, the pipeline's ``'mask'`` [B] real
+rows). ``sample`` completes ``config.prompt`` (ChatML for instruct models); ``evaluate`` reports
+the perplexity exp(mean NLL) of ``config.eval_text_file``, by default
+``jaxtok/pretrained/data/passage.txt`` (public domain: Lincoln's Gettysburg Address, Bliss copy,
+1863, and the opening of Jane Austen's "Pride and Prejudice", 1813).
+
+Config fields (see ``configs/lm/smollm2.py``): ``model.variant`` (a ``LM_VARIANTS`` name),
+``model.pretrained`` (None, a ``PRETRAINED_LMS`` name or a path), ``dtype``, ``prompt``,
+``max_new_tokens``, ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``eval_text_file``,
+``eval_seq_len``, ``seed``, and for fine-tuning ``data.name`` (a token data set), ``lr``,
+``weight_decay``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxtok.generators.causal_lm import CausalLM, init_cache, lm_config
+from jaxtok.generators.samplers.autoregressive import ModelStep, generate
+from jaxtok.pretrained.chat import chatml
+from jaxtok.pretrained.lms import load_pretrained_lm
+from jaxtok.pretrained.text_tokenizer import ByteTokenizer
+from jaxtok.tasks.base import TASKS, Task
+from jaxtok.train.state import TrainState
+
+DEFAULT_EVAL_TEXT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pretrained", "data",
+                                 "passage.txt")
+
+
+def next_token_loss(
+    logits: jnp.ndarray,  # float [B, T, V] for inputs tokens[:, :-1]
+    tokens: jnp.ndarray,  # int [B, T + 1]
+    mask: jnp.ndarray | None = None,  # bool [B, T + 1]; True on real tokens
+    row_mask: jnp.ndarray | None = None,  # bool [B]; False on padding rows of an eval batch
+) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+  """Mean next-token cross-entropy over real targets, and (nll_sum, count, accuracy) metrics."""
+  targets = tokens[:, 1:]
+  weights = jnp.ones(targets.shape, jnp.float32) if mask is None else (
+      jnp.logical_and(mask[:, 1:], mask[:, :-1]).astype(jnp.float32))
+  if row_mask is not None:
+    weights = weights * row_mask[:, None].astype(jnp.float32)
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+  count = jnp.maximum(weights.sum(), 1.0)
+  loss = (nll * weights).sum() / count
+  accuracy = ((jnp.argmax(logits, -1) == targets) * weights).sum() / count
+  return loss, {"nll_sum": (nll * weights).sum(), "count": weights.sum(), "accuracy": accuracy}
+
+
+def build(config) -> Task:
+  """Builds the ``lm`` Task; pretrained weights are read on the host (numpy) once, here."""
+  model_cfg = config.model
+  pretrained = model_cfg.get("pretrained")
+  dtype = config.get("dtype", "float32")
+  data = config.get("data")
+  needs_data = bool(data and data.get("name"))
+  if pretrained:
+    lm = load_pretrained_lm(pretrained)
+    arch, tokenizer, chat, stops = lm.config, lm.tokenizer, lm.chat, lm.stop_tokens
+  else:
+    lm = None
+    arch, tokenizer = lm_config(model_cfg.get("variant", "tiny")), ByteTokenizer()
+    chat, stops = bool(model_cfg.get("chat", False)), (tokenizer.eos_id,)
+    if tokenizer.vocab_size > arch.vocab_size:
+      raise ValueError(f"the byte tokenizer needs vocab_size >= {tokenizer.vocab_size}, "
+                       f"variant {model_cfg.get('variant')!r} has {arch.vocab_size}")
+  model = CausalLM.from_config(arch, dtype=dtype)
+  tx = optax.adamw(config.get("lr", 1e-4), weight_decay=config.get("weight_decay", 0.0)) if (
+      needs_data) else optax.identity()
+  step_fn = ModelStep(model)
+
+  def init(rng: jax.Array, example_batch: Any = None) -> TrainState:
+    del example_batch
+    tokens = jnp.zeros((1, 8), jnp.int32)
+    if lm is None:
+      params = model.init(rng, tokens)["params"]
+    else:
+      # Keep the logical-axis boxes of a fresh init, with the pretrained values inside them. The
+      # host arrays enter through a callback so that a jitted init (the loop's sharded init)
+      # does not embed ~0.5 GB of constants in the compiled program.
+      boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens))["params"]
+      flat, treedef = jax.tree.flatten(lm.params)
+      shapes = [jax.ShapeDtypeStruct(x.shape, jnp.float32) for x in flat]
+      values = jax.tree.unflatten(treedef, jax.pure_callback(lambda: flat, shapes))
+      params = jax.tree.map(lambda box, v: box.replace_boxed(v) if isinstance(
+          box, nn.LogicallyPartitioned) else v, boxed, values,
+          is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    return TrainState.create(params=params, tx=tx, rng=rng)
+
+  def loss_fn(params, batch):
+    # batch: 'tokens' int [B, T + 1]; optional 'token_mask' bool [B, T + 1] (real tokens) and
+    # the data pipeline's 'mask' bool [B] (real rows).
+    tokens = batch["tokens"]
+    if tokens.ndim != 2:
+      raise ValueError(f"the lm task wants batch['tokens'] [B, T + 1], got {tokens.shape}")
+    mask = batch.get("token_mask")
+    logits = model.apply({"params": params}, tokens[:, :-1],
+                         kv_mask=None if mask is None else mask[:, :-1])
+    return next_token_loss(logits, tokens, mask, batch.get("mask"))
+
+  def train_step(state: TrainState, batch):
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+    state = state.apply_gradients(grads)
+    return state, {"loss": loss, "accuracy": aux["accuracy"],
+                   "grad_norm": optax.global_norm(grads)}
+
+  def eval_step(state: TrainState, batch):
+    loss, aux = loss_fn(state.params, batch)
+    return {"loss": loss, "perplexity": jnp.exp(loss), "accuracy": aux["accuracy"]}
+
+  def sample(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
+    params = nn.unbox(state.params)
+    prompt = config.get("prompt", "The capital of France is")
+    text = chatml(prompt) if chat else prompt
+    ids = tokenizer.encode(text)
+    n = int(config.get("max_new_tokens", 64))
+    temperature = float(config.get("temperature", 0.0))
+    tokens = jnp.asarray([ids], jnp.int32)
+    start = time.perf_counter()
+    out, stats = generate(
+        jax.random.key(int(config.get("seed", 0))), step_fn, params,
+        init_cache(model, 1, len(ids) + n), tokens, jnp.ones_like(tokens, bool),
+        max_new_tokens=n, temperature=temperature if temperature > 0 else 1.0,
+        top_k=int(config.get("top_k", 0)), top_p=float(config.get("top_p", 1.0)),
+        stop_tokens=stops, greedy=temperature <= 0)
+    out = np.asarray(out)
+    seconds = time.perf_counter() - start
+    count = int(stats["num_generated"][0])
+    completion = tokenizer.decode(out[0, len(ids):len(ids) + count], skip_special_tokens=True)
+    print(f"{text}{completion}" if not chat else f"[user] {prompt}\n[assistant] {completion}")
+    if workdir:
+      os.makedirs(workdir, exist_ok=True)
+      with open(os.path.join(workdir, "sample.txt"), "w") as f:
+        f.write(completion)
+    return {"prompt": prompt, "completion": completion, "tokens_generated": count,
+            "forward_passes": int(stats["forward_passes"]), "seconds": seconds}
+
+  @jax.jit
+  def _window_nll(params, tokens, mask):  # [1, L + 1] -> (nll sum, count)
+    _, aux = loss_fn(params, {"tokens": tokens, "token_mask": mask})
+    return aux["nll_sum"], aux["count"]
+
+  def evaluate(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
+    del workdir
+    path = config.get("eval_text_file") or DEFAULT_EVAL_TEXT
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"eval_text_file {path!r} does not exist")
+    with open(path, encoding="utf-8") as f:
+      ids = tokenizer.encode(f.read())
+    if len(ids) < 2:
+      raise ValueError(f"{path!r} has fewer than 2 tokens")
+    # Non-overlapping windows of eval_seq_len targets; the last one is right-padded and masked.
+    window = min(int(config.get("eval_seq_len", 1024)), arch.max_len - 1)
+    params = nn.unbox(state.params)
+    total, count = 0.0, 0.0
+    for start in range(0, len(ids) - 1, window):
+      chunk = ids[start:start + window + 1]
+      tokens = np.zeros((1, window + 1), np.int32)
+      mask = np.zeros((1, window + 1), bool)
+      tokens[0, :len(chunk)], mask[0, :len(chunk)] = chunk, True
+      nll, n = _window_nll(params, jnp.asarray(tokens), jnp.asarray(mask))
+      total, count = total + float(nll), count + float(n)
+    result = {"perplexity": float(np.exp(total / count)), "nll_per_token": total / count,
+              "tokens": int(count), "eval_text_file": path}
+    print(f"perplexity {result['perplexity']:.3f} over {result['tokens']} tokens of {path}")
+    return result
+
+  return Task(init=init, train_step=train_step, eval_step=eval_step, sample=sample,
+              evaluate=evaluate, needs_data=needs_data)
+
+
+TASKS.register("lm", build)

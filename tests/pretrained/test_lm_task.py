@@ -1,0 +1,70 @@
+"""The `lm` task on the smoke config: init, fine-tuning steps, sampling, evaluation."""
+
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtok.tasks.base import TASKS
+from jaxtok.tasks.lm import build, next_token_loss
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def smollm2_config(arg=None):
+  spec = importlib.util.spec_from_file_location("smollm2_config",
+                                                os.path.join(REPO, "configs", "lm", "smollm2.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_next_token_loss_closed_form():
+  # Uniform logits over V classes: loss = log V for every real target; masked targets ignored.
+  v = 7
+  tokens = jnp.array([[1, 2, 3, 4]])
+  loss, aux = next_token_loss(jnp.zeros((1, 3, v)), tokens,
+                              mask=jnp.array([[True, True, True, False]]))
+  assert float(loss) == pytest.approx(np.log(v), rel=1e-6)
+  assert float(aux["count"]) == 2.0
+  # A padding row (row_mask False) contributes nothing.
+  logits = jnp.zeros((2, 3, v)).at[1, :, 0].set(50.0)
+  loss, aux = next_token_loss(logits, jnp.ones((2, 4), jnp.int32),
+                              row_mask=jnp.array([True, False]))
+  assert float(loss) == pytest.approx(np.log(v), rel=1e-6) and float(aux["count"]) == 3.0
+
+
+def test_smoke_config_init_train_sample_evaluate(tmp_path):
+  assert "lm" in TASKS
+  config = smollm2_config("smoke,finetune")  # this test feeds the batches itself
+  config.lr = 3e-3
+  task = build(config)
+  assert task.needs_data
+  state = task.init(jax.random.key(0))
+  batch = {"tokens": jax.random.randint(jax.random.key(1), (4, 17), 0, 256)}
+  step = jax.jit(task.train_step)
+  losses = []
+  for _ in range(5):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  # A random model starts near log(384) = 5.95 and overfits one fixed batch quickly.
+  assert abs(losses[0] - np.log(384)) < 0.5 and losses[-1] < losses[0] - 0.5, losses
+  assert int(state.step) == 5
+  assert float(task.eval_step(state, batch)["loss"]) < losses[0]
+
+  out = task.sample(state, str(tmp_path))
+  assert out["tokens_generated"] <= config.max_new_tokens
+  assert (tmp_path / "sample.txt").read_text() == out["completion"]
+  result = task.evaluate(state, str(tmp_path))
+  assert result["tokens"] > 1000 and np.isfinite(result["perplexity"])
+
+
+def test_config_rejects_unknown_argument():
+  with pytest.raises(ValueError, match="unknown config arguments"):
+    smollm2_config("smok")
+  config = smollm2_config()
+  assert config.model.pretrained == "smollm2-135m" and "data" not in config
+  assert not build(smollm2_config("smoke")).needs_data
