@@ -67,6 +67,14 @@ def baseline(tmp_path_factory, shared_data_dir):
   return workdir, p
 
 
+@pytest.fixture(scope="module")
+def reference_every5(tmp_path_factory, shared_data_dir):
+  """An uninterrupted run checkpointing every 5 steps, for the kill-and-resume comparisons."""
+  ref = str(tmp_path_factory.mktemp("ref_every5"))
+  run_main(ref, shared_data_dir, "--config.checkpoint_every=5")
+  return ref
+
+
 def test_smoke_run_end_to_end(baseline):
   workdir, p = baseline
   rows = metrics(workdir)
@@ -155,10 +163,8 @@ def _assert_same_run(workdir, reference):
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_sigkill_and_resume_is_bit_identical(tmp_path, shared_data_dir):
-  # The reference checkpoints every 5 steps too, so checkpoint steps match.
-  ref = str(tmp_path / "ref")
-  run_main(ref, shared_data_dir, "--config.checkpoint_every=5")
+def test_sigkill_and_resume_is_bit_identical(tmp_path, shared_data_dir, reference_every5):
+  ref = reference_every5  # checkpoints every 5 steps too, so checkpoint steps match
   seed = random.randrange(10**6)
   rng = random.Random(seed)
   workdir = str(tmp_path / "killed")
@@ -174,9 +180,8 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, shared_data_dir):
     raise AssertionError(f"(kill delay seed {seed}) {e}") from e
 
 
-def test_sigterm_saves_then_resumes_identically(tmp_path, shared_data_dir):
-  ref = str(tmp_path / "ref")
-  run_main(ref, shared_data_dir, "--config.checkpoint_every=5")
+def test_sigterm_saves_then_resumes_identically(tmp_path, shared_data_dir, reference_every5):
+  ref = reference_every5
   workdir = str(tmp_path / "term")
   proc = _start(workdir, shared_data_dir)
   _wait_for_line(proc, "step 10/")
