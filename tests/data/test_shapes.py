@@ -16,7 +16,7 @@ def test_records(tiny, split):
     img, n = r["image"], int(r["num_objects"])
     counts.add(n)
     assert img.shape == (size, size, 3) and img.dtype == np.uint8
-    assert 1 <= n <= shapes.MAX_OBJECTS
+    assert n >= 1 and n <= shapes.MAX_OBJECTS
     kinds, colours, centres, radii = r["kinds"], r["colours"], r["centres"], r["radii"]
     assert kinds.dtype == colours.dtype == np.int32 and centres.dtype == radii.dtype == np.float32
     # Padding after the n real objects.

@@ -10,7 +10,6 @@ from scipy import stats as st
 
 from jaxtok.generators.samplers import (
   confidence,
-  ddpm_sample,
   deferred_commitment_sample,
   first_hitting_sample,
   mask_ratio,
@@ -19,6 +18,7 @@ from jaxtok.generators.samplers import (
   threshold_sample,
   token_critic_sample,
 )
+from jaxtok.generators.samplers.mdlm import ddpm_sample
 from jaxtok.generators.samplers.recap import step_kinds
 
 V, N = 4, 6

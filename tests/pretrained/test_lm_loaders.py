@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from jaxtok.generators.causal_lm import CausalLM, LMConfig
-from jaxtok.pretrained import chatml, load_gguf_lm, load_hf_lm, read_safetensors
+from jaxtok.pretrained import chatml, load_gguf_lm
 from jaxtok.pretrained.gguf_lm import permute_qk, unpermute_qk
+from jaxtok.pretrained.hf_checkpoint import load_hf_lm, read_safetensors
 from jaxtok.pretrained.llama_weights import hf_tensors_from_params
 from jaxtok.pretrained.lms import load_pretrained_lm
 
@@ -195,6 +196,8 @@ def test_gguf_tokenizer_and_pretrained_path(tmp_path):
   assert tok.decode(ids) == "<|im_start|> the 123<|im_end|>"
   assert tok.decode(tok.encode("héllo wörld ✓")) == "héllo wörld ✓"
   assert lm.chat and lm.stop_tokens == (0, 2) and lm.config == config
+  from jaxtok.pretrained.text_tokenizer import TextTokenizer
+  assert isinstance(tok, TextTokenizer) and tok.eos_id == 2
 
 
 def test_chatml_matches_smollm2_template():

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtok.quantizers import GaussianQuantizer, codebook_neighbors, gaussian_bins, perturb_codes
+from jaxtok.quantizers.gaussian_quantile import GaussianQuantizer, gaussian_bins
+from jaxtok.quantizers.perturbation import codebook_neighbors, perturb_codes
 
 
 def test_gaussian_bins_closed_forms():
