@@ -208,6 +208,9 @@ def _finite(metrics: dict[str, Any]) -> bool:
 def train(config, workdir: str) -> dict[str, float]:
   """Trains ``config.num_steps`` steps (resuming if possible); returns the final metrics."""
   s = setup(config, workdir)
+  if not s.task.needs_data:
+    raise ValueError(f"task {config.task!r} as configured has no data to train on (set "
+                     "config.data.name); use --mode=sample or --mode=eval")
   is_main = jax.process_index() == 0
   writer = MetricWriter(workdir, enabled=is_main)
 

@@ -110,8 +110,6 @@ class Progress:
       self._bar.set_postfix_str(text, refresh=True)
       return
     eta = (self.total - step) / steps_per_sec if steps_per_sec > 0 else float("nan")
-    logging.info("step %d/%d | %s | %.2f steps/s | ETA %s", step, self.total, text,
-                 steps_per_sec, _hms(eta))
     print(f"step {step}/{self.total} | {text} | {steps_per_sec:.2f} steps/s | ETA {_hms(eta)}",
           flush=True)
 
