@@ -2,7 +2,7 @@
 
   python -m jaxtok.main --config=configs/quantizers/codebook_study.py:quantizer=vq_ema \
       --workdir=/tmp/jaxtok/study/vq_ema
-  python scripts/studies/codebook_usage.py            # all five, then the table (docs/quantizers.md)
+  python scripts/studies/codebook_usage.py   # all five, then the table (docs/quantizers.md)
 
 Quantizers at about 10 bits per token on an 8x8 grid of 32 px `natural_patches` crops:
 ``vq`` (1024 codes, straight-through, codebook + commitment losses), ``vq_ema`` (1024 codes, EMA

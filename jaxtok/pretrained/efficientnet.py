@@ -186,8 +186,10 @@ def convert_state_dict(sd: Mapping[str, np.ndarray]) -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _cached_variables(path: str) -> dict:
+  # numpy, not jnp: a cached jax array created inside a trace (eval_shape, jit) would be a
+  # tracer that leaks into later calls.
   variables = convert_state_dict(load_torch_pickle(path))
-  return jax.tree.map(jnp.asarray, variables)
+  return jax.tree.map(np.asarray, variables)
 
 
 def load_efficientnet_lite0(path: str | None = None) -> tuple[EfficientNetLite0, dict]:

@@ -1,48 +1,109 @@
-"""Image tokenizer training: encoder -> quantizer -> decoder with a reconstruction loss.
+"""Image tokenizer training: encoder -> quantizer -> decoder, with the papers' training losses.
 
-Config (see configs/quickstart.py): ``model`` (kind, sizes, ``quantizer`` = name + kwargs from
-``jaxtok.quantizers.QUANTIZERS``), ``loss`` (l1, l2 weights), ``optimizer``, ``data``.
-Reports held-out PSNR, codebook usage / perplexity over the test split, and
-``<workdir>/report/reconstructions.png`` (originals above reconstructions).
+Config (see configs/quickstart.py and configs/tokenizers/): ``model`` (``kind`` from
+``jaxtok.tokenizers.TOKENIZERS``, its dataclass fields, ``quantizer`` = name + kwargs from
+``jaxtok.quantizers.QUANTIZERS``; TiTok also takes ``variant``), ``loss``, ``optimizer``, ``data``,
+and the optional blocks ``gan``, ``ema``, ``perturb``, ``report`` (defaults in ``DEFAULTS``).
+
+The generator loss (per image, averaged over the batch and, with Matryoshka pooling, over scales,
+as M3, "Matryoshka Multimodal Models", Cai et al., 2024, trains on the mean loss over scales):
+
+    L = l1 |x' - x| + l2 (x' - x)^2 + perceptual d_ENL0(x', x) + quantizer aux losses
+        + [step >= gan.start] gan.weight * L_G(D(x'))
+
+* perceptual: ``jaxtok.eval.perceptual`` (LPIPS form, Zhang et al., 2018, Eq. 1 with w_l = 1) on
+  frozen EfficientNet-Lite0; its variables live in ``state.extra['perceptual']`` so the jitted step
+  takes them as an argument instead of baking 4.7M constants into the program.
+* GAN: PatchGAN with hinge losses and LeCAM (``jaxtok.tokenizers.discriminator``); discriminator
+  parameters, optimiser state and the LeCAM EMAs live in ``state.extra['disc']`` and are updated in
+  the same ``train_step`` (from ``gan.start`` on).
+* latent perturbation (RobusTok, "Robust Latent Matters", Qiu et al., 2025, Sec. 3): a fraction of
+  the batch has each code swapped with prob alpha for one of its ``delta`` nearest codewords before
+  decoding (alpha linearly from ``alpha`` to ``alpha_end``); un-swapped tokens keep the
+  straight-through path to the encoder.
+* EMA of the weights, ``ema_t = d ema_{t-1} + (1 - d) params_t``, in ``state.extra['ema_params']``;
+  evaluation and reports use it when enabled.
+
+Ordered tokenizers (TiTok with nested dropout / tail drop) draw keep_k from the 'dropout' rng. The
+report writes ``report/reconstructions.png``, for ordered models ``report/prefix_decoding.png`` and
+``test/psnr@k``, optionally FD-ENL0 (``test/fd_enl0``), the perturbed-latent FD (``test/pfd_enl0``)
+and ``report/rate_distortion.png`` (PSNR vs bits per pixel against JPEG and WebP at matched bytes).
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import math
 import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
-from jaxtok.quantizers import QUANTIZERS
-from jaxtok.registry import Registry
+from jaxtok.quantizers import QUANTIZERS, codebook_neighbors, perturb_codes
 from jaxtok.tasks.base import TASKS, Task
-from jaxtok.tokenizers import Conv2DTokenizer
+from jaxtok.tokenizers import TOKENIZERS, ordering, titok
+from jaxtok.tokenizers import discriminator as disc_lib
 from jaxtok.train.state import TrainState
 
-MODELS: Registry = Registry("tokenizer model")
+# Keys of state.extra that are not the tokenizer's own variable collections.
+EXTRA_KEYS = ("ema_params", "disc", "perceptual")
+
+DEFAULTS = {
+    "loss": {"l1": 1.0, "l2": 1.0, "perceptual": 0.0, "perceptual_size": 0,
+             "perceptual_stages": (0, 1, 2, 3, 4, 5, 6)},
+    "gan": {"weight": 0.0, "start": 0, "lecam": 0.0, "lecam_decay": 0.999, "lr": 1e-4,
+            "b1": 0.5, "b2": 0.9, "base_channels": 32, "num_layers": 2},
+    "ema": {"decay": 0.0},
+    "perturb": {"enabled": False, "alpha": 0.1, "alpha_end": 0.1, "fraction": 0.1, "delta": 16},
+    "report": {"fd": False, "pfd": False, "fd_image_size": 224, "pfd_alpha": 0.1,
+               "pfd_delta": 16, "rate_distortion": False, "rd_images": 32, "max_fd_images": 1024},
+}
 
 
-def _conv2d(cfg, quantizer: nn.Module) -> nn.Module:
-  return Conv2DTokenizer(quantizer=quantizer, latent_dim=cfg.latent_dim,
-                         base_channels=cfg.base_channels, channel_mults=tuple(cfg.channel_mults),
-                         num_res_blocks=cfg.num_res_blocks)
+def options(config, block: str) -> ml_collections.ConfigDict:
+  """``config.<block>`` over ``DEFAULTS[block]``; unknown keys raise, naming the valid ones."""
+  out = ml_collections.ConfigDict(DEFAULTS[block])
+  given = config.get(block) or {}
+  unknown = sorted(set(given) - set(out))
+  if unknown:
+    raise ValueError(f"unknown config keys {block}.{unknown}; valid: {sorted(out)}")
+  out.update(dict(given))
+  return out
 
 
-MODELS.register("conv2d", _conv2d)
+# ----------------------------------------------------------------------------------------------
+# Building
+# ----------------------------------------------------------------------------------------------
 
 
-def build_quantizer(cfg) -> nn.Module:
-  kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k != "name"}
+def _tuples(v):
+  return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def build_quantizer(cfg) -> nn.Module | None:
+  if cfg is None:
+    return None
+  kwargs = {k: _tuples(v) for k, v in cfg.items() if k != "name"}
   return QUANTIZERS.get(cfg.name)(**kwargs)
 
 
 def build_model(model_cfg) -> nn.Module:
-  return MODELS.get(model_cfg.kind)(model_cfg, build_quantizer(model_cfg.quantizer))
+  """A ``TOKENIZERS`` module from ``kind``, its fields and ``quantizer`` (name + kwargs)."""
+  cls = TOKENIZERS.get(model_cfg.kind)
+  fields = {k: _tuples(v) for k, v in model_cfg.items()
+            if k not in ("kind", "quantizer", "variant")}
+  valid = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "quantizer"}
+  unknown = sorted(set(fields) - valid)
+  if unknown:
+    raise ValueError(f"model.{unknown} are not fields of {cls.__name__}; valid: {sorted(valid)}")
+  quantizer = build_quantizer(model_cfg.get("quantizer"))
+  if model_cfg.kind == "titok" and model_cfg.get("variant"):
+    return titok(model_cfg.variant, quantizer, **fields)
+  return cls(quantizer=quantizer, **fields)
 
 
 def build_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
@@ -65,112 +126,467 @@ def psnr_per_image(x: jax.Array, y: jax.Array) -> jax.Array:
   return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
 
 
+def ema_update(ema, params, decay: float):
+  """Polyak/EMA weights: ``ema <- decay * ema + (1 - decay) * params`` (leaf-wise)."""
+  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+
+
+def linear_schedule(start: float, end: float, step: jax.Array, num_steps: int) -> jax.Array:
+  """``start`` at step 0 to ``end`` at ``num_steps`` (clipped), linearly."""
+  t = jnp.clip(step.astype(jnp.float32) / max(num_steps, 1), 0.0, 1.0)
+  return start + (end - start) * t
+
+
+# ----------------------------------------------------------------------------------------------
+# Forwards through the tokenizers' parts (flax ``method=`` functions)
+# ----------------------------------------------------------------------------------------------
+
+
+def _latents(module, x):  # [B, H, W, 3] -> pre-quantization latents [B, ..., D]
+  if hasattr(module, "_encode_latents"):  # TiTok
+    return module._encode_latents(x)
+  if hasattr(module, "encoder") and hasattr(module, "_decode_latents"):  # Conv2DTokenizer
+    module._check(x)
+    return module.encoder(x.astype(module.dtype)).astype(jnp.float32)
+  raise ValueError(f"latent perturbation supports conv2d and titok tokenizers, not "
+                   f"{type(module).__name__}")
+
+
+def _decode_quantized(module, z_q):  # quantized latents -> [B, H, W, 3]
+  if hasattr(module, "_decode_tokens"):
+    return module._decode_tokens(z_q)
+  return module._decode_latents(z_q)
+
+
+def implicit_codebook(quantizer) -> jax.Array:  # [K, D]
+  """Every code decoded: the codebook in latent space (VQ's projected codebook, FSQ's grid)."""
+  k = getattr(quantizer, "num_codes", None)
+  if k is None or type(quantizer).__name__ in ("ResidualVQ", "GroupedVQ", "BinaryQuantizer"):
+    raise ValueError(f"latent perturbation needs a single-index quantizer (vq, fsq, simvq, ...); "
+                     f"got {type(quantizer).__name__}")
+  return quantizer.decode(jnp.arange(int(k), dtype=jnp.int32)).astype(jnp.float32)
+
+
+def perturbed_forward(module, x, rng, *, alpha, fraction, delta: int, train: bool):
+  """RobusTok forward: codes -> swap some for nearby codewords -> decode. -> (x_rec, aux)."""
+  z = _latents(module, x)
+  z_q, out = module.quantizer(z, train=train)
+  nbrs = codebook_neighbors(jax.lax.stop_gradient(implicit_codebook(module.quantizer)), delta)
+  codes = perturb_codes(rng, out.codes, nbrs, alpha=alpha, fraction=fraction)
+  swapped = (codes != out.codes)[..., None]
+  z_q = jnp.where(swapped, module.quantizer.decode(codes).astype(z_q.dtype), z_q)
+  aux = {"codes": codes, "losses": dict(out.losses), "metrics": dict(out.metrics),
+         "swapped": jnp.mean(swapped.astype(jnp.float32))}
+  return _decode_quantized(module, z_q), aux
+
+
+def prefix_forward(module, x, keep_k):  # x [B, H, W, 3], keep_k int [B] -> [B, H, W, 3]
+  """TiTok reconstruction from its first keep_k tokens, the rest replaced by the mask token.
+
+  For ordered models this is the evaluation forward with ``keep_k``; for a model trained without
+  ordering it measures what its first k tokens carry (the ablation of FlexTok / One-D-Piece).
+  """
+  z_q, _ = module.quantizer(module._encode_latents(x), train=False)
+  z_q = ordering.replace_dropped(z_q, ordering.prefix_mask(keep_k, module.num_tokens),
+                                 module.token_mask)
+  return module._decode_tokens(z_q)
+
+
+def decode_prefix(module, codes, keep_k):  # codes [B, K, ...] (tail ignored), keep_k int [B]
+  """Decodes the first keep_k codes of an ordered tokenizer; equals ``decode(codes[:, :k])``."""
+  z_q = module.quantizer.decode(codes).astype(jnp.float32)
+  z_q = ordering.replace_dropped(z_q, ordering.prefix_mask(keep_k, module.num_tokens),
+                                 module.token_mask)
+  return module._decode_tokens(z_q)
+
+
+# ----------------------------------------------------------------------------------------------
+# The task
+# ----------------------------------------------------------------------------------------------
+
+
 def build(config) -> Task:
   model = build_model(config.model)
   tx = build_optimizer(config.optimizer, config.num_steps)
+  loss_cfg, gan, ema, pert, rep = (options(config, b) for b in DEFAULTS)
+  ordered = bool(getattr(model, "ordered", False))
+  if pert.enabled and ordered:
+    raise ValueError("perturb.enabled with an ordered tokenizer is not supported")
+  use_gan = gan.weight > 0
+  disc = disc_lib.PatchDiscriminator(gan.base_channels, gan.num_layers) if use_gan else None
+  disc_tx = optax.adam(gan.lr, b1=gan.b1, b2=gan.b2) if use_gan else None
+  enet = enet_vars = None
+  if loss_cfg.perceptual > 0:  # loaded here, outside any trace (its loader caches arrays)
+    from jaxtok.pretrained.efficientnet import load_efficientnet_lite0
+
+    enet, enet_vars = load_efficientnet_lite0()
+    enet_vars = jax.tree.map(np.asarray, enet_vars)
+
+  def model_vars(extra):
+    return {k: v for k, v in extra.items() if k not in EXTRA_KEYS}
+
+  def eval_params(state):
+    return state.extra["ema_params"] if ema.decay > 0 else state.params
 
   def init(rng, batch):
     x = to_float(batch["image"])
-    variables = model.init({"params": rng, "quantizer": rng}, x, train=False)
+    rngs = {"params": rng, "quantizer": rng, "dropout": rng, "slots": rng}
+    variables = model.init(rngs, x, train=False)
     params = variables["params"]
     extra = {k: v for k, v in variables.items() if k != "params"}
+    if ema.decay > 0:
+      extra["ema_params"] = params
+    if use_gan:
+      dparams = disc.init(jax.random.fold_in(rng, 1), x)["params"]
+      extra["disc"] = {"params": dparams, "opt_state": disc_tx.init(dparams),
+                       "lecam": disc_lib.LecamEma.create()}
+    if enet is not None:  # frozen (never differentiated), an argument of the jitted step
+      extra["perceptual"] = jax.tree.map(jnp.asarray, enet_vars)
     return TrainState.create(params=params, tx=tx, rng=rng, extra=extra)
 
-  def loss_fn(params, extra, x, rng):
-    out, new_vars = model.apply({"params": params, **extra}, x, train=True,
-                                rngs={"quantizer": rng}, mutable=list(extra))
-    x_rec, aux = out
+  def recon_loss(x_rec, x, extra):  # -> (scalar, metrics)
     l1 = jnp.mean(jnp.abs(x_rec - x))
     l2 = jnp.mean((x_rec - x) ** 2)
+    loss = loss_cfg.l1 * l1 + loss_cfg.l2 * l2
+    m = {"l1": l1, "l2": l2}
+    if enet is not None:
+      from jaxtok.eval.perceptual import efficientnet_perceptual_loss
+
+      p = jnp.mean(efficientnet_perceptual_loss(
+          enet, extra["perceptual"], x_rec, x, tuple(loss_cfg.perceptual_stages),
+          image_size=loss_cfg.perceptual_size or None))
+      loss = loss + loss_cfg.perceptual * p
+      m["perceptual"] = p
+    return loss, m
+
+  def generator_loss(params, state, x, rngs, step):
+    mv = model_vars(state.extra)
+    variables = {"params": params, **mv}
+    if pert.enabled:
+      alpha = linear_schedule(pert.alpha, pert.alpha_end, step, config.num_steps)
+      (x_rec, aux), new_vars = model.apply(
+          variables, x, rngs["perturb"], alpha=alpha, fraction=pert.fraction, delta=pert.delta,
+          train=True, method=perturbed_forward, rngs=rngs, mutable=list(mv))
+    else:
+      (x_rec, aux), new_vars = model.apply(variables, x, train=True, rngs=rngs, mutable=list(mv))
+    loss, metrics = recon_loss(x_rec, x, state.extra)
+    if "matryoshka" in aux:  # M3: the mean loss over the full and the pooled scales
+      parts = [loss] + [recon_loss(r, x, state.extra)[0] for r in aux["matryoshka"].values()]
+      loss = sum(parts) / len(parts)
+      metrics.update({f"loss@{s}": v for s, v in zip(aux["matryoshka"], parts[1:])})
     aux_loss = sum(aux["losses"].values(), jnp.zeros(()))
-    loss = config.loss.l1 * l1 + config.loss.l2 * l2 + aux_loss
-    metrics = {"loss": loss, "l1": l1, "l2": l2, "psnr": jnp.mean(psnr_per_image(x_rec, x)),
-               **{f"quantizer/{k}": v for k, v in aux["metrics"].items()},
-               **{f"loss/{k}": v for k, v in aux["losses"].items()}}
-    return loss, (metrics, dict(new_vars))
+    loss = loss + aux_loss
+    if use_gan:
+      fake = disc.apply({"params": state.extra["disc"]["params"]}, x_rec)
+      g = disc_lib.hinge_g_loss(fake)
+      loss = loss + gan.weight * (step >= gan.start).astype(jnp.float32) * g
+      metrics["gan/g_loss"] = g
+    metrics.update({"loss": loss, "psnr": jnp.mean(psnr_per_image(x_rec, x)),
+                    **{f"quantizer/{k}": v for k, v in aux["metrics"].items()},
+                    **{f"loss/{k}": v for k, v in aux["losses"].items()}})
+    if "swapped" in aux:
+      metrics["perturb/swapped"] = aux["swapped"]
+    return loss, (metrics, dict(new_vars), x_rec)
+
+  def disc_update(d, x, x_rec, active):  # one hinge + LeCAM step of the discriminator
+    def d_loss(dp):
+      real = disc.apply({"params": dp}, x)
+      fake = disc.apply({"params": dp}, jax.lax.stop_gradient(x_rec))
+      loss = disc_lib.hinge_d_loss(real, fake)
+      if gan.lecam > 0:
+        loss = loss + gan.lecam * disc_lib.lecam_regularizer(real, fake, d["lecam"])
+      return loss, (real, fake)
+
+    (loss, (real, fake)), grads = jax.value_and_grad(d_loss, has_aux=True)(d["params"])
+    updates, opt_state = disc_tx.update(grads, d["opt_state"], d["params"])
+    new = {"params": optax.apply_updates(d["params"], updates), "opt_state": opt_state,
+           "lecam": disc_lib.update_lecam_ema(d["lecam"], real, fake, gan.lecam_decay)}
+    new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, d)
+    metrics = {"gan/d_loss": loss, "gan/real_logit": jnp.mean(real),
+               "gan/fake_logit": jnp.mean(fake)}
+    return new, metrics
 
   def train_step(state: TrainState, batch):
     x = to_float(batch["image"])
-    grads, (metrics, new_extra) = jax.grad(loss_fn, has_aux=True)(
-        state.params, state.extra, x, state.step_rng())
+    keys = jax.random.split(state.step_rng(), 4)
+    rngs = {"quantizer": keys[0], "dropout": keys[1], "slots": keys[2], "perturb": keys[3]}
+    grads, (metrics, new_vars, x_rec) = jax.grad(generator_loss, has_aux=True)(
+        state.params, state, x, rngs, state.step)
     metrics["grad_norm"] = optax.global_norm(grads)
-    return state.apply_gradients(grads, extra={**state.extra, **new_extra}), metrics
+    extra = {**state.extra, **new_vars}
+    if use_gan:
+      extra["disc"], dm = disc_update(state.extra["disc"], x, x_rec, state.step >= gan.start)
+      metrics.update(dm)
+    new_state = state.apply_gradients(grads, extra=extra)
+    if ema.decay > 0:
+      new_state = new_state.replace(extra={
+          **new_state.extra,
+          "ema_params": ema_update(state.extra["ema_params"], new_state.params, ema.decay)})
+    return new_state, metrics
+
+  def forward(state, x, **kw):
+    return model.apply({"params": eval_params(state), **model_vars(state.extra)}, x, train=False,
+                       **kw)
 
   def eval_step(state: TrainState, batch):
     x = to_float(batch["image"])
-    x_rec, aux = model.apply({"params": state.params, **state.extra}, x, train=False)
+    x_rec, _ = forward(state, x)
     w = batch["mask"].astype(jnp.float32) if "mask" in batch else jnp.ones(x.shape[0])
     n = jnp.maximum(w.sum(), 1.0)
     per = {"psnr": psnr_per_image(x_rec, x), "l1": jnp.mean(jnp.abs(x_rec - x), axis=(1, 2, 3))}
     return {k: jnp.sum(v * w) / n for k, v in per.items()}
 
-  @functools.partial(jax.jit)
-  def reconstruct(state, x):
-    x_rec, aux = model.apply({"params": state.params, **state.extra}, x, train=False)
-    return jnp.clip(x_rec, -1, 1), aux["codes"]
-
-  def report(state: TrainState, workdir: str, step: int):
-    from jaxtok.train.loop import eval_batches, to_host  # late: the loop imports tasks
-
-    codes_all, psnrs, shown = [], [], None
-    for batch in eval_batches(config):
-      x = to_float(batch["image"])
-      x_rec, codes = reconstruct(state, x)
-      keep = to_host(batch["mask"]).astype(bool)
-      psnrs.append(to_host(psnr_per_image(x_rec, x))[keep])
-      codes = to_host(codes)
-      codes_all.append(codes[keep].reshape(-1))
-      if shown is None:
-        shown = (to_host(x)[:8], to_host(x_rec)[:8])
-    codes_flat = np.concatenate(codes_all)
-    num_codes = _num_codes(model.quantizer)
-    counts = np.bincount(codes_flat, minlength=num_codes).astype(np.float64)
-    p = counts / counts.sum()
-    entropy = -np.sum(p[p > 0] * np.log(p[p > 0]))
-    results = {"test/psnr": float(np.mean(np.concatenate(psnrs))),
-               "test/codebook_usage": float(np.mean(counts > 0)),
-               "test/perplexity": float(math.exp(entropy)),
-               "test/bits_per_image": float(np.prod(codes.shape[1:]) * math.log2(num_codes))}
-    if jax.process_index() == 0 and shown is not None:
-      path = os.path.join(workdir, "report", "reconstructions.png")
-      save_reconstruction_grid(shown[0], shown[1], path,
-                               title=f"step {step}: test PSNR {results['test/psnr']:.2f} dB")
-    return results
-
+  report = make_report(config, model, rep, forward=forward, eval_params=eval_params,
+                       model_vars=model_vars, ordered=ordered)
   return Task(init=init, train_step=train_step, eval_step=eval_step, report=report)
 
 
-def _num_codes(quantizer) -> int:
-  n = getattr(quantizer, "num_codes", None) or getattr(quantizer, "codebook_size", None)
-  if n is None:
-    raise ValueError(f"cannot tell the codebook size of {type(quantizer).__name__}")
-  return int(n)
+# ----------------------------------------------------------------------------------------------
+# The report (host side; every process iterates the eval batches, process 0 writes pictures)
+# ----------------------------------------------------------------------------------------------
 
 
-def save_reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray, path: str,
-                             title: str = "") -> None:
-  """Writes a PNG: originals (top row) above reconstructions (bottom row); images in [-1, 1]."""
-  import matplotlib
+def make_report(config, model, rep, *, forward, eval_params, model_vars, ordered: bool):
+  """Builds ``report(state, workdir, step) -> metrics`` (see the module docstring)."""
+  from jaxtok.eval.image_metrics import ssim
 
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  def variables(state):
+    return {"params": eval_params(state), **model_vars(state.extra)}
 
-  n = len(originals)
-  fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.6), squeeze=False)
-  for row, images, label in ((0, originals, "original"), (1, reconstructions, "reconstruction")):
-    for i in range(n):
-      ax = axes[row][i]
-      ax.imshow(np.clip((np.asarray(images[i]) + 1) / 2, 0, 1), interpolation="nearest")
-      ax.set_xticks([])
-      ax.set_yticks([])
-      if i == 0:
-        ax.set_ylabel(label)
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  @jax.jit
+  def reconstruct(state, x):  # -> (x_rec, codes, per-image psnr, ssim, {scale: psnr})
+    x_rec, aux = forward(state, x)
+    x_rec = jnp.clip(x_rec, -1, 1)
+    mats = {s: psnr_per_image(r, x) for s, r in aux.get("matryoshka", {}).items()}
+    return x_rec, aux["codes"], psnr_per_image(x_rec, x), ssim(x_rec, x), mats
+
+  @jax.jit
+  def reconstruct_prefix(state, x, keep_k):  # keep_k int [B] -> psnr [B]; one compile for all k
+    return psnr_per_image(model.apply(variables(state), x, keep_k, method=prefix_forward), x)
+
+  @jax.jit
+  def decode_prefix_fn(state, codes, keep_k):
+    return jnp.clip(model.apply(variables(state), codes, keep_k, method=decode_prefix), -1, 1)
+
+  @jax.jit
+  def reconstruct_perturbed(state, x, rng):  # every image, each code with prob pfd_alpha
+    x_rec, _ = model.apply(variables(state), x, rng, alpha=rep.pfd_alpha, fraction=1.0,
+                           delta=rep.pfd_delta, train=False, method=perturbed_forward)
+    return jnp.clip(x_rec, -1, 1)
+
+  def report(state: TrainState, workdir: str, step: int):
+    from jaxtok.eval.pictures import prefix_decoding_strip, prefix_lengths, reconstruction_grid
+    from jaxtok.train.loop import eval_batches, to_host  # late: the loop imports tasks
+
+    # Prefix PSNR for every TiTok-family model (unordered ones: the ablation baseline).
+    one_d = type(model).__name__ == "TiTok"
+    ks = (prefix_lengths(model.num_tokens)
+          if one_d and not getattr(model, "matryoshka_sizes", ()) else [])
+    keep_host_images = rep.fd or rep.pfd or rep.rate_distortion
+    acc: dict[str, list] = {}
+
+    def add(key, value):
+      acc.setdefault(key, []).append(value)
+
+    shown = None
+    for i, batch in enumerate(eval_batches(config)):
+      x = to_float(batch["image"])
+      keep = to_host(batch["mask"]).astype(bool)
+      x_rec, codes, psnr, ssims, mats = reconstruct(state, x)
+      add("psnr", to_host(psnr)[keep])
+      add("ssim", to_host(ssims)[keep])
+      add("codes", to_host(codes)[keep])
+      for k in ks:
+        p = reconstruct_prefix(state, x, jnp.full((x.shape[0],), k, jnp.int32))
+        add(f"psnr@{k}", to_host(p)[keep])
+      for s, p in mats.items():
+        add(f"psnr@{s}", to_host(p)[keep])
+      if rep.pfd:
+        xp = reconstruct_perturbed(state, x, jax.random.fold_in(jax.random.PRNGKey(17), i))
+        add("ppsnr", to_host(psnr_per_image(xp, x))[keep])
+        if sum(len(a) for a in acc.get("perturbed", [])) < rep.max_fd_images:
+          add("perturbed", to_host(xp)[keep])
+      if keep_host_images and sum(len(a) for a in acc.get("x", [])) < rep.max_fd_images:
+        add("x", to_host(x)[keep])
+        add("x_rec", to_host(x_rec)[keep])
+      if shown is None:
+        shown = (to_host(x)[:8], to_host(x_rec)[:8], to_host(codes)[:8])
+    cat = {k: np.concatenate(v) for k, v in acc.items()}
+    results = {"test/psnr": float(np.mean(cat["psnr"])), "test/ssim": float(np.mean(cat["ssim"]))}
+    results.update(codebook_report(cat["codes"], model.quantizer))
+    bits = results.get("test/bits_per_image", float("nan"))
+    for key in cat:
+      if key.startswith("psnr@"):
+        results[f"test/{key}"] = float(np.mean(cat[key]))
+    if rep.pfd:
+      results["test/ppsnr"] = float(np.mean(cat["ppsnr"]))
+    if rep.fd or rep.pfd:
+      from jaxtok.eval.frechet import frechet_efficientnet_distance
+
+      size = rep.fd_image_size
+      if rep.fd:
+        results["test/fd_enl0"] = frechet_efficientnet_distance(cat["x"], cat["x_rec"],
+                                                                image_size=size)
+      if rep.pfd:
+        results["test/pfd_enl0"] = frechet_efficientnet_distance(
+            cat["x"][:len(cat["perturbed"])], cat["perturbed"], image_size=size)
+    if rep.rate_distortion and math.isfinite(bits):
+      results.update(rate_distortion_report(cat, results, bits, model, workdir, step,
+                                            rep.rd_images, write=jax.process_index() == 0))
+    if jax.process_index() == 0 and shown is not None:  # originals above reconstructions
+      reconstruction_grid(shown[0], shown[1],
+                          os.path.join(workdir, "report", "reconstructions.png"))
+      if ordered:
+        def prefix(codes_k):  # codes [b, k, ...] -> the image decoded from them
+          k = codes_k.shape[1]
+          pad = np.zeros(codes_k.shape[:1] + (model.num_tokens - k,) + codes_k.shape[2:],
+                         codes_k.dtype)
+          full = np.concatenate([codes_k, pad], axis=1)
+          return decode_prefix_fn(state, full, jnp.full((len(full),), k, jnp.int32))
+
+        prefix_decoding_strip(prefix, shown[2], shown[0],
+                              path=os.path.join(workdir, "report", "prefix_decoding.png"))
+    return results
+
+  return report
+
+
+def codebook_report(codes: np.ndarray, quantizer) -> dict[str, float]:
+  """Usage, perplexity (exp entropy of the pooled code histogram), bits per image; codes [N, ...].
+
+  Binary latents report the mean per-bit entropy in bits instead (2^bits codes cannot be counted).
+  """
+  if quantizer is None or not np.issubdtype(codes.dtype, np.integer):
+    return {}
+  out = {"test/bits_per_image": code_bits(codes, quantizer)}
+  if type(quantizer).__name__ == "BinaryQuantizer":
+    p = np.clip(codes.reshape(-1, codes.shape[-1]).mean(0), 1e-12, 1 - 1e-12)
+    out["test/bit_entropy"] = float(np.mean(-p * np.log2(p) - (1 - p) * np.log2(1 - p)))
+    return out
+  num_codes = int(quantizer.num_codes)
+  counts = np.bincount(codes.reshape(-1).astype(np.int64), minlength=num_codes)
+  p = counts[counts > 0] / counts.sum()
+  out["test/codebook_usage"] = float(np.mean(counts > 0))
+  out["test/perplexity"] = float(math.exp(-np.sum(p * np.log(p))))
+  return out
+
+
+def rate_distortion_report(cat, results, bits: float, model, workdir: str, step: int,
+                           num_images: int, write: bool) -> dict[str, float]:
+  """Tokenizer points (each prefix / Matryoshka scale) vs JPEG and WebP at the same byte budgets."""
+  from jaxtok.eval.rate_distortion import codec_rate_distortion, plot_rate_distortion
+
+  images = cat["x"][:num_images]  # the codecs' quality search is per image: keep it small
+  pixels = images.shape[1] * images.shape[2]
+  grid = type(model).__name__ == "Conv2DTokenizer"  # 2D codes [N, h, w]; else [N, K, ...]
+  n_tokens = cat["codes"].shape[1] * (cat["codes"].shape[2] if grid else 1)
+  points = [(bits, results["test/psnr"])]
+  for key, value in results.items():
+    if key.startswith("test/psnr@"):
+      s = int(key.split("@")[1])
+      points.append((bits * (s * s if grid else s) / n_tokens, value))
+  points = sorted(set(points))
+  codecs = codec_rate_distortion(images, [b for b, _ in points])
+  curves = {"tokenizer": [(b / pixels, p) for b, p in points], **codecs}
+  out = {}
+  for codec, pts in codecs.items():
+    out[f"test/{codec}_bpp"] = pts[-1][0]
+    out[f"test/{codec}_psnr"] = pts[-1][1]
+  if write:
+    plot_rate_distortion(curves, os.path.join(workdir, "report", "rate_distortion.png"),
+                         title=f"step {step}: PSNR vs bits per pixel")
+  return out
+
+
+def code_bits(codes: np.ndarray, quantizer) -> float:
+  """Bits per image of integer codes [B, ...]: elements x log2(K) (binary latents: 1 per bit)."""
+  per_image = float(np.prod(codes.shape[1:]))
+  if quantizer is None or not np.issubdtype(codes.dtype, np.integer):
+    return float("nan")  # continuous tokens have no nominal size
+  if type(quantizer).__name__ == "BinaryQuantizer":
+    return per_image
+  return per_image * math.log2(int(quantizer.num_codes))
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared config settings of configs/tokenizers/*
+# ----------------------------------------------------------------------------------------------
+
+
+def base_config(a, data: str = "natural_patches", size: int = 32) -> ml_collections.ConfigDict:
+  """Data, schedule, optimiser and report settings shared by configs/tokenizers/*.
+
+  ``a`` is the config's parsed argument with ``smoke`` (a few steps on a small build of the data,
+  for tests), ``imagenet`` (ImageNet-256 from tfds 'imagenet2012', prepared by the user),
+  ``steps`` (0 = the default for the scale) and ``seed``. The caller sets ``c.model``.
+  """
+  if a.smoke and a.imagenet:
+    raise ValueError("choose one of smoke and imagenet")
+  c = ml_collections.ConfigDict()
+  c.task = "tokenizer"
+  c.seed = a.seed
+  c.num_steps = a.steps or (3 if a.smoke else 500_000 if a.imagenet else 1500)
+  c.batch_size = 8 if a.smoke else 256 if a.imagenet else 32
+  c.eval_batch_size = 64
+  c.log_every = 1 if a.smoke else 100
+  c.eval_every = 0
+  c.report_every = c.num_steps
+  c.checkpoint_every = 0 if a.smoke else 5000 if a.imagenet else 500
+  c.keep_checkpoints = 2
+  c.async_checkpoint = True
+  c.init_from = ""
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "imagenet2012" if a.imagenet else data
+  c.data.image_size = 256 if a.imagenet else size
+  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+  if a.imagenet:
+    c.eval_split = "validation"
+  if a.smoke:  # the small builds of tests/conftest.py's shared data dir
+    c.data.num_train, c.data.num_test = (2048, 256) if data == "natural_patches" else (512, 64)
+  c.loss = ml_collections.ConfigDict(dict(DEFAULTS["loss"]))
+  c.gan = ml_collections.ConfigDict(dict(DEFAULTS["gan"]))
+  c.ema = ml_collections.ConfigDict(dict(DEFAULTS["ema"]))
+  c.perturb = ml_collections.ConfigDict(dict(DEFAULTS["perturb"]))
+  c.report = ml_collections.ConfigDict(dict(DEFAULTS["report"]))
+  if a.imagenet:  # TiTok's single-stage recipe: L2 + perceptual 0.1 + GAN 0.1 from 20k + LeCAM
+    c.loss.update(l1=0.0, l2=1.0, perceptual=0.1, perceptual_size=224)
+    c.gan.update(weight=0.1, start=20_000, lecam=0.001, base_channels=64, num_layers=3)
+    c.ema.decay = 0.999
+    c.report.update(fd=True, rate_distortion=True, max_fd_images=50_000)
+  c.optimizer = ml_collections.ConfigDict({
+      "lr": 1e-4 if a.imagenet else 1e-3, "warmup_steps": 10_000 if a.imagenet else 100,
+      "b1": 0.9, "b2": 0.99, "weight_decay": 1e-4, "grad_clip": 1.0, "final_lr_fraction": 0.05})
+  return c
+
+
+TITOK_CPU = dict(width=64, depth=2, num_heads=4, mlp_dim=256)
+
+
+def titok_model_config(a, quantizer: dict, **extra) -> ml_collections.ConfigDict:
+  """The TiTok model block of the 1D-token configs (titok, flextok, one_d_piece, ...).
+
+  ``a`` has ``smoke``, ``imagenet``, ``variant`` ('cpu': a small ViT for 32 px on this CPU, or a
+  name of ``jaxtok.tokenizers.titok.VARIANTS``) and ``tokens`` (0: the variant's default).
+  """
+  from jaxtok.tokenizers.titok import DEFAULT_TOKENS, VARIANTS
+
+  variant = "tiny" if a.smoke else a.variant
+  if variant != "cpu" and variant not in VARIANTS:
+    raise ValueError(f"variant must be cpu or one of {sorted(VARIANTS)}; got {variant!r}")
+  m = ml_collections.ConfigDict()
+  m.kind = "titok"
+  if variant == "cpu":
+    m.update(TITOK_CPU)
+  else:
+    m.variant = variant
+  m.image_size = 256 if a.imagenet else 32
+  m.patch_size = 16 if a.imagenet else 4
+  m.num_tokens = a.tokens or (8 if a.smoke else DEFAULT_TOKENS.get(variant, 32))
+  m.quantizer = ml_collections.ConfigDict(quantizer)
+  m.code_dim = quantizer.get("dim") or len(quantizer.get("levels", ())) or quantizer["num_bits"]
+  m.update(extra)
+  return m
 
 
 TASKS.register("tokenizer", build)

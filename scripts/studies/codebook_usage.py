@@ -68,7 +68,8 @@ def evaluate(config, workdir) -> dict[str, float]:
   idx = np.concatenate(idx)
   counts = np.bincount(idx, minlength=num_codes)
   p = counts[counts > 0] / counts.sum()
-  return {"usage": float(np.mean(counts > 0)), "perplexity": float(math.exp(-np.sum(p * np.log(p)))),
+  entropy = -np.sum(p * np.log(p))
+  return {"usage": float(np.mean(counts > 0)), "perplexity": float(math.exp(entropy)),
           "codebook": num_codes, "psnr": float(np.mean(np.concatenate(psnrs)))}
 
 
