@@ -59,8 +59,10 @@ def first_hitting_sample(
     token = sample_categorical(k_tok, logits[rows, pos], temperature=temperature,
                                precision=precision)  # [B]
     x = x.at[rows, pos].set(jnp.where(active, token, x[rows, pos]))
-    u = jax.random.uniform(k_time, (b,), minval=jnp.finfo(jnp.float32).tiny)
-    t = jnp.where(active, t * u ** (1.0 / jnp.maximum(n_masked, 1)), 0.0)
+    # float32 throughout, also under jax_enable_x64 (the while_loop carry keeps its dtype).
+    u = jax.random.uniform(k_time, (b,), jnp.float32, minval=jnp.finfo(jnp.float32).tiny)
+    power = 1.0 / jnp.maximum(n_masked, 1).astype(jnp.float32)
+    t = jnp.where(active, t * u ** power, 0.0).astype(jnp.float32)
     stats = record(stats, step, active, 1)
     stats["times"] = stats["times"].at[:, step].set(t)
     return x, rng, t, stats, step + 1
