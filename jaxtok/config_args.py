@@ -49,3 +49,19 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
       raise ValueError(f"config argument {key!r} needs a value ({key}=...)")
     out[key] = _convert(value.strip(), defaults[key], key) if sep else True
   return ml_collections.ConfigDict(out)
+
+
+def with_defaults(config: ml_collections.ConfigDict, block: str,
+                  defaults: dict[str, Any]) -> ml_collections.ConfigDict:
+  """``config.<block>`` (optional in the config) over ``defaults``; unknown keys raise.
+
+  Tasks use this for optional blocks (``loss``, ``gan``, ``ema``, ...), so a config names only
+  what it changes and a misspelled key fails with the valid ones.
+  """
+  out = ml_collections.ConfigDict(defaults)
+  given = config.get(block) or {}
+  unknown = sorted(set(given) - set(out))
+  if unknown:
+    raise ValueError(f"unknown config keys {block}.{unknown}; valid: {sorted(out)}")
+  out.update(dict(given))
+  return out

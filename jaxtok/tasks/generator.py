@@ -35,6 +35,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxtok.config_args import with_defaults
 from jaxtok.data import token_cache
 from jaxtok.eval.frechet import frechet_distance_features
 from jaxtok.eval.pictures import save_png, tile
@@ -58,13 +59,7 @@ DEFAULTS = {
 
 def options(config, block: str) -> ml_collections.ConfigDict:
   """``config.<block>`` over ``DEFAULTS[block]``; unknown keys raise, naming the valid ones."""
-  out = ml_collections.ConfigDict(DEFAULTS[block])
-  given = config.get(block) or {}
-  unknown = sorted(set(given) - set(out))
-  if unknown:
-    raise ValueError(f"unknown config keys {block}.{unknown}; valid: {sorted(out)}")
-  out.update(dict(given))
-  return out
+  return with_defaults(config, block, DEFAULTS[block])
 
 
 class DigitClassifier(nn.Module):

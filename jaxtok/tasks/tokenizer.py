@@ -43,6 +43,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxtok.config_args import with_defaults
 from jaxtok.quantizers import QUANTIZERS, codebook_neighbors, perturb_codes
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tokenizers import TOKENIZERS, ordering, titok
@@ -66,13 +67,7 @@ DEFAULTS = {
 
 def options(config, block: str) -> ml_collections.ConfigDict:
   """``config.<block>`` over ``DEFAULTS[block]``; unknown keys raise, naming the valid ones."""
-  out = ml_collections.ConfigDict(DEFAULTS[block])
-  given = config.get(block) or {}
-  unknown = sorted(set(given) - set(out))
-  if unknown:
-    raise ValueError(f"unknown config keys {block}.{unknown}; valid: {sorted(out)}")
-  out.update(dict(given))
-  return out
+  return with_defaults(config, block, DEFAULTS[block])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,3 +27,16 @@ def test_int_accepted_for_float_and_bool_words():
 def test_errors(arg, match):
   with pytest.raises(ValueError, match=match):
     parse_arg(arg, size=32, smoke=False)
+
+
+def test_with_defaults_fills_and_rejects_unknown_keys():
+  import ml_collections
+
+  from jaxtok.config_args import with_defaults
+
+  cfg = ml_collections.ConfigDict({"gan": {"weight": 0.5}})
+  out = with_defaults(cfg, "gan", {"weight": 0.1, "start": 100})
+  assert out.weight == 0.5 and out.start == 100
+  assert with_defaults(cfg, "ema", {"decay": 0.0}).decay == 0.0  # an absent block: defaults
+  with pytest.raises(ValueError, match=r"unknown config keys gan.\['wieght'\]; valid:"):
+    with_defaults(ml_collections.ConfigDict({"gan": {"wieght": 1.0}}), "gan", {"weight": 0.1})
