@@ -15,7 +15,7 @@ from jaxtok.config_args import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, size=32, steps=1500)
+  a = parse_arg(arg, smoke=False, size=32, steps=1000)
   c = ml_collections.ConfigDict()
   c.task = "tokenizer"
   c.seed = 0
@@ -23,7 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.batch_size = 16 if a.smoke else 32
   c.eval_batch_size = 64
   c.log_every = 10 if a.smoke else 100
-  c.eval_every = 0 if a.smoke else 500
+  c.eval_every = 0 if a.smoke else c.num_steps  # the held-out split once, at the end
   c.report_every = c.num_steps  # held-out PSNR, usage and the picture at the end
   c.checkpoint_every = 10 if a.smoke else 500
   c.keep_checkpoints = 2

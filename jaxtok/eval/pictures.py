@@ -33,9 +33,15 @@ def tile(rows: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
   return canvas
 
 
-def save_png(canvas: np.ndarray, path: str) -> str:
+def save_png(canvas: np.ndarray, path: str, min_height: int = 320) -> str:
+  """Writes a uint8 canvas; small ones (32 px images) are enlarged by an integer factor with
+  nearest-neighbour sampling, so every pixel stays visible and unblurred."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  Image.fromarray(canvas).save(path)
+  image = Image.fromarray(canvas)
+  scale = max(1, min_height // max(canvas.shape[0], 1))
+  if scale > 1:
+    image = image.resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
+  image.save(path)
   return path
 
 

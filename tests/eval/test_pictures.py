@@ -19,7 +19,12 @@ def test_reconstruction_grid_puts_originals_above_reconstructions(tmp_path):
   assert canvas.shape == (2 * (4 + pad) + pad, 3 * (5 + pad) + pad, 3)
   assert np.all(canvas[pad:pad + 4, pad:pad + 5] == 0)
   assert np.all(canvas[2 * pad + 4:2 * pad + 8, pad:pad + 5] == 255)
-  np.testing.assert_array_equal(np.asarray(Image.open(path)), canvas)
+  # Small canvases are saved enlarged by an integer factor (nearest neighbour): every s-th pixel
+  # of the file is the canvas.
+  saved = np.asarray(Image.open(path))
+  s = saved.shape[0] // canvas.shape[0]
+  assert s >= 2 and saved.shape == (canvas.shape[0] * s, canvas.shape[1] * s, 3)
+  np.testing.assert_array_equal(saved[::s, ::s], canvas)
   with pytest.raises(ValueError, match="same shape"):
     pictures.reconstruction_grid(a, b[:2])
 
