@@ -21,7 +21,8 @@ def describe() -> str:
     pass
   dev = jax.devices()[0]
   return (f"{cpu}; {os.cpu_count()} cores; jax {jax.__version__} on {dev.platform} "
-          f"({dev.device_kind}), {jax.device_count()} device(s)")
+          f"({dev.device_kind}), {jax.device_count()} device(s); "
+          f"load average {os.getloadavg()[0]:.2f}")
 
 
 def best_time(fn, *args, repeats: int = 5, warmup: int = 1) -> float:

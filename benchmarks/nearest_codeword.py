@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -88,17 +87,11 @@ def _run_worker(variant, n, d, k, repeats) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _machine() -> str:
-  import jax
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-    cpu = names[0] if names else cpu
-  except OSError:
-    pass
-  return (f"{cpu}; {os.cpu_count()} cores; jax {jax.__version__} on "
-          f"{jax.devices()[0].platform}; load average {os.getloadavg()[0]:.2f}")
+def _describe_machine() -> str:
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from benchmarks.machine import describe
+
+  return describe()
 
 
 def main():
@@ -115,7 +108,7 @@ def main():
     return
 
   gib = 2**30
-  print(f"machine: {_machine()}")
+  print(f"machine: {_describe_machine()}")
   cases = [(n // 16, d, k // 16) for n, d, k in CASES] if args.small else CASES
   header = (f"{'N':>7} {'D':>3} {'K':>6} | {'naive s':>8} {'peak GiB':>8} {'temp GiB':>8} | "
             f"{'jaxtok s':>8} {'peak GiB':>8} {'temp GiB':>8} | {'naive/jt':>8} "
