@@ -15,7 +15,10 @@ Train and test are disjoint by source photo: ``coffee`` (scikit-image) and ``flo
 
 Every example also records where it came from -- ``source`` (index into ``PHOTOS``), ``box``
 (top, left, side in source pixels), ``flipped`` and ``channels`` (index into
-``CHANNEL_ORDERS``) -- so a test can rebuild it from the photo.
+``CHANNEL_ORDERS``) -- so a test can rebuild it from the photo. ``label`` is ``source`` again
+(the photo as a class: 0..7 in train, 8 and 9 in test), for class-conditional generators, and
+``index`` is a stable example id, unique across the splits (train ``0..num_train-1``, then test),
+by which the token cache (:mod:`jaxtok.data.token_cache`) keys its codes.
 """
 
 from __future__ import annotations
@@ -93,9 +96,10 @@ def sample_patch(rng: np.random.Generator, photos: tuple[str, ...], size: int):
 class NaturalPatches(LocalBuilder):
   """Random crops of 10 photos from scikit-image and scikit-learn; test photos held out."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "First jaxtok release.",
-                   "1.1.0": "Random RGB channel order for training crops."}
+                   "1.1.0": "Random RGB channel order for training crops.",
+                   "1.2.0": "'label' (the source photo) and 'index' (unique across splits)."}
   SIZES = (32, 64)
   MIN_SIZE = 8
   MAX_SIZE = 256  # Short side of the smallest photo is 300.
@@ -111,24 +115,28 @@ class NaturalPatches(LocalBuilder):
         "box": tfds.features.Tensor(shape=(3,), dtype=np.int32, doc="top, left, side"),
         "flipped": tfds.features.Scalar(dtype=np.bool_),
         "channels": tfds.features.Scalar(dtype=np.int32, doc="index into CHANNEL_ORDERS"),
+        "label": tfds.features.Scalar(dtype=np.int32, doc="the source photo as a class"),
+        "index": tfds.features.Scalar(dtype=np.int32, doc="example id, unique across splits"),
     }
 
   def make_examples(self, split: str, num: int):
     photos = TRAIN_PHOTOS if split == "train" else TEST_PHOTOS
     size = self.builder_config.size
+    offset = 0 if split == "train" else self.builder_config.num_train
     for index in range(num):
       rng = example_rng(_SEED, split, index)
       image, name, box, flipped = sample_patch(rng, photos, size)
       channels = int(rng.integers(len(CHANNEL_ORDERS))) if split == "train" else 0
       image = np.ascontiguousarray(image[:, :, CHANNEL_ORDERS[channels]])
-      yield index, {"image": image, "source": np.int32(PHOTOS.index(name)),
+      source = np.int32(PHOTOS.index(name))
+      yield index, {"image": image, "source": source, "label": source,
                     "box": np.asarray(box, np.int32), "flipped": flipped,
-                    "channels": np.int32(channels)}
+                    "channels": np.int32(channels), "index": np.int32(offset + index)}
 
 
 NaturalPatches.BUILDER_CONFIGS = NaturalPatches.predefined_configs()
 
 DATASETS.register("natural_patches", DatasetSpec(
     name="natural_patches", tfds_name="natural_patches", builder=NaturalPatches,
-    splits=("train", "test"), image_size=32, num_classes=None, preprocessing="none",
+    splits=("train", "test"), image_size=32, num_classes=len(PHOTOS), preprocessing="none",
     description="random crops of scikit-image/scikit-learn photos; test photos held out"))

@@ -39,6 +39,10 @@ def test_format_and_provenance(tiny, split):
       assert int(r["channels"]) == 0  # held-out photos keep their true colours
     np.testing.assert_array_equal(r["image"], rebuilt)
     assert r["image"].std() >= 4.0  # Near-constant crops are re-drawn.
+    assert int(r["label"]) == int(r["source"])
+  # `index` is the example id, unique across the splits: train 0..n-1, then test.
+  offset = 0 if split == "train" else tiny.kw["natural_patches"]["num_train"]
+  assert sorted(int(r["index"]) for r in records) == list(range(offset, offset + len(records)))
 
 
 def test_varied(tiny):
