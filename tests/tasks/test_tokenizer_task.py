@@ -256,3 +256,32 @@ def test_config_errors_are_clear():
     load_config("titok", "smoke,tokenz=3")
   with pytest.raises(ValueError, match="variant"):
     load_config("titok", "variant=XL")
+
+
+
+def _codebook_study(arg: str):
+  path = os.path.join(REPO, "configs", "quantizers", "codebook_study.py")
+  spec = importlib.util.spec_from_file_location("_codebook_study", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module, module.get_config(arg)
+
+
+@pytest.mark.slow  # five tokenizer compiles (~70 s of CPU); CI runs the slow tier too
+def test_codebook_study_variants_train():
+  """configs/quantizers/codebook_study.py: every quantizer variant builds its tokenizer and takes
+  finite training steps whose codes lie in its codebook (at 16 px, so the five compiles stay
+  cheap; scripts/studies/codebook_usage.py runs the full ones); unknown variants are refused."""
+  module, _ = _codebook_study("smoke")
+  batch = toy_batch(n=8, size=16)
+  for variant in module.QUANTIZER_VARIANTS:
+    _, config = _codebook_study(f"quantizer={variant},smoke")
+    task = tok.build(config)
+    state = jax.jit(lambda r, b, t=task: nn.meta.unbox(t.init(r, b)))(jax.random.PRNGKey(0), batch)
+    step = jax.jit(task.train_step)
+    for _ in range(2):
+      state, m = step(state, batch)
+    assert math.isfinite(float(m["loss"])), (variant, m)
+    assert 0.0 < float(m["quantizer/usage"]) <= 1.0, (variant, m)
+  with pytest.raises(ValueError, match="unknown quantizer variant 'pq'; valid: vq, vq_ema"):
+    module.get_config("quantizer=pq")
