@@ -7,12 +7,18 @@ First train the tokenizer on digits (the quickstart model), then the generator o
   python -m jaxtok.main --config=configs/generators/digits_maskgit.py \
       --config.tokenizer.init_from=/tmp/jaxtok/digits_tok --workdir=/tmp/jaxtok/digits_maskgit
 
-The digits are encoded once into <init_from>/token_cache/digits_32/tokens.npz. The report writes
-<workdir>/report/samples.png (a row per class), report/unmasking_order.png, the class accuracy of
-the samples under a small conv classifier trained on real digits, the Frechet distance on its
-64-d features, NFE and ms per sample. ``smoke``: a tiny generator (tests train a tiny tokenizer
-first, see tests/tasks/test_generator_task.py). Arguments: ``smoke``, ``steps=N``,
-``tokenizer=PATH`` (the tokenizer config, default configs/quickstart.py).
+Add ``--config.critic.enabled=True`` to train a Token-Critic jointly (Lezama et al., 2022).
+
+The digits are encoded once into <init_from>/token_cache/digits_32/tokens.npz. The report samples
+every class with MaskGIT, Token-Critic (with the critic) and ReCAP from the same generator at the
+same steps and writes, per sampler under ``gen/<sampler>/``, the class accuracy of the samples
+under a small conv classifier trained on real digits (its test accuracy:
+``gen/classifier_test_accuracy``), the Frechet distance on its 64-d features against the real
+test digits (``fd_classifier``), NFE and ms per sample; pictures: <workdir>/report/samples.png
+(MaskGIT, a row per class), samples_<sampler>.png, unmasking_order.png. ``smoke``: a tiny
+generator (tests train a tiny tokenizer first, see tests/tasks/test_generator_task.py).
+Arguments: ``smoke``, ``steps=N``, ``tokenizer=PATH`` (the tokenizer config, default
+configs/quickstart.py).
 """
 
 import ml_collections
@@ -57,9 +63,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sample = ml_collections.ConfigDict({"num_steps": 4 if a.smoke else 8,
                                         "choice_temperature": 4.5, "temperature": 1.0,
                                         "guidance_scale": 1.0, "seed": 0})
-  c.report = ml_collections.ConfigDict({"per_class": 2 if a.smoke else 8, "order_samples": 2})
+  c.sample.samplers = ("maskgit", "token_critic", "recap")  # token_critic needs the critic
+  c.sample.recap_pre_full_iters = 1 if a.smoke else 3
+  c.sample.recap_num_cache_iters = 1
+  c.critic = ml_collections.ConfigDict({
+      "enabled": False, "dim": 32 if a.smoke else 128, "num_layers": 1 if a.smoke else 2,
+      "num_heads": 2 if a.smoke else 4, "mlp_dim": 64 if a.smoke else 512, "weight": 1.0,
+      "choice_temperature": 1.0})
+  c.report = ml_collections.ConfigDict({"per_class": 2 if a.smoke else 8, "order_samples": 2,
+                                        "fd": "classifier", "fd_reference": "test"})
   c.classifier = ml_collections.ConfigDict({"steps": 20 if a.smoke else 400, "batch_size": 64,
-                                            "lr": 2e-3})
+                                            "lr": 2e-3, "grey": True})
   c.optimizer = ml_collections.ConfigDict({
       "lr": 1e-3, "warmup_steps": 1 if a.smoke else 200, "b1": 0.9, "b2": 0.99,
       "weight_decay": 1e-4, "grad_clip": 1.0, "final_lr_fraction": 0.05})

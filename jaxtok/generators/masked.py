@@ -257,16 +257,36 @@ def make_logits_fn(
 @dataclasses.dataclass(frozen=True)
 class RecapFns:
   """The ReCAP model hook: ``full(tokens) -> (logits, cache)`` and
-  ``partial(tokens [B, K], positions [B, K], cache) -> logits [B, K, V]``."""
+  ``partial(tokens [B, K], positions [B, K], cache) -> logits [B, K, V]``.
+
+  With ``guidance_scale != 0`` (and a ``cond``) both run the conditional and the null-condition
+  rows as one batch of 2B, as :func:`make_logits_fn` does, and apply classifier-free guidance;
+  the cache then holds the 2B rows."""
 
   model: MaskedTransformer
   variables: Any
   cond: Any = None
+  guidance_scale: float = 0.0
+
+  def _guided(self) -> bool:
+    return self.guidance_scale != 0 and self.cond is not None
 
   def full(self, tokens):
-    return self.model.apply(self.variables, tokens, self.cond,
-                            method=MaskedTransformer.full_with_cache)
+    if not self._guided():
+      return self.model.apply(self.variables, tokens, self.cond,
+                              method=MaskedTransformer.full_with_cache)
+    cond = jnp.concatenate([self.cond.astype(jnp.int32), self.model.null_cond(tokens.shape[0])])
+    logits, cache = self.model.apply(self.variables, jnp.concatenate([tokens, tokens]), cond,
+                                     method=MaskedTransformer.full_with_cache)
+    c, u = jnp.split(logits, 2)
+    return classifier_free_guidance(c, u, self.guidance_scale), cache
 
   def partial(self, tokens, positions, cache):
-    return self.model.apply(self.variables, tokens, positions, cache,
-                            method=MaskedTransformer.partial_logits)
+    if not self._guided():
+      return self.model.apply(self.variables, tokens, positions, cache,
+                              method=MaskedTransformer.partial_logits)
+    logits = self.model.apply(self.variables, jnp.concatenate([tokens, tokens]),
+                              jnp.concatenate([positions, positions]), cache,
+                              method=MaskedTransformer.partial_logits)
+    c, u = jnp.split(logits, 2)
+    return classifier_free_guidance(c, u, self.guidance_scale)

@@ -12,15 +12,34 @@ tokenizer checkpoint ``config.tokenizer.init_from`` (built by ``config.tokenizer
 each batch's codes are looked up by the example ``index``; the loop still serves the image data
 set, so shuffling, sharding and resumption are the loop's.
 
-``report`` samples ``report.per_class`` images per class with MaskGIT, decodes them with the
-tokenizer and writes ``report/samples.png`` (one row per class) and
-``report/unmasking_order.png`` (per sample: the token grid after each step, newly committed
-tokens bright, earlier ones grey, masked black, then the decoded image). Metrics: the accuracy of
-the samples' intended classes under a classifier trained on the real training digits
-(:mod:`jaxtok.eval` has no digit classifier, so :class:`DigitClassifier`, a small conv net, is
-trained in the report for ``classifier.steps`` steps; its test accuracy is reported), the
-Frechet distance between samples and real test images on that classifier's 64-d penultimate
-features (``fd_classifier``, not comparable to an Inception FID), NFE and wall time per sample.
+With ``critic.enabled`` a Token-Critic (:mod:`jaxtok.generators.critic`; "Improved Masked
+Image Generation with Token-Critic", Lezama et al., 2022) is trained jointly in the same step:
+its parameters sit next to the generator's (``params = {'generator', 'critic'}``, one optax
+partition, each group clipped and updated by its own AdamW), the generator's samples that it
+learns to tell apart are stop-gradiented, and ``critic/{loss,accuracy,auc}`` are logged.
+
+``report`` samples ``report.per_class`` images for each class in ``report.classes`` (all classes
+when empty) with every sampler of ``sample.samplers`` -- ``maskgit``, ``token_critic`` (Alg. 1 of
+the paper, when the critic is trained) and ``recap`` (:func:`~jaxtok.generators.samplers.
+recap_sample`) -- from the *same* trained generator at the same ``sample.num_steps`` and CFG
+scale, and reports under ``gen/<sampler>/``: ``class_accuracy``, the Frechet distance ``fd_*``,
+``nfe`` and ``ms_per_sample``. It writes ``report/samples.png`` (the first sampler; one row per
+class), ``report/samples_<sampler>.png`` for the others and ``report/unmasking_order.png`` (per
+sample: the token grid after each MaskGIT step, newly committed tokens bright, earlier ones grey,
+masked black, then the decoded image).
+
+Class accuracy uses :class:`ImageClassifier`, a small conv net trained in the report for
+``classifier.steps`` steps on the real training images (``classifier.grey`` averages the colour
+channels, for digits). Its own accuracy is measured on the test split
+(``gen/classifier_test_accuracy``), or, with ``classifier.holdout_every = K > 0``, on every K-th
+training example by ``index``, left out of its training (``gen/classifier_heldout_accuracy``):
+for ``natural_patches``, whose test photos are classes the training split never has, these are
+held-out crops of the same 8 training photos.
+``report.fd = 'classifier'``: Frechet distance on the classifier's penultimate features
+(``fd_classifier``, digits); ``'enl0'``: on EfficientNet-Lite0 pooled features (``fd_enl0``,
+FD-ENL0, :mod:`jaxtok.eval.frechet`; not comparable to Inception FID). The reference set is
+``report.fd_reference`` ('test' or 'train') restricted to the sampled classes, at most
+``report.fd_reference_count`` images (the first by index).
 """
 
 from __future__ import annotations
@@ -37,23 +56,32 @@ import optax
 
 from jaxtok.config_args import with_defaults
 from jaxtok.data import token_cache
-from jaxtok.eval.frechet import frechet_distance_features
+from jaxtok.eval.frechet import efficientnet_feature_fn, frechet_distance_features
 from jaxtok.eval.pictures import save_png, tile
+from jaxtok.generators.critic import TokenCritic, critic_loss, make_critic_fn
 from jaxtok.generators.losses import maskgit_loss
-from jaxtok.generators.masked import MaskedTransformer, make_logits_fn
-from jaxtok.generators.samplers import maskgit_sample
+from jaxtok.generators.masked import MaskedTransformer, RecapFns, make_logits_fn
+from jaxtok.generators.samplers import maskgit_sample, recap_sample, token_critic_sample
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.tokenizer import build_optimizer
 from jaxtok.train.state import TrainState
 
+SAMPLERS = ("maskgit", "token_critic", "recap")
 DEFAULTS = {
     "model": {"dim": 128, "num_layers": 4, "num_heads": 4, "mlp_dim": 512, "cond_dropout": 0.1,
               "dropout": 0.0},
     "loss": {"schedule": "cosine", "label_smoothing": 0.1},
+    # The critic samples its fakes from the conditional generator (guidance_scale 0: no CFG).
+    "critic": {"enabled": False, "dim": 128, "num_layers": 2, "num_heads": 4, "mlp_dim": 512,
+               "cond_dropout": 0.0, "dropout": 0.0, "weight": 1.0, "temperature": 1.0,
+               "target": "masked", "guidance_scale": 0.0, "choice_temperature": 1.0},
     "sample": {"num_steps": 8, "choice_temperature": 4.5, "temperature": 1.0,
-               "guidance_scale": 1.0, "seed": 0},
-    "report": {"per_class": 8, "order_samples": 4},
-    "classifier": {"steps": 300, "batch_size": 64, "lr": 2e-3},
+               "guidance_scale": 1.0, "seed": 0, "samplers": SAMPLERS,
+               "recap_pre_full_iters": 2, "recap_num_cache_iters": 1},
+    "report": {"per_class": 8, "order_samples": 4, "classes": (), "fd": "classifier",
+               "fd_reference": "test", "fd_reference_count": 512, "fd_image_size": 224},
+    "classifier": {"steps": 300, "batch_size": 64, "lr": 2e-3, "grey": False,
+                   "channels": (16, 32), "features": 64, "holdout_every": 0},
 }
 
 
@@ -62,44 +90,57 @@ def options(config, block: str) -> ml_collections.ConfigDict:
   return with_defaults(config, block, DEFAULTS[block])
 
 
-class DigitClassifier(nn.Module):
-  """A small conv net on [B, 32, 32, 3] images in [-1, 1]: (logits [B, 10], features [B, 64])."""
+class ImageClassifier(nn.Module):
+  """A small conv net on [B, S, S, 3] images in [-1, 1]: (logits [B, C], features [B, F]).
+
+  Stride-2 3x3 convolutions (``channels``), a ReLU layer of ``features`` units (the FD features)
+  and a linear head; ``grey`` averages the colour channels first (digits are grey).
+  """
 
   num_classes: int = 10
+  channels: tuple[int, ...] = (16, 32)
+  features: int = 64
+  grey: bool = False
 
   @nn.compact
   def __call__(self, x):
-    x = jnp.mean(x, axis=-1, keepdims=True)  # digits are grey
-    for ch in (16, 32):
+    if x.ndim != 4 or x.shape[-1] != 3:
+      raise ValueError(f"ImageClassifier wants images [B, S, S, 3], got {x.shape}")
+    if self.grey:
+      x = jnp.mean(x, axis=-1, keepdims=True)
+    for ch in self.channels:
       x = nn.relu(nn.Conv(ch, (3, 3), strides=(2, 2))(x))
     x = x.reshape(x.shape[0], -1)
-    feats = nn.relu(nn.Dense(64)(x))
+    feats = nn.relu(nn.Dense(self.features)(x))
     return nn.Dense(self.num_classes)(feats), feats
 
 
-def train_classifier(images, labels, *, steps: int, batch_size: int, lr: float, seed: int = 0):
-  """Trains :class:`DigitClassifier` on uint8 images [N, S, S, 3]; returns ``apply(images)``."""
-  clf = DigitClassifier()
+def train_classifier(images, labels, *, num_classes: int, steps: int, batch_size: int, lr: float,
+                     seed: int = 0, **fields):
+  """Trains :class:`ImageClassifier` (``fields``: its options) on uint8 images [N, S, S, 3];
+  returns ``apply(images in [-1, 1]) -> (logits, features)`` as numpy."""
+  clf = ImageClassifier(num_classes=num_classes, **fields)
   x_all = jnp.asarray(images, jnp.float32) / 127.5 - 1.0
   y_all = jnp.asarray(labels, jnp.int32)
   params = clf.init(jax.random.PRNGKey(seed), x_all[:1])["params"]
   tx = optax.adam(lr)
 
-  @jax.jit
-  def step(params, opt_state, key):
-    idx = jax.random.randint(key, (batch_size,), 0, len(y_all))
+  @jax.jit  # the images are an argument: as a closed-over constant they would bloat the HLO
+  def train(params, key, x_all, y_all):
+    def step(carry, k):
+      params, opt_state = carry
+      idx = jax.random.randint(k, (batch_size,), 0, len(y_all))
 
-    def loss_fn(p):
-      logits, _ = clf.apply({"params": p}, x_all[idx])
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y_all[idx]).mean()
+      def loss_fn(p):
+        logits, _ = clf.apply({"params": p}, x_all[idx])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y_all[idx]).mean()
 
-    grads = jax.grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+      updates, opt_state = tx.update(jax.grad(loss_fn)(params), opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), None
 
-  opt_state = tx.init(params)
-  for i in range(steps):
-    params, opt_state = step(params, opt_state, jax.random.PRNGKey(seed * 100_003 + i))
+    return jax.lax.scan(step, (params, tx.init(params)), jax.random.split(key, steps))[0][0]
+
+  params = train(params, jax.random.PRNGKey(seed), x_all, y_all)
   apply = jax.jit(lambda x: clf.apply({"params": params}, x))
   return lambda imgs: jax.device_get(apply(jnp.asarray(imgs, jnp.float32)))
 
@@ -132,38 +173,91 @@ def unmasking_strip(steps: np.ndarray, grid: tuple[int, int], images: np.ndarray
   return tile(rows)
 
 
+def _check_report_options(sample_cfg, rep_cfg, critic_on: bool, num_classes: int) -> list[str]:
+  """The samplers to compare; raises on unknown names or classes outside ``[0, num_classes)``."""
+  unknown = [n for n in sample_cfg.samplers if n not in SAMPLERS]
+  if unknown or not sample_cfg.samplers:
+    raise ValueError(f"sample.samplers must name some of {SAMPLERS}, got {sample_cfg.samplers}")
+  bad = [c for c in rep_cfg.classes if not 0 <= int(c) < num_classes]
+  if bad:
+    raise ValueError(f"report.classes {bad} are outside [0, num_classes={num_classes})")
+  if rep_cfg.fd not in ("classifier", "enl0") or rep_cfg.fd_reference not in ("test", "train"):
+    raise ValueError(f"report.fd must be 'classifier' or 'enl0' and report.fd_reference 'test' or "
+                     f"'train'; got {rep_cfg.fd!r}, {rep_cfg.fd_reference!r}")
+  # Token-Critic sampling needs the trained critic; without one it is skipped.
+  return [n for n in sample_cfg.samplers if critic_on or n != "token_critic"]
+
+
 def make_task(config) -> Task:
-  """The class-conditional MaskGIT generator of ``config`` (configs/generators/digits_maskgit)."""
+  """The class-conditional generator of ``config`` (configs/generators/{digits,patches}_maskgit)."""
   model_cfg, loss_cfg, sample_cfg = (options(config, b) for b in ("model", "loss", "sample"))
-  rep_cfg, clf_cfg = options(config, "report"), options(config, "classifier")
+  rep_cfg, clf_cfg, critic_cfg = (options(config, b) for b in ("report", "classifier", "critic"))
+  num_classes = int(config.get("num_classes", 10))
+  critic_on = bool(critic_cfg.enabled)
+  samplers = _check_report_options(sample_cfg, rep_cfg, critic_on, num_classes)
+  classes = np.asarray(rep_cfg.classes or range(num_classes), np.int32)
   tok = config.tokenizer
   cache_dir = tok.get("cache_dir") or os.path.join(
       tok.init_from, "token_cache", f"{config.data.name}_{config.data.get('image_size', 0)}")
   cache, tok_model, tok_vars = token_cache.load_or_build(cache_dir, tok.config, tok.init_from,
                                                          config.data)
-  num_classes = int(config.get("num_classes", 10))
+  # An out-of-range class id in nn.Embed is silently clamped by JAX: check the labels here.
+  seen = cache.labels[cache.present]
+  if seen.size and (seen.min() < 0 or seen.max() >= num_classes):
+    raise ValueError(f"data set {config.data.name!r} has labels in [{seen.min()}, {seen.max()}] "
+                     f"but num_classes={num_classes}: set num_classes above the largest label")
   h, w = cache.grid
   vocab = int(tok.get("vocab_size", 0)) or int(cache.codes.max()) + 1
   model = MaskedTransformer(vocab_size=vocab, seq_len=h * w, num_classes=num_classes,
                             **dict(model_cfg))
+  critic = TokenCritic(
+      vocab_size=vocab, seq_len=h * w, num_classes=num_classes,
+      **{k: critic_cfg[k] for k in ("dim", "num_layers", "num_heads", "mlp_dim", "cond_dropout",
+                                    "dropout")})
   tx = build_optimizer(config.optimizer, int(config.num_steps))
+  if critic_on:  # one chain, each group clipped and updated by its own AdamW
+    groups = {"generator": "generator", "critic": "critic"}
+    tx = optax.partition({"generator": tx, "critic": build_optimizer(
+        config.optimizer, int(config.num_steps))}, groups)
+
+  def generator_params(params):
+    return params["generator"] if critic_on else params
 
   def init(rng, batch):
-    k_init, k_state = jax.random.split(rng)
+    k_init, k_critic, k_state = jax.random.split(rng, 3)
     tokens = cache.lookup(batch["index"])
     params = model.init(k_init, tokens, batch["label"])["params"]
+    if critic_on:
+      params = {"generator": params,
+                "critic": critic.init(k_critic, tokens, batch["label"])["params"]}
     return TrainState.create(params=params, tx=tx, rng=k_state)
 
   def losses(params, rng, batch, train):
     tokens = cache.lookup(batch["index"])  # [B, h * w]
-    k_mask, k_drop = jax.random.split(rng)
+    labels = batch["label"]
+    k_mask, k_drop, k_critic, k_critic_drop = jax.random.split(rng, 4)
+    gen = generator_params(params)
 
     def logits_fn(x):
-      return model.apply({"params": params}, x, batch["label"], train,
+      return model.apply({"params": gen}, x, labels, train,
                          rngs={"dropout": k_drop} if train else None)
 
-    return maskgit_loss(k_mask, logits_fn, tokens, mask_id=model.mask_id,
-                        schedule=loss_cfg.schedule, label_smoothing=loss_cfg.label_smoothing)
+    loss, aux = maskgit_loss(k_mask, logits_fn, tokens, mask_id=model.mask_id,
+                             schedule=loss_cfg.schedule, label_smoothing=loss_cfg.label_smoothing)
+    if not critic_on:
+      return loss, aux
+
+    def critic_fn(x):  # [B, N] -> [B, N] logits of "real"
+      return critic.apply({"params": params["critic"]}, x, labels, train,
+                          rngs={"dropout": k_critic_drop} if train else None)
+
+    c_loss, c_aux = critic_loss(
+        k_critic, make_logits_fn(model, {"params": gen}, labels, critic_cfg.guidance_scale),
+        critic_fn, tokens, mask_id=model.mask_id, schedule=loss_cfg.schedule,
+        temperature=critic_cfg.temperature, target=critic_cfg.target)
+    aux = {**aux, "generator_loss": loss, "critic/loss": c_loss,
+           **{f"critic/{k}": v for k, v in c_aux.items()}}
+    return loss + critic_cfg.weight * c_loss, aux
 
   def train_step(state, batch):
     (loss, aux), grads = jax.value_and_grad(losses, has_aux=True)(
@@ -174,8 +268,22 @@ def make_task(config) -> Task:
     loss, aux = losses(state.params, jax.random.PRNGKey(config.seed + 1), batch, False)
     return {"loss": loss, **aux}
 
-  def sample(params, rng, labels, record=None):
-    logits_fn = make_logits_fn(model, {"params": params}, labels, sample_cfg.guidance_scale)
+  def sample(name, params, rng, labels, record=None):
+    gen = {"params": generator_params(params)}
+    init = jnp.full((labels.shape[0], h * w), model.mask_id, jnp.int32)
+    common = dict(mask_id=model.mask_id, num_steps=sample_cfg.num_steps,
+                  temperature=sample_cfg.temperature)
+    if name == "recap":
+      fns = RecapFns(model, gen, labels, sample_cfg.guidance_scale)
+      return recap_sample(rng, fns.full, fns.partial, init, **common,
+                          choice_temperature=sample_cfg.choice_temperature,
+                          pre_full_iters=sample_cfg.recap_pre_full_iters,
+                          num_cache_iters=sample_cfg.recap_num_cache_iters)
+    logits_fn = make_logits_fn(model, gen, labels, sample_cfg.guidance_scale)
+    if name == "token_critic":
+      critic_fn = make_critic_fn(critic, {"params": params["critic"]}, labels)
+      return token_critic_sample(rng, logits_fn, critic_fn, init, **common,
+                                 choice_temperature=critic_cfg.choice_temperature)
     if record is not None:
       inner = logits_fn
 
@@ -183,9 +291,7 @@ def make_task(config) -> Task:
         jax.debug.callback(record, x == model.mask_id, ordered=True)
         return inner(x)
 
-    init = jnp.full((labels.shape[0], h * w), model.mask_id, jnp.int32)
-    return maskgit_sample(rng, logits_fn, init, mask_id=model.mask_id,
-                          num_steps=sample_cfg.num_steps, temperature=sample_cfg.temperature,
+    return maskgit_sample(rng, logits_fn, init, **common,
                           choice_temperature=sample_cfg.choice_temperature)
 
   decode = jax.jit(lambda codes: tok_model.apply(tok_vars, codes.reshape(-1, h, w),
@@ -193,34 +299,61 @@ def make_task(config) -> Task:
 
   def report(state, workdir, step):
     params = jax.device_get(state.params)
-    labels = jnp.repeat(jnp.arange(num_classes), rep_cfg.per_class)
+    labels = jnp.asarray(np.repeat(classes, rep_cfg.per_class))
     rng = jax.random.PRNGKey(sample_cfg.seed)
-    compiled = jax.jit(lambda p, r, y: sample(p, r, y)).lower(params, rng, labels).compile()
-    t0 = time.perf_counter()
-    tokens, stats = jax.block_until_ready(compiled(params, rng, labels))
-    seconds = time.perf_counter() - t0
-    images = np.asarray(decode(tokens))  # [C * k, S, S, 3] in [-1, 1]
-    out = {"gen/nfe": int(stats["nfe"]), "gen/ms_per_sample": 1e3 * seconds / len(labels)}
+    out, images = {}, {}
+    for name in samplers:
+      compiled = jax.jit(lambda p, r, y, name=name: sample(name, p, r, y)).lower(
+          params, rng, labels).compile()
+      t0 = time.perf_counter()
+      tokens, stats = jax.block_until_ready(compiled(params, rng, labels))
+      seconds = time.perf_counter() - t0
+      images[name] = np.asarray(decode(tokens))  # [C * k, S, S, 3] in [-1, 1]
+      out[f"gen/{name}/nfe"] = int(stats["nfe"])
+      for extra in ("critic_nfe", "full_nfe"):  # Token-Critic's critic calls, ReCAP's full calls
+        if extra in stats:
+          out[f"gen/{name}/{extra}"] = int(stats[extra])
+      out[f"gen/{name}/ms_per_sample"] = 1e3 * seconds / len(labels)
+    real = _real_images(config)
+    train_x, train_y, train_i = real["train"]
+    clf_kwargs = {k: v for k, v in dict(clf_cfg).items() if k != "holdout_every"}
+    clf_kwargs["channels"] = tuple(clf_kwargs["channels"])
+    if clf_cfg.holdout_every:  # honest accuracy without a test split of the same classes
+      held = train_i % int(clf_cfg.holdout_every) == 0
+      classify = train_classifier(train_x[~held], train_y[~held], num_classes=num_classes,
+                                  **clf_kwargs, seed=config.seed)
+      check_x, check_y, key = train_x[held], train_y[held], "gen/classifier_heldout_accuracy"
+    else:
+      classify = train_classifier(train_x, train_y, num_classes=num_classes, **clf_kwargs,
+                                  seed=config.seed)
+      check_x, check_y, key = real["test"][0], real["test"][1], "gen/classifier_test_accuracy"
+    out[key] = float(np.mean(np.argmax(classify(_to_float(check_x))[0], -1) == check_y))
+    ref_x, ref_y, _ = real[rep_cfg.fd_reference]
+    ref_x = ref_x[np.isin(ref_y, classes)][:rep_cfg.fd_reference_count]
+    if rep_cfg.fd == "enl0":
+      features = efficientnet_feature_fn(image_size=int(rep_cfg.fd_image_size))
+    else:
+      features = lambda x: classify(x)[1]  # noqa: E731
+    ref_feats = np.asarray(features(_to_float(ref_x)), np.float64)
+    for name, imgs in images.items():
+      out[f"gen/{name}/class_accuracy"] = float(np.mean(
+          np.argmax(classify(imgs)[0], -1) == np.asarray(labels)))
+      out[f"gen/{name}/fd_{rep_cfg.fd}"] = frechet_distance_features(
+          np.asarray(features(imgs), np.float64), ref_feats)
 
     inputs = []
     k = rep_cfg.order_samples
-    jax.jit(lambda p, r, y: sample(p, r, y, record=lambda m: inputs.append(np.asarray(m))))(
+    jax.jit(lambda p, r, y: sample("maskgit", p, r, y,
+                                   record=lambda m: inputs.append(np.asarray(m))))(
         params, rng, labels[::rep_cfg.per_class][:k])
     jax.effects_barrier()
     order = commit_steps(np.stack(inputs))
-    first = images[::rep_cfg.per_class][:k]
-    real_images, real_labels, test_images = _real_digits(config)
-    classify = train_classifier(real_images, real_labels, **dict(clf_cfg), seed=config.seed)
-    pred, feats = classify(images)
-    test_logits, test_feats = classify(test_images[0].astype(np.float32) / 127.5 - 1.0)
-    out["gen/class_accuracy"] = float(np.mean(np.argmax(pred, -1) == np.asarray(labels)))
-    out["gen/classifier_test_accuracy"] = float(np.mean(np.argmax(test_logits, -1) ==
-                                                        test_images[1]))
-    out["gen/fd_classifier"] = frechet_distance_features(np.asarray(feats, np.float64),
-                                                         np.asarray(test_feats, np.float64))
     if jax.process_index() == 0:
-      rows = images.reshape((num_classes, rep_cfg.per_class) + images.shape[1:])
-      save_png(tile(list(rows)), os.path.join(workdir, "report", "samples.png"))
+      for i, (name, imgs) in enumerate(images.items()):
+        rows = imgs.reshape((len(classes), rep_cfg.per_class) + imgs.shape[1:])
+        save_png(tile(list(rows)), os.path.join(
+            workdir, "report", "samples.png" if i == 0 else f"samples_{name}.png"))
+      first = images.get("maskgit", next(iter(images.values())))[::rep_cfg.per_class][:k]
       save_png(unmasking_strip(order, (h, w), first, sample_cfg.num_steps),
                os.path.join(workdir, "report", "unmasking_order.png"))
     return out
@@ -228,22 +361,28 @@ def make_task(config) -> Task:
   return Task(init=init, train_step=train_step, eval_step=eval_step, report=report)
 
 
-def _real_digits(config):
-  """(train images uint8 [N, S, S, 3], train labels [N], (test images, test labels))."""
+def _to_float(images: np.ndarray) -> np.ndarray:  # uint8 [N, S, S, 3] -> float32 in [-1, 1]
+  return images.astype(np.float32) / 127.5 - 1.0
+
+
+def _real_images(config) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """split -> (images uint8 [N, S, S, 3], labels [N], index [N]) of the whole split."""
   from jaxtok.data.pipeline import make_iterator
 
   kwargs = dict(config.data)
   name = kwargs.pop("name")
   out = {}
   for split in ("train", "test"):
-    imgs, labels = [], []
+    imgs, labels, index = [], [], []
     for b in make_iterator(name, split, global_batch_size=256, seed=0, shuffle=False,
                            num_epochs=1, process_index=0, process_count=1, **kwargs):
       real = np.asarray(b["mask"])
       imgs.append(np.asarray(b["image"])[real])
       labels.append(np.asarray(b["label"])[real])
-    out[split] = (np.concatenate(imgs), np.concatenate(labels))
-  return out["train"][0], out["train"][1], out["test"]
+      index.append(np.asarray(b["index"])[real])
+    order = np.argsort(np.concatenate(index), kind="stable")  # by index: a fixed order
+    out[split] = tuple(np.concatenate(a)[order] for a in (imgs, labels, index))
+  return out
 
 
 TASKS.register("generator", make_task)

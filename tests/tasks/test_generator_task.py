@@ -1,20 +1,24 @@
 """The class-conditional generator task: the token cache round trip, the unmasking-order helper,
-and the digits_maskgit smoke run end to end through ``python -m jaxtok.main`` (on a tiny
-tokenizer trained here for a few steps)."""
+guided ReCAP hooks, option checks, and the smoke runs end to end through ``python -m jaxtok.main``
+(on tiny tokenizers trained here for a few steps, once per module): digits_maskgit with the
+Token-Critic trained jointly (MaskGIT, Token-Critic and ReCAP compared), and patches_maskgit."""
 
 from __future__ import annotations
 
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
 from jaxtok.data import token_cache
+from jaxtok.generators.masked import MaskedTransformer, RecapFns, make_logits_fn
 from jaxtok.tasks import generator
-from tests.test_main import run_main
+from tests.test_main import metrics, run_main
 
 TOKENIZER_CONFIG = "configs/quickstart.py:smoke"
 
@@ -23,19 +27,34 @@ def digits_data(data_dir):
   return ml_collections.ConfigDict({"name": "digits", "image_size": 32, "data_dir": data_dir})
 
 
-@pytest.fixture(scope="module")
-def tokenizer_run(tmp_path_factory, shared_data_dir):
-  """A quickstart-smoke FSQ tokenizer trained 3 steps on digits (in-process)."""
+def train_tiny_tokenizer(workdir, data=None):
+  """A quickstart-smoke FSQ tokenizer trained 3 steps (in-process) on ``data`` (default: its own
+  natural_patches build)."""
   from jaxtok import main
 
-  workdir = str(tmp_path_factory.mktemp("digits_tok"))
   cfg = token_cache.load_config(os.path.join(os.path.dirname(__file__), "..", "..",
                                              "configs", "quickstart.py") + ":smoke")
-  cfg.data = digits_data(shared_data_dir)
+  if data is not None:
+    cfg.data = data
   cfg.num_steps = cfg.checkpoint_every = cfg.report_every = 3
   cfg.async_checkpoint = False
   main.run(cfg, workdir)
   return workdir
+
+
+@pytest.fixture(scope="module")
+def tokenizer_run(tmp_path_factory, shared_data_dir):
+  """The tiny tokenizer on digits, shared by this module's tests."""
+  return train_tiny_tokenizer(str(tmp_path_factory.mktemp("digits_tok")),
+                              digits_data(shared_data_dir))
+
+
+@pytest.fixture(scope="module")
+def patches_tokenizer_run(tmp_path_factory, shared_data_dir):
+  """The tiny tokenizer on the small natural_patches build (the smoke configs' data)."""
+  data = token_cache.load_config("configs/generators/patches_maskgit.py:smoke").data
+  data.data_dir = shared_data_dir
+  return train_tiny_tokenizer(str(tmp_path_factory.mktemp("patches_tok")), data)
 
 
 def test_token_cache_round_trip(tokenizer_run, shared_data_dir, tmp_path):
@@ -79,17 +98,103 @@ def test_unknown_config_key_is_named():
     generator.options(cfg, "model")
 
 
-def test_smoke_run_end_to_end(tokenizer_run, shared_data_dir, tmp_path):
+def test_guided_recap_hooks_match_cfg_logits():
+  """RecapFns with guidance: full == make_logits_fn's CFG logits; partial at positions whose
+  context is unchanged == full at those positions (the 2B cache holds both passes)."""
+  model = MaskedTransformer(vocab_size=7, seq_len=6, dim=16, num_layers=1, num_heads=2,
+                            mlp_dim=32, num_classes=3)
+  labels = jnp.array([0, 2])
+  tokens = jnp.array([[7, 1, 7, 3, 7, 7], [2, 7, 7, 7, 5, 0]])
+  variables = jax.jit(model.init)(jax.random.key(0), tokens, labels)
+  want = jax.jit(make_logits_fn(model, variables, labels, 1.5))(tokens)
+  fns = RecapFns(model, variables, labels, 1.5)
+  logits, cache = jax.jit(fns.full)(tokens)
+  np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+  positions = jnp.array([[0, 2, 4], [1, 2, 3]])
+  part = jax.jit(fns.partial)(jnp.take_along_axis(tokens, positions, 1), positions, cache)
+  np.testing.assert_allclose(part, jnp.take_along_axis(want, positions[..., None], 1),
+                             rtol=1e-4, atol=1e-4)
+  unguided = jax.jit(RecapFns(model, variables, labels).full)(tokens)[0]
+  assert not np.allclose(want, unguided)
+
+
+def test_report_options_are_checked():
+  sample, report = generator.options({}, "sample"), generator.options({}, "report")
+  assert generator._check_report_options(sample, report, False, 10) == ["maskgit", "recap"]
+  assert generator._check_report_options(sample, report, True, 10) == list(generator.SAMPLERS)
+  with pytest.raises(ValueError, match="outside"):
+    generator._check_report_options(sample, generator.options(
+        ml_collections.ConfigDict({"report": {"classes": (0, 10)}}), "report"), False, 10)
+  with pytest.raises(ValueError, match="sample.samplers"):
+    generator._check_report_options(generator.options(
+        ml_collections.ConfigDict({"sample": {"samplers": ("maskgit", "ddim")}}), "sample"),
+        report, False, 10)
+
+
+def test_image_classifier_colour_and_grey():
+  colour = generator.ImageClassifier(num_classes=4, channels=(8,), features=6)
+  x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 3), minval=-1.0)
+  variables = jax.jit(colour.init)(jax.random.key(1), x)
+  apply = jax.jit(colour.apply)
+  logits, feats = apply(variables, x)
+  assert logits.shape == (2, 4) and feats.shape == (2, 6)
+  assert variables["params"]["Conv_0"]["kernel"].shape == (3, 3, 3, 8)
+  assert not np.allclose(logits, apply(variables, x[..., ::-1])[0])  # colour matters
+  grey = generator.ImageClassifier(num_classes=4, channels=(8,), features=6, grey=True)
+  gv = jax.jit(grey.init)(jax.random.key(1), x)
+  grey_apply = jax.jit(grey.apply)
+  np.testing.assert_allclose(grey_apply(gv, x)[0], grey_apply(gv, x[..., ::-1])[0], rtol=1e-5)
+  with pytest.raises(ValueError, match=r"\[B, S, S, 3\]"):
+    colour.apply(variables, x[..., :1])
+
+
+def test_smoke_run_with_critic_end_to_end(tokenizer_run, shared_data_dir, tmp_path):
+  """digits_maskgit:smoke with the Token-Critic trained jointly; three samplers compared."""
   workdir = str(tmp_path / "gen")
   run_main(workdir, shared_data_dir, f"--config.tokenizer.init_from={tokenizer_run}",
-           f"--config.tokenizer.cache_dir={tmp_path / 'cache'}",
+           f"--config.tokenizer.cache_dir={tmp_path / 'cache'}", "--config.critic.enabled=True",
            config="configs/generators/digits_maskgit.py:smoke")
   with open(os.path.join(workdir, "train_results.json")) as f:
     results = json.load(f)
-  assert results["gen/nfe"] == 4  # MaskGIT: one call per step (CFG batches both passes)
-  assert 0.0 <= results["gen/class_accuracy"] <= 1.0
+  logged = metrics(workdir)
+  train_rows = [r for r in logged if "train/critic/loss" in r]
+  assert train_rows and all(np.isfinite(r["train/critic/loss"]) for r in train_rows)
+  assert all(0.0 <= r["train/critic/auc"] <= 1.0 for r in train_rows)
+  for name in ("maskgit", "token_critic", "recap"):
+    assert 0.0 <= results[f"gen/{name}/class_accuracy"] <= 1.0
+    assert results[f"gen/{name}/fd_classifier"] > 0 and results[f"gen/{name}/ms_per_sample"] > 0
+  assert results["gen/maskgit/nfe"] == 4  # MaskGIT: one call per step (CFG batches both passes)
+  assert results["gen/token_critic/nfe"] == 4 and results["gen/token_critic/critic_nfe"] == 4
+  # ReCAP, 4 steps, pre_full_iters=1, num_cache_iters=1: full at steps 0, 1, 3; partial at 2.
+  assert results["gen/recap/nfe"] == 4 and results["gen/recap/full_nfe"] == 3
   assert results["gen/classifier_test_accuracy"] > 0.3  # 20 steps on real digits beat chance
-  assert results["gen/fd_classifier"] > 0 and results["gen/ms_per_sample"] > 0
   samples = Image.open(os.path.join(workdir, "report", "samples.png"))
   assert samples.size == (2 + 2 * 34, 2 + 10 * 34)  # 10 classes x 2 samples of 32 px
-  assert os.path.exists(os.path.join(workdir, "report", "unmasking_order.png"))
+  for name in ("samples_token_critic.png", "samples_recap.png", "unmasking_order.png"):
+    assert os.path.exists(os.path.join(workdir, "report", name))
+
+
+def test_patches_smoke_run_end_to_end(patches_tokenizer_run, shared_data_dir, tmp_path):
+  """patches_maskgit:smoke: 8 sampled photo classes, held-out classifier accuracy, FD-ENL0; and a
+  num_classes that misses the test photos' labels fails before anything compiles."""
+  workdir = str(tmp_path / "gen")
+  cache_dir = str(tmp_path / "cache")
+  run_main(workdir, shared_data_dir, f"--config.tokenizer.init_from={patches_tokenizer_run}",
+           f"--config.tokenizer.cache_dir={cache_dir}",
+           config="configs/generators/patches_maskgit.py:smoke")
+  with open(os.path.join(workdir, "train_results.json")) as f:
+    results = json.load(f)
+  assert "gen/token_critic/nfe" not in results  # no critic, no Token-Critic sampling
+  for name in ("maskgit", "recap"):
+    assert 0.0 <= results[f"gen/{name}/class_accuracy"] <= 1.0
+    assert results[f"gen/{name}/fd_enl0"] > 0
+  # 20 steps on the training crops, checked on every 8th crop (left out): chance is 1/8.
+  assert results["gen/classifier_heldout_accuracy"] > 0.25
+  samples = Image.open(os.path.join(workdir, "report", "samples.png"))
+  assert samples.size == (2 + 2 * 34, 2 + 8 * 34)  # classes 0..7 x 2 samples
+  cfg = token_cache.load_config("configs/generators/patches_maskgit.py:smoke")
+  cfg.data.data_dir = shared_data_dir
+  cfg.tokenizer.init_from, cfg.tokenizer.cache_dir = patches_tokenizer_run, cache_dir
+  cfg.num_classes = 8
+  with pytest.raises(ValueError, match="num_classes=8"):
+    generator.make_task(cfg)
