@@ -18,6 +18,7 @@ from jaxtok.generators.samplers import (
   threshold_sample,
   token_critic_sample,
 )
+from jaxtok.generators.samplers.categorical import gumbel, random_bits
 from jaxtok.generators.samplers.mdlm import ddpm_sample
 from jaxtok.generators.samplers.recap import step_kinds
 
@@ -304,3 +305,21 @@ def test_contract_errors():
     maskgit_sample(jax.random.key(0), factorised, jnp.zeros((N,), jnp.int32), mask_id=MASK)
   with pytest.raises(ValueError, match="real tokens"):
     maskgit_sample(jax.random.key(0), factorised, masked_init(1), mask_id=2)
+
+
+def test_random_bits_equal_jax_random_bits():
+  """The unrolled Threefry of ``random_bits`` gives ``jax.random.bits`` bit for bit (typed and raw
+  keys, split keys under vmap; odd shapes; jitted), and the float32 Gumbel noise built on it equals
+  ``-log(-log(jax.random.uniform(...)))``; a non-Threefry key falls back to ``jax.random.bits``."""
+  keys = [jax.random.key(3), jax.random.PRNGKey(5), jax.random.key(3, impl="rbg")]
+  bits = jax.jit(random_bits, static_argnums=1)
+  for key in keys:
+    for shape in [(), (3, 5, 7), (2, 33, 130)]:
+      np.testing.assert_array_equal(bits(key, shape), jax.random.bits(key, shape, jnp.uint32))
+  keys = jax.random.split(jax.random.key(0), 4)
+  np.testing.assert_array_equal(jax.vmap(lambda k: random_bits(k, (5, 6)))(keys),
+                                jax.vmap(lambda k: jax.random.bits(k, (5, 6), jnp.uint32))(keys))
+  key, shape = jax.random.key(11), (4, 9, 50)
+  u = jax.random.uniform(key, shape, jnp.float32, minval=jnp.finfo(jnp.float32).tiny, maxval=1.0)
+  noise = jax.jit(gumbel, static_argnums=1)(key, shape)
+  np.testing.assert_array_equal(noise, -jnp.log(-jnp.log(u)))

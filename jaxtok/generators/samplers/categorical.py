@@ -19,6 +19,13 @@ acts like a lower temperature (and flatters generative perplexity). Three precis
   The argmax is taken in float64; the result is int32.
 
 ``gumbel_cap(precision)`` returns these caps; tests/generators/test_categorical.py measures them.
+
+Speed: the float32 precisions draw their bits with :func:`random_bits`, which returns exactly
+``jax.random.bits(rng, shape, uint32)`` but computes the Threefry-2x32 hash ("Parallel Random
+Numbers: As Easy as 1, 2, 3", Salmon et al., 2011) as one fusable elementwise expression. XLA:CPU
+lowers JAX's own Threefry as a 5-iteration loop that writes two [shape] uint32 arrays per
+iteration; for the [8, 256, 1024] Gumbel noise of a sampler step that loop cost ~3x the unrolled
+hash and was the largest part of the sampler's own time (benchmarks/sampler_overhead.py).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 PRECISIONS = ("float32", "float32_log1p", "float32_highest", "float64")
 
@@ -57,10 +65,10 @@ def gumbel(rng: jax.Array, shape: tuple[int, ...], precision: str = "float32") -
   """Standard Gumbel noise of ``shape``; float32 (float64 for ``precision='float64'``)."""
   _check(precision)
   if precision == "float32":
-    u = jax.random.uniform(rng, shape, jnp.float32, minval=jnp.finfo(jnp.float32).tiny, maxval=1.0)
+    u = _uniform_float32(random_bits(rng, shape), jnp.finfo(jnp.float32).tiny, 1.0)
     return -jnp.log(-jnp.log(u))
   if precision == "float32_log1p":
-    bits = jax.random.bits(rng, shape, jnp.uint32)
+    bits = random_bits(rng, shape)
     v = (bits.astype(jnp.float32) + 0.5) * jnp.float32(2.0**-32)
     v = jnp.minimum(v, jnp.float32(1.0 - 2.0**-24))  # bits near 2^32 round to 1.0 in float32
     return -jnp.log(-jnp.log1p(-v))
@@ -68,6 +76,66 @@ def gumbel(rng: jax.Array, shape: tuple[int, ...], precision: str = "float32") -
     return jax.random.gumbel(rng, shape, jnp.float32, mode="highest")
   u = jax.random.uniform(rng, shape, jnp.float64, minval=jnp.finfo(jnp.float64).tiny, maxval=1.0)
   return -jnp.log(-jnp.log(u))
+
+
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))  # Threefry-2x32 rotation constants
+
+
+def _threefry_key_words(rng: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray] | None:
+  """The two uint32 key words when ``jax.random.bits(rng, ...)`` is partitionable Threefry-2x32."""
+  if not jax.config.jax_threefry_partitionable:
+    return None
+  if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    if rng.shape != () or str(jax.random.key_impl(rng)) != "threefry2x32":
+      return None
+    data = jax.random.key_data(rng)
+  else:  # a raw uint32[2] key, read with the default implementation
+    if rng.shape != (2,) or rng.dtype != jnp.uint32 or (
+        jax.config.jax_default_prng_impl != "threefry2x32"):
+      return None
+    data = rng
+  return data[0], data[1]
+
+
+def random_bits(rng: jax.Array, shape: tuple[int, ...]) -> jnp.ndarray:  # uint32 [*shape]
+  """Exactly ``jax.random.bits(rng, shape, jnp.uint32)``, as one fusable elementwise expression.
+
+  For a Threefry-2x32 key under ``jax_threefry_partitionable`` (JAX's default) with fewer than
+  2^32 draws, element ``i`` (row-major) is ``x0 ^ x1`` of ``threefry2x32(key, (0, i))``; this is
+  computed here with the 20 rounds unrolled. Any other key, setting or size falls back to
+  ``jax.random.bits``. tests/generators/test_samplers.py checks the two agree bit for bit.
+  """
+  shape = tuple(int(d) for d in shape)
+  words = _threefry_key_words(rng)
+  if words is None or math.prod(shape) >= 2**32:
+    return jax.random.bits(rng, shape, jnp.uint32)
+  k0, k1 = words
+  # The row-major counter as a sum of broadcast iotas (as JAX's iota_2x32_shape), which the SPMD
+  # partitioner can shard; its high word is 0 below 2^32 draws.
+  count = jnp.zeros(shape, jnp.uint32)
+  stride = 1
+  for dim in reversed(range(len(shape))):
+    count = count + jax.lax.broadcasted_iota(jnp.uint32, shape, dim) * np.uint32(stride)
+    stride *= shape[dim]
+  ks = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
+  x0 = jnp.zeros(shape, jnp.uint32) + ks[0]
+  x1 = count + ks[1]
+  for i in range(5):
+    for r in _ROTATIONS[i % 2]:
+      x0 = x0 + x1
+      x1 = (x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r))
+      x1 = x0 ^ x1
+    x0 = x0 + ks[(i + 1) % 3]
+    x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+  return x0 ^ x1
+
+
+def _uniform_float32(bits: jnp.ndarray, minval: float, maxval: float) -> jnp.ndarray:
+  """``jax.random.uniform``'s map from uint32 bits to float32 in [minval, maxval), bit for bit."""
+  floats = jax.lax.bitcast_convert_type(
+      (bits >> np.uint32(9)) | np.uint32(0x3F800000), jnp.float32) - jnp.float32(1.0)
+  lo, hi = jnp.float32(minval), jnp.float32(maxval)
+  return jnp.maximum(lo, floats * (hi - lo) + lo)
 
 
 def sample_categorical(

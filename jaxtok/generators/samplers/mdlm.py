@@ -64,7 +64,7 @@ def ddpm_sample(
     if cache:
       logp = jax.lax.cond(valid, lambda: logp, lambda: probs_of(x))
       nfe = 1 - valid.astype(jnp.int32)
-    else:
+    else:  # nothing to reuse: the carry holds a placeholder, so logp need not be stored
       logp, nfe = probs_of(x), 1
     m_t, m_s = 1.0 - alpha_fn(times[k]), 1.0 - alpha_fn(times[k + 1])
     # q factorises: unmask with probability (m_t - m_s) / m_t, then draw the token from p_theta.
@@ -74,9 +74,10 @@ def ddpm_sample(
     new = jnp.where(unknown & unmask, token, x)
     committed = jnp.sum(unknown & (new != mask_id), axis=-1)
     valid = ~jnp.any(new != x)
-    return (new, rng, logp, valid, record(stats, k, committed, nfe)), None
+    kept = logp if cache else carry[2]
+    return (new, rng, kept, valid, record(stats, k, committed, nfe)), None
 
-  logp0 = jnp.zeros(x.shape + (v,), jnp.float32)
+  logp0 = jnp.zeros(x.shape + (v,) if cache else (), jnp.float32)
   carry = (x, rng, logp0, jnp.array(False), new_stats(b, num_steps))
   (x, _, _, _, stats), _ = jax.lax.scan(step, carry, jnp.arange(num_steps, dtype=jnp.int32))
   return x, stats
