@@ -385,4 +385,54 @@ def _real_images(config) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
   return out
 
 
+
+def base_config(a, data: str, num_classes: int) -> ml_collections.ConfigDict:
+  """Settings shared by configs/generators/{digits,patches}_maskgit.py.
+
+  ``a`` is the config's parsed argument with ``smoke`` (a tiny generator; the tests train a tiny
+  tokenizer first), ``steps`` and ``tokenizer`` (the tokenizer config file, whose run
+  ``tokenizer.init_from`` must name). The caller sets what differs per data set (data build,
+  report, classifier).
+  """
+  c = ml_collections.ConfigDict()
+  c.task = "generator"
+  c.seed = 0
+  c.num_steps = 4 if a.smoke else a.steps
+  c.batch_size = 16 if a.smoke else 64
+  c.eval_batch_size = 64
+  c.log_every = 2 if a.smoke else 100
+  c.eval_every = 0 if a.smoke else 500
+  c.report_every = c.num_steps
+  c.checkpoint_every = c.num_steps
+  c.keep_checkpoints = 1
+  c.async_checkpoint = not a.smoke
+  c.init_from = ""
+  c.num_classes = num_classes
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.data = ml_collections.ConfigDict()
+  c.data.name = data
+  c.data.image_size = 32
+  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+  c.tokenizer = ml_collections.ConfigDict()
+  c.tokenizer.config = a.tokenizer + (":smoke" if a.smoke else "")
+  c.tokenizer.init_from = ""  # a tokenizer run's workdir (required)
+  c.tokenizer.cache_dir = ""  # default <init_from>/token_cache/<data>_<size>
+  c.tokenizer.vocab_size = 1000  # the quickstart FSQ levels (8, 5, 5, 5)
+  small = {"dim": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 64}
+  c.model = ml_collections.ConfigDict({
+      **(small if a.smoke else {"dim": 128, "num_layers": 4, "num_heads": 4, "mlp_dim": 512}),
+      "cond_dropout": 0.1, "dropout": 0.0})
+  c.loss = ml_collections.ConfigDict({"schedule": "cosine", "label_smoothing": 0.1})
+  c.sample = ml_collections.ConfigDict({
+      "num_steps": 4 if a.smoke else 8, "choice_temperature": 4.5, "temperature": 1.0,
+      "guidance_scale": 1.0, "seed": 0, "samplers": SAMPLERS,  # token_critic needs the critic
+      "recap_pre_full_iters": 1 if a.smoke else 3, "recap_num_cache_iters": 1})
+  c.critic = ml_collections.ConfigDict({
+      **(small if a.smoke else {"dim": 128, "num_layers": 2, "num_heads": 4, "mlp_dim": 512}),
+      "enabled": False, "weight": 1.0, "choice_temperature": 1.0})
+  c.optimizer = ml_collections.ConfigDict({
+      "lr": 1e-3, "warmup_steps": 1 if a.smoke else 200, "b1": 0.9, "b2": 0.99,
+      "weight_decay": 1e-4, "grad_clip": 1.0, "final_lr_fraction": 0.05})
+  return c
+
 TASKS.register("generator", make_task)
