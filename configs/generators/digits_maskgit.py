@@ -9,10 +9,10 @@ First train the tokenizer on digits (the quickstart model), then the generator o
 
 Add ``--config.critic.enabled=True`` to train a Token-Critic jointly (Lezama et al., 2022).
 
-The digits are encoded once into <init_from>/token_cache/digits_32/tokens.npz. The report samples
-every class with MaskGIT, Token-Critic (with the critic) and ReCAP from the same generator at the
-same steps and writes, per sampler under ``gen/<sampler>/``, the class accuracy of the samples
-under a small conv classifier trained on real digits (its test accuracy:
+The digits are encoded once into <init_from>/token_cache/digits_32/ (codes.npy, memory-mapped).
+The report samples every class with MaskGIT, Token-Critic (with the critic) and ReCAP from the
+same generator at the same steps and writes, per sampler under ``gen/<sampler>/``, the class
+accuracy of the samples under a small conv classifier trained on real digits (its test accuracy:
 ``gen/classifier_test_accuracy``), the Frechet distance on its 64-d features against the real
 test digits (``fd_classifier``), NFE and ms per sample; pictures: <workdir>/report/samples.png
 (MaskGIT, a row per class), samples_<sampler>.png, unmasking_order.png. ``smoke``: a tiny

@@ -4,6 +4,7 @@ A task is built from the config (the only place besides ``main`` that reads conf
 the loop pure functions. The loop owns jit, shardings, checkpoints, logging and signals.
 
     task = TASKS.get(config.task)(config)
+    rows = task.prepare_batch(rows)    # optional: every host batch, before it goes to devices
     state = task.init(rng, example_batch)               # TrainState (params may be boxed)
     state, metrics = task.train_step(state, batch)      # jitted by the loop
     metrics = task.eval_step(state, batch)              # jitted by the loop, averaged over batches
@@ -17,11 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxtok.registry import Registry
 from jaxtok.train.state import TrainState
 
 Batch = dict[str, jax.Array]
+HostBatch = dict[str, np.ndarray]
 Metrics = dict[str, jax.Array]
 
 
@@ -43,6 +46,11 @@ class Task:
       test split and then calls ``report``.
     needs_data: False for tasks that neither train nor evaluate on a data set (e.g. sampling
       from a pretrained LM).
+    prepare_batch: ``(host batch) -> host batch``, dicts of numpy arrays of this process's rows,
+      applied by the loop to every batch (train, eval and ``init``'s example) *before* it becomes
+      a global device array: e.g. gather pre-computed tokens by ``index`` from a memory-mapped
+      table and drop the images the step does not need. Row-wise (it must keep the batch size
+      and ``mask``) and deterministic, so resumption stays exact. None: batches pass unchanged.
   """
 
   init: Callable[[jax.Array, Batch], TrainState]
@@ -52,6 +60,7 @@ class Task:
   sample: Callable[[TrainState, str], dict[str, Any]] | None = None
   evaluate: Callable[[TrainState, str], dict[str, Any]] | None = None
   needs_data: bool = True
+  prepare_batch: Callable[[HostBatch], HostBatch] | None = None
 
 
 # Name -> builder ``(config) -> Task``. Task modules register themselves; jaxtok.tasks imports them.

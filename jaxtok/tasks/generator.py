@@ -7,10 +7,12 @@ token grids of a trained tokenizer, with the class label replaced by the null cl
 probability ``cond_dropout`` ("Classifier-Free Diffusion Guidance", Ho & Salimans, 2022), so
 sampling can guide with ``l_u + (1 + s)(l_c - l_u)``.
 
-Tokens come from :mod:`jaxtok.data.token_cache`: the image data set is encoded once with the
-tokenizer checkpoint ``config.tokenizer.init_from`` (built by ``config.tokenizer.config``) and
-each batch's codes are looked up by the example ``index``; the loop still serves the image data
-set, so shuffling, sharding and resumption are the loop's.
+Tokens come from :mod:`jaxtok.data.token_cache`: the image data set (splits ``train`` and
+``config.eval_split``) is encoded once with the tokenizer checkpoint ``config.tokenizer.init_from``
+(built by ``config.tokenizer.config``) into a memory-mapped table, and the task's
+``prepare_batch`` gathers each host batch's codes by the example ``index`` (``tokens`` int32
+[B, h * w]) and drops the images before the batch goes to the devices; the loop still serves the
+image data set, so shuffling, sharding and resumption are the loop's.
 
 With ``critic.enabled`` a Token-Critic (:mod:`jaxtok.generators.critic`; "Improved Masked
 Image Generation with Token-Critic", Lezama et al., 2022) is trained jointly in the same step:
@@ -29,7 +31,8 @@ sample: the token grid after each MaskGIT step, newly committed tokens bright, e
 masked black, then the decoded image).
 
 Class accuracy uses :class:`ImageClassifier`, a small conv net trained in the report for
-``classifier.steps`` steps on the real training images (``classifier.grey`` averages the colour
+``classifier.steps`` steps (0: no classifier and no ``class_accuracy`` keys) on the real training
+images (``classifier.grey`` averages the colour
 channels, for digits). Its own accuracy is measured on the test split
 (``gen/classifier_test_accuracy``), or, with ``classifier.holdout_every = K > 0``, on every K-th
 training example by ``index``, left out of its training (``gen/classifier_heldout_accuracy``):
@@ -38,8 +41,10 @@ held-out crops of the same 8 training photos.
 ``report.fd = 'classifier'``: Frechet distance on the classifier's penultimate features
 (``fd_classifier``, digits); ``'enl0'``: on EfficientNet-Lite0 pooled features (``fd_enl0``,
 FD-ENL0, :mod:`jaxtok.eval.frechet`; not comparable to Inception FID). The reference set is
-``report.fd_reference`` ('test' or 'train') restricted to the sampled classes, at most
-``report.fd_reference_count`` images (the first by index).
+``report.fd_reference`` ('test': the eval split ``config.eval_split``, or 'train') restricted to
+the sampled classes, at most ``report.fd_reference_count`` images (the first by index). The report
+reads at most ``report.max_real_images`` real images per split (the first in record order, then
+sorted by index), so its memory is bounded on ImageNet-sized sets.
 """
 
 from __future__ import annotations
@@ -79,7 +84,8 @@ DEFAULTS = {
                "guidance_scale": 1.0, "seed": 0, "samplers": SAMPLERS,
                "recap_pre_full_iters": 2, "recap_num_cache_iters": 1},
     "report": {"per_class": 8, "order_samples": 4, "classes": (), "fd": "classifier",
-               "fd_reference": "test", "fd_reference_count": 512, "fd_image_size": 224},
+               "fd_reference": "test", "fd_reference_count": 512, "fd_image_size": 224,
+               "max_real_images": 65_536},
     "classifier": {"steps": 300, "batch_size": 64, "lr": 2e-3, "grey": False,
                    "channels": (16, 32), "features": 64, "holdout_every": 0},
 }
@@ -173,8 +179,10 @@ def unmasking_strip(steps: np.ndarray, grid: tuple[int, int], images: np.ndarray
   return tile(rows)
 
 
-def _check_report_options(sample_cfg, rep_cfg, critic_on: bool, num_classes: int) -> list[str]:
-  """The samplers to compare; raises on unknown names or classes outside ``[0, num_classes)``."""
+def _check_report_options(sample_cfg, rep_cfg, critic_on: bool, num_classes: int,
+                          clf_cfg=None) -> list[str]:
+  """The samplers to compare; raises on unknown names, classes outside ``[0, num_classes)``, or
+  ``fd='classifier'`` without a classifier (``classifier.steps = 0``)."""
   unknown = [n for n in sample_cfg.samplers if n not in SAMPLERS]
   if unknown or not sample_cfg.samplers:
     raise ValueError(f"sample.samplers must name some of {SAMPLERS}, got {sample_cfg.samplers}")
@@ -184,6 +192,13 @@ def _check_report_options(sample_cfg, rep_cfg, critic_on: bool, num_classes: int
   if rep_cfg.fd not in ("classifier", "enl0") or rep_cfg.fd_reference not in ("test", "train"):
     raise ValueError(f"report.fd must be 'classifier' or 'enl0' and report.fd_reference 'test' or "
                      f"'train'; got {rep_cfg.fd!r}, {rep_cfg.fd_reference!r}")
+  if int(rep_cfg.max_real_images) < 1:
+    raise ValueError(f"report.max_real_images must be >= 1; got {rep_cfg.max_real_images}")
+  if clf_cfg is not None and int(clf_cfg.steps) < 0:
+    raise ValueError(f"classifier.steps must be >= 0 (0: no classifier); got {clf_cfg.steps}")
+  if clf_cfg is not None and int(clf_cfg.steps) == 0 and rep_cfg.fd == "classifier":
+    raise ValueError("report.fd='classifier' needs the classifier's features but classifier.steps "
+                     "is 0: train it (steps > 0) or use report.fd='enl0'")
   # Token-Critic sampling needs the trained critic; without one it is skipped.
   return [n for n in sample_cfg.samplers if critic_on or n != "token_critic"]
 
@@ -194,13 +209,14 @@ def make_task(config) -> Task:
   rep_cfg, clf_cfg, critic_cfg = (options(config, b) for b in ("report", "classifier", "critic"))
   num_classes = int(config.get("num_classes", 10))
   critic_on = bool(critic_cfg.enabled)
-  samplers = _check_report_options(sample_cfg, rep_cfg, critic_on, num_classes)
+  samplers = _check_report_options(sample_cfg, rep_cfg, critic_on, num_classes, clf_cfg)
+  eval_split = config.get("eval_split", "test")
   classes = np.asarray(rep_cfg.classes or range(num_classes), np.int32)
   tok = config.tokenizer
   cache_dir = tok.get("cache_dir") or os.path.join(
       tok.init_from, "token_cache", f"{config.data.name}_{config.data.get('image_size', 0)}")
   cache, tok_model, tok_vars = token_cache.load_or_build(cache_dir, tok.config, tok.init_from,
-                                                         config.data)
+                                                         config.data, ("train", eval_split))
   # An out-of-range class id in nn.Embed is silently clamped by JAX: check the labels here.
   seen = cache.labels[cache.present]
   if seen.size and (seen.min() < 0 or seen.max() >= num_classes):
@@ -223,9 +239,19 @@ def make_task(config) -> Task:
   def generator_params(params):
     return params["generator"] if critic_on else params
 
+  def prepare_batch(batch):  # host rows: + tokens int32 [b, h * w], - image
+    if "index" not in batch:
+      raise ValueError(f"the generator gathers tokens by the batch's 'index'; got {sorted(batch)}")
+    out = {k: v for k, v in batch.items() if k != "image"}
+    out["tokens"] = cache.lookup(batch["index"])
+    return out
+
   def init(rng, batch):
+    if "tokens" not in batch:
+      raise ValueError(f"the generator's batches need 'tokens' (added by its prepare_batch from "
+                       f"'index'); got {sorted(batch)}")
     k_init, k_critic, k_state = jax.random.split(rng, 3)
-    tokens = cache.lookup(batch["index"])
+    tokens = batch["tokens"]  # [B, h * w]
     params = model.init(k_init, tokens, batch["label"])["params"]
     if critic_on:
       params = {"generator": params,
@@ -233,7 +259,7 @@ def make_task(config) -> Task:
     return TrainState.create(params=params, tx=tx, rng=k_state)
 
   def losses(params, rng, batch, train):
-    tokens = cache.lookup(batch["index"])  # [B, h * w]
+    tokens = batch["tokens"]  # [B, h * w]
     labels = batch["label"]
     k_mask, k_drop, k_critic, k_critic_drop = jax.random.split(rng, 4)
     gen = generator_params(params)
@@ -314,32 +340,11 @@ def make_task(config) -> Task:
         if extra in stats:
           out[f"gen/{name}/{extra}"] = int(stats[extra])
       out[f"gen/{name}/ms_per_sample"] = 1e3 * seconds / len(labels)
-    real = _real_images(config)
-    train_x, train_y, train_i = real["train"]
-    clf_kwargs = {k: v for k, v in dict(clf_cfg).items() if k != "holdout_every"}
-    clf_kwargs["channels"] = tuple(clf_kwargs["channels"])
-    if clf_cfg.holdout_every:  # honest accuracy without a test split of the same classes
-      held = train_i % int(clf_cfg.holdout_every) == 0
-      classify = train_classifier(train_x[~held], train_y[~held], num_classes=num_classes,
-                                  **clf_kwargs, seed=config.seed)
-      check_x, check_y, key = train_x[held], train_y[held], "gen/classifier_heldout_accuracy"
-    else:
-      classify = train_classifier(train_x, train_y, num_classes=num_classes, **clf_kwargs,
-                                  seed=config.seed)
-      check_x, check_y, key = real["test"][0], real["test"][1], "gen/classifier_test_accuracy"
-    out[key] = float(np.mean(np.argmax(classify(_to_float(check_x))[0], -1) == check_y))
-    ref_x, ref_y, _ = real[rep_cfg.fd_reference]
-    ref_x = ref_x[np.isin(ref_y, classes)][:rep_cfg.fd_reference_count]
-    if rep_cfg.fd == "enl0":
-      features = efficientnet_feature_fn(image_size=int(rep_cfg.fd_image_size))
-    else:
-      features = lambda x: classify(x)[1]  # noqa: E731
-    ref_feats = np.asarray(features(_to_float(ref_x)), np.float64)
-    for name, imgs in images.items():
-      out[f"gen/{name}/class_accuracy"] = float(np.mean(
-          np.argmax(classify(imgs)[0], -1) == np.asarray(labels)))
-      out[f"gen/{name}/fd_{rep_cfg.fd}"] = frechet_distance_features(
-          np.asarray(features(imgs), np.float64), ref_feats)
+    cap = int(rep_cfg.max_real_images)
+    ref_split = "train" if rep_cfg.fd_reference == "train" else eval_split
+    out.update(_class_accuracy_and_fd(
+        config, rep_cfg, clf_cfg, images, labels, classes, num_classes, eval_split, ref_split,
+        cap))
 
     inputs = []
     k = rep_cfg.order_samples
@@ -358,70 +363,136 @@ def make_task(config) -> Task:
                os.path.join(workdir, "report", "unmasking_order.png"))
     return out
 
-  return Task(init=init, train_step=train_step, eval_step=eval_step, report=report)
+  return Task(init=init, train_step=train_step, eval_step=eval_step, report=report,
+              prepare_batch=prepare_batch)
+
+
+def _class_accuracy_and_fd(config, rep_cfg, clf_cfg, images: dict[str, np.ndarray], labels,
+                           classes: np.ndarray, num_classes: int, eval_split: str, ref_split: str,
+                           cap: int) -> dict[str, float]:
+  """``gen/<sampler>/{class_accuracy, fd_*}`` and the classifier's own accuracy, reading at most
+  ``cap`` real images per split (``images``: sampler -> [C * k, S, S, 3] in [-1, 1])."""
+  out = {}
+  classify = None
+  if int(clf_cfg.steps) > 0:
+    train_x, train_y, train_i = _real_images(config, "train", cap)
+    clf_kwargs = {k: v for k, v in dict(clf_cfg).items() if k != "holdout_every"}
+    clf_kwargs["channels"] = tuple(clf_kwargs["channels"])
+    if clf_cfg.holdout_every:  # honest accuracy without a test split of the same classes
+      held = train_i % int(clf_cfg.holdout_every) == 0
+      classify = train_classifier(train_x[~held], train_y[~held], num_classes=num_classes,
+                                  **clf_kwargs, seed=config.seed)
+      check_x, check_y, key = train_x[held], train_y[held], "gen/classifier_heldout_accuracy"
+    else:
+      classify = train_classifier(train_x, train_y, num_classes=num_classes, **clf_kwargs,
+                                  seed=config.seed)
+      check_x, check_y, _ = _real_images(config, eval_split, cap)
+      key = "gen/classifier_test_accuracy"
+    out[key] = float(np.mean(np.argmax(classify(_to_float(check_x))[0], -1) == check_y))
+    del train_x, check_x
+  ref_x, ref_y, _ = _real_images(config, ref_split, cap)
+  ref_x = ref_x[np.isin(ref_y, classes)][:rep_cfg.fd_reference_count]
+  if rep_cfg.fd == "enl0":
+    features = efficientnet_feature_fn(image_size=int(rep_cfg.fd_image_size))
+  else:
+    features = lambda x: classify(x)[1]  # noqa: E731
+  ref_feats = _features(features, ref_x)
+  for name, imgs in images.items():
+    if classify is not None:
+      out[f"gen/{name}/class_accuracy"] = float(np.mean(
+          np.argmax(classify(imgs)[0], -1) == np.asarray(labels)))
+    out[f"gen/{name}/fd_{rep_cfg.fd}"] = frechet_distance_features(
+        np.asarray(features(imgs), np.float64), ref_feats)
+  return out
+
+
+def _features(features, images: np.ndarray, chunk: int = 1024) -> np.ndarray:
+  """``features`` of uint8 images [N, S, S, 3], converted to [-1, 1] ``chunk`` at a time (a float
+  copy of 10k ImageNet images would be 7.9 GB): float64 [N, F]."""
+  return np.concatenate([np.asarray(features(_to_float(images[i:i + chunk])), np.float64)
+                         for i in range(0, max(len(images), 1), chunk)])
 
 
 def _to_float(images: np.ndarray) -> np.ndarray:  # uint8 [N, S, S, 3] -> float32 in [-1, 1]
   return images.astype(np.float32) / 127.5 - 1.0
 
 
-def _real_images(config) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-  """split -> (images uint8 [N, S, S, 3], labels [N], index [N]) of the whole split."""
+def _real_images(config, split: str, max_images: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(images uint8 [N, S, S, 3], labels [N], index [N]) of the first ``max_images`` examples of
+  ``split`` in record order (the whole split when it is smaller), sorted by index."""
   from jaxtok.data.pipeline import make_iterator
 
   kwargs = dict(config.data)
   name = kwargs.pop("name")
-  out = {}
-  for split in ("train", "test"):
-    imgs, labels, index = [], [], []
-    for b in make_iterator(name, split, global_batch_size=256, seed=0, shuffle=False,
-                           num_epochs=1, process_index=0, process_count=1, **kwargs):
-      real = np.asarray(b["mask"])
-      imgs.append(np.asarray(b["image"])[real])
-      labels.append(np.asarray(b["label"])[real])
-      index.append(np.asarray(b["index"])[real])
-    order = np.argsort(np.concatenate(index), kind="stable")  # by index: a fixed order
-    out[split] = tuple(np.concatenate(a)[order] for a in (imgs, labels, index))
-  return out
-
+  imgs, labels, index = [], [], []
+  count = 0
+  for b in make_iterator(name, split, global_batch_size=256, seed=0, shuffle=False,
+                         num_epochs=1, process_index=0, process_count=1, **kwargs):
+    real = np.asarray(b["mask"])
+    imgs.append(np.asarray(b["image"])[real][:max_images - count])
+    labels.append(np.asarray(b["label"])[real][:max_images - count])
+    index.append(np.asarray(b["index"])[real][:max_images - count])
+    count += len(imgs[-1])
+    if count >= max_images:
+      break
+  order = np.argsort(np.concatenate(index), kind="stable")  # by index: a fixed order
+  return tuple(np.concatenate(a)[order] for a in (imgs, labels, index))
 
 
 def base_config(a, data: str, num_classes: int) -> ml_collections.ConfigDict:
-  """Settings shared by configs/generators/{digits,patches}_maskgit.py.
+  """Settings shared by configs/generators/{digits,patches,imagenet}_maskgit.py.
 
   ``a`` is the config's parsed argument with ``smoke`` (a tiny generator; the tests train a tiny
   tokenizer first), ``steps`` and ``tokenizer`` (the tokenizer config file, whose run
-  ``tokenizer.init_from`` must name). The caller sets what differs per data set (data build,
-  report, classifier).
+  ``tokenizer.init_from`` must name), and optionally ``imagenet``: the full-scale MaskGIT recipe
+  for ImageNet-256 ("MaskGIT: Masked Generative Image Transformer", Chang et al., 2022, Sec. 4.1
+  and App. A): tokens of the tokenizer config's ``imagenet`` variant (16x16 grid, 1024 codes), a
+  24-layer transformer of width 768 (16 heads, MLP 3072, dropout 0.1), batch 256, AdamW lr 1e-4
+  with b2 0.96 and weight decay 0.045, label smoothing 0.1, 5000 warm-up steps, 1.5M steps (300
+  epochs of 1.28M images), eval on ``validation``. The caller sets what differs per data set
+  (data build, report, classifier).
   """
+  imagenet = bool(a.get("imagenet", False))
+  if a.smoke and imagenet:
+    raise ValueError("choose one of smoke and imagenet (the full-scale config cannot be smoked: "
+                     "its tokenizer variant is ImageNet-256)")
   c = ml_collections.ConfigDict()
   c.task = "generator"
   c.seed = 0
   c.num_steps = 4 if a.smoke else a.steps
-  c.batch_size = 16 if a.smoke else 64
-  c.eval_batch_size = 64
+  c.batch_size = 16 if a.smoke else 256 if imagenet else 64
+  c.eval_batch_size = 256 if imagenet else 64
   c.log_every = 2 if a.smoke else 100
-  c.eval_every = 0 if a.smoke else 500
-  c.report_every = c.num_steps
-  c.checkpoint_every = c.num_steps
-  c.keep_checkpoints = 1
+  c.eval_every = 0 if a.smoke else 10_000 if imagenet else 500
+  c.report_every = 100_000 if imagenet else c.num_steps
+  c.checkpoint_every = 5000 if imagenet else c.num_steps
+  c.keep_checkpoints = 3 if imagenet else 1
   c.async_checkpoint = not a.smoke
   c.init_from = ""
   c.num_classes = num_classes
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   c.data = ml_collections.ConfigDict()
   c.data.name = data
-  c.data.image_size = 32
+  c.data.image_size = 256 if imagenet else 32
   c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+  if imagenet:
+    c.eval_split = "validation"
   c.tokenizer = ml_collections.ConfigDict()
-  c.tokenizer.config = a.tokenizer + (":smoke" if a.smoke else "")
+  c.tokenizer.config = a.tokenizer + (":smoke" if a.smoke else ":imagenet" if imagenet else "")
   c.tokenizer.init_from = ""  # a tokenizer run's workdir (required)
   c.tokenizer.cache_dir = ""  # default <init_from>/token_cache/<data>_<size>
-  c.tokenizer.vocab_size = 1000  # the quickstart FSQ levels (8, 5, 5, 5)
+  # The quickstart FSQ levels (8, 5, 5, 5); the ImageNet VQ's 1024 codes.
+  c.tokenizer.vocab_size = 1024 if imagenet else 1000
   small = {"dim": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 64}
-  c.model = ml_collections.ConfigDict({
-      **(small if a.smoke else {"dim": 128, "num_layers": 4, "num_heads": 4, "mlp_dim": 512}),
-      "cond_dropout": 0.1, "dropout": 0.0})
+  if a.smoke:
+    model = small
+  elif imagenet:
+    model = {"dim": 768, "num_layers": 24, "num_heads": 16, "mlp_dim": 3072}
+  else:
+    model = {"dim": 128, "num_layers": 4, "num_heads": 4, "mlp_dim": 512}
+  c.model = ml_collections.ConfigDict({**model, "cond_dropout": 0.1,
+                                       "dropout": 0.1 if imagenet else 0.0})
   c.loss = ml_collections.ConfigDict({"schedule": "cosine", "label_smoothing": 0.1})
   c.sample = ml_collections.ConfigDict({
       "num_steps": 4 if a.smoke else 8, "choice_temperature": 4.5, "temperature": 1.0,
@@ -433,6 +504,9 @@ def base_config(a, data: str, num_classes: int) -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict({
       "lr": 1e-3, "warmup_steps": 1 if a.smoke else 200, "b1": 0.9, "b2": 0.99,
       "weight_decay": 1e-4, "grad_clip": 1.0, "final_lr_fraction": 0.05})
+  if imagenet:
+    c.optimizer.update(lr=1e-4, warmup_steps=5000, b2=0.96, weight_decay=0.045)
   return c
+
 
 TASKS.register("generator", make_task)

@@ -65,15 +65,15 @@ def data_iterator(config, split: str, *, train: bool):
                        num_epochs=None if train else 1, **kwargs)
 
 
-def eval_batches(config, split: str | None = None):
+def eval_batches(config, split: str | None = None, prepare=None):
   """Global batches of one pass over ``split`` (default ``config.eval_split`` or 'test').
 
   For host-side reports: call inside the loop's mesh context; every process must iterate.
-  Padded rows have ``mask`` False.
+  Padded rows have ``mask`` False. ``prepare``: the task's ``prepare_batch`` (see ``to_global``).
   """
   mesh = jax.sharding.get_mesh()
   for local in data_iterator(config, split or config.get("eval_split", "test"), train=False):
-    yield to_global(local, mesh)
+    yield to_global(local, mesh, prepare)
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -85,8 +85,14 @@ def to_host(x: jax.Array) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def to_global(local: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-  """Process-local rows -> global arrays sharded over the batch axes."""
+def to_global(local: dict[str, np.ndarray], mesh, prepare=None) -> dict[str, jax.Array]:
+  """Process-local rows -> global arrays sharded over the batch axes.
+
+  The one place host batches become device arrays: ``prepare`` (a task's ``prepare_batch``,
+  host dict -> host dict) runs here first, on this process's rows.
+  """
+  if prepare is not None:
+    local = prepare(local)
   sharding = shd.batch_sharding(mesh)
   n = jax.process_count()
   return {k: jax.make_array_from_process_local_data(
@@ -105,7 +111,7 @@ def setup(config, workdir: str, *, example_split: str = "train") -> Setup:
   example = None
   if task.needs_data:
     it = data_iterator(config, example_split, train=example_split == "train")
-    example = to_global(next(iter(it)), mesh)
+    example = to_global(next(iter(it)), mesh, task.prepare_batch)
   rng = jax.random.PRNGKey(config.seed)
   with jax.set_mesh(mesh):
     abstract = jax.eval_shape(task.init, rng, example)
@@ -164,7 +170,7 @@ def evaluate(s: Setup, state: TrainState, eval_fn=None) -> dict[str, float]:
     eval_fn = jax.jit(s.task.eval_step)
   totals: dict[str, float] = {}
   count = 0.0
-  for batch in eval_batches(s.config):
+  for batch in eval_batches(s.config, prepare=s.task.prepare_batch):
     n = float(to_host(batch["mask"]).sum())
     metrics = jax.device_get(eval_fn(state, batch))
     for k, v in metrics.items():
@@ -266,7 +272,7 @@ def train(config, workdir: str) -> dict[str, float]:
         break
       local = next(train_iter)
       data_state = train_iter.get_state()  # the position *after* this batch
-      state, metrics = compiled(state, to_global(local, s.mesh))
+      state, metrics = compiled(state, to_global(local, s.mesh, s.task.prepare_batch))
       step += 1
       if pending is not None:
         check(*pending)

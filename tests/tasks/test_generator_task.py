@@ -1,5 +1,8 @@
-"""The class-conditional generator task: the token cache round trip, the unmasking-order helper,
-guided ReCAP hooks, option checks, and the smoke runs end to end through ``python -m jaxtok.main``
+"""The class-conditional generator task: the token cache round trip (memory-mapped, rebuilt when
+stale or incomplete), the host-side ``prepare_batch`` (tokens in, images out), the report's
+bounded real-image reads and classifier-free FD, the unmasking-order helper, guided ReCAP hooks,
+option checks, the full-scale ImageNet config, and the smoke runs end to end through
+``python -m jaxtok.main``
 (on tiny tokenizers trained here for a few steps, once per module): digits_maskgit with the
 Token-Critic trained jointly (MaskGIT, Token-Critic and ReCAP compared), and patches_maskgit."""
 
@@ -58,27 +61,128 @@ def patches_tokenizer_run(tmp_path_factory, shared_data_dir):
 
 
 def test_token_cache_round_trip(tokenizer_run, shared_data_dir, tmp_path):
-  """Cached codes == encoding the same images on the fly; the second call reuses the file."""
+  """Cached codes == encoding the same images on the fly; the second call reuses the files; an
+  old tokens.npz, a cache without meta.json (cut short) or other splits are rebuilt."""
   from jaxtok.data.pipeline import make_iterator
 
   data = digits_data(shared_data_dir)
   cache_dir = str(tmp_path / "cache")
+  os.makedirs(cache_dir)
+  legacy = os.path.join(cache_dir, token_cache.LEGACY_FILE)
+  np.savez(legacy, codes=np.zeros((1, 8, 8), np.int32))
   cache, model, variables = token_cache.load_or_build(cache_dir, TOKENIZER_CONFIG, tokenizer_run,
                                                       data)
-  assert cache.codes.shape[1:] == (8, 8) and cache.present.sum() == 1797
+  assert not os.path.exists(legacy)
+  assert cache.codes.shape == (1797, 8, 8) and cache.present.sum() == 1797
+  assert isinstance(cache.codes, np.memmap) and cache.codes.mode == "r"
+  assert sorted(os.listdir(cache_dir)) == ["codes.npy", "labels.npy", "meta.json", "present.npy"]
   batch = next(iter(make_iterator("digits", "test", global_batch_size=32, seed=0, shuffle=False,
                                   num_epochs=1, data_dir=shared_data_dir, image_size=32)))
   on_the_fly = token_cache.encode_fn(model, variables)(batch["image"])
   np.testing.assert_array_equal(cache.codes[batch["index"]], on_the_fly)
   np.testing.assert_array_equal(cache.labels[batch["index"]], batch["label"])
-  np.testing.assert_array_equal(np.asarray(cache.lookup(batch["index"])),
-                                on_the_fly.reshape(32, -1))
-  mtime = os.path.getmtime(os.path.join(cache_dir, token_cache.CACHE_FILE))
+  np.testing.assert_array_equal(cache.lookup(batch["index"]), on_the_fly.reshape(32, -1))
+  codes_file = os.path.join(cache_dir, token_cache.CACHE_FILE)
+  mtime = os.stat(codes_file).st_mtime_ns
   again, _, _ = token_cache.load_or_build(cache_dir, TOKENIZER_CONFIG, tokenizer_run, data)
-  assert os.path.getmtime(os.path.join(cache_dir, token_cache.CACHE_FILE)) == mtime
+  assert os.stat(codes_file).st_mtime_ns == mtime
   np.testing.assert_array_equal(again.codes, cache.codes)
+  os.remove(os.path.join(cache_dir, token_cache.META_FILE))  # as if the build was cut short
+  rebuilt, _, _ = token_cache.load_or_build(cache_dir, TOKENIZER_CONFIG, tokenizer_run, data)
+  assert os.stat(codes_file).st_mtime_ns != mtime
+  np.testing.assert_array_equal(rebuilt.codes, cache.codes)
+  train_only, _, _ = token_cache.load_or_build(cache_dir, TOKENIZER_CONFIG, tokenizer_run, data,
+                                               ("train",))
+  assert train_only.meta["splits"] == ["train"]
+  assert not train_only.present[batch["index"]].any()  # the test digits are not encoded
   with pytest.raises(FileNotFoundError, match="tokenizer.init_from"):
     token_cache.load_or_build(cache_dir, TOKENIZER_CONFIG, str(tmp_path / "nothing"), data)
+
+
+def test_prepare_batch_gathers_tokens_and_drops_images(tokenizer_run, shared_data_dir,
+                                                        tmp_path):
+  """The task's host hook: tokens = the cached codes of each row's index, no image; init refuses
+  a batch that did not go through it (before anything compiles)."""
+  from jaxtok.data.pipeline import make_iterator
+
+  cfg = token_cache.load_config("configs/generators/digits_maskgit.py:smoke")
+  cfg.data.data_dir = shared_data_dir
+  cfg.tokenizer.init_from, cfg.tokenizer.cache_dir = tokenizer_run, str(tmp_path / "cache")
+  task = generator.make_task(cfg)
+  cache = token_cache.TokenCache.load(str(tmp_path / "cache"))
+  batch = next(iter(make_iterator("digits", "test", global_batch_size=8, seed=0, shuffle=False,
+                                  num_epochs=1, data_dir=shared_data_dir, image_size=32)))
+  out = task.prepare_batch(batch)
+  assert sorted(out) == sorted(set(batch) - {"image"} | {"tokens"})
+  assert out["tokens"].dtype == np.int32 and out["tokens"].shape == (8, 64)
+  np.testing.assert_array_equal(out["tokens"], cache.codes[batch["index"]].reshape(8, 64))
+  np.testing.assert_array_equal(out["label"], batch["label"])
+  with pytest.raises(ValueError, match="'tokens'"):
+    task.init(jax.random.key(0), batch)
+  with pytest.raises(ValueError, match="'index'"):
+    task.prepare_batch({k: v for k, v in batch.items() if k != "index"})
+
+
+def test_real_images_capped_and_fd_without_classifier(tokenizer_run, shared_data_dir):
+  """``_real_images`` reads at most ``max_images`` (all of a smaller split, sorted by index);
+  with ``classifier.steps = 0`` the report has FD-ENL0 but no class-accuracy keys."""
+  cfg = token_cache.load_config("configs/generators/digits_maskgit.py:smoke")
+  cfg.data.data_dir = shared_data_dir
+  x, y, idx = generator._real_images(cfg, "test", 10**6)
+  assert len(x) == len(y) == len(idx) == 297 and (np.diff(idx) > 0).all()
+  cx, cy, cidx = generator._real_images(cfg, "test", 200)
+  assert len(cx) == 200 and (np.diff(cidx) > 0).all() and set(cidx) <= set(idx)
+  where = np.searchsorted(idx, cidx)
+  np.testing.assert_array_equal(cx, x[where])
+  np.testing.assert_array_equal(cy, y[where])
+  cfg.classifier = ml_collections.ConfigDict({"steps": 0})
+  cfg.report = ml_collections.ConfigDict({"fd": "enl0", "fd_image_size": 32,
+                                          "fd_reference_count": 40, "max_real_images": 100})
+  rep_cfg, clf_cfg = generator.options(cfg, "report"), generator.options(cfg, "classifier")
+  fake = {"maskgit": generator._to_float(cx[:20])}  # real digits as "samples": a small FD
+  noise = {"noise": np.random.default_rng(0).uniform(-1, 1, (20, 32, 32, 3)).astype(np.float32)}
+  out = generator._class_accuracy_and_fd(
+      cfg, rep_cfg, clf_cfg, {**fake, **noise}, cy[:20], np.arange(10), 10, "test", "test", 100)
+  assert sorted(out) == ["gen/maskgit/fd_enl0", "gen/noise/fd_enl0"]
+  assert 0 < out["gen/maskgit/fd_enl0"] < out["gen/noise/fd_enl0"]
+  with pytest.raises(ValueError, match="classifier.steps is 0"):
+    generator._check_report_options(generator.options({}, "sample"), generator.options(
+        ml_collections.ConfigDict({"report": {"fd": "classifier"}}), "report"), False, 10,
+        clf_cfg)
+
+
+def test_imagenet_config_is_the_maskgit_recipe():
+  """configs/generators/imagenet_maskgit.py builds (it cannot run here) with MaskGIT's numbers;
+  smoke and imagenet together are refused."""
+  from jaxtok.config_args import parse_arg
+
+  c = token_cache.load_config("configs/generators/imagenet_maskgit.py")
+  assert c.task == "generator" and c.data.name == "imagenet2012" and c.data.image_size == 256
+  assert c.num_classes == 1000 and c.eval_split == "validation" and c.batch_size == 256
+  assert c.num_steps == 1_500_000
+  assert c.tokenizer.config == "configs/tokenizers/conv2d_vq.py:imagenet"
+  assert c.tokenizer.vocab_size == 1024
+  tok = token_cache.load_config(c.tokenizer.config)
+  assert tok.model.quantizer.num_codes == 1024 and tok.data.image_size == 256
+  assert 256 // 2 ** (len(tok.model.channel_mults) - 1) == 16  # a 16x16 token grid
+  model = generator.options(c, "model")
+  assert (model.dim, model.num_layers, model.num_heads, model.mlp_dim, model.dropout) == (
+      768, 24, 16, 3072, 0.1)
+  o = c.optimizer
+  assert (o.lr, o.b2, o.weight_decay, o.warmup_steps) == (1e-4, 0.96, 0.045, 5000)
+  assert generator.options(c, "loss").label_smoothing == 0.1
+  sample, report = generator.options(c, "sample"), generator.options(c, "report")
+  assert (sample.num_steps, sample.choice_temperature) == (8, 4.5)
+  assert report.fd == "enl0" and report.max_real_images == report.fd_reference_count == 10_000
+  clf = generator.options(c, "classifier")
+  assert clf.steps == 0
+  assert generator._check_report_options(sample, report, False, 1000, clf) == ["maskgit", "recap"]
+  with pytest.raises(ValueError, match="choose one of smoke and imagenet"):
+    token_cache.load_config("configs/generators/imagenet_maskgit.py:smoke")
+  a = parse_arg("smoke", smoke=False, imagenet=False, steps=1, tokenizer="t.py")
+  a.imagenet = True
+  with pytest.raises(ValueError, match="choose one of smoke and imagenet"):
+    generator.base_config(a, "imagenet2012", 1000)
 
 
 def test_commit_steps_and_strip():

@@ -1,0 +1,87 @@
+"""The token cache's files: built batch by batch into memory-mapped ``codes.npy`` (+ labels,
+present), read back with ``mmap_mode='r'``, looked up on the host; rows grow when an ``index``
+lies beyond the splits' size; a data set without ``index`` is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxtok.data import token_cache
+from jaxtok.data.pipeline import make_iterator
+
+
+def fake_encode(images: np.ndarray) -> np.ndarray:  # uint8 [B, 16, 16, 3] -> int32 [B, 2, 4]
+  """A deterministic stand-in for a tokenizer: one pixel per token cell, plus the channel sum."""
+  x = images.astype(np.int32)
+  return x[:, ::8, ::4, 0] + x[:, ::8, ::4, 1:].sum(-1)
+
+
+def data_cfg(tiny, name="natural_patches"):
+  return ml_collections.ConfigDict({"name": name, "data_dir": tiny.dir, **tiny.kw[name]})
+
+
+def all_examples(tiny, split, name="natural_patches"):
+  kw = dict(data_cfg(tiny, name))
+  kw.pop("name")
+  rows = [b for b in make_iterator(name, split, global_batch_size=16, seed=0, shuffle=False,
+                                   num_epochs=1, process_index=0, process_count=1, **kw)]
+  real = [b["mask"] for b in rows]
+  return {k: np.concatenate([b[k][m] for b, m in zip(rows, real)]) for k in rows[0]}
+
+
+def write_meta(directory):
+  with open(os.path.join(directory, token_cache.META_FILE), "w") as f:
+    json.dump({"test": True}, f)
+
+
+def test_build_streams_to_memmap_and_loads_lazily(tiny, tmp_path):
+  directory = str(tmp_path / "cache")
+  # batch_size 5: the last batch of each split is padded, and padded rows must not be written.
+  token_cache.build_token_cache(fake_encode, data_cfg(tiny), directory, ("train", "test"),
+                                batch_size=5)
+  write_meta(directory)
+  cache = token_cache.TokenCache.load(directory)
+  assert isinstance(cache.codes, np.memmap) and cache.codes.mode == "r"
+  assert cache.codes.dtype == np.int32 and cache.grid == (2, 4)
+  ex = {s: all_examples(tiny, s) for s in ("train", "test")}
+  index = np.concatenate([ex["train"]["index"], ex["test"]["index"]])
+  assert len(cache.codes) == 48 + 21 and sorted(index) == list(range(69))  # dense: no growth
+  assert cache.present.all() and cache.meta == {"test": True}
+  for split in ("train", "test"):
+    e = ex[split]
+    np.testing.assert_array_equal(cache.codes[e["index"]], fake_encode(e["image"]))
+    np.testing.assert_array_equal(cache.labels[e["index"]], e["label"])
+  got = cache.lookup(ex["test"]["index"][:7])
+  assert got.dtype == np.int32 and got.shape == (7, 8)
+  np.testing.assert_array_equal(got, fake_encode(ex["test"]["image"][:7]).reshape(7, 8))
+  with pytest.raises(IndexError, match=r"outside the token cache's \[0, 69\)"):
+    cache.lookup(np.array([0, 69]))
+  with pytest.raises(ValueError, match=r"int vector \[B\]"):
+    cache.lookup(np.zeros((2, 2), np.int32))
+
+
+def test_rows_grow_past_the_splits_size(tiny, tmp_path):
+  """Only the test split (21 examples, index 48..68): 21 rows allocated, grown to 69."""
+  directory = str(tmp_path / "cache")
+  token_cache.build_token_cache(fake_encode, data_cfg(tiny), directory, ("test",), batch_size=8)
+  write_meta(directory)
+  cache = token_cache.TokenCache.load(directory)
+  e = all_examples(tiny, "test")
+  assert len(cache.codes) == 69 and np.flatnonzero(cache.present).tolist() == list(range(48, 69))
+  np.testing.assert_array_equal(cache.codes[e["index"]], fake_encode(e["image"]))
+  assert (cache.labels[:48] == -1).all() and not os.path.exists(
+      os.path.join(directory, token_cache.CACHE_FILE + ".grow.npy"))
+
+
+def test_missing_index_and_incomplete_cache_are_refused(tiny, tmp_path):
+  with pytest.raises(ValueError, match="no 'index' feature"):
+    token_cache.build_token_cache(fake_encode, data_cfg(tiny, "shapes"), str(tmp_path / "c"))
+  directory = str(tmp_path / "cache")
+  token_cache.build_token_cache(fake_encode, data_cfg(tiny), directory, ("test",))
+  with pytest.raises(FileNotFoundError, match=r"lacks \['meta.json'\]"):  # a build cut short
+    token_cache.TokenCache.load(directory)
