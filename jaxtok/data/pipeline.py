@@ -45,20 +45,24 @@ class _LoadRows:
   """Maps global batch k's record ids [<=G] to this process's rows, loaded and stacked."""
 
   def __init__(self, source, *, spec, image_size: int, global_batch_size: int,
-               process_index: int, process_count: int):
+               process_index: int, process_count: int, index_offset: int | None = None):
     self._source = source
+    self._offset = index_offset
     self._spec = spec
     self._size = image_size
     self._global = global_batch_size
     self._local = global_batch_size // process_count
     self._start = process_index * self._local
-    first = self._prepare(source[0])
+    first = self._prepare(source[0], 0)
     # Zero rows (padding) need the element structure; take it from record 0.
     self.template = {k: (v.shape, v.dtype) for k, v in first.items()}
 
-  def _prepare(self, example) -> dict[str, np.ndarray]:
-    return prepare_example(example, self._size, self._spec.preprocessing, self._spec.keys,
-                           require_image=self._spec.modality == "image")
+  def _prepare(self, example, record: int) -> dict[str, np.ndarray]:
+    out = prepare_example(example, self._size, self._spec.preprocessing, self._spec.keys,
+                          require_image=self._spec.modality == "image")
+    if self._offset is not None:  # the record's position, unique across the spec's splits
+      out["index"] = np.int32(self._offset + record)
+    return out
 
   def __call__(self, ids: np.ndarray) -> dict[str, np.ndarray]:
     padded = np.full(self._global, -1, np.int64)  # -1: no example (end of an eval epoch).
@@ -70,7 +74,7 @@ class _LoadRows:
     if rows.size:
       examples = self._source.__getitems__(mine[rows].tolist())
       for row, example in zip(rows, examples, strict=True):
-        example = self._prepare(example)
+        example = self._prepare(example, int(mine[row]))
         if example.keys() != out.keys():
           raise ValueError(f"dataset {self._spec.name!r}: record {mine[row]} has features "
                            f"{sorted(example)}; expected {sorted(out)}")
@@ -183,7 +187,8 @@ def make_iterator(name: str, split: str, *, global_batch_size: int, seed: int, s
 
   load = _LoadRows(source, spec=spec, image_size=image_size,
                    global_batch_size=global_batch_size, process_index=process_index,
-                   process_count=process_count)
+                   process_count=process_count,
+                   index_offset=_index_offset(spec, split, data_dir, image_size, kw))
   ids = grain.MapDataset.range(n)
   if shuffle:
     ids = ids.shuffle(seed=shuffle_seed(seed))
@@ -200,6 +205,22 @@ def make_iterator(name: str, split: str, *, global_batch_size: int, seed: int, s
                  "image_size": image_size, "num_examples": n, "drop_remainder": drop_remainder}
   return DataIterator(iter(parent), fingerprint=fingerprint, num_batches=num_batches,
                       element_spec=element_spec)
+
+
+def _index_offset(spec, split: str, data_dir, image_size: int, kw) -> int | None:
+  """Where ``split``'s records start in an ``index`` numbering unique across ``spec.splits``.
+
+  For sets whose kept features (``spec.keys``) have no ``index`` of their own -- the tfds
+  catalog: cifar, mnist, imagenet2012 -- each record gets ``index`` = its position in the split
+  plus the sizes of the splits listed before it (train ``0..n-1``, then the next split). The
+  token cache keys codes by it. None (no ``index`` added) for sets that define their own, keep
+  all features, or a split not listed in the spec.
+  """
+  if spec.keys is None or "index" in spec.keys or split not in spec.splits:
+    return None
+  before = spec.splits[:spec.splits.index(split)]
+  return sum(len(open_split(spec, s, data_dir=data_dir, image_size=image_size,
+                            builder_overrides=kw)) for s in before)
 
 
 def _check_int(what: str, value: Any, minimum: int) -> None:

@@ -113,3 +113,32 @@ def test_prepared_tfds_set_goes_through_the_same_path(tmp_path):
     make_iterator("tfds:jaxtok_test_variable_images", "test", global_batch_size=4, seed=0,
                   shuffle=False, num_epochs=1, data_dir=str(tmp_path), process_index=0,
                   process_count=1)
+
+
+def test_catalog_sets_get_an_index_unique_across_splits(tmp_path, monkeypatch):
+  """A catalog spec (kept keys without 'index', listed splits) numbers its records train
+  0..n-1, then validation n.., so the token cache can key codes by 'index' (imagenet2012)."""
+  import dataclasses
+
+  from jaxtok.data import pipeline
+
+  builder = JaxtokTestVariableImages(data_dir=str(tmp_path), file_format="array_record")
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  spec = dataclasses.replace(get_spec("imagenet2012"), name="catalog_test",
+                             tfds_name="jaxtok_test_variable_images")
+  monkeypatch.setattr(pipeline, "get_spec", lambda name: spec)
+  seen = {}
+  for split, n in (("train", 10), ("validation", 5)):
+    it = make_iterator("catalog_test", split, global_batch_size=4, seed=0, shuffle=False,
+                       num_epochs=1, data_dir=str(tmp_path), image_size=8, process_index=0,
+                       process_count=1)
+    batches = list(it)
+    assert set(batches[0]) == {"image", "label", "index", "mask"}
+    real = np.concatenate([b["mask"] for b in batches])
+    seen[split] = np.concatenate([b["index"] for b in batches])[real]
+    labels = np.concatenate([b["label"] for b in batches])[real]
+    source = builder.as_data_source(split)
+    np.testing.assert_array_equal(labels, [source[i]["label"] for i in range(n)])
+  np.testing.assert_array_equal(seen["train"], np.arange(10))
+  np.testing.assert_array_equal(seen["validation"], np.arange(10, 15))
