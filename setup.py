@@ -1,11 +1,15 @@
-"""jaxtok: a JAX research codebase for discrete tokens (tokenizers, generators, fast decoders, token RL)."""
+"""jaxtok: a JAX research codebase for discrete tokens.
+
+Tokenizers, generators, fast decoders and token-level RL.
+"""
 
 from setuptools import find_packages, setup
 
 setup(
     name="jaxtok",
     version="0.1.0",
-    description="JAX/Flax research codebase for discrete tokens: tokenizers, generators, decoding, RL",
+    description=("JAX/Flax research codebase for discrete tokens: tokenizers, generators, "
+                 "decoding, RL"),
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
