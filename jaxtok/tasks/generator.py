@@ -390,13 +390,20 @@ def _class_accuracy_and_fd(config, rep_cfg, clf_cfg, images: dict[str, np.ndarra
       key = "gen/classifier_test_accuracy"
     out[key] = float(np.mean(np.argmax(classify(_to_float(check_x))[0], -1) == check_y))
     del train_x, check_x
-  ref_x, ref_y, _ = _real_images(config, ref_split, cap)
-  ref_x = ref_x[np.isin(ref_y, classes)][:rep_cfg.fd_reference_count]
+  ref_x, ref_y, ref_i = _real_images(config, ref_split, cap)
+  keep = np.isin(ref_y, classes)
+  ref_x, ref_i = ref_x[keep][:rep_cfg.fd_reference_count], ref_i[keep][:rep_cfg.fd_reference_count]
   if rep_cfg.fd == "enl0":
     features = efficientnet_feature_fn(image_size=int(rep_cfg.fd_image_size))
   else:
     features = lambda x: classify(x)[1]  # noqa: E731
   ref_feats = _features(features, ref_x)
+  # The floor a perfect generator would reach at this sample size: as many real training images
+  # per class as there are samples, none of them in the reference set.
+  real = _real_floor(config, labels, np.unique(ref_i) if ref_split == "train" else None, cap)
+  if real is not None:
+    out[f"gen/real/fd_{rep_cfg.fd}"] = frechet_distance_features(_features(features, real),
+                                                                 ref_feats)
   for name, imgs in images.items():
     if classify is not None:
       out[f"gen/{name}/class_accuracy"] = float(np.mean(
@@ -404,6 +411,21 @@ def _class_accuracy_and_fd(config, rep_cfg, clf_cfg, images: dict[str, np.ndarra
     out[f"gen/{name}/fd_{rep_cfg.fd}"] = frechet_distance_features(
         np.asarray(features(imgs), np.float64), ref_feats)
   return out
+
+
+def _real_floor(config, labels, exclude: np.ndarray | None, cap: int) -> np.ndarray | None:
+  """Real training images with the classes of ``labels`` (one per label), none with an index in
+  ``exclude``: uint8 [len(labels), S, S, 3], or None when some class has too few."""
+  x, y, index = _real_images(config, "train", cap)
+  if exclude is not None:
+    x, y = x[~np.isin(index, exclude)], y[~np.isin(index, exclude)]
+  picked = []
+  for c, n in zip(*np.unique(np.asarray(labels), return_counts=True), strict=True):
+    rows = np.flatnonzero(y == c)[:n]
+    if len(rows) < n:
+      return None
+    picked.append(x[rows])
+  return np.concatenate(picked)
 
 
 def _features(features, images: np.ndarray, chunk: int = 1024) -> np.ndarray:

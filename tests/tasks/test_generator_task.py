@@ -143,8 +143,14 @@ def test_real_images_capped_and_fd_without_classifier(tokenizer_run, shared_data
   noise = {"noise": np.random.default_rng(0).uniform(-1, 1, (20, 32, 32, 3)).astype(np.float32)}
   out = generator._class_accuracy_and_fd(
       cfg, rep_cfg, clf_cfg, {**fake, **noise}, cy[:20], np.arange(10), 10, "test", "test", 100)
-  assert sorted(out) == ["gen/maskgit/fd_enl0", "gen/noise/fd_enl0"]
+  # "real": the floor, real training digits with the samples' labels against the same reference.
+  assert sorted(out) == ["gen/maskgit/fd_enl0", "gen/noise/fd_enl0", "gen/real/fd_enl0"]
   assert 0 < out["gen/maskgit/fd_enl0"] < out["gen/noise/fd_enl0"]
+  assert 0 < out["gen/real/fd_enl0"] < out["gen/noise/fd_enl0"]
+  floor = generator._real_floor(cfg, cy[:20], None, 100)
+  tx, ty, _ = generator._real_images(cfg, "train", 100)
+  assert sorted(ty[[int(np.flatnonzero((tx == f).all(axis=(1, 2, 3)))[0]) for f in floor]]) == \
+      sorted(cy[:20])
   with pytest.raises(ValueError, match="classifier.steps is 0"):
     generator._check_report_options(generator.options({}, "sample"), generator.options(
         ml_collections.ConfigDict({"report": {"fd": "classifier"}}), "report"), False, 10,
@@ -272,6 +278,7 @@ def test_smoke_run_with_critic_end_to_end(tokenizer_run, shared_data_dir, tmp_pa
   # ReCAP, 4 steps, pre_full_iters=1, num_cache_iters=1: full at steps 0, 1, 3; partial at 2.
   assert results["gen/recap/nfe"] == 4 and results["gen/recap/full_nfe"] == 3
   assert results["gen/classifier_test_accuracy"] > 0.3  # 20 steps on real digits beat chance
+  assert results["gen/real/fd_classifier"] > 0  # the real-image floor
   samples = Image.open(os.path.join(workdir, "report", "samples.png"))
   assert samples.size == (2 + 2 * 34, 2 + 10 * 34)  # 10 classes x 2 samples of 32 px
   for name in ("samples_token_critic.png", "samples_recap.png", "unmasking_order.png"):
@@ -294,6 +301,7 @@ def test_patches_smoke_run_end_to_end(patches_tokenizer_run, shared_data_dir, tm
     assert results[f"gen/{name}/fd_enl0"] > 0
   # 20 steps on the training crops, checked on every 8th crop (left out): chance is 1/8.
   assert results["gen/classifier_heldout_accuracy"] > 0.25
+  assert results["gen/real/fd_enl0"] > 0  # real crops outside the FD reference
   samples = Image.open(os.path.join(workdir, "report", "samples.png"))
   assert samples.size == (2 + 2 * 34, 2 + 8 * 34)  # classes 0..7 x 2 samples
   cfg = token_cache.load_config("configs/generators/patches_maskgit.py:smoke")
