@@ -20,7 +20,7 @@ from PIL import Image
 
 from jaxtok.data import token_cache
 from jaxtok.generators.masked import MaskedTransformer, RecapFns, make_logits_fn
-from jaxtok.tasks import generator
+from jaxtok.tasks import generator, generator_report
 from tests.test_main import metrics, run_main
 
 TOKENIZER_CONFIG = "configs/quickstart.py:smoke"
@@ -128,9 +128,9 @@ def test_real_images_capped_and_fd_without_classifier(tokenizer_run, shared_data
   with ``classifier.steps = 0`` the report has FD-ENL0 but no class-accuracy keys."""
   cfg = token_cache.load_config("configs/generators/digits_maskgit.py:smoke")
   cfg.data.data_dir = shared_data_dir
-  x, y, idx = generator._real_images(cfg, "test", 10**6)
+  x, y, idx = generator_report.real_images(cfg, "test", 10**6)
   assert len(x) == len(y) == len(idx) == 297 and (np.diff(idx) > 0).all()
-  cx, cy, cidx = generator._real_images(cfg, "test", 200)
+  cx, cy, cidx = generator_report.real_images(cfg, "test", 200)
   assert len(cx) == 200 and (np.diff(cidx) > 0).all() and set(cidx) <= set(idx)
   where = np.searchsorted(idx, cidx)
   np.testing.assert_array_equal(cx, x[where])
@@ -139,16 +139,16 @@ def test_real_images_capped_and_fd_without_classifier(tokenizer_run, shared_data
   cfg.report = ml_collections.ConfigDict({"fd": "enl0", "fd_image_size": 32,
                                           "fd_reference_count": 40, "max_real_images": 100})
   rep_cfg, clf_cfg = generator.options(cfg, "report"), generator.options(cfg, "classifier")
-  fake = {"maskgit": generator._to_float(cx[:20])}  # real digits as "samples": a small FD
+  fake = {"maskgit": generator_report.to_float(cx[:20])}  # real digits as "samples": a small FD
   noise = {"noise": np.random.default_rng(0).uniform(-1, 1, (20, 32, 32, 3)).astype(np.float32)}
-  out = generator._class_accuracy_and_fd(
+  out = generator_report.class_accuracy_and_fd(
       cfg, rep_cfg, clf_cfg, {**fake, **noise}, cy[:20], np.arange(10), 10, "test", "test", 100)
   # "real": the floor, real training digits with the samples' labels against the same reference.
   assert sorted(out) == ["gen/maskgit/fd_enl0", "gen/noise/fd_enl0", "gen/real/fd_enl0"]
   assert 0 < out["gen/maskgit/fd_enl0"] < out["gen/noise/fd_enl0"]
   assert 0 < out["gen/real/fd_enl0"] < out["gen/noise/fd_enl0"]
-  floor = generator._real_floor(cfg, cy[:20], None, 100)
-  tx, ty, _ = generator._real_images(cfg, "train", 100)
+  floor = generator_report.real_floor(cfg, cy[:20], None, 100)
+  tx, ty, _ = generator_report.real_images(cfg, "train", 100)
   assert sorted(ty[[int(np.flatnonzero((tx == f).all(axis=(1, 2, 3)))[0]) for f in floor]]) == \
       sorted(cy[:20])
   with pytest.raises(ValueError, match="classifier.steps is 0"):
@@ -196,8 +196,8 @@ def test_commit_steps_and_strip():
   inputs = np.array([[[1, 1, 1, 1], [1, 1, 1, 1]],
                      [[0, 1, 1, 1], [1, 1, 0, 1]],
                      [[0, 1, 0, 1], [0, 1, 0, 1]]], bool)
-  np.testing.assert_array_equal(generator.commit_steps(inputs), [[0, 2, 1, 2], [1, 2, 0, 2]])
-  canvas = generator.unmasking_strip(generator.commit_steps(inputs), (2, 2),
+  np.testing.assert_array_equal(generator_report.commit_steps(inputs), [[0, 2, 1, 2], [1, 2, 0, 2]])
+  canvas = generator_report.unmasking_strip(generator_report.commit_steps(inputs), (2, 2),
                                      np.zeros((2, 8, 8, 3)), num_steps=3)
   assert canvas.shape == (2 + 2 * 10, 2 + 4 * 10, 3)
 
@@ -242,7 +242,7 @@ def test_report_options_are_checked():
 
 
 def test_image_classifier_colour_and_grey():
-  colour = generator.ImageClassifier(num_classes=4, channels=(8,), features=6)
+  colour = generator_report.ImageClassifier(num_classes=4, channels=(8,), features=6)
   x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 3), minval=-1.0)
   variables = jax.jit(colour.init)(jax.random.key(1), x)
   apply = jax.jit(colour.apply)
@@ -250,7 +250,7 @@ def test_image_classifier_colour_and_grey():
   assert logits.shape == (2, 4) and feats.shape == (2, 6)
   assert variables["params"]["Conv_0"]["kernel"].shape == (3, 3, 3, 8)
   assert not np.allclose(logits, apply(variables, x[..., ::-1])[0])  # colour matters
-  grey = generator.ImageClassifier(num_classes=4, channels=(8,), features=6, grey=True)
+  grey = generator_report.ImageClassifier(num_classes=4, channels=(8,), features=6, grey=True)
   gv = jax.jit(grey.init)(jax.random.key(1), x)
   grey_apply = jax.jit(grey.apply)
   np.testing.assert_allclose(grey_apply(gv, x)[0], grey_apply(gv, x[..., ::-1])[0], rtol=1e-5)
