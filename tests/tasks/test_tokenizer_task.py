@@ -20,6 +20,7 @@ import pytest
 
 from jaxtok.config_args import parse_arg
 from jaxtok.tasks import tokenizer as tok
+from jaxtok.tasks import tokenizer_report
 from tests.subproc import REPO
 
 CONFIGS = ("conv2d_vq", "titok", "flextok", "one_d_piece", "instella_binary", "slot_mllm",
@@ -230,7 +231,7 @@ def test_codebook_report_against_eval_functions():
   from jaxtok.quantizers import BinaryQuantizer, VectorQuantizer
 
   codes = np.random.default_rng(0).integers(0, 40, (50, 4, 4))
-  out = tok.codebook_report(codes, VectorQuantizer(num_codes=64, dim=4))
+  out = tokenizer_report.codebook_report(codes, VectorQuantizer(num_codes=64, dim=4))
   assert out["test/codebook_usage"] == pytest.approx(
       float(codebook.codebook_usage(jnp.asarray(codes), 64)))
   assert out["test/perplexity"] == pytest.approx(
@@ -238,7 +239,7 @@ def test_codebook_report_against_eval_functions():
   assert out["test/bits_per_image"] == codebook.bits_per_image(16, 64)
   bits = np.zeros((10, 3, 8), np.int32)
   bits[:5, :, 0] = 1  # bit 0 is a fair coin (1 bit of entropy), the other 7 are constant
-  out = tok.codebook_report(bits, BinaryQuantizer(num_bits=8))
+  out = tokenizer_report.codebook_report(bits, BinaryQuantizer(num_bits=8))
   assert out["test/bit_entropy"] == pytest.approx(1 / 8, abs=1e-6)
   assert out["test/bits_per_image"] == 24
 
