@@ -65,7 +65,10 @@ class TokenCritic(MaskedTransformer):
     return self.score_head(x[:, self.prefix_len:])[..., 0].astype(jnp.float32)
 
   def partial_logits(self, tokens, positions, cache):
-    raise NotImplementedError("TokenCritic scores whole sequences; it has no ReCAP partial pass")
+    # By design (inherited from MaskedTransformer, meaningless here): the critic is called on
+    # whole filled sequences, once per Token-Critic step.
+    raise TypeError("TokenCritic scores whole sequences; ReCAP's partial pass is for the "
+                    "generator (MaskedTransformer.partial_logits), not the critic")
 
 
 def rank_auc(

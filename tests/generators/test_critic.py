@@ -109,6 +109,9 @@ def test_critic_shapes_conditioning_and_errors():
   np.testing.assert_allclose(critic_fn(jnp.ones((2, N), jnp.int32)), scores, rtol=1e-5)
   with pytest.raises(ValueError, match=r"\[B, 12\]"):
     model.apply(variables, jnp.ones((2, N + 1), jnp.int32), labels)
+  with pytest.raises(TypeError, match="scores whole sequences"):  # no ReCAP pass for a critic
+    model.apply(variables, jnp.ones((2, 3), jnp.int32), jnp.zeros((2, 3), jnp.int32), None,
+                method="partial_logits")
 
 
 def test_critic_learns_to_flag_a_never_seen_token():
