@@ -17,28 +17,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtok.generators.causal_lm import CausalLM, count_params, init_cache
-from jaxtok.generators.samplers.autoregressive import ModelStep, generate
-from jaxtok.pretrained import load_pretrained_lm
-
-
-def machine() -> str:
-  cpu = platform.processor()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-  return (f"{cpu}; {os.cpu_count()} cores visible; jax {jax.__version__} on "
-          f"{jax.devices()[0].platform}; load average {load:.1f} at start")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.machine import describe  # noqa: E402
+from jaxtok.generators.causal_lm import CausalLM, count_params, init_cache  # noqa: E402
+from jaxtok.generators.samplers.autoregressive import ModelStep, generate  # noqa: E402
+from jaxtok.pretrained import load_pretrained_lm  # noqa: E402
 
 
 def best_time(fn, repeats: int) -> float:
@@ -128,7 +118,7 @@ def main():
   dtypes = args.dtypes.split(",")
   n1, n2 = 8, 8 + args.new_tokens
 
-  print(f"machine: {machine()}")
+  print(f"machine: {describe()}")
   bw, matvec_bw = read_bandwidth()
   bandwidth = max(bw.values())
   print("read bandwidth (512 MiB): " + ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in bw.items())

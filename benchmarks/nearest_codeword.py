@@ -25,27 +25,16 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 CASES = [(65536, 32, 16384), (262144, 16, 65536)]
 
 
-def _best_time(fn, *args, repeats: int) -> float:
-  import jax
-  jax.block_until_ready(fn(*args))
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - t)
-  return best
+def _machine():
+  """benchmarks/machine.py, imported late: the workers set XLA flags before jax is imported."""
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from benchmarks import machine
 
-
-def _matmul_gflops() -> float:
-  import jax
-  import jax.numpy as jnp
-  a = jax.random.normal(jax.random.key(0), (2048, 2048), jnp.float32)
-  return 2 * 2048**3 / _best_time(jax.jit(lambda x: x @ x), a, repeats=5) / 1e9
+  return machine
 
 
 def worker(variant: str, n: int, d: int, k: int, repeats: int) -> dict:
@@ -68,10 +57,10 @@ def worker(variant: str, n: int, d: int, k: int, repeats: int) -> dict:
   compiled = jfn.lower(z, c).compile()
   mem = compiled.memory_analysis()
   temp = getattr(mem, "temp_size_in_bytes", None) if mem is not None else None
-  gflops = _matmul_gflops() if variant == "jaxtok" else None
-  seconds = _best_time(jfn, z, c, repeats=repeats)
+  gflops = _machine().matmul_gflops() if variant == "jaxtok" else None
+  seconds = _machine().best_time(jfn, z, c, repeats=repeats)
   if variant == "jaxtok":
-    gflops = max(gflops, _matmul_gflops())
+    gflops = max(gflops, _machine().matmul_gflops())
   idx = np.asarray(jfn(z, c))
   return {"variant": variant, "seconds": seconds, "gflops": gflops, "temp_bytes": temp,
           "maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -88,10 +77,7 @@ def _run_worker(variant, n, d, k, repeats) -> dict:
 
 
 def _describe_machine() -> str:
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from benchmarks.machine import describe
-
-  return describe()
+  return _machine().describe()
 
 
 def main():
