@@ -20,12 +20,13 @@ import jax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import machine  # noqa: E402
 from benchmarks.train_step import load_config  # noqa: E402
+from jaxtok import tasks  # noqa: E402
 from jaxtok.train import loop  # noqa: E402
 
 
 def timed_run(config, workdir) -> float:
   t = time.perf_counter()
-  loop.train(config, workdir)
+  loop.train(config, workdir, tasks.build(config))
   return time.perf_counter() - t
 
 

@@ -20,6 +20,7 @@ from ml_collections import config_flags  # noqa: F401 -- ml_collections import s
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import machine  # noqa: E402
+from jaxtok import tasks  # noqa: E402
 from jaxtok.train import loop  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def main(argv=None):
   print(f"machine: {machine.describe()}")
 
   with tempfile.TemporaryDirectory() as workdir:
-    s = loop.setup(config, workdir)
+    s = loop.setup(config, workdir, tasks.build(config))
     with jax.set_mesh(s.mesh):
       state = s.init_fn(jax.random.PRNGKey(0), s.example)
       step = jax.jit(s.task.train_step, donate_argnums=(0,))

@@ -7,6 +7,8 @@ misspelled or unknown argument fails at once with the valid names.
 from __future__ import annotations
 
 import ast
+import importlib.util
+import os
 from typing import Any
 
 import ml_collections
@@ -65,3 +67,14 @@ def with_defaults(config: ml_collections.ConfigDict, block: str,
     raise ValueError(f"unknown config keys {block}.{unknown}; valid: {sorted(out)}")
   out.update(dict(given))
   return out
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+  """``'configs/x.py[:arg]'`` -> the ConfigDict its ``get_config(arg)`` returns."""
+  file, _, arg = path.partition(":")
+  if not os.path.exists(file):
+    raise FileNotFoundError(f"config file {file!r} does not exist (from {path!r})")
+  spec = importlib.util.spec_from_file_location(f"_jaxtok_cfg_{abs(hash(file))}", file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg or None)

@@ -16,8 +16,13 @@ import json
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from jaxtok import tasks
+from jaxtok.data.registry import DATASETS
+from jaxtok.train import loop
 
 MODES = ("train", "eval", "sample")
 
@@ -41,14 +46,8 @@ def validate(config) -> None:
   if missing:
     raise ValueError(f"config is missing required keys {missing}; every config needs "
                      f"{list(REQUIRED_KEYS)}")
-  import jaxtok.tasks  # noqa: F401 -- registers every task
-  from jaxtok.tasks.base import TASKS
-
-  TASKS.get(config.task)
+  tasks.TASKS.get(config.task)
   if "data" in config and config.data is not None and "name" in config.data:
-    import jaxtok.data  # noqa: F401 -- registers every data set
-    from jaxtok.data.registry import DATASETS
-
     name = config.data.name
     if name not in DATASETS and "/" not in name and not name.startswith("tfds:"):
       DATASETS.get(name)  # raises, listing the valid names
@@ -56,17 +55,16 @@ def validate(config) -> None:
 
 def run(config, workdir: str, mode: str = "train"):
   """Programmatic entry (notebooks, tests): runs one mode and returns its results."""
-  from jaxtok.train import loop
-
   validate(config)
   if mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; valid modes: {MODES}")
+  task = tasks.build(config)  # a bad option fails here, before anything compiles
   os.makedirs(workdir, exist_ok=True)
   if mode == "train":
-    return loop.train(config, workdir)
+    return loop.train(config, workdir, task)
   if mode == "eval":
-    return loop.run_eval(config, workdir)
-  return loop.run_sample(config, workdir)
+    return loop.run_eval(config, workdir, task)
+  return loop.run_sample(config, workdir, task)
 
 
 def main(argv):
@@ -74,8 +72,6 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise app.UsageError("--config and --workdir are required")
-  import jax
-
   if _COORD.value is not None:
     jax.distributed.initialize(_COORD.value, num_processes=_NPROC.value, process_id=_PID.value)
   elif _DIST.value:

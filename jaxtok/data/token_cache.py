@@ -1,8 +1,9 @@
 """Pre-tokenising an image data set once with a trained tokenizer: a cached token table.
 
 A generator trained on tokens should not run the tokenizer's encoder every step. This module
-restores a tokenizer run (its config file + workdir), encodes every example of the requested
-splits of an image data set once, batch by batch, and stores in ``<cache_dir>/``:
+encodes every example of the requested splits of an image data set once, batch by batch, with an
+``encode`` callable (uint8 images -> int32 codes; the generator task builds it from a restored
+tokenizer run, :mod:`jaxtok.tasks.tokenizer_source`), and stores in ``<cache_dir>/``:
 
 * ``codes.npy`` int32 [R, h, w]: row ``i`` holds the codes of the example whose ``index`` feature
   is ``i`` (the data set's stable example id, e.g. the row of ``load_digits()``). Written through
@@ -24,16 +25,16 @@ a file system every process sees.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+
+from jaxtok.data.pipeline import make_iterator
 
 CACHE_FILE = "codes.npy"
 LABELS_FILE = "labels.npy"
@@ -87,62 +88,9 @@ class TokenCache:
     return np.asarray(self.codes[index], np.int32).reshape(len(index), -1)
 
 
-def load_config(path: str):
-  """``'configs/x.py[:arg]'`` -> the ConfigDict its ``get_config(arg)`` returns."""
-  file, _, arg = path.partition(":")
-  if not os.path.exists(file):
-    raise FileNotFoundError(f"tokenizer config file {file!r} does not exist (from {path!r})")
-  spec = importlib.util.spec_from_file_location(f"_tokcfg_{abs(hash(file))}", file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
-def restore_tokenizer(config_path: str, init_from: str, data_cfg) -> tuple[Any, Any, int]:
-  """(module, variables, step) of the tokenizer run in ``init_from`` built by ``config_path``.
-
-  The tokenizer config's data block is replaced by ``data_cfg`` (the images to be encoded), so
-  the example batch used to lay out the state comes from that data set.
-  """
-  import flax.linen as nn
-
-  from jaxtok.tasks import tokenizer as tok_task
-  from jaxtok.train import loop
-
-  if not init_from or not os.path.isdir(init_from):
-    raise FileNotFoundError(f"tokenizer.init_from must be a tokenizer run's workdir; got "
-                            f"{init_from!r}")
-  config = load_config(config_path)
-  if config.task != "tokenizer":
-    raise ValueError(f"{config_path!r} is a {config.task!r} config, not a tokenizer config")
-  config.data = data_cfg
-  config.async_checkpoint = False
-  s = loop.setup(config, init_from)
-  state, _, step = loop.restore_or_init(s, allow_init=False)
-  s.checkpointer.close()
-  model = tok_task.build_model(config.model)
-  ema = tok_task.options(config, "ema").decay > 0
-  params = state.extra["ema_params"] if ema else state.params
-  others = {k: v for k, v in state.extra.items() if k not in tok_task.EXTRA_KEYS}
-  variables = jax.device_get({"params": nn.meta.unbox(params), **others})
-  return model, variables, int(step or jax.device_get(state.step))
-
-
-def encode_fn(model, variables) -> Callable[[np.ndarray], np.ndarray]:
-  """A jitted host function: uint8 images [B, S, S, 3] -> int32 codes [B, h, w]."""
-
-  @jax.jit
-  def encode(images):
-    x = images.astype(jnp.float32) / 127.5 - 1.0
-    codes, _ = model.apply(variables, x, method="encode")
-    return codes.astype(jnp.int32)
-
-  return lambda images: np.asarray(encode(images))
-
-
 def build_token_cache(
     encode: Callable[[np.ndarray], np.ndarray],
-    data_cfg,
+    data: Mapping[str, Any],
     directory: str,
     splits: tuple[str, ...] = ("train", "test"),
     batch_size: int = 64,
@@ -154,9 +102,7 @@ def build_token_cache(
   sets here); if an ``index`` lies beyond, the file is grown (doubling, then cut back to the
   largest index + 1). Rows no example maps to stay absent (``present`` False).
   """
-  from jaxtok.data.pipeline import make_iterator
-
-  kwargs = dict(data_cfg)
+  kwargs = dict(data)
   name = kwargs.pop("name")
   its = [make_iterator(name, split, global_batch_size=batch_size, seed=0, shuffle=False,
                        num_epochs=1, process_index=0, process_count=1, **kwargs)
@@ -212,20 +158,19 @@ def _grow(codes: np.memmap, path: str, rows: int) -> np.memmap:
   return bigger
 
 
-def load_or_build(cache_dir: str, config_path: str, init_from: str, data_cfg,
-                  splits: tuple[str, ...] = ("train", "test")) -> tuple[TokenCache, Any, Any]:
-  """The cache in ``cache_dir`` (built on first use; rebuilt if the tokenizer step, the data or
-  the splits changed, or if it is an old ``tokens.npz`` cache).
+def load_or_build(cache_dir: str, meta: dict[str, Any],
+                  make_encode: Callable[[], Callable[[np.ndarray], np.ndarray]],
+                  data: Mapping[str, Any],
+                  splits: tuple[str, ...] = ("train", "test")) -> TokenCache:
+  """The cache in ``cache_dir``, (re)built with ``make_encode()`` unless its meta equals ``meta``.
 
-  Returns (cache, tokenizer module, tokenizer variables) -- the generator decodes with them.
-  With several processes, process 0 builds while the others wait at a barrier; for a data set
-  the size of ImageNet, build it once beforehand in a single-process run (the encoder runs on
-  one host's devices), so a pod's processes do not wait on it.
+  ``meta`` (JSON-able) says what the codes are a function of: the tokenizer checkpoint, the data
+  set and the splits; a cache whose meta differs, or an old ``tokens.npz`` cache, is rebuilt.
+  ``make_encode`` is called only when a build is needed. With several processes, process 0
+  builds while the others wait at a barrier; for a data set the size of ImageNet, build it once
+  beforehand in a single-process run, so a pod's processes do not wait on it.
   """
-  model, variables, step = restore_tokenizer(config_path, init_from, data_cfg)
-  meta = json.loads(json.dumps(
-      {"tokenizer_config": config_path, "init_from": os.path.abspath(init_from),
-       "tokenizer_step": step, "data": dict(data_cfg), "splits": list(splits)}))
+  meta = json.loads(json.dumps(meta))  # the form it has after a round trip through meta.json
   # Every process reaches the barrier below, whether or not process 0 had to build.
   if jax.process_index() == 0 and _meta(cache_dir) != meta:
     # Meta goes first and comes back last: an interrupted build is never taken for a cache.
@@ -234,7 +179,7 @@ def load_or_build(cache_dir: str, config_path: str, init_from: str, data_cfg,
         os.remove(os.path.join(cache_dir, name))
     tmp = os.path.join(cache_dir, ".building")
     shutil.rmtree(tmp, ignore_errors=True)
-    build_token_cache(encode_fn(model, variables), data_cfg, tmp, splits)
+    build_token_cache(make_encode(), data, tmp, splits)
     for name in (CACHE_FILE, LABELS_FILE, PRESENT_FILE):
       os.replace(os.path.join(tmp, name), os.path.join(cache_dir, name))
     with open(os.path.join(tmp, META_FILE), "w") as f:
@@ -249,7 +194,7 @@ def load_or_build(cache_dir: str, config_path: str, init_from: str, data_cfg,
     raise FileNotFoundError(f"process {jax.process_index()} cannot see the token cache process 0 "
                             f"built in {cache_dir!r}: put tokenizer.cache_dir on a shared file "
                             "system")
-  return TokenCache.load(cache_dir), model, variables
+  return TokenCache.load(cache_dir)
 
 
 def _meta(cache_dir: str) -> dict[str, Any] | None:

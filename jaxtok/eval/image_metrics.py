@@ -15,6 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def to_float(images):
+  """uint8 images [..., H, W, C] -> float32 in [-1, 1], the jaxtok convention (numpy or jax in,
+  the same kind out)."""
+  xp = np if isinstance(images, np.ndarray) else jnp
+  return images.astype(xp.float32) / 127.5 - 1.0
+
+
 def _check_pair(x: jnp.ndarray, y: jnp.ndarray, fn: str) -> None:
   if x.shape != y.shape or x.ndim != 4:
     raise ValueError(f"{fn} wants two images [B, H, W, C] of equal shape, got {x.shape} and "

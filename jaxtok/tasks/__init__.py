@@ -3,4 +3,10 @@
 from jaxtok.tasks import generator, lm, sudoku, tokenizer  # noqa: F401  (register each task)
 from jaxtok.tasks.base import TASKS, Task
 
-__all__ = ["TASKS", "Task"]
+
+def build(config) -> Task:
+  """The Task of ``config.task``; an unknown name fails here, listing the valid ones."""
+  return TASKS.get(config.task)(config)
+
+
+__all__ = ["TASKS", "Task", "build"]

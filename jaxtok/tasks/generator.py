@@ -58,7 +58,6 @@ import numpy as np
 import optax
 
 from jaxtok.config_args import with_defaults
-from jaxtok.data import token_cache
 from jaxtok.eval.pictures import save_png, tile
 from jaxtok.generators.critic import TokenCritic, critic_loss, make_critic_fn
 from jaxtok.generators.losses import maskgit_loss
@@ -71,6 +70,7 @@ from jaxtok.tasks.generator_report import (
   unmasking_strip,
 )
 from jaxtok.tasks.tokenizer import build_optimizer
+from jaxtok.tasks.tokenizer_source import load_tokens
 from jaxtok.train.state import TrainState
 
 SAMPLERS = ("maskgit", "token_critic", "recap")
@@ -134,8 +134,8 @@ def make_task(config) -> Task:
   tok = config.tokenizer
   cache_dir = tok.get("cache_dir") or os.path.join(
       tok.init_from, "token_cache", f"{config.data.name}_{config.data.get('image_size', 0)}")
-  cache, tok_model, tok_vars = token_cache.load_or_build(cache_dir, tok.config, tok.init_from,
-                                                         config.data, ("train", eval_split))
+  cache, tok_model, tok_vars = load_tokens(cache_dir, tok.config, tok.init_from, config.data,
+                                           ("train", eval_split))
   # An out-of-range class id in nn.Embed is silently clamped by JAX: check the labels here.
   seen = cache.labels[cache.present]
   if seen.size and (seen.min() < 0 or seen.max() >= num_classes):

@@ -36,12 +36,14 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxtok.data.batches import to_host
 from jaxtok.data.sudoku import is_valid_solution
 from jaxtok.generators import samplers as smp
 from jaxtok.generators.losses import masked_diffusion_loss, next_token_loss
 from jaxtok.generators.masked import MaskedTransformer, RecapFns
 from jaxtok.nn import Transformer, logical_init
 from jaxtok.tasks.base import TASKS, Task
+from jaxtok.tasks.common import eval_batches
 from jaxtok.tasks.tokenizer import build_optimizer
 from jaxtok.train.state import TrainState
 
@@ -266,15 +268,13 @@ def solve_rate(grids, puzzles) -> float:
 
 def evaluate_solvers(config, model, kind: str, params, workdir: str | None) -> dict[str, float]:
   """Solve rate, NFE and wall time per puzzle for every solver spec on held-out puzzles."""
-  from jaxtok.train import loop  # host-side helpers; imported late (loop imports tasks)
-
   ev = config.get("eval", ml_collections.ConfigDict())
   specs = list(ev.get("samplers", ("fhs",) if kind == "mdm" else ("ar",)))
   limit = int(ev.get("num_puzzles", 64))
   batches = []
-  for batch in loop.eval_batches(config):
+  for batch in eval_batches(config):
     batches.append(batch)
-    if sum(int(loop.to_host(b["mask"]).sum()) for b in batches) >= limit:
+    if sum(int(to_host(b["mask"]).sum()) for b in batches) >= limit:
       break
   rows, out, seen = [], {}, 0
   for index, spec in enumerate(specs):
@@ -300,11 +300,11 @@ def evaluate_solvers(config, model, kind: str, params, workdir: str | None) -> d
       grids, stats = compiled(params, rng, batch["puzzle"])
       grids = jax.block_until_ready(grids)
       seconds += time.perf_counter() - t0
-      real = loop.to_host(batch["mask"])
-      grids, puzzle = loop.to_host(grids), loop.to_host(batch["puzzle"])
+      real = to_host(batch["mask"])
+      grids, puzzle = to_host(grids), to_host(batch["puzzle"])
       ok = np.asarray(is_valid_solution(grids, puzzle))
       blank = (puzzle == 0) & real[:, None]
-      cells_ok += int(np.sum((grids == loop.to_host(batch["solution"])) & blank))
+      cells_ok += int(np.sum((grids == to_host(batch["solution"])) & blank))
       cells += int(blank.sum())
       solved += int(ok[real].sum())
       seen += int(real.sum())

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtok.data.batches import to_host
+from jaxtok.tasks.common import eval_batches
 from jaxtok.train.state import TrainState
 
 
@@ -61,7 +63,6 @@ def make_report(config, model, rep, *, forward, eval_params, model_vars, ordered
 
   def report(state: TrainState, workdir: str, step: int):
     from jaxtok.eval.pictures import prefix_decoding_strip, prefix_lengths, reconstruction_grid
-    from jaxtok.train.loop import eval_batches, to_host  # late: the loop imports tasks
 
     # Prefix PSNR for every TiTok-family model (unordered ones: the ablation baseline).
     one_d = type(model).__name__ == "TiTok"

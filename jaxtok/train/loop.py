@@ -23,11 +23,12 @@ import jax
 import numpy as np
 from absl import logging
 
-from jaxtok.tasks.base import TASKS, Task
+from jaxtok.data.batches import eval_batches, split_iterator, to_global, to_host
 from jaxtok.train import sharding as shd
 from jaxtok.train.checkpoint import Checkpointer, CheckpointError, find_checkpoint_dir
 from jaxtok.train.metrics import MetricWriter, Progress
 from jaxtok.train.state import TrainState
+from jaxtok.train.task import Task
 
 
 class NonFiniteError(FloatingPointError):
@@ -49,54 +50,10 @@ class Setup:
   checkpointer: Checkpointer
 
 
-# ----------------------------------------------------------------------------------------------
-# Data helpers
-# ----------------------------------------------------------------------------------------------
-
-
 def data_iterator(config, split: str, *, train: bool):
-  """The process-local iterator for ``split`` (train: shuffled, endless; eval: one pass, masked)."""
-  from jaxtok.data.pipeline import make_iterator  # Imported late: tasks without data skip it.
-
-  kwargs = dict(config.data)
-  name = kwargs.pop("name")
+  """The process-local iterator for ``split`` of ``config.data`` (train: shuffled, endless)."""
   batch = config.batch_size if train else config.get("eval_batch_size", config.batch_size)
-  return make_iterator(name, split, global_batch_size=batch, seed=config.seed, shuffle=train,
-                       num_epochs=None if train else 1, **kwargs)
-
-
-def eval_batches(config, split: str | None = None, prepare=None):
-  """Global batches of one pass over ``split`` (default ``config.eval_split`` or 'test').
-
-  For host-side reports: call inside the loop's mesh context; every process must iterate.
-  Padded rows have ``mask`` False. ``prepare``: the task's ``prepare_batch`` (see ``to_global``).
-  """
-  mesh = jax.sharding.get_mesh()
-  for local in data_iterator(config, split or config.get("eval_split", "test"), train=False):
-    yield to_global(local, mesh, prepare)
-
-
-def to_host(x: jax.Array) -> np.ndarray:
-  """The whole of a (possibly multi-process) global array as numpy, on every process."""
-  if jax.process_count() == 1:
-    return np.asarray(x)
-  from jax.experimental import multihost_utils
-
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
-def to_global(local: dict[str, np.ndarray], mesh, prepare=None) -> dict[str, jax.Array]:
-  """Process-local rows -> global arrays sharded over the batch axes.
-
-  The one place host batches become device arrays: ``prepare`` (a task's ``prepare_batch``,
-  host dict -> host dict) runs here first, on this process's rows.
-  """
-  if prepare is not None:
-    local = prepare(local)
-  sharding = shd.batch_sharding(mesh)
-  n = jax.process_count()
-  return {k: jax.make_array_from_process_local_data(
-      sharding, np.asarray(v), (v.shape[0] * n,) + tuple(v.shape[1:])) for k, v in local.items()}
+  return split_iterator(config.data, split, batch_size=batch, seed=config.seed, train=train)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -104,9 +61,8 @@ def to_global(local: dict[str, np.ndarray], mesh, prepare=None) -> dict[str, jax
 # ----------------------------------------------------------------------------------------------
 
 
-def setup(config, workdir: str, *, example_split: str = "train") -> Setup:
-  """Builds mesh, task and the sharded-init function; nothing is materialised yet."""
-  task = TASKS.get(config.task)(config)  # Unknown names fail here, before any compile.
+def setup(config, workdir: str, task: Task, *, example_split: str = "train") -> Setup:
+  """Builds the mesh and the sharded-init function of ``task``; nothing is materialised yet."""
   mesh = shd.make_mesh(dict(config.get("mesh", {"data": -1})))
   example = None
   if task.needs_data:
@@ -157,6 +113,19 @@ def restore_or_init(s: Setup, *, allow_init: bool):
     return s.init_fn(jax.random.PRNGKey(s.config.seed), s.example), None, None
 
 
+def restore_state(config, workdir: str, task: Task, *,
+                  example_split: str = "train") -> tuple[TrainState, int]:
+  """(state, step) of the latest checkpoint in ``workdir`` (or ``config.init_from``), sharded
+  over a fresh mesh; raises CheckpointError when there is none. For reports, studies and the
+  generator task's tokenizer."""
+  s = setup(config, workdir, task, example_split=example_split)
+  try:
+    state, _, step = restore_or_init(s, allow_init=False)
+  finally:
+    s.checkpointer.close()
+  return state, int(step if step is not None else jax.device_get(state.step))
+
+
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
@@ -170,7 +139,10 @@ def evaluate(s: Setup, state: TrainState, eval_fn=None) -> dict[str, float]:
     eval_fn = jax.jit(s.task.eval_step)
   totals: dict[str, float] = {}
   count = 0.0
-  for batch in eval_batches(s.config, prepare=s.task.prepare_batch):
+  batch_size = s.config.get("eval_batch_size", s.config.batch_size)
+  for batch in eval_batches(s.config.data, s.config.get("eval_split", "test"),
+                            batch_size=batch_size, seed=s.config.seed,
+                            prepare=s.task.prepare_batch, mesh=s.mesh):
     n = float(to_host(batch["mask"]).sum())
     metrics = jax.device_get(eval_fn(state, batch))
     for k, v in metrics.items():
@@ -211,9 +183,9 @@ def _finite(metrics: dict[str, Any]) -> bool:
   return all(math.isfinite(float(v)) for v in metrics.values() if np.ndim(v) == 0)
 
 
-def train(config, workdir: str) -> dict[str, float]:
+def train(config, workdir: str, task: Task) -> dict[str, float]:
   """Trains ``config.num_steps`` steps (resuming if possible); returns the final metrics."""
-  s = setup(config, workdir)
+  s = setup(config, workdir, task)
   if not s.task.needs_data:
     raise ValueError(f"task {config.task!r} as configured has no data to train on (set "
                      "config.data.name); use --mode=sample or --mode=eval")
@@ -323,9 +295,9 @@ def _log_memory(compiled) -> None:
   logging.info("train step memory: %s", ", ".join(parts))
 
 
-def run_eval(config, workdir: str) -> dict[str, Any]:
+def run_eval(config, workdir: str, task: Task) -> dict[str, Any]:
   """--mode=eval: the latest checkpoint (or init_from) on the test split, plus the task report."""
-  s = setup(config, workdir, example_split=config.get("eval_split", "test"))
+  s = setup(config, workdir, task, example_split=config.get("eval_split", "test"))
   state, _, step = restore_or_init(s, allow_init=not s.task.needs_data)
   if s.task.evaluate is not None:
     return s.task.evaluate(state, workdir)
@@ -337,9 +309,9 @@ def run_eval(config, workdir: str) -> dict[str, Any]:
   return results
 
 
-def run_sample(config, workdir: str) -> dict[str, Any]:
+def run_sample(config, workdir: str, task: Task) -> dict[str, Any]:
   """--mode=sample: the latest checkpoint (or init_from) -> ``task.sample``."""
-  s = setup(config, workdir)
+  s = setup(config, workdir, task)
   if s.task.sample is None:
     raise ValueError(f"task {config.task!r} cannot sample (it defines no sample function)")
   state, _, _ = restore_or_init(s, allow_init=not s.task.needs_data)

@@ -26,6 +26,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 
 from jaxtok import main as jaxtok_main  # noqa: E402
+from jaxtok import tasks  # noqa: E402
+from jaxtok.data.batches import to_host  # noqa: E402
+from jaxtok.tasks.common import eval_batches  # noqa: E402
 from jaxtok.tasks.tokenizer import build_model, psnr_per_image, to_float  # noqa: E402
 from jaxtok.train import loop  # noqa: E402
 
@@ -50,19 +53,19 @@ def flat_codes(codes: np.ndarray, quantizer) -> tuple[np.ndarray, int]:
 
 
 def evaluate(config, workdir) -> dict[str, float]:
-  setup = loop.setup(config, workdir)
+  setup = loop.setup(config, workdir, tasks.build(config))
   with jax.set_mesh(setup.mesh):
     state, _, _ = loop.restore_or_init(setup, allow_init=False)
     model = build_model(config.model)
     variables = {"params": state.params, **state.extra}
     fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
     idx, psnrs = [], []
-    for batch in loop.eval_batches(config):
+    for batch in eval_batches(config):
       x = to_float(batch["image"])
       x_rec, aux = fwd(variables, x)
-      keep = loop.to_host(batch["mask"]).astype(bool)
-      psnrs.append(loop.to_host(psnr_per_image(jnp.clip(x_rec, -1, 1), x))[keep])
-      flat, num_codes = flat_codes(loop.to_host(aux["codes"])[keep], model.quantizer)
+      keep = to_host(batch["mask"]).astype(bool)
+      psnrs.append(to_host(psnr_per_image(jnp.clip(x_rec, -1, 1), x))[keep])
+      flat, num_codes = flat_codes(to_host(aux["codes"])[keep], model.quantizer)
       idx.append(flat)
   setup.checkpointer.close()
   idx = np.concatenate(idx)

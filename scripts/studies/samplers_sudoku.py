@@ -34,10 +34,13 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from configs.generators import sudoku_mdm  # noqa: E402
+from jaxtok import tasks  # noqa: E402
+from jaxtok.data.batches import to_host  # noqa: E402
 from jaxtok.data.sudoku import is_valid_solution  # noqa: E402
 from jaxtok.generators.masked import RecapFns  # noqa: E402
 from jaxtok.generators.samplers import sample_categorical  # noqa: E402
 from jaxtok.tasks import sudoku as task  # noqa: E402
+from jaxtok.tasks.common import eval_batches  # noqa: E402
 from jaxtok.train import loop  # noqa: E402
 
 
@@ -46,15 +49,15 @@ def load(workdir: str, data_dir: str | None, num_puzzles: int, config_arg: str =
   config = sudoku_mdm.get_config(config_arg or None)
   if data_dir:
     config.data.data_dir = data_dir
-  s = loop.setup(config, workdir, example_split="test")
+  s = loop.setup(config, workdir, tasks.build(config), example_split="test")
   state, _, step = loop.restore_or_init(s, allow_init=False)
   model = task.build_model(config.model)
   puzzles, solutions = [], []
   with jax.set_mesh(s.mesh):
-    for batch in loop.eval_batches(config):
-      real = loop.to_host(batch["mask"])
-      puzzles.append(loop.to_host(batch["puzzle"])[real])
-      solutions.append(loop.to_host(batch["solution"])[real])
+    for batch in eval_batches(config):
+      real = to_host(batch["mask"])
+      puzzles.append(to_host(batch["puzzle"])[real])
+      solutions.append(to_host(batch["solution"])[real])
       if sum(len(p) for p in puzzles) >= num_puzzles:
         break
   s.checkpointer.close()

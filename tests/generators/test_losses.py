@@ -85,7 +85,8 @@ def test_subs_log_probs():
   noisy = jnp.array([[V, 1]])
   lp = np.asarray(subs_log_probs(logits, noisy, V))
   np.testing.assert_allclose(np.exp(lp[0, 0]).sum(), 1.0, rtol=1e-6)
-  np.testing.assert_allclose(lp[0, 0], jax.nn.log_softmax(logits[0, 0, :V]), rtol=1e-6)
+  np.testing.assert_allclose(lp[0, 0], jax.nn.log_softmax(logits[0, 0, :V]), rtol=1e-6,
+                             atol=1e-6)  # two compilations: last-bit differences allowed
   assert lp[0, 1].tolist() == [-np.inf, 0.0, -np.inf]  # carry-over: x_0 = x_t with probability 1
 
 

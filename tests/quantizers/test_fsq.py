@@ -68,7 +68,8 @@ def test_straight_through_gradient():
   half_l = (levels - 1) * (1 - 1e-3) / 2
   shift = np.arctanh(np.where(levels % 2 == 0, 0.5, 0.0) / half_l)
   expect = half_l * (1 - np.tanh(np.asarray(z) + shift) ** 2) / np.array([4.0, 2.0])
-  np.testing.assert_allclose(np.asarray(g), expect * np.arange(1.0, 3.0), rtol=1e-5)
+  # 1 - tanh^2 cancels in float32 where |z| is large: an absolute float32 floor (values <= 2).
+  np.testing.assert_allclose(np.asarray(g), expect * np.arange(1.0, 3.0), rtol=1e-5, atol=1e-6)
 
 
 def test_metrics_bf16_and_mask():

@@ -73,8 +73,11 @@ def test_statistics_identical_sharded_and_unsharded():
     assert len(plain["stats"]) == len(sharded["stats"]), name
     for a, b in zip(plain["stats"], sharded["stats"], strict=True):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
-    np.testing.assert_allclose(plain["usage"], sharded["usage"], rtol=1e-6, err_msg=name)
-    np.testing.assert_allclose(plain["loss"], sharded["loss"], rtol=1e-5, err_msg=name)
+    # Sharded reductions sum in another order: float32 last-bit differences, also near zero.
+    np.testing.assert_allclose(plain["usage"], sharded["usage"], rtol=1e-6, atol=1e-6,
+                               err_msg=name)
+    np.testing.assert_allclose(plain["loss"], sharded["loss"], rtol=1e-5, atol=1e-6,
+                               err_msg=name)
   # The statistics did move: k-means ran (the 'initialized' flag, the third leaf in sorted
   # order after 'ema_count' and 'ema_sum', is set).
   assert result["vq_ema"][0]["stats"][2] == [1.0]

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxtok.config_args import load_config
 from jaxtok.data import token_cache
 from jaxtok.generators.masked import MaskedTransformer, RecapFns, make_logits_fn
-from jaxtok.tasks import generator, generator_report
+from jaxtok.tasks import generator, generator_report, tokenizer_source
 from tests.test_main import metrics, run_main
 
 TOKENIZER_CONFIG = "configs/quickstart.py:smoke"
@@ -35,7 +36,7 @@ def train_tiny_tokenizer(workdir, data=None):
   natural_patches build)."""
   from jaxtok import main
 
-  cfg = token_cache.load_config(os.path.join(os.path.dirname(__file__), "..", "..",
+  cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "..",
                                              "configs", "quickstart.py") + ":smoke")
   if data is not None:
     cfg.data = data
@@ -55,7 +56,7 @@ def tokenizer_run(tmp_path_factory, shared_data_dir):
 @pytest.fixture(scope="module")
 def patches_tokenizer_run(tmp_path_factory, shared_data_dir):
   """The tiny tokenizer on the small natural_patches build (the smoke configs' data)."""
-  data = token_cache.load_config("configs/generators/patches_maskgit.py:smoke").data
+  data = load_config("configs/generators/patches_maskgit.py:smoke").data
   data.data_dir = shared_data_dir
   return train_tiny_tokenizer(str(tmp_path_factory.mktemp("patches_tok")), data)
 
@@ -70,7 +71,7 @@ def test_token_cache_round_trip(tokenizer_run, shared_data_dir, tmp_path):
   os.makedirs(cache_dir)
   legacy = os.path.join(cache_dir, token_cache.LEGACY_FILE)
   np.savez(legacy, codes=np.zeros((1, 8, 8), np.int32))
-  cache, model, variables = token_cache.load_or_build(cache_dir, TOKENIZER_CONFIG, tokenizer_run,
+  cache, model, variables = tokenizer_source.load_tokens(cache_dir, TOKENIZER_CONFIG, tokenizer_run,
                                                       data)
   assert not os.path.exists(legacy)
   assert cache.codes.shape == (1797, 8, 8) and cache.present.sum() == 1797
@@ -78,25 +79,25 @@ def test_token_cache_round_trip(tokenizer_run, shared_data_dir, tmp_path):
   assert sorted(os.listdir(cache_dir)) == ["codes.npy", "labels.npy", "meta.json", "present.npy"]
   batch = next(iter(make_iterator("digits", "test", global_batch_size=32, seed=0, shuffle=False,
                                   num_epochs=1, data_dir=shared_data_dir, image_size=32)))
-  on_the_fly = token_cache.encode_fn(model, variables)(batch["image"])
+  on_the_fly = tokenizer_source.encode_fn(model, variables)(batch["image"])
   np.testing.assert_array_equal(cache.codes[batch["index"]], on_the_fly)
   np.testing.assert_array_equal(cache.labels[batch["index"]], batch["label"])
   np.testing.assert_array_equal(cache.lookup(batch["index"]), on_the_fly.reshape(32, -1))
   codes_file = os.path.join(cache_dir, token_cache.CACHE_FILE)
   mtime = os.stat(codes_file).st_mtime_ns
-  again, _, _ = token_cache.load_or_build(cache_dir, TOKENIZER_CONFIG, tokenizer_run, data)
+  again, _, _ = tokenizer_source.load_tokens(cache_dir, TOKENIZER_CONFIG, tokenizer_run, data)
   assert os.stat(codes_file).st_mtime_ns == mtime
   np.testing.assert_array_equal(again.codes, cache.codes)
   os.remove(os.path.join(cache_dir, token_cache.META_FILE))  # as if the build was cut short
-  rebuilt, _, _ = token_cache.load_or_build(cache_dir, TOKENIZER_CONFIG, tokenizer_run, data)
+  rebuilt, _, _ = tokenizer_source.load_tokens(cache_dir, TOKENIZER_CONFIG, tokenizer_run, data)
   assert os.stat(codes_file).st_mtime_ns != mtime
   np.testing.assert_array_equal(rebuilt.codes, cache.codes)
-  train_only, _, _ = token_cache.load_or_build(cache_dir, TOKENIZER_CONFIG, tokenizer_run, data,
+  train_only, _, _ = tokenizer_source.load_tokens(cache_dir, TOKENIZER_CONFIG, tokenizer_run, data,
                                                ("train",))
   assert train_only.meta["splits"] == ["train"]
   assert not train_only.present[batch["index"]].any()  # the test digits are not encoded
   with pytest.raises(FileNotFoundError, match="tokenizer.init_from"):
-    token_cache.load_or_build(cache_dir, TOKENIZER_CONFIG, str(tmp_path / "nothing"), data)
+    tokenizer_source.load_tokens(cache_dir, TOKENIZER_CONFIG, str(tmp_path / "nothing"), data)
 
 
 def test_prepare_batch_gathers_tokens_and_drops_images(tokenizer_run, shared_data_dir,
@@ -105,7 +106,7 @@ def test_prepare_batch_gathers_tokens_and_drops_images(tokenizer_run, shared_dat
   a batch that did not go through it (before anything compiles)."""
   from jaxtok.data.pipeline import make_iterator
 
-  cfg = token_cache.load_config("configs/generators/digits_maskgit.py:smoke")
+  cfg = load_config("configs/generators/digits_maskgit.py:smoke")
   cfg.data.data_dir = shared_data_dir
   cfg.tokenizer.init_from, cfg.tokenizer.cache_dir = tokenizer_run, str(tmp_path / "cache")
   task = generator.make_task(cfg)
@@ -126,7 +127,7 @@ def test_prepare_batch_gathers_tokens_and_drops_images(tokenizer_run, shared_dat
 def test_real_images_capped_and_fd_without_classifier(tokenizer_run, shared_data_dir):
   """``_real_images`` reads at most ``max_images`` (all of a smaller split, sorted by index);
   with ``classifier.steps = 0`` the report has FD-ENL0 but no class-accuracy keys."""
-  cfg = token_cache.load_config("configs/generators/digits_maskgit.py:smoke")
+  cfg = load_config("configs/generators/digits_maskgit.py:smoke")
   cfg.data.data_dir = shared_data_dir
   x, y, idx = generator_report.real_images(cfg, "test", 10**6)
   assert len(x) == len(y) == len(idx) == 297 and (np.diff(idx) > 0).all()
@@ -162,13 +163,13 @@ def test_imagenet_config_is_the_maskgit_recipe():
   smoke and imagenet together are refused."""
   from jaxtok.config_args import parse_arg
 
-  c = token_cache.load_config("configs/generators/imagenet_maskgit.py")
+  c = load_config("configs/generators/imagenet_maskgit.py")
   assert c.task == "generator" and c.data.name == "imagenet2012" and c.data.image_size == 256
   assert c.num_classes == 1000 and c.eval_split == "validation" and c.batch_size == 256
   assert c.num_steps == 1_500_000
   assert c.tokenizer.config == "configs/tokenizers/conv2d_vq.py:imagenet"
   assert c.tokenizer.vocab_size == 1024
-  tok = token_cache.load_config(c.tokenizer.config)
+  tok = load_config(c.tokenizer.config)
   assert tok.model.quantizer.num_codes == 1024 and tok.data.image_size == 256
   assert 256 // 2 ** (len(tok.model.channel_mults) - 1) == 16  # a 16x16 token grid
   model = generator.options(c, "model")
@@ -184,7 +185,7 @@ def test_imagenet_config_is_the_maskgit_recipe():
   assert clf.steps == 0
   assert generator._check_report_options(sample, report, False, 1000, clf) == ["maskgit", "recap"]
   with pytest.raises(ValueError, match="choose one of smoke and imagenet"):
-    token_cache.load_config("configs/generators/imagenet_maskgit.py:smoke")
+    load_config("configs/generators/imagenet_maskgit.py:smoke")
   a = parse_arg("smoke", smoke=False, imagenet=False, steps=1, tokenizer="t.py")
   a.imagenet = True
   with pytest.raises(ValueError, match="choose one of smoke and imagenet"):
@@ -304,7 +305,7 @@ def test_patches_smoke_run_end_to_end(patches_tokenizer_run, shared_data_dir, tm
   assert results["gen/real/fd_enl0"] > 0  # real crops outside the FD reference
   samples = Image.open(os.path.join(workdir, "report", "samples.png"))
   assert samples.size == (2 + 2 * 34, 2 + 8 * 34)  # classes 0..7 x 2 samples
-  cfg = token_cache.load_config("configs/generators/patches_maskgit.py:smoke")
+  cfg = load_config("configs/generators/patches_maskgit.py:smoke")
   cfg.data.data_dir = shared_data_dir
   cfg.tokenizer.init_from, cfg.tokenizer.cache_dir = patches_tokenizer_run, cache_dir
   cfg.num_classes = 8

@@ -18,9 +18,11 @@ import ml_collections
 import numpy as np
 import pytest
 
+from jaxtok import tasks
 from jaxtok.config_args import parse_arg
 from jaxtok.tasks import tokenizer as tok
 from jaxtok.tasks import tokenizer_report
+from jaxtok.tasks.common import eval_batches
 from tests.subproc import REPO
 
 CONFIGS = ("conv2d_vq", "titok", "flextok", "one_d_piece", "instella_binary", "slot_mllm",
@@ -104,13 +106,13 @@ def test_flextok_smoke_through_cli_and_report_matches_direct(data_dir, tmp_path)
 
   config = load_config("flextok")
   config.data.data_dir = data_dir
-  s = loop.setup(config, str(tmp_path))
+  s = loop.setup(config, str(tmp_path), tasks.build(config))
   with jax.set_mesh(s.mesh):
     state, _, _ = loop.restore_or_init(s, allow_init=False)
     model = tok.build_model(config.model)
     variables = {"params": state.params, **state.extra}
     psnr, psnr_k, codes_all = [], {k: [] for k in (1, 2, 4, 8, 16)}, []
-    for batch in loop.eval_batches(config):
+    for batch in eval_batches(config):
       x = tok.to_float(batch["image"])
       keep = np.asarray(batch["mask"]).astype(bool)
       codes, _ = model.apply(variables, x, method=model.encode)

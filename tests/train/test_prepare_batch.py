@@ -11,6 +11,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxtok import tasks
+from jaxtok.data.batches import to_global
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.train import loop
 from jaxtok.train import sharding as shd
@@ -68,7 +70,7 @@ def test_prepare_batch_feeds_train_eval_and_init(shared_data_dir, tmp_path):
       "data": {"name": "natural_patches", "image_size": 32, "data_dir": shared_data_dir,
                "num_train": 2048, "num_test": 256}})
   workdir = str(tmp_path / "run")
-  final = loop.train(config, workdir)
+  final = loop.train(config, workdir, tasks.build(config))
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(ln) for ln in f if ln.strip()]
   # The steps saw the brightness of exactly the loop's train batches, in order.
@@ -88,10 +90,10 @@ def test_to_global_applies_prepare_first():
   local = {"image": np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3),
            "mask": np.ones(2, bool)}
   mesh = shd.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-  out = loop.to_global(local, mesh)
+  out = to_global(local, mesh)
   assert sorted(out) == ["image", "mask"]
   np.testing.assert_array_equal(np.asarray(out["image"]), local["image"])
-  prepared = loop.to_global(local, mesh, lambda b: {"mask": b["mask"],
+  prepared = to_global(local, mesh, lambda b: {"mask": b["mask"],
                                                     "brightness": brightness(b["image"])})
   assert sorted(prepared) == ["brightness", "mask"]
   np.testing.assert_allclose(np.asarray(prepared["brightness"]), brightness(local["image"]))

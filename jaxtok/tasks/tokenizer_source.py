@@ -1,0 +1,74 @@
+"""A trained tokenizer run as the source of a generator's tokens (restore, encode, cache).
+
+The generator task trains on the codes of an image data set under a tokenizer checkpoint. This
+module restores that tokenizer run (its config file + workdir) with the loop's own restore, and
+hands :func:`jaxtok.data.token_cache.load_or_build` an ``encode`` function and the meta the cache
+is keyed by; ``data/`` itself knows nothing of tasks, checkpoints or the loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtok.config_args import load_config
+from jaxtok.data import token_cache
+from jaxtok.eval.image_metrics import to_float
+from jaxtok.tasks import tokenizer as tok_task
+from jaxtok.train import loop
+
+
+def restore_tokenizer(config_path: str, init_from: str,
+                      data: Mapping[str, Any]) -> tuple[nn.Module, Any, int]:
+  """(module, variables, step) of the tokenizer run in ``init_from`` built by ``config_path``.
+
+  The tokenizer config's data block is replaced by ``data`` (the images to be encoded), so the
+  example batch used to lay out the state comes from that data set. EMA weights are used when
+  the run kept them.
+  """
+  if not init_from or not os.path.isdir(init_from):
+    raise FileNotFoundError(f"tokenizer.init_from must be a tokenizer run's workdir; got "
+                            f"{init_from!r}")
+  config = load_config(config_path)
+  if config.task != "tokenizer":
+    raise ValueError(f"{config_path!r} is a {config.task!r} config, not a tokenizer config")
+  config.data = dict(data)
+  config.async_checkpoint = False
+  state, step = loop.restore_state(config, init_from, tok_task.build(config))
+  model = tok_task.build_model(config.model)
+  ema = tok_task.options(config, "ema").decay > 0
+  params = state.extra["ema_params"] if ema else state.params
+  others = {k: v for k, v in state.extra.items() if k not in tok_task.EXTRA_KEYS}
+  variables = jax.device_get({"params": nn.meta.unbox(params), **others})
+  return model, variables, step
+
+
+def encode_fn(model: nn.Module, variables) -> Callable[[np.ndarray], np.ndarray]:
+  """A jitted host function: uint8 images [B, S, S, 3] -> int32 codes [B, h, w]."""
+
+  @jax.jit
+  def encode(images):
+    codes, _ = model.apply(variables, to_float(images), method="encode")
+    return codes.astype(jnp.int32)
+
+  return lambda images: np.asarray(encode(images))
+
+
+def load_tokens(cache_dir: str, config_path: str, init_from: str, data: Mapping[str, Any],
+                splits: tuple[str, ...] = ("train", "test"),
+                ) -> tuple[token_cache.TokenCache, nn.Module, Any]:
+  """The token cache of ``data`` under the tokenizer run ``init_from`` (built on first use, and
+  rebuilt when the tokenizer step, the data or the splits change), with the tokenizer's module
+  and variables (the generator decodes its samples with them)."""
+  model, variables, step = restore_tokenizer(config_path, init_from, data)
+  meta = {"tokenizer_config": config_path, "init_from": os.path.abspath(init_from),
+          "tokenizer_step": step, "data": dict(data), "splits": list(splits)}
+  cache = token_cache.load_or_build(cache_dir, meta, lambda: encode_fn(model, variables), data,
+                                    splits)
+  return cache, model, variables
