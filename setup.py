@@ -1,6 +1,6 @@
 """jaxtok: a JAX research codebase for discrete tokens.
 
-Tokenizers, generators, fast decoders and token-level RL.
+Quantizers, image tokenizers, token generators and samplers, pretrained-LM loading (SmolLM2).
 """
 
 from setuptools import find_packages, setup
@@ -8,8 +8,8 @@ from setuptools import find_packages, setup
 setup(
     name="jaxtok",
     version="0.1.0",
-    description=("JAX/Flax research codebase for discrete tokens: tokenizers, generators, "
-                 "decoding, RL"),
+    description=("JAX/Flax research codebase for discrete tokens: quantizers, image tokenizers, "
+                 "token generators and samplers"),
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
