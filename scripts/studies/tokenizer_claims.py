@@ -8,8 +8,9 @@ Runs, sequentially, each through ``jaxtok.main.run`` with a config of configs/to
 1. ordered tokens: FlexTok nested dropout (FSQ) and One-D-Piece tail drop (VQ), each against the
    same model trained without it (``ordering=none``): held-out PSNR of the first k tokens, k = 1, 2,
    4, 8, 16 ("FlexTok", Bachmann et al., 2025; "One-D-Piece", Miwa et al., 2025);
-2. 1D vs 2D at 16 tokens of the same 256-code VQ: TiTok (the One-D-Piece ablation run, which is
-   exactly configs/tokenizers/titok.py:tokens=16) against the conv2d grid of 4x4 cells
+2. 1D vs 2D at 16 tokens of a 256-code VQ (12-d codes in TiTok, 8-d in conv2d; the other VQ
+   settings equal): TiTok (the One-D-Piece ablation run, which is configs/tokenizers/titok.py:
+   tokens=16 plus the rate-distortion report) against the conv2d grid of 4x4 cells
    ("An Image is Worth 32 Tokens", Yu et al., 2024);
 3. latent perturbation (RobusTok, Qiu et al., 2025) on and off: clean PSNR / FD-ENL0 and the
    perturbed-latent PSNR / FD-ENL0 (every code swapped with prob 0.1 for one of its 16 nearest).
