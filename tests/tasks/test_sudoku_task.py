@@ -57,6 +57,94 @@ def test_oracle_solves_every_puzzle_with_every_sampler(puzzles):
     assert int(stats["nfe"]) >= 1, spec
 
 
+def row_traps(puzzle):
+  """bool [B, 81]: the first blank of every row that has >= 2 blanks."""
+  blank = np.asarray(puzzle).reshape(-1, 9, 9) == 0
+  first = blank & (np.cumsum(blank, axis=-1) == 1)
+  return (first & (blank.sum(-1, keepdims=True) >= 2)).reshape(-1, 81)
+
+
+class TrapModel:
+  """An imperfect model, the same for every sampler: sure (logit 30) of the true digit everywhere
+  except at each row's trap cell (:func:`row_traps`), which prefers a wrong digit, p = 0.6 for
+  ``solution % 9 + 1`` and 0.4 for the true digit, for as long as any other cell of its row is
+  masked; once the rest of its row is filled it is sure of the true digit. So a sampler that
+  commits confident cells first (and never more than the confident ones) solves every puzzle; one
+  that commits in random order or in big blocks puts the wrong digit at some traps. ``full`` /
+  ``partial`` are the ReCAP hooks of the same model (the cache holds the full pass's tokens)."""
+
+  def __init__(self, puzzle, solution):
+    self.trap = jnp.asarray(row_traps(puzzle))
+    self.wrong = solution % 9 + 1
+    self.sure = 30.0 * jax.nn.one_hot(solution, task.VOCAB)
+    p = 0.6 * jax.nn.one_hot(self.wrong, task.VOCAB) + 0.4 * jax.nn.one_hot(solution, task.VOCAB)
+    self.unsure = jnp.log(jnp.maximum(p, 1e-12))
+
+  def __call__(self, tokens):  # [B, 81] -> [B, 81, 10]
+    masked = (tokens == task.MASK_ID).astype(jnp.int32)
+    row_masked = jnp.repeat(masked.reshape(-1, 9, 9).sum(-1), 9, axis=1)  # [B, 81]
+    unsure = self.trap & (row_masked - masked > 0)
+    return jnp.where(unsure[..., None], self.unsure, self.sure)
+
+  def full(self, tokens):
+    return self(tokens), {"tokens": tokens}
+
+  def partial(self, tokens, positions, cache):
+    rows = jnp.arange(tokens.shape[0])[:, None]
+    seen = cache["tokens"].at[rows, positions].set(tokens)
+    return jnp.take_along_axis(self(seen), positions[..., None], axis=1)
+
+
+def test_samplers_on_an_imperfect_model_give_their_documented_outcomes(puzzles):
+  """The perfect oracle cannot tell samplers apart; :class:`TrapModel` can. Every sampler keeps
+  the givens and only ever writes the model's proposals (the true digit, or the trap's wrong
+  digit at a trap). Confidence-ordered samplers solve every puzzle: threshold commits every sure
+  cell in its first call and every trap in its second, block by block with ``block_length=9``
+  (rows: 1 call for one blank, 2 for more); DCD's window always holds a sure cell; greedy MaskGIT
+  without choice noise, one cell per step (96 cosine steps > 55 blanks * pi / 2), always commits a
+  sure cell. The same MaskGIT in 4 steps must commit ~15 cells in its last call, traps of
+  unfinished rows among them, and samplers that pick cells at random (fhs, ddpm, ddpm_cache)
+  commit traps before their rows are done: both fail some puzzles."""
+  puzzle, solution = map(jnp.asarray, puzzles)
+  model = TrapModel(puzzle, solution)
+  trap = row_traps(puzzles[0])
+  blank = puzzles[0] == 0
+  wrong = np.asarray(model.wrong)
+  greedy4 = "maskgit:num_steps=4,temperature=0.0,choice_temperature=0.0"
+  solves = {"threshold:threshold=0.9", "threshold:threshold=0.9,block_length=9",
+            "dcd:threshold=0.9,window=8", greedy4.replace("=4,", "=96,")}
+  fails = {greedy4, "fhs", "ddpm:num_steps=5", "ddpm_cache:num_steps=5"}
+  runs = {}
+  recap = next(s for s in SPECS if s.startswith("recap"))
+  for spec in sorted(solves | fails | {recap}):
+    grids, stats = jax.jit(lambda r, spec=spec: task.sample_solutions(
+        r, model, puzzle, spec, model))(jax.random.PRNGKey(0))
+    grids = np.asarray(grids)
+    runs[spec] = grids, stats
+    np.testing.assert_array_equal(grids[~blank], puzzles[0][~blank], err_msg=spec)
+    off = grids != puzzles[1]
+    assert np.all(trap[off]) and np.all(grids[off] == wrong[off]), spec
+  for spec in solves:
+    np.testing.assert_array_equal(runs[spec][0], puzzles[1], err_msg=spec)
+  for spec in fails:
+    assert task.solve_rate(runs[spec][0], puzzles[0]) < 1.0, spec
+  assert task.solve_rate(runs[greedy4][0], puzzles[0]) == 0.0  # its first unfinished row's trap
+  # Threshold: call 1 commits the sure cells, call 2 the traps (then all are sure).
+  stats = runs["threshold:threshold=0.9"][1]
+  n_blank, n_trap = blank.sum(-1), trap.sum(-1)
+  assert int(stats["nfe"]) == 2
+  np.testing.assert_array_equal(np.asarray(stats["committed"])[:, :3],
+                                np.stack([n_blank - n_trap, n_trap, 0 * n_trap], -1))
+  # Row blocks: a row with k >= 2 blanks takes [k - 1, 1], one blank [1], a full row nothing.
+  stats = runs["threshold:threshold=0.9,block_length=9"][1]
+  want = [[c for k in row for c in ([k - 1, 1] if k >= 2 else [k] if k else [])]
+          for row in blank.reshape(-1, 9, 9).sum(-1)]
+  assert int(stats["nfe"]) == max(map(len, want))
+  committed = np.asarray(stats["committed"])
+  for i, w in enumerate(want):
+    assert committed[i].tolist() == w + [0] * (81 - len(w)), i
+
+
 def test_float64_gumbel_solver_runs_under_x64(puzzles):
   """FHS with float64 Gumbel inside ``jax.enable_x64`` (its loop carry once turned float64)."""
   puzzle, solution = map(jnp.asarray, puzzles)
