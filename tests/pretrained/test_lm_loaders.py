@@ -38,6 +38,15 @@ _HF_TO_GGUF = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_
                "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
 
 
+def llama_cpp_permute(weights, n_head, n_head_kv=None):
+  """``LlamaModel.permute`` of llama.cpp's convert_hf_to_gguf.py (torch -> numpy), written here
+  rather than imported, so the writer below does not share jaxtok's :func:`permute_qk`."""
+  if n_head_kv is not None and n_head != n_head_kv:
+    n_head = n_head_kv
+  return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+          .swapaxes(1, 2).reshape(weights.shape))
+
+
 def write_llama_gguf(path, config, params, *, quantize_embedding=False, tokenizer=None):
   """Writes a GGUF the way llama.cpp's convert_hf_to_gguf.py does for LlamaForCausalLM."""
   w = gguf.GGUFWriter(str(path), "llama")
@@ -56,9 +65,9 @@ def write_llama_gguf(path, config, params, *, quantize_embedding=False, tokenize
       _, _, i, rest = name.split(".", 3)
       kind = rest[:-len(".weight")]
       if kind == "self_attn.q_proj":
-        t = permute_qk(t, config.num_heads)
+        t = llama_cpp_permute(t, config.num_heads, config.num_heads)
       elif kind == "self_attn.k_proj":
-        t = permute_qk(t, config.num_kv_heads)
+        t = llama_cpp_permute(t, config.num_heads, config.num_kv_heads)
       w.add_tensor(f"blk.{i}.{_HF_TO_GGUF[kind]}.weight", t)
     elif name == "model.embed_tokens.weight" and quantize_embedding:
       q8 = gguf.GGMLQuantizationType.Q8_0
@@ -71,6 +80,40 @@ def write_llama_gguf(path, config, params, *, quantize_embedding=False, tokenize
   w.write_kv_data_to_file()
   w.write_tensors_to_file()
   w.close()
+
+
+def llama_cpp_logits(t, config, tokens):
+  """Logits [T, V] of a llama GGUF's tensors (as GGUFReader returns them) computed the way
+  llama.cpp runs LLM_ARCH_LLAMA, in float64: RMSNorm x / sqrt(mean x^2 + eps) * w; its "normal"
+  RoPE, which rotates adjacent channels (2i, 2i + 1) of a head by p * base^(-2i / D); query head j
+  reads kv head j // (H / KV); SwiGLU; the output matrix is token_embd when output is absent."""
+  n, h, kv, d = len(tokens), config.num_heads, config.num_kv_heads, config.dim // config.num_heads
+  rms = lambda x, w: x / np.sqrt(np.mean(x * x, -1, keepdims=True) + config.norm_eps) * w
+
+  def rope(x):  # [T, heads, D]
+    angle = np.arange(n)[:, None, None] * config.rope_base ** (-np.arange(0, d, 2) / d)
+    z = (x[..., 0::2] + 1j * x[..., 1::2]) * np.exp(1j * angle)
+    out = np.empty_like(x)
+    out[..., 0::2], out[..., 1::2] = z.real, z.imag
+    return out
+
+  x = t["token_embd.weight"][tokens].astype(np.float64)
+  group = np.arange(h) // (h // kv)
+  for i in range(config.num_layers):
+    w = lambda name, i=i: t[f"blk.{i}.{name}.weight"].astype(np.float64)
+    a = rms(x, w("attn_norm"))
+    q = rope((a @ w("attn_q").T).reshape(n, h, d))
+    k = rope((a @ w("attn_k").T).reshape(n, kv, d))[:, group]
+    v = (a @ w("attn_v").T).reshape(n, kv, d)[:, group]
+    s = np.einsum("thd,shd->hts", q, k) / np.sqrt(d)
+    s = np.where(np.tril(np.ones((n, n), bool)), s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    x = x + np.einsum("hts,shd->thd", p, v).reshape(n, h * d) @ w("attn_output").T
+    m = rms(x, w("ffn_norm"))
+    gate = m @ w("ffn_gate").T
+    x = x + (gate / (1 + np.exp(-gate)) * (m @ w("ffn_up").T)) @ w("ffn_down").T
+  return rms(x, t["output_norm.weight"]) @ t.get("output.weight", t["token_embd.weight"]).T
 
 
 def assert_trees_equal(got, want, atol=0.0):
@@ -98,6 +141,24 @@ def test_gguf_round_trip(tmp_path, tied):
   assert loaded_config == config
   assert metadata["general.architecture"] == "llama"
   assert_trees_equal(loaded, params)
+  # What the file holds, read by gguf's own reader: llama.cpp's q/k row layout, spelled out by
+  # index. Head h's rows h D + 2i, h D + 2i + 1 are the Hugging Face rows h D + i, h D + D/2 + i
+  # (the pair RoPE rotates); a HF row r of a projection is our kernel[:, head, d], r = head D + d.
+  stored = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(str(path)).tensors}
+  d = config.dim // config.num_heads
+  for i in range(config.num_layers):
+    attn = params["transformer"][f"layer_{i}"]["attn"]
+    for name, kernel in (("attn_q", attn["query"]["kernel"]), ("attn_k", attn["key"]["kernel"])):
+      rows = stored[f"blk.{i}.{name}.weight"].reshape(kernel.shape[1], d // 2, 2, config.dim)
+      np.testing.assert_array_equal(rows[:, :, 0], kernel[:, :, :d // 2].transpose(1, 2, 0))
+      np.testing.assert_array_equal(rows[:, :, 1], kernel[:, :, d // 2:].transpose(1, 2, 0))
+  # And the model the file describes, run as llama.cpp runs it (adjacent-pair RoPE on the stored
+  # q/k), gives the logits of the loaded CausalLM: a loader that unpermuted the wrong way, or
+  # mixed up heads, transposes or norms, fails here even if its writer made the same mistake.
+  tokens = np.array([5, 17, 250, 3, 99, 42, 7, 128, 64, 1])
+  got = jax.jit(CausalLM.from_config(config).apply)({"params": loaded}, tokens[None])[0]
+  # Measured max |difference| 1.6e-7 (float32 vs float64) on logits up to 0.44.
+  np.testing.assert_allclose(got, llama_cpp_logits(stored, config, tokens), atol=1e-5, rtol=0)
 
 
 def test_gguf_quantized_tensor_dequantizes(tmp_path):
