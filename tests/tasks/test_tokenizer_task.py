@@ -228,17 +228,22 @@ def test_perturbed_forward():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_codebook_report_against_eval_functions():
-  from jaxtok.eval import codebook
+def test_codebook_report_on_a_hand_made_histogram():
+  """Usage, perplexity and bits against values worked out by hand (not against jaxtok.eval's
+  functions, which the report may call: that would compare the code with itself)."""
   from jaxtok.quantizers import BinaryQuantizer, VectorQuantizer
 
-  codes = np.random.default_rng(0).integers(0, 40, (50, 4, 4))
+  # 2 images x (2 x 4) tokens: code 0 eight times, 1 four times, 2 twice, 5 and 9 once, scattered
+  # over images and positions. p = (1/2, 1/4, 1/8, 1/16, 1/16): H = 1/2 + 2/4 + 3/8 + 2 * 4/16 =
+  # 1.875 bits, perplexity 2^1.875; 5 of 64 codes used; 8 tokens x log2(64) = 48 bits per image.
+  flat = np.array([0] * 8 + [1] * 4 + [2] * 2 + [5, 9])
+  codes = np.random.default_rng(0).permutation(flat).reshape(2, 2, 4)
   out = tokenizer_report.codebook_report(codes, VectorQuantizer(num_codes=64, dim=4))
-  assert out["test/codebook_usage"] == pytest.approx(
-      float(codebook.codebook_usage(jnp.asarray(codes), 64)))
-  assert out["test/perplexity"] == pytest.approx(
-      float(codebook.codebook_perplexity(jnp.asarray(codes), 64)), rel=1e-5)
-  assert out["test/bits_per_image"] == codebook.bits_per_image(16, 64)
+  assert out["test/codebook_usage"] == pytest.approx(5 / 64)
+  assert out["test/perplexity"] == pytest.approx(2 ** 1.875, rel=1e-5)
+  assert out["test/bits_per_image"] == 48
+  one = tokenizer_report.codebook_report(np.full((3, 4), 7), VectorQuantizer(num_codes=64, dim=4))
+  assert one["test/perplexity"] == pytest.approx(1.0) and one["test/codebook_usage"] == 1 / 64
   bits = np.zeros((10, 3, 8), np.int32)
   bits[:5, :, 0] = 1  # bit 0 is a fair coin (1 bit of entropy), the other 7 are constant
   out = tokenizer_report.codebook_report(bits, BinaryQuantizer(num_bits=8))
