@@ -13,7 +13,7 @@ setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["jaxtok", "jaxtok.*"]),
+    packages=find_packages(include=["jaxtok", "jaxtok.*", "configs"]),
     package_data={"jaxtok.pretrained": ["data/*.txt"]},
     install_requires=[
         "jax>=0.7",

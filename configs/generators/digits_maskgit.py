@@ -23,13 +23,13 @@ configs/quickstart.py).
 
 import ml_collections
 
+from configs.common import generator_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.generator import base_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, steps=2000, tokenizer="configs/quickstart.py")
-  c = base_config(a, "digits", num_classes=10)
+  c = generator_base_config(a, "digits", num_classes=10)
   c.report = ml_collections.ConfigDict({"per_class": 2 if a.smoke else 8, "order_samples": 2,
                                         "fd": "classifier", "fd_reference": "test"})
   c.classifier = ml_collections.ConfigDict({"steps": 20 if a.smoke else 400, "batch_size": 64,

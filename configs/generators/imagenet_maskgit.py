@@ -24,8 +24,8 @@ images; the class-accuracy classifier is skipped (``classifier.steps = 0``). Arg
 
 import ml_collections
 
+from configs.common import generator_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.generator import base_config
 
 STEPS = 1_500_000  # 300 epochs x 1,281,167 images / 256 per batch = 1.50M
 
@@ -33,7 +33,7 @@ STEPS = 1_500_000  # 300 epochs x 1,281,167 images / 256 per batch = 1.50M
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, steps=STEPS, tokenizer="configs/tokenizers/conv2d_vq.py")
   a.imagenet = True
-  c = base_config(a, "imagenet2012", num_classes=1000)
+  c = generator_base_config(a, "imagenet2012", num_classes=1000)
   c.report = ml_collections.ConfigDict({
       "per_class": 1, "order_samples": 4, "classes": (), "fd": "enl0", "fd_reference": "test",
       "fd_reference_count": 10_000, "fd_image_size": 224, "max_real_images": 10_000})

@@ -25,14 +25,14 @@ configs/quickstart.py).
 
 import ml_collections
 
+from configs.common import generator_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.generator import base_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, steps=2000, tokenizer="configs/quickstart.py")
   # Labels 0..9 (8 and 9 are the test photos; see the docstring): the embedding covers them all.
-  c = base_config(a, "natural_patches", num_classes=10)
+  c = generator_base_config(a, "natural_patches", num_classes=10)
   # eval/ runs on the test photos, classes 8 and 9, whose class embeddings training never updates:
   # a held-out loss of unseen photos, not of the conditional model on its training classes.
   if a.smoke:  # the small build the quickstart smoke config uses

@@ -13,8 +13,8 @@ About 10-15 minutes on 2 shared CPU cores; measured: 0% solved greedy, blank-cel
 
 import ml_collections
 
+from configs.common import sudoku_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.sudoku import sudoku_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -14,8 +14,8 @@ threshold decoding (docs/generators.md).
 
 import ml_collections
 
+from configs.common import sudoku_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.sudoku import sudoku_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

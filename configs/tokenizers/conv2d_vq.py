@@ -13,8 +13,8 @@ adversarial loss on at 32 px, from half-way).
 
 import ml_collections
 
+from configs.common import tokenizer_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.tokenizer import base_config
 
 GRIDS = {64: (1, 2, 2), 16: (1, 2, 2, 2)}  # 32 px -> 8x8 or 4x4 cells
 
@@ -23,7 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, imagenet=False, steps=0, seed=0, tokens=64, gan=False)
   if a.tokens not in GRIDS:
     raise ValueError(f"tokens must be one of {sorted(GRIDS)} at 32 px; got {a.tokens}")
-  c = base_config(a)
+  c = tokenizer_base_config(a)
   c.model = ml_collections.ConfigDict()
   c.model.kind = "conv2d"
   c.model.latent_dim = 8

@@ -17,8 +17,8 @@ Arguments: ``smoke``, ``imagenet``, ``variant``, ``tokens``, ``keep=uniform|pow2
 
 import ml_collections
 
+from configs.common import titok_model_config, tokenizer_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.tokenizer import base_config, titok_model_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -26,7 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 keep="uniform", causal=False, ordering="nested_dropout")
   if a.imagenet and a.tokens == 16:
     a.tokens = 256
-  c = base_config(a)
+  c = tokenizer_base_config(a)
   levels = (8, 8, 8, 5, 5, 5) if a.imagenet else (8, 5, 5, 5)  # 64k codes (FlexTok) / 1k
   c.model = titok_model_config(a, {"name": "fsq", "levels": levels}, ordering=a.ordering,
                                keep_k_distribution=a.keep, causal_registers=a.causal)

@@ -16,13 +16,13 @@ Arguments: ``smoke``, ``imagenet``, ``tokens=N`` (a power of two), ``fsq``, ``st
 
 import ml_collections
 
+from configs.common import tokenizer_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.tokenizer import base_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, imagenet=False, steps=0, seed=0, tokens=16, fsq=False)
-  c = base_config(a)
+  c = tokenizer_base_config(a)
   c.model = ml_collections.ConfigDict()
   c.model.kind = "gpstoken"
   c.model.image_size = c.data.image_size

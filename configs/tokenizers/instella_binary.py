@@ -15,8 +15,8 @@ Arguments: ``smoke``, ``imagenet``, ``variant``, ``tokens``, ``bits=N``, ``steps
 
 import ml_collections
 
+from configs.common import titok_model_config, tokenizer_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.tokenizer import base_config, titok_model_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 bits=16)
   if a.imagenet:
     a.tokens, a.bits = (128 if a.tokens == 16 else a.tokens), (64 if a.bits == 16 else a.bits)
-  c = base_config(a)
+  c = tokenizer_base_config(a)
   c.model = titok_model_config(a, {"name": "binary", "num_bits": a.bits, "temperature": 1.0,
                                    "reg_weight": 0.01})
   return c

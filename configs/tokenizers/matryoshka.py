@@ -15,14 +15,14 @@ Arguments: ``smoke``, ``imagenet``, ``kind=conv2d|titok``, ``steps=N``, ``seed=S
 
 import ml_collections
 
+from configs.common import titok_model_config, tokenizer_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.tokenizer import base_config, titok_model_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, imagenet=False, steps=0, seed=0, kind="conv2d",
                 variant="cpu", tokens=16)
-  c = base_config(a)
+  c = tokenizer_base_config(a)
   fsq = {"name": "fsq", "levels": (8, 5, 5, 5)}
   if a.kind == "titok":
     tokens = a.tokens if not a.imagenet else 256

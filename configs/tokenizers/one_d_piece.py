@@ -15,8 +15,8 @@ Arguments: ``smoke``, ``imagenet``, ``variant``, ``tokens``, ``ordering=tail_dro
 
 import ml_collections
 
+from configs.common import titok_model_config, tokenizer_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.tokenizer import base_config, titok_model_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 ordering="tail_drop")
   if a.imagenet and a.tokens == 16:
     a.tokens = 256
-  c = base_config(a)
+  c = tokenizer_base_config(a)
   c.model = titok_model_config(a, {"name": "vq", "num_codes": 4096 if a.imagenet else 256,
                                    "dim": 12, "commitment_weight": 0.25, "kmeans_init": True,
                                    "dead_code_threshold": 0.1}, ordering=a.ordering)

@@ -14,13 +14,13 @@ Arguments: ``smoke``, ``imagenet``, ``slots=N``, ``levels=N`` (RVQ depth), ``ste
 
 import ml_collections
 
+from configs.common import tokenizer_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.tokenizer import base_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, imagenet=False, steps=0, seed=0, slots=6, levels=4)
-  c = base_config(a, data="shapes")
+  c = tokenizer_base_config(a, data="shapes")
   c.model = ml_collections.ConfigDict()
   c.model.kind = "slots"
   c.model.image_size = c.data.image_size

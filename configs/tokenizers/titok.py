@@ -15,13 +15,13 @@ count for the variant: L-32, B-64, S-128), ``steps=N``, ``seed=S``.
 
 import ml_collections
 
+from configs.common import titok_model_config, tokenizer_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.tokenizer import base_config, titok_model_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, imagenet=False, steps=0, seed=0, variant="cpu", tokens=0)
-  c = base_config(a)
+  c = tokenizer_base_config(a)
   c.model = titok_model_config(a, {"name": "vq", "num_codes": 4096 if a.imagenet else 256,
                                    "dim": 12, "commitment_weight": 0.25, "kmeans_init": True,
                                    "dead_code_threshold": 0.1})

@@ -27,6 +27,8 @@ import tensorflow_datasets as tfds
 from jaxtok.data.local_builder import LocalBuilder
 from jaxtok.data.registry import DATASETS
 from jaxtok.data.spec import DatasetSpec
+from jaxtok.pretrained.lms import find_smollm2_gguf
+from jaxtok.pretrained.text_tokenizer import tokenizer_from_gguf
 
 MAX_BYTES = 6 * 2**20
 TEST_PERCENT = 5
@@ -77,9 +79,6 @@ class SmolLM2Codec:
 
   def __init__(self):
     import gguf
-
-    from jaxtok.pretrained.lms import find_smollm2_gguf
-    from jaxtok.pretrained.text_tokenizer import tokenizer_from_gguf
 
     reader = gguf.GGUFReader(find_smollm2_gguf())  # metadata only: no tensor is dequantized
     metadata = {k: f.contents() for k, f in reader.fields.items() if k.startswith("tokenizer.")}

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 
+from jaxtok.quantizers.base import code_metrics
+
 
 def code_histogram(codes: jnp.ndarray, codebook_size: int) -> jnp.ndarray:
   """Counts [K] of integer codes (any shape) in [0, K)."""
@@ -21,15 +23,18 @@ def code_histogram(codes: jnp.ndarray, codebook_size: int) -> jnp.ndarray:
 
 def codebook_usage(codes: jnp.ndarray, codebook_size: int) -> jnp.ndarray:
   """Fraction of the K codes that occur at least once (scalar in [0, 1])."""
-  return jnp.mean(code_histogram(codes, codebook_size) > 0)
+  return _metrics(codes, codebook_size)["usage"]
 
 
 def codebook_perplexity(codes: jnp.ndarray, codebook_size: int) -> jnp.ndarray:
   """``exp(-sum p log p)`` of the empirical code distribution (scalar in [1, K])."""
-  counts = code_histogram(codes, codebook_size)
-  p = counts / jnp.maximum(counts.sum(), 1.0)
-  entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
-  return jnp.exp(entropy)
+  return _metrics(codes, codebook_size)["perplexity"]
+
+
+def _metrics(codes, codebook_size):  # the quantizers' own batch statistics, every code weight 1
+  if not jnp.issubdtype(codes.dtype, jnp.integer):
+    raise TypeError(f"codes must be integers, got dtype {codes.dtype}")
+  return code_metrics(codes.reshape(-1), codebook_size, jnp.ones((codes.size,), jnp.float32))
 
 
 def bits_per_image(num_tokens: int, codebook_size: int | Sequence[int]) -> float:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from jaxtok.eval.image_metrics import psnr
 from jaxtok.eval.pictures import to_uint8
 
 CODECS = ("jpeg", "webp")
@@ -52,9 +53,8 @@ def codec_at_bytes(image: np.ndarray, codec: str, max_bytes: float
   return best
 
 
-def _psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
-  mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-  return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+def _psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:  # one uint8 image pair
+  return float(psnr(a[None].astype(np.float32), b[None].astype(np.float32), data_range=255.0)[0])
 
 
 def codec_rate_distortion(images: np.ndarray, bits_per_image: Sequence[float],

@@ -74,19 +74,25 @@ class TokenCritic(MaskedTransformer):
 def rank_auc(
     scores: jnp.ndarray,  # float [...]
     positive: jnp.ndarray,  # bool [...]
+    valid: jnp.ndarray | None = None,  # bool [...]: entries to count (None: all)
 ) -> jnp.ndarray:  # float32 []
   """Area under the ROC curve of ``scores`` for ``positive`` (Mann-Whitney U / (n+ n-)).
 
-  Ties count one half (mid-ranks). 0.5 when either class is empty.
+  Ties count one half (mid-ranks). 0.5 when either class is empty. Entries outside ``valid`` are
+  moved above every valid score, which leaves the valid entries' ranks as if they were alone.
   """
   s = scores.reshape(-1).astype(jnp.float32)
   pos = positive.reshape(-1)
+  if valid is not None:
+    valid = valid.reshape(-1)
+    s = jnp.where(valid, s, jnp.inf)
+    pos = pos & valid
   ordered = jnp.sort(s)
   lo = jnp.searchsorted(ordered, s, side="left").astype(jnp.float32)
   hi = jnp.searchsorted(ordered, s, side="right").astype(jnp.float32)
   ranks = (lo + hi + 1.0) / 2.0  # 1-based mid-ranks
   n_pos = jnp.sum(pos).astype(jnp.float32)
-  n_neg = s.shape[0] - n_pos
+  n_neg = (s.shape[0] if valid is None else jnp.sum(valid).astype(jnp.float32)) - n_pos
   u = jnp.sum(jnp.where(pos, ranks, 0.0)) - n_pos * (n_pos + 1.0) / 2.0
   return jnp.where(n_pos * n_neg > 0, u / jnp.maximum(n_pos * n_neg, 1.0), 0.5)
 
@@ -94,18 +100,23 @@ def rank_auc(
 def critic_bce(
     scores: jnp.ndarray,  # float [B, N] logits of "real"
     real: jnp.ndarray,  # bool [B, N]
+    row_mask: jnp.ndarray | None = None,  # [B]: 1 on real rows, 0 on padding
 ) -> tuple[jnp.ndarray, dict]:
   """The Token-Critic objective (Sec. 3) as a mean over tokens of the binary cross-entropy;
-  aux: ``accuracy`` (thresholded at logit 0), ``auc``, ``real_fraction``."""
+  aux: ``accuracy`` (thresholded at logit 0), ``auc``, ``real_fraction``. Padded rows count
+  nowhere."""
   if scores.shape != real.shape:
     raise ValueError(f"critic scores {scores.shape} and real/fake labels {real.shape} must have "
                      "the same shape [B, N]")
   s = scores.astype(jnp.float32)
+  w = jnp.ones_like(s) if row_mask is None else jnp.broadcast_to(
+      row_mask.astype(jnp.float32).reshape(-1, 1), s.shape)
+  mean = lambda v: jnp.sum(v * w) / jnp.maximum(jnp.sum(w), 1.0)  # noqa: E731
   # -log sigma(s) = softplus(-s); -log(1 - sigma(s)) = softplus(s).
-  loss = jnp.mean(jnp.where(real, jax.nn.softplus(-s), jax.nn.softplus(s)))
-  aux = {"accuracy": jnp.mean(((s > 0) == real).astype(jnp.float32)),
-         "auc": rank_auc(s, real),
-         "real_fraction": jnp.mean(real.astype(jnp.float32))}
+  loss = mean(jnp.where(real, jax.nn.softplus(-s), jax.nn.softplus(s)))
+  aux = {"accuracy": mean(((s > 0) == real).astype(jnp.float32)),
+         "auc": rank_auc(s, real, None if row_mask is None else w > 0),
+         "real_fraction": mean(real.astype(jnp.float32))}
   return loss, aux
 
 
@@ -119,8 +130,9 @@ def critic_loss(
     schedule: str = "cosine",
     temperature: float = 1.0,
     target: str = "masked",
+    row_mask: jnp.ndarray | None = None,  # [B]: 1 on real rows, 0 on padding (eval batches)
 ) -> tuple[jnp.ndarray, dict]:
-  """Token-Critic's training loss (see the module docstring).
+  """Token-Critic's training loss (see the module docstring); padded rows count nowhere.
 
   ``logits_fn(x_t [B, N]) -> [B, N, V(+1)]`` is the generator (gradients are stopped);
   ``critic_fn(x^_0 [B, N]) -> [B, N]`` the critic. aux: ``accuracy``, ``auc`` (real vs
@@ -146,9 +158,10 @@ def critic_loss(
   scores = critic_fn(filled)  # [B, N]
   if scores.shape != (b, n):
     raise ValueError(f"critic_fn must return scores [B, N]={(b, n)}, got {scores.shape}")
-  loss, aux = critic_bce(scores, real)
-  aux["mask_rate"] = jnp.mean(masked.astype(jnp.float32))
-  aux["changed_rate"] = jnp.sum(changed) / jnp.maximum(jnp.sum(masked), 1)
+  loss, aux = critic_bce(scores, real, row_mask)
+  rows = jnp.ones((b, 1)) if row_mask is None else row_mask.astype(jnp.float32).reshape(b, 1)
+  aux["mask_rate"] = jnp.sum(masked * rows) / jnp.maximum(n * jnp.sum(rows), 1.0)
+  aux["changed_rate"] = jnp.sum(changed * rows) / jnp.maximum(jnp.sum(masked * rows), 1)
   return loss, aux
 
 

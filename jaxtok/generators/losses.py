@@ -82,8 +82,10 @@ def maskgit_loss(
     label_smoothing: float = 0.1,
     unmasked_weight: float = 0.0,
     min_mask_rate: float = 0.0,
+    row_mask: jnp.ndarray | None = None,  # [B]: 1 on real rows, 0 on padding (eval batches)
 ) -> tuple[jnp.ndarray, dict]:
-  """MaskGIT's masked-token cross-entropy; aux has ``mask_rate``, ``accuracy`` (masked tokens)."""
+  """MaskGIT's masked-token cross-entropy; aux has ``mask_rate``, ``accuracy`` (masked tokens).
+  Padded rows (``row_mask`` 0) count nowhere."""
   _check_tokens(tokens, "maskgit_loss")
   if schedule not in MASKGIT_SCHEDULES:
     raise ValueError(f"maskgit_loss schedule must be one of {MASKGIT_SCHEDULES}, got {schedule!r}")
@@ -97,11 +99,12 @@ def maskgit_loss(
   _check_logits(logits, tokens, mask_id, "maskgit_loss")
   logits = logits[..., :mask_id]
   ce = smoothed_cross_entropy(logits, tokens, label_smoothing)
-  w = jnp.where(masked, 1.0, unmasked_weight)
+  rows = jnp.ones((b, 1)) if row_mask is None else row_mask.astype(jnp.float32).reshape(b, 1)
+  w = jnp.where(masked, 1.0, unmasked_weight) * rows
   loss = jnp.sum(w * ce) / jnp.maximum(jnp.sum(w), 1e-9)
   correct = (jnp.argmax(logits, -1) == tokens) & masked
-  aux = {"mask_rate": jnp.mean(masked.astype(jnp.float32)),
-         "accuracy": jnp.sum(correct) / jnp.maximum(jnp.sum(masked), 1)}
+  aux = {"mask_rate": jnp.sum(masked * rows) / jnp.maximum(n * jnp.sum(rows), 1.0),
+         "accuracy": jnp.sum(correct * rows) / jnp.maximum(jnp.sum(masked * rows), 1)}
   return loss, aux
 
 

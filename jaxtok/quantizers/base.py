@@ -10,7 +10,11 @@ Every quantizer in :mod:`jaxtok.quantizers` is a Flax linen module that
 * keeps mutable statistics (EMA codebooks, usage EMAs, init flags) in the ``'quantizer_stats'``
   collection, updated only when ``train=True`` and the collection is mutable;
 * accepts an optional ``mask`` (``z.shape[:-1]``, 1 = real position) that weights losses, metrics
-  and statistics, so padded batches keep static shapes.
+  and statistics, so padded batches keep static shapes;
+* describes its codes for tasks and reports (the :class:`IndexCodes` / :class:`BitCodes` mixins):
+  ``code_bits`` (bits carried by one element of ``codes``), ``num_codes`` (values one element
+  takes; None for bit codes), ``single_index`` (one code is one point of the latent space, so
+  ``implicit_codebook()`` = every code decoded, [K, D]) and ``codes_are_bits``.
 
 This file holds the shared pieces: the output dataclass, input checks and code statistics.
 """
@@ -44,6 +48,37 @@ class QuantizerOutput:
   def total_loss(self) -> jax.Array:
     """Sum of the auxiliary losses (0 when there are none)."""
     return sum(self.losses.values(), jnp.zeros((), jnp.float32))
+
+
+class IndexCodes:
+  """Codes whose elements each index ``num_codes`` values (VQ, FSQ, LFQ, SimVQ; per level or group
+  for residual / grouped VQ, which set ``single_index = False``)."""
+
+  single_index = True
+  codes_are_bits = False
+
+  @property
+  def code_bits(self) -> float:
+    return math.log2(int(self.num_codes))
+
+  def implicit_codebook(self) -> jax.Array:  # [K, D] float32
+    """Every code decoded: the codebook in latent space (VQ's projected codebook, FSQ's grid)."""
+    if not self.single_index:
+      raise ValueError(f"{type(self).__name__} codes are tuples of indices (one per level or "
+                       "group): they have no single codebook of the latent space")
+    return self.decode(jnp.arange(int(self.num_codes), dtype=jnp.int32)).astype(jnp.float32)
+
+
+class BitCodes:
+  """Codes that are the latent's bits themselves, ``[..., num_bits]`` of 0/1."""
+
+  single_index = False
+  codes_are_bits = True
+  num_codes = None
+  code_bits = 1.0
+
+  def implicit_codebook(self) -> jax.Array:
+    raise ValueError(f"{type(self).__name__} codes are bits: 2^num_bits corners, no codebook")
 
 
 def next_rng(module, counter, seed: int) -> jax.Array:

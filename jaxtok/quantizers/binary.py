@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from jaxtok.quantizers.base import (
   STATS,
+  BitCodes,
   QuantizerOutput,
   check_codes,
   check_input,
@@ -29,7 +30,7 @@ from jaxtok.quantizers.base import (
 )
 
 
-class BinaryQuantizer(nn.Module):
+class BinaryQuantizer(BitCodes, nn.Module):
   """Logits z [..., num_bits] -> (bits z_q [..., num_bits], codes = bits).
 
   Attributes:

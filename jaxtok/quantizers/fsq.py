@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtok.quantizers.base import (
+    IndexCodes,
   QuantizerOutput,
   check_codes,
   check_input,
@@ -36,7 +37,7 @@ def round_ste(x: jax.Array) -> jax.Array:
   return x + jax.lax.stop_gradient(jnp.round(x) - x)
 
 
-class FSQ(nn.Module):
+class FSQ(IndexCodes, nn.Module):
   """Finite scalar quantizer over ``levels`` (e.g. (8, 5, 5, 5) ~ 1k codes, (8,8,8,5,5,5) 64k).
 
   Attributes:

@@ -11,11 +11,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtok.quantizers.base import QuantizerOutput, check_codes, check_input, flat_weights
+from jaxtok.quantizers.base import (
+  IndexCodes,
+  QuantizerOutput,
+  check_codes,
+  check_input,
+  flat_weights,
+)
 from jaxtok.quantizers.vq import VectorQuantizer
 
 
-class GroupedVQ(nn.Module):
+class GroupedVQ(IndexCodes, nn.Module):
   """z [..., dim] -> (z_q [..., dim], codes [..., num_groups]).
 
   Attributes:
@@ -24,6 +30,8 @@ class GroupedVQ(nn.Module):
       gradient, backend: per-group :class:`VectorQuantizer` options (group width dim / G).
     shared_codebook: one codebook for all groups.
   """
+
+  single_index = False  # codes [..., num_groups]: one index per group
 
   num_groups: int
   num_codes: int

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxtok.nn.partitioning import logical_init
 from jaxtok.quantizers.base import (
+    IndexCodes,
   QuantizerOutput,
   check_codes,
   check_input,
@@ -61,7 +62,7 @@ def group_entropies(z: jax.Array, w: jax.Array, num_groups: int, scale: float,
   return per_sample, batch
 
 
-class LFQ(nn.Module):
+class LFQ(IndexCodes, nn.Module):
   """z [..., dim] -> (z_q [..., dim], codes [...] in [0, 2^num_bits)).
 
   Attributes:
@@ -93,6 +94,10 @@ class LFQ(nn.Module):
                        f"means 2^{self.num_bits // self.num_entropy_groups} corners per token; "
                        f"use more num_entropy_groups (e.g. {self.num_bits // 9 or 1})")
     super().__post_init__()
+
+  @property
+  def num_codes(self) -> int:
+    return 2**self.num_bits
 
   @property
   def _in_dim(self) -> int:

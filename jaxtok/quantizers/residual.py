@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from jaxtok.quantizers.base import (
   STATS,
+  IndexCodes,
   QuantizerOutput,
   check_codes,
   check_input,
@@ -29,7 +30,7 @@ from jaxtok.quantizers.base import (
 from jaxtok.quantizers.vq import VectorQuantizer
 
 
-class ResidualVQ(nn.Module):
+class ResidualVQ(IndexCodes, nn.Module):
   """z [..., dim] -> (z_q [..., dim], codes [..., num_levels]).
 
   Attributes:
@@ -42,6 +43,8 @@ class ResidualVQ(nn.Module):
     seed: fallback seed for the dropout draw when no 'quantizer' rng is given (see
       ``base.next_rng``).
   """
+
+  single_index = False  # codes [..., num_levels]: one index per level
 
   num_levels: int
   num_codes: int

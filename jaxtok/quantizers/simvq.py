@@ -21,6 +21,7 @@ from jaxtok.kernels.nearest_codeword import nearest_codeword
 from jaxtok.nn.partitioning import logical_init
 from jaxtok.quantizers.base import (
   STATS,
+  IndexCodes,
   QuantizerOutput,
   check_codes,
   check_input,
@@ -30,7 +31,7 @@ from jaxtok.quantizers.base import (
 from jaxtok.quantizers.vq import straight_through
 
 
-class SimVQ(nn.Module):
+class SimVQ(IndexCodes, nn.Module):
   """z [..., dim] -> (z_q [..., dim], codes [...]).
 
   Attributes:

@@ -41,6 +41,7 @@ from jaxtok.nn.partitioning import logical_init
 from jaxtok.quantizers import codebook_stats as cs
 from jaxtok.quantizers.base import (
   STATS,
+  IndexCodes,
   QuantizerOutput,
   check_codes,
   check_input,
@@ -77,7 +78,7 @@ def entropy_terms(logits: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array
   return per_sample, batch
 
 
-class VectorQuantizer(nn.Module):
+class VectorQuantizer(IndexCodes, nn.Module):
   """VQ with a K x code_dim codebook. z [..., dim] -> (z_q [..., dim], out with codes [...]).
 
   Attributes:

@@ -49,6 +49,7 @@ sorted by index), so its memory is bounded on ImageNet-sized sets.
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import jax
@@ -62,18 +63,20 @@ from jaxtok.eval.pictures import save_png, tile
 from jaxtok.generators.critic import TokenCritic, critic_loss, make_critic_fn
 from jaxtok.generators.losses import maskgit_loss
 from jaxtok.generators.masked import MaskedTransformer, RecapFns, make_logits_fn
-from jaxtok.generators.samplers import maskgit_sample, recap_sample, token_critic_sample
+from jaxtok.generators.samplers import registry
 from jaxtok.tasks.base import TASKS, Task
+from jaxtok.tasks.common import build_optimizer
 from jaxtok.tasks.generator_report import (
   class_accuracy_and_fd,
   commit_steps,
   unmasking_strip,
 )
-from jaxtok.tasks.tokenizer import build_optimizer
 from jaxtok.tasks.tokenizer_source import load_tokens
 from jaxtok.train.state import TrainState
+from jaxtok.train.steps import supervised_step
 
-SAMPLERS = ("maskgit", "token_critic", "recap")
+SAMPLERS = ("maskgit", "token_critic", "recap")  # the default comparison
+SAMPLER_INPUTS = ("logits", "critic", "recap")  # the masked-model samplers of the registry
 DEFAULTS = {
     "model": {"dim": 128, "num_layers": 4, "num_heads": 4, "mlp_dim": 512, "cond_dropout": 0.1,
               "dropout": 0.0},
@@ -102,9 +105,8 @@ def _check_report_options(sample_cfg, rep_cfg, critic_on: bool, num_classes: int
                           clf_cfg=None) -> list[str]:
   """The samplers to compare; raises on unknown names, classes outside ``[0, num_classes)``, or
   ``fd='classifier'`` without a classifier (``classifier.steps = 0``)."""
-  unknown = [n for n in sample_cfg.samplers if n not in SAMPLERS]
-  if unknown or not sample_cfg.samplers:
-    raise ValueError(f"sample.samplers must name some of {SAMPLERS}, got {sample_cfg.samplers}")
+  if not sample_cfg.samplers:
+    raise ValueError("sample.samplers is empty: name at least one sampler spec")
   bad = [c for c in rep_cfg.classes if not 0 <= int(c) < num_classes]
   if bad:
     raise ValueError(f"report.classes {bad} are outside [0, num_classes={num_classes})")
@@ -119,7 +121,25 @@ def _check_report_options(sample_cfg, rep_cfg, critic_on: bool, num_classes: int
     raise ValueError("report.fd='classifier' needs the classifier's features but classifier.steps "
                      "is 0: train it (steps > 0) or use report.fd='enl0'")
   # Token-Critic sampling needs the trained critic; without one it is skipped.
-  return [n for n in sample_cfg.samplers if critic_on or n != "token_critic"]
+  return [spec for spec in sample_cfg.samplers
+          if critic_on or spec.partition(":")[0].strip() != "token_critic"]
+
+
+def _file_tag(spec: str) -> str:  # 'maskgit:num_steps=4' -> 'maskgit_num_steps_4'
+  return re.sub(r"[^\w.-]+", "_", spec)
+
+
+def parse_sampler(spec: str, sample_cfg, critic_cfg):
+  """(Sampler, options) of a ``sample.samplers`` spec over the task's defaults: ``sample.*``
+  (steps, temperatures, ReCAP's iterations) and, for token_critic, ``critic.choice_temperature``;
+  options written in the spec win. Raises on unknown names or options, naming the valid ones."""
+  base = {"num_steps": sample_cfg.num_steps, "temperature": sample_cfg.temperature,
+          "choice_temperature": sample_cfg.choice_temperature,
+          "pre_full_iters": sample_cfg.recap_pre_full_iters,
+          "num_cache_iters": sample_cfg.recap_num_cache_iters}
+  if spec.partition(":")[0].strip() == "token_critic":
+    base["choice_temperature"] = critic_cfg.choice_temperature
+  return registry.parse(spec, inputs=SAMPLER_INPUTS, base=base)
 
 
 def make_task(config) -> Task:
@@ -128,7 +148,9 @@ def make_task(config) -> Task:
   rep_cfg, clf_cfg, critic_cfg = (options(config, b) for b in ("report", "classifier", "critic"))
   num_classes = int(config.get("num_classes", 10))
   critic_on = bool(critic_cfg.enabled)
-  samplers = _check_report_options(sample_cfg, rep_cfg, critic_on, num_classes, clf_cfg)
+  samplers = {spec: parse_sampler(spec, sample_cfg, critic_cfg) for spec in _check_report_options(
+      sample_cfg, rep_cfg, critic_on, num_classes, clf_cfg)}
+  order_sampler = parse_sampler("maskgit", sample_cfg, critic_cfg)  # the unmasking-order strip
   eval_split = config.get("eval_split", "test")
   classes = np.asarray(rep_cfg.classes or range(num_classes), np.int32)
   tok = config.tokenizer
@@ -187,8 +209,10 @@ def make_task(config) -> Task:
       return model.apply({"params": gen}, x, labels, train,
                          rngs={"dropout": k_drop} if train else None)
 
+    rows = batch.get("mask")  # padded eval rows count nowhere
     loss, aux = maskgit_loss(k_mask, logits_fn, tokens, mask_id=model.mask_id,
-                             schedule=loss_cfg.schedule, label_smoothing=loss_cfg.label_smoothing)
+                             schedule=loss_cfg.schedule, label_smoothing=loss_cfg.label_smoothing,
+                             row_mask=rows)
     if not critic_on:
       return loss, aux
 
@@ -199,36 +223,23 @@ def make_task(config) -> Task:
     c_loss, c_aux = critic_loss(
         k_critic, make_logits_fn(model, {"params": gen}, labels, critic_cfg.guidance_scale),
         critic_fn, tokens, mask_id=model.mask_id, schedule=loss_cfg.schedule,
-        temperature=critic_cfg.temperature, target=critic_cfg.target)
+        temperature=critic_cfg.temperature, target=critic_cfg.target, row_mask=rows)
     aux = {**aux, "generator_loss": loss, "critic/loss": c_loss,
            **{f"critic/{k}": v for k, v in c_aux.items()}}
     return loss + critic_cfg.weight * c_loss, aux
 
   def train_step(state, batch):
-    (loss, aux), grads = jax.value_and_grad(losses, has_aux=True)(
-        state.params, state.step_rng(), batch, True)
-    return state.apply_gradients(grads), {"loss": loss, **aux}
+    return supervised_step(state, losses, state.step_rng(), batch, True)
 
   def eval_step(state, batch):
     loss, aux = losses(state.params, jax.random.PRNGKey(config.seed + 1), batch, False)
     return {"loss": loss, **aux}
 
-  def sample(name, params, rng, labels, record=None):
+  def sample(spec, params, rng, labels, record=None):
+    sampler, opts = samplers[spec] if record is None else order_sampler
     gen = {"params": generator_params(params)}
     init = jnp.full((labels.shape[0], h * w), model.mask_id, jnp.int32)
-    common = dict(mask_id=model.mask_id, num_steps=sample_cfg.num_steps,
-                  temperature=sample_cfg.temperature)
-    if name == "recap":
-      fns = RecapFns(model, gen, labels, sample_cfg.guidance_scale)
-      return recap_sample(rng, fns.full, fns.partial, init, **common,
-                          choice_temperature=sample_cfg.choice_temperature,
-                          pre_full_iters=sample_cfg.recap_pre_full_iters,
-                          num_cache_iters=sample_cfg.recap_num_cache_iters)
     logits_fn = make_logits_fn(model, gen, labels, sample_cfg.guidance_scale)
-    if name == "token_critic":
-      critic_fn = make_critic_fn(critic, {"params": params["critic"]}, labels)
-      return token_critic_sample(rng, logits_fn, critic_fn, init, **common,
-                                 choice_temperature=critic_cfg.choice_temperature)
     if record is not None:
       inner = logits_fn
 
@@ -236,8 +247,12 @@ def make_task(config) -> Task:
         jax.debug.callback(record, x == model.mask_id, ordered=True)
         return inner(x)
 
-    return maskgit_sample(rng, logits_fn, init, **common,
-                          choice_temperature=sample_cfg.choice_temperature)
+    critic_fn = (make_critic_fn(critic, {"params": params["critic"]}, labels)
+                 if sampler.inputs == "critic" else None)
+    recap = (RecapFns(model, gen, labels, sample_cfg.guidance_scale)
+             if sampler.inputs == "recap" else None)
+    return registry.run(sampler, opts, rng, init, mask_id=model.mask_id, logits_fn=logits_fn,
+                        critic_fn=critic_fn, recap=recap)
 
   decode = jax.jit(lambda codes: tok_model.apply(tok_vars, codes.reshape(-1, h, w),
                                                  method="decode"))
@@ -267,7 +282,7 @@ def make_task(config) -> Task:
 
     inputs = []
     k = rep_cfg.order_samples
-    jax.jit(lambda p, r, y: sample("maskgit", p, r, y,
+    jax.jit(lambda p, r, y: sample(None, p, r, y,
                                    record=lambda m: inputs.append(np.asarray(m))))(
         params, rng, labels[::rep_cfg.per_class][:k])
     jax.effects_barrier()
@@ -276,83 +291,14 @@ def make_task(config) -> Task:
       for i, (name, imgs) in enumerate(images.items()):
         rows = imgs.reshape((len(classes), rep_cfg.per_class) + imgs.shape[1:])
         save_png(tile(list(rows)), os.path.join(
-            workdir, "report", "samples.png" if i == 0 else f"samples_{name}.png"))
+            workdir, "report", "samples.png" if i == 0 else f"samples_{_file_tag(name)}.png"))
       first = images.get("maskgit", next(iter(images.values())))[::rep_cfg.per_class][:k]
-      save_png(unmasking_strip(order, (h, w), first, sample_cfg.num_steps),
+      save_png(unmasking_strip(order, (h, w), first, order_sampler[1].num_steps),
                os.path.join(workdir, "report", "unmasking_order.png"))
     return out
 
   return Task(init=init, train_step=train_step, eval_step=eval_step, report=report,
               prepare_batch=prepare_batch)
-
-
-def base_config(a, data: str, num_classes: int) -> ml_collections.ConfigDict:
-  """Settings shared by configs/generators/{digits,patches,imagenet}_maskgit.py.
-
-  ``a`` is the config's parsed argument with ``smoke`` (a tiny generator; the tests train a tiny
-  tokenizer first), ``steps`` and ``tokenizer`` (the tokenizer config file, whose run
-  ``tokenizer.init_from`` must name), and optionally ``imagenet``: the full-scale MaskGIT recipe
-  for ImageNet-256 ("MaskGIT: Masked Generative Image Transformer", Chang et al., 2022, Sec. 4.1
-  and App. A): tokens of the tokenizer config's ``imagenet`` variant (16x16 grid, 1024 codes), a
-  24-layer transformer of width 768 (16 heads, MLP 3072, dropout 0.1), batch 256, AdamW lr 1e-4
-  with b2 0.96 and weight decay 0.045, label smoothing 0.1, 5000 warm-up steps, 1.5M steps (300
-  epochs of 1.28M images), eval on ``validation``. The caller sets what differs per data set
-  (data build, report, classifier).
-  """
-  imagenet = bool(a.get("imagenet", False))
-  if a.smoke and imagenet:
-    raise ValueError("choose one of smoke and imagenet (the full-scale config cannot be smoked: "
-                     "its tokenizer variant is ImageNet-256)")
-  c = ml_collections.ConfigDict()
-  c.task = "generator"
-  c.seed = 0
-  c.num_steps = 4 if a.smoke else a.steps
-  c.batch_size = 16 if a.smoke else 256 if imagenet else 64
-  c.eval_batch_size = 256 if imagenet else 64
-  c.log_every = 2 if a.smoke else 100
-  c.eval_every = 0 if a.smoke else 10_000 if imagenet else 500
-  c.report_every = 100_000 if imagenet else c.num_steps
-  c.checkpoint_every = 5000 if imagenet else c.num_steps
-  c.keep_checkpoints = 3 if imagenet else 1
-  c.async_checkpoint = not a.smoke
-  c.init_from = ""
-  c.num_classes = num_classes
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.data = ml_collections.ConfigDict()
-  c.data.name = data
-  c.data.image_size = 256 if imagenet else 32
-  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
-  if imagenet:
-    c.eval_split = "validation"
-  c.tokenizer = ml_collections.ConfigDict()
-  c.tokenizer.config = a.tokenizer + (":smoke" if a.smoke else ":imagenet" if imagenet else "")
-  c.tokenizer.init_from = ""  # a tokenizer run's workdir (required)
-  c.tokenizer.cache_dir = ""  # default <init_from>/token_cache/<data>_<size>
-  # The quickstart FSQ levels (8, 5, 5, 5); the ImageNet VQ's 1024 codes.
-  c.tokenizer.vocab_size = 1024 if imagenet else 1000
-  small = {"dim": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 64}
-  if a.smoke:
-    model = small
-  elif imagenet:
-    model = {"dim": 768, "num_layers": 24, "num_heads": 16, "mlp_dim": 3072}
-  else:
-    model = {"dim": 128, "num_layers": 4, "num_heads": 4, "mlp_dim": 512}
-  c.model = ml_collections.ConfigDict({**model, "cond_dropout": 0.1,
-                                       "dropout": 0.1 if imagenet else 0.0})
-  c.loss = ml_collections.ConfigDict({"schedule": "cosine", "label_smoothing": 0.1})
-  c.sample = ml_collections.ConfigDict({
-      "num_steps": 4 if a.smoke else 8, "choice_temperature": 4.5, "temperature": 1.0,
-      "guidance_scale": 1.0, "seed": 0, "samplers": SAMPLERS,  # token_critic needs the critic
-      "recap_pre_full_iters": 1 if a.smoke else 3, "recap_num_cache_iters": 1})
-  c.critic = ml_collections.ConfigDict({
-      **(small if a.smoke else {"dim": 128, "num_layers": 2, "num_heads": 4, "mlp_dim": 512}),
-      "enabled": False, "weight": 1.0, "choice_temperature": 1.0})
-  c.optimizer = ml_collections.ConfigDict({
-      "lr": 1e-3, "warmup_steps": 1 if a.smoke else 200, "b1": 0.9, "b2": 0.99,
-      "weight_decay": 1e-4, "grad_clip": 1.0, "final_lr_fraction": 0.05})
-  if imagenet:
-    c.optimizer.update(lr=1e-4, warmup_steps=5000, b2=0.96, weight_decay=0.045)
-  return c
 
 
 TASKS.register("generator", make_task)

@@ -16,7 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtok.data.pipeline import make_iterator
 from jaxtok.eval.frechet import efficientnet_feature_fn, frechet_distance_features
+from jaxtok.eval.image_metrics import to_float
 from jaxtok.eval.pictures import tile
 
 
@@ -171,16 +173,10 @@ def features_of(features, images: np.ndarray, chunk: int = 1024) -> np.ndarray:
                          for i in range(0, max(len(images), 1), chunk)])
 
 
-def to_float(images: np.ndarray) -> np.ndarray:  # uint8 [N, S, S, 3] -> float32 in [-1, 1]
-  return images.astype(np.float32) / 127.5 - 1.0
-
-
 def real_images(config, split: str, max_images: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(images uint8 [N, S, S, 3], labels [N], index [N]) of the first ``max_images`` examples of
   ``split`` in record order (the whole split when it is smaller), sorted by index."""
-  from jaxtok.data.pipeline import make_iterator
-
   kwargs = dict(config.data)
   name = kwargs.pop("name")
   imgs, labels, index = [], [], []

@@ -18,14 +18,14 @@ relabelling, row permutations within bands, band permutations, the same for colu
 so 4096 stored puzzles behave like a much larger set.
 
 ``report`` solves held-out puzzles with each sampler spec of ``config.eval.samplers``
-(``'name'`` or ``'name:key=value,...'``, names in :data:`SOLVERS`) and returns the solve rate
-(``is_valid_solution`` with the givens kept), NFE and wall time per puzzle; it also writes
+(``'name'`` or ``'name:key=value,...'``, names and options from
+``jaxtok.generators.samplers.registry``, checked when the task is built) and returns the solve
+rate (``is_valid_solution`` with the givens kept), NFE and wall time per puzzle; it also writes
 ``report/sudoku_solvers.md``.
 """
 
 from __future__ import annotations
 
-import ast
 import os
 import time
 
@@ -34,57 +34,25 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from jaxtok.data.batches import to_host
 from jaxtok.data.sudoku import is_valid_solution
 from jaxtok.generators import samplers as smp
 from jaxtok.generators.losses import masked_diffusion_loss, next_token_loss
 from jaxtok.generators.masked import MaskedTransformer, RecapFns
-from jaxtok.nn import Transformer, logical_init
+from jaxtok.generators.prefix_causal import PrefixCausalTransformer
+from jaxtok.generators.samplers import registry
+from jaxtok.generators.samplers.autoregressive import filter_logits
 from jaxtok.tasks.base import TASKS, Task
-from jaxtok.tasks.common import eval_batches
-from jaxtok.tasks.tokenizer import build_optimizer
+from jaxtok.tasks.common import build_optimizer, eval_batches
 from jaxtok.train.state import TrainState
+from jaxtok.train.steps import supervised_step
 
 VOCAB = 10  # 0 = blank (puzzles only), 1..9 digits
 MASK_ID = VOCAB  # the MaskedTransformer's [MASK]
 CELLS = 81
 KINDS = ("mdm", "ar")
 MODEL_KEYS = ("kind", "dim", "num_layers", "num_heads", "mlp_dim", "dropout")
-
-
-class PrefixCausalTransformer(nn.Module):
-  """``logits [B, T, V] = model(tokens [B, T])``: learned positions + causal pre-norm blocks.
-
-  The autoregressive counterpart of :class:`MaskedTransformer` (same embedding, blocks and head),
-  so the sudoku comparison changes only the attention mask and the objective.
-  """
-
-  vocab_size: int
-  seq_len: int
-  dim: int = 128
-  num_layers: int = 4
-  num_heads: int = 4
-  mlp_dim: int = 512
-  dropout: float = 0.0
-
-  @nn.compact
-  def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    if tokens.ndim != 2 or tokens.shape[1] > self.seq_len:
-      raise ValueError(f"PrefixCausalTransformer wants tokens [B, <= {self.seq_len}], "
-                       f"got {tokens.shape}")
-    init = logical_init(nn.initializers.normal(0.02), ("vocab", "embed"))
-    x = nn.Embed(self.vocab_size, self.dim, embedding_init=init, name="token_embed")(tokens)
-    pos = self.param("pos_embed", logical_init(nn.initializers.normal(0.02), (None, "embed")),
-                     (self.seq_len, self.dim))
-    x = nn.LayerNorm(epsilon=1e-6, name="embed_norm")(x + pos[None, :tokens.shape[1]])
-    x = Transformer(num_layers=self.num_layers, num_heads=self.num_heads, mlp_dim=self.mlp_dim,
-                    causal=True, dropout=self.dropout, name="transformer")(
-                        x, deterministic=not train)
-    head = nn.Dense(self.vocab_size, name="head",
-                    kernel_init=logical_init(nn.initializers.xavier_uniform(), ("embed", "vocab")))
-    return head(x).astype(jnp.float32)
 
 
 def build_model(model_cfg) -> nn.Module:
@@ -171,24 +139,23 @@ def loss_terms(model, kind: str, params, rng, puzzle, solution, row_mask, *, alp
 # Solving held-out puzzles
 # ----------------------------------------------------------------------------------------------
 
-# Solver names: the masked-model samplers of jaxtok.generators.samplers, and the AR baseline.
-SOLVERS = ("maskgit", "ddpm", "ddpm_cache", "fhs", "threshold", "dcd", "recap", "ar")
 _NOT_A_DIGIT = -1e9  # logit of token 0 (a blank) when solving: never proposed
 
 
-def parse_solver(spec: str) -> tuple[str, dict]:
-  """``'maskgit:num_steps=8,temperature=0.0'`` -> ``('maskgit', {...})``."""
-  name, _, args = spec.partition(":")
-  name = name.strip()
-  if name not in SOLVERS:
-    raise ValueError(f"unknown sudoku solver {name!r} in {spec!r}; valid: {list(SOLVERS)}")
-  kwargs = {}
-  for item in filter(None, (a.strip() for a in args.split(","))):
-    key, sep, value = item.partition("=")
-    if not sep:
-      raise ValueError(f"solver option {item!r} in {spec!r} must be key=value")
-    kwargs[key.strip()] = ast.literal_eval(value.strip())
-  return name, kwargs
+def solver_inputs(kind: str) -> tuple[str, ...]:
+  """The sampler kinds (``registry.INPUTS``) a model of ``kind`` can drive."""
+  return ("logits", "recap") if kind == "mdm" else ("lm",)
+
+
+def check_solvers(specs, kind: str) -> list[tuple[str, registry.Sampler, object]]:
+  """(spec, sampler, options) of every spec; raises naming the valid samplers or options."""
+  out = [(spec, *registry.parse(spec, inputs=solver_inputs(kind))) for spec in specs]
+  for spec, sampler, options in out:
+    if sampler.inputs == "lm" and (options.stop_tokens or not (
+        options.greedy or options.temperature > 0)):
+      raise ValueError(f"{spec!r}: a sudoku solution has 81 cells (no stop_tokens), and "
+                       "decoding needs temperature > 0 or greedy=True")
+  return out
 
 
 def sample_solutions(
@@ -199,35 +166,22 @@ def sample_solutions(
     recap: RecapFns | None = None,
 ) -> tuple[jnp.ndarray, dict]:  # grids int32 [B, 81], stats (nfe, ...)
   """Fills the blanks of ``puzzle`` with the masked-model sampler named by ``spec``."""
-  name, kw = parse_solver(spec)
+  sampler, options = registry.parse(spec, inputs=solver_inputs("mdm"))
   puzzle = puzzle.astype(jnp.int32)
   init = jnp.where(puzzle == 0, MASK_ID, puzzle)
 
   def digits_only(logits):  # [B, K, 10]
     return logits.at[..., 0].set(_NOT_A_DIGIT)
 
-  fn = lambda tokens: digits_only(logits_fn(tokens))  # noqa: E731
-  if name == "maskgit":
-    return smp.maskgit_sample(rng, fn, init, mask_id=MASK_ID, **kw)
-  if name in ("ddpm", "ddpm_cache"):
-    return smp.ddpm_sample(rng, fn, init, mask_id=MASK_ID, cache=name == "ddpm_cache", **kw)
-  if name == "fhs":
-    return smp.first_hitting_sample(rng, fn, init, mask_id=MASK_ID, **kw)
-  if name == "threshold":
-    return smp.threshold_sample(rng, fn, init, mask_id=MASK_ID, **kw)
-  if name == "dcd":
-    return smp.deferred_commitment_sample(rng, fn, init, mask_id=MASK_ID, **kw)
-  if name == "recap":
-    if recap is None:
-      raise ValueError("the recap solver needs the model's RecapFns (full / partial hooks)")
-
+  hooks = None
+  if recap is not None:
     def full(tokens):
       logits, cache = recap.full(tokens)
       return digits_only(logits), cache
 
-    partial = lambda t, p, c: digits_only(recap.partial(t, p, c))  # noqa: E731
-    return smp.recap_sample(rng, full, partial, init, mask_id=MASK_ID, **kw)
-  raise ValueError(f"{spec!r} is the autoregressive solver; use ar_solve with a causal model")
+    hooks = registry.RecapHooks(full, lambda t, p, c: digits_only(recap.partial(t, p, c)))
+  return registry.run(sampler, options, rng, init, mask_id=MASK_ID,
+                      logits_fn=lambda tokens: digits_only(logits_fn(tokens)), recap=hooks)
 
 
 def ar_solve(
@@ -235,8 +189,7 @@ def ar_solve(
     model: PrefixCausalTransformer,
     variables,
     puzzle: jnp.ndarray,  # int [B, 81], 0 = blank
-    *,
-    temperature: float = 0.0,
+    options,  # registry.SAMPLERS["ar"].options: temperature, top_k, top_p, greedy
 ) -> tuple[jnp.ndarray, dict]:  # grids int32 [B, 81], stats (nfe = 81: one call per cell)
   """Left-to-right decoding after the puzzle prefix, givens forced; full recomputation."""
   puzzle = puzzle.astype(jnp.int32)
@@ -248,8 +201,12 @@ def ar_solve(
     rng, key = jax.random.split(rng)
     logits = model.apply(variables, seq[:, :-1])  # [B, 161, V]
     logits = jax.lax.dynamic_index_in_dim(logits, CELLS - 1 + i, axis=1, keepdims=False)
-    token = smp.sample_categorical(key, logits.at[:, 0].set(_NOT_A_DIGIT),
-                                   temperature=temperature)
+    logits = logits.at[:, 0].set(_NOT_A_DIGIT)
+    if options.greedy:
+      token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    else:
+      token = smp.sample_categorical(key, filter_logits(
+          logits, temperature=options.temperature, top_k=options.top_k, top_p=options.top_p))
     given = jax.lax.dynamic_index_in_dim(puzzle, i, axis=1, keepdims=False)  # [B]
     token = jnp.where(given > 0, given, token)
     seq = jax.lax.dynamic_update_index_in_dim(seq, token[:, None], CELLS + i, axis=1)
@@ -266,10 +223,14 @@ def solve_rate(grids, puzzles) -> float:
   return float(np.mean(np.asarray(is_valid_solution(np.asarray(grids), np.asarray(puzzles)))))
 
 
+def solver_specs(config, kind: str) -> list[str]:
+  return list(config.get("eval", {}).get("samplers", ("fhs",) if kind == "mdm" else ("ar",)))
+
+
 def evaluate_solvers(config, model, kind: str, params, workdir: str | None) -> dict[str, float]:
   """Solve rate, NFE and wall time per puzzle for every solver spec on held-out puzzles."""
   ev = config.get("eval", ml_collections.ConfigDict())
-  specs = list(ev.get("samplers", ("fhs",) if kind == "mdm" else ("ar",)))
+  specs = solver_specs(config, kind)
   limit = int(ev.get("num_puzzles", 64))
   batches = []
   for batch in eval_batches(config):
@@ -277,14 +238,11 @@ def evaluate_solvers(config, model, kind: str, params, workdir: str | None) -> d
     if sum(int(to_host(b["mask"]).sum()) for b in batches) >= limit:
       break
   rows, out, seen = [], {}, 0
-  for index, spec in enumerate(specs):
-    name, kw = parse_solver(spec)
-    if (name == "ar") != (kind == "ar"):
-      raise ValueError(f"solver {spec!r} does not fit a {kind!r} model")
-    if name == "ar":
-      fn = jax.jit(lambda params, r, p, kw=kw: ar_solve(r, model, {"params": params}, p, **kw))
+  for index, (spec, sampler, options) in enumerate(check_solvers(specs, kind)):
+    if sampler.inputs == "lm":
+      fn = jax.jit(lambda params, r, p, o=options: ar_solve(r, model, {"params": params}, p, o))
     else:
-      def fn_(params, r, p, spec=spec, recap_solver=name == "recap"):
+      def fn_(params, r, p, spec=spec, recap_solver=sampler.inputs == "recap"):
         variables = {"params": params}
         recap = RecapFns(model, variables) if recap_solver else None
         return sample_solutions(r, mdm_logits_fn(model, variables, p), p, spec, recap)
@@ -352,6 +310,7 @@ def make_task(config) -> Task:
   alpha = config.get("loss", ml_collections.ConfigDict({"alpha": "linear"})).get("alpha", "linear")
   use_augment = bool(config.get("augment", True))
   tx = build_optimizer(config.optimizer, int(config.num_steps))
+  check_solvers(solver_specs(config, kind), kind)  # a bad spec fails now, not after training
 
   def init(rng, batch):
     _check_batch(batch)
@@ -374,10 +333,7 @@ def make_task(config) -> Task:
       return loss_terms(model, kind, params, k_loss, puzzle, solution, mask, alpha=alpha,
                         train=True)
 
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
-    metrics.update({k: v for k, v in aux.items() if jnp.ndim(v) == 0})
-    return state.apply_gradients(grads), metrics
+    return supervised_step(state, loss_fn)
 
   def eval_step(state, batch):
     rng = jax.random.PRNGKey(config.seed + 1)  # a fixed noise draw: comparable across steps
@@ -393,65 +349,3 @@ def make_task(config) -> Task:
 
 
 TASKS.register("sudoku", make_task)
-
-
-# ----------------------------------------------------------------------------------------------
-# Config builder (configs/generators/sudoku_mdm.py and sudoku_ar.py)
-# ----------------------------------------------------------------------------------------------
-
-# Solve rate vs steps: MaskGIT and ddpm at growing step counts, FHS (one token per step), and the
-# confidence-driven samplers at a threshold (their NFE adapts to the puzzle).
-FULL_SOLVERS = (
-    "maskgit:num_steps=4,temperature=0.0", "maskgit:num_steps=8,temperature=0.0",
-    "maskgit:num_steps=16,temperature=0.0", "maskgit:num_steps=32,temperature=0.0",
-    "ddpm:num_steps=8", "ddpm:num_steps=32", "ddpm:num_steps=128", "fhs", "fhs:temperature=0.0",
-    "threshold:threshold=0.9", "threshold:threshold=0.9,block_length=9",
-    "dcd:threshold=0.9,window=16", "recap:num_steps=32,pre_full_iters=12,temperature=0.0",
-)
-# The smoke run exercises the model-side paths (plain logits and the ReCAP hooks); every sampler
-# is checked against an oracle in tests/tasks/test_sudoku_task.py.
-SMOKE_SOLVERS = ("maskgit:num_steps=4,temperature=0.0", "fhs", "dcd:threshold=0.9,window=8",
-                 "recap:num_steps=6,pre_full_iters=2")
-
-
-def sudoku_config(kind: str, *, smoke: bool, steps: int, dim: int = 96, layers: int = 3,
-                  batch: int = 32) -> ml_collections.ConfigDict:
-  """The shared sudoku config; ``kind`` is 'mdm' or 'ar' (same data, budget and size)."""
-  if kind not in KINDS:
-    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-  c = ml_collections.ConfigDict()
-  c.task = "sudoku"
-  c.seed = 0
-  c.num_steps = 6 if smoke else steps
-  c.batch_size = 8 if smoke else batch
-  c.eval_batch_size = 8 if smoke else 64
-  c.log_every = 3 if smoke else 100
-  c.eval_every = 0 if smoke else 1000
-  c.report_every = c.num_steps
-  c.checkpoint_every = c.num_steps
-  c.keep_checkpoints = 1
-  c.async_checkpoint = not smoke
-  c.init_from = ""
-  c.augment = True
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "sudoku"
-  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
-  c.data.num_train = 64 if smoke else 2048
-  c.data.num_test = 16 if smoke else 256
-  c.model = ml_collections.ConfigDict({
-      "kind": kind, "dim": 32 if smoke else dim, "num_layers": 1 if smoke else layers,
-      "num_heads": 2 if smoke else 4, "mlp_dim": 64 if smoke else 4 * dim, "dropout": 0.0})
-  c.loss = ml_collections.ConfigDict({"alpha": "linear"})
-  c.optimizer = ml_collections.ConfigDict({
-      "lr": 1e-3, "warmup_steps": 2 if smoke else 200, "b1": 0.9, "b2": 0.99,
-      "weight_decay": 1e-4, "grad_clip": 1.0, "final_lr_fraction": 0.05})
-  c.eval = ml_collections.ConfigDict()
-  c.eval.num_puzzles = 8 if smoke else 128
-  c.eval.seed = 0
-  if kind == "ar":
-    c.eval.samplers = (("ar:temperature=0.0",) if smoke else
-                       ("ar:temperature=0.0", "ar:temperature=1.0"))
-  else:
-    c.eval.samplers = SMOKE_SOLVERS if smoke else FULL_SOLVERS
-  return c

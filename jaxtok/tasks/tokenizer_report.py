@@ -13,29 +13,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtok.data.batches import to_host
+from jaxtok.eval.codebook import codebook_perplexity, codebook_usage
+from jaxtok.eval.frechet import frechet_efficientnet_distance
+from jaxtok.eval.image_metrics import psnr, ssim, to_float
+from jaxtok.eval.pictures import prefix_decoding_strip, prefix_lengths, reconstruction_grid
+from jaxtok.eval.rate_distortion import codec_rate_distortion, plot_rate_distortion
 from jaxtok.tasks.common import eval_batches
+from jaxtok.tokenizers.contract import perturbed_forward
 from jaxtok.train.state import TrainState
 
 
-def to_float(images: jax.Array) -> jax.Array:
-  """uint8 [B, H, W, C] -> float32 in [-1, 1]."""
-  return images.astype(jnp.float32) / 127.5 - 1.0
+def clipped_psnr(x_rec: jax.Array, x: jax.Array) -> jax.Array:  # [B]
+  """PSNR (dB) of a decoder's output clipped to the image range [-1, 1], as it would be shown."""
+  return psnr(jnp.clip(x_rec, -1.0, 1.0), x)
 
 
-def psnr_per_image(x: jax.Array, y: jax.Array) -> jax.Array:
-  """PSNR in dB of images in [-1, 1] (measured on the [0, 1] scale); [B, H, W, C] -> [B]."""
-  mse = jnp.mean(((jnp.clip(x, -1, 1) - jnp.clip(y, -1, 1)) / 2) ** 2, axis=(1, 2, 3))
-  return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
-
-
-def make_report(config, model, rep, *, forward, eval_params, model_vars, ordered: bool):
+def make_report(config, model, rep, *, forward, eval_params, model_vars):
   """Builds ``report(state, workdir, step) -> metrics`` (see the module docstring)."""
-  from jaxtok.eval.image_metrics import ssim
-  from jaxtok.tasks.tokenizer import (  # late: tokenizer.py imports this module
-    decode_prefix,
-    perturbed_forward,
-    prefix_forward,
-  )
 
   def variables(state):
     return {"params": eval_params(state), **model_vars(state.extra)}
@@ -44,16 +38,16 @@ def make_report(config, model, rep, *, forward, eval_params, model_vars, ordered
   def reconstruct(state, x):  # -> (x_rec, codes, per-image psnr, ssim, {scale: psnr})
     x_rec, aux = forward(state, x)
     x_rec = jnp.clip(x_rec, -1, 1)
-    mats = {s: psnr_per_image(r, x) for s, r in aux.get("matryoshka", {}).items()}
-    return x_rec, aux["codes"], psnr_per_image(x_rec, x), ssim(x_rec, x), mats
+    mats = {s: clipped_psnr(r, x) for s, r in aux.get("matryoshka", {}).items()}
+    return x_rec, aux["codes"], psnr(x_rec, x), ssim(x_rec, x), mats
 
   @jax.jit
   def reconstruct_prefix(state, x, keep_k):  # keep_k int [B] -> psnr [B]; one compile for all k
-    return psnr_per_image(model.apply(variables(state), x, keep_k, method=prefix_forward), x)
+    return clipped_psnr(model.apply(variables(state), x, keep_k, method="reconstruct_prefix"), x)
 
   @jax.jit
   def decode_prefix_fn(state, codes, keep_k):
-    return jnp.clip(model.apply(variables(state), codes, keep_k, method=decode_prefix), -1, 1)
+    return jnp.clip(model.apply(variables(state), codes, keep_k, method="decode_prefix"), -1, 1)
 
   @jax.jit
   def reconstruct_perturbed(state, x, rng):  # every image, each code with prob pfd_alpha
@@ -62,12 +56,8 @@ def make_report(config, model, rep, *, forward, eval_params, model_vars, ordered
     return jnp.clip(x_rec, -1, 1)
 
   def report(state: TrainState, workdir: str, step: int):
-    from jaxtok.eval.pictures import prefix_decoding_strip, prefix_lengths, reconstruction_grid
-
-    # Prefix PSNR for every TiTok-family model (unordered ones: the ablation baseline).
-    one_d = type(model).__name__ == "TiTok"
-    ks = (prefix_lengths(model.num_tokens)
-          if one_d and not getattr(model, "matryoshka_sizes", ()) else [])
+    # PSNR@k for every prefix-decodable model (for unordered ones: the ablation baseline).
+    ks = prefix_lengths(model.num_tokens) if model.prefix_decodable else []
     keep_host_images = rep.fd or rep.pfd or rep.rate_distortion
     acc: dict[str, list] = {}
 
@@ -78,8 +68,8 @@ def make_report(config, model, rep, *, forward, eval_params, model_vars, ordered
     for i, batch in enumerate(eval_batches(config)):
       x = to_float(batch["image"])
       keep = to_host(batch["mask"]).astype(bool)
-      x_rec, codes, psnr, ssims, mats = reconstruct(state, x)
-      add("psnr", to_host(psnr)[keep])
+      x_rec, codes, psnrs, ssims, mats = reconstruct(state, x)
+      add("psnr", to_host(psnrs)[keep])
       add("ssim", to_host(ssims)[keep])
       add("codes", to_host(codes)[keep])
       for k in ks:
@@ -89,7 +79,7 @@ def make_report(config, model, rep, *, forward, eval_params, model_vars, ordered
         add(f"psnr@{s}", to_host(p)[keep])
       if rep.pfd:
         xp = reconstruct_perturbed(state, x, jax.random.fold_in(jax.random.PRNGKey(17), i))
-        add("ppsnr", to_host(psnr_per_image(xp, x))[keep])
+        add("ppsnr", to_host(psnr(xp, x))[keep])
         if sum(len(a) for a in acc.get("perturbed", [])) < rep.max_fd_images:
           add("perturbed", to_host(xp)[keep])
       if keep_host_images and sum(len(a) for a in acc.get("x", [])) < rep.max_fd_images:
@@ -107,8 +97,6 @@ def make_report(config, model, rep, *, forward, eval_params, model_vars, ordered
     if rep.pfd:
       results["test/ppsnr"] = float(np.mean(cat["ppsnr"]))
     if rep.fd or rep.pfd:
-      from jaxtok.eval.frechet import frechet_efficientnet_distance
-
       size = rep.fd_image_size
       if rep.fd:
         results["test/fd_enl0"] = frechet_efficientnet_distance(cat["x"], cat["x_rec"],
@@ -122,7 +110,7 @@ def make_report(config, model, rep, *, forward, eval_params, model_vars, ordered
     if jax.process_index() == 0 and shown is not None:  # originals above reconstructions
       reconstruction_grid(shown[0], shown[1],
                           os.path.join(workdir, "report", "reconstructions.png"))
-      if ordered:
+      if model.ordered:
         def prefix(codes_k):  # codes [b, k, ...] -> the image decoded from them
           k = codes_k.shape[1]
           pad = np.zeros(codes_k.shape[:1] + (model.num_tokens - k,) + codes_k.shape[2:],
@@ -138,33 +126,28 @@ def make_report(config, model, rep, *, forward, eval_params, model_vars, ordered
 
 
 def codebook_report(codes: np.ndarray, quantizer) -> dict[str, float]:
-  """Usage, perplexity (exp entropy of the pooled code histogram), bits per image; codes [N, ...].
-
-  Binary latents report the mean per-bit entropy in bits instead (2^bits codes cannot be counted).
-  """
+  """Codebook usage and perplexity (:mod:`jaxtok.eval.codebook`) of codes [N, ...] pooled over
+  positions, and bits per image; bit codes report the mean per-bit entropy in bits instead
+  (2^bits codes cannot be counted). Continuous tokens (no quantizer, float codes): nothing."""
   if quantizer is None or not np.issubdtype(codes.dtype, np.integer):
     return {}
-  out = {"test/bits_per_image": code_bits(codes, quantizer)}
-  if type(quantizer).__name__ == "BinaryQuantizer":
+  out = {"test/bits_per_image": float(np.prod(codes.shape[1:])) * quantizer.code_bits}
+  if quantizer.codes_are_bits:
     p = np.clip(codes.reshape(-1, codes.shape[-1]).mean(0), 1e-12, 1 - 1e-12)
     out["test/bit_entropy"] = float(np.mean(-p * np.log2(p) - (1 - p) * np.log2(1 - p)))
     return out
-  num_codes = int(quantizer.num_codes)
-  counts = np.bincount(codes.reshape(-1).astype(np.int64), minlength=num_codes)
-  p = counts[counts > 0] / counts.sum()
-  out["test/codebook_usage"] = float(np.mean(counts > 0))
-  out["test/perplexity"] = float(math.exp(-np.sum(p * np.log(p))))
+  flat = jnp.asarray(codes.reshape(-1), jnp.int32)
+  out["test/codebook_usage"] = float(codebook_usage(flat, int(quantizer.num_codes)))
+  out["test/perplexity"] = float(codebook_perplexity(flat, int(quantizer.num_codes)))
   return out
 
 
 def rate_distortion_report(cat, results, bits: float, model, workdir: str, step: int,
                            num_images: int, write: bool) -> dict[str, float]:
   """Tokenizer points (each prefix / Matryoshka scale) vs JPEG and WebP at the same byte budgets."""
-  from jaxtok.eval.rate_distortion import codec_rate_distortion, plot_rate_distortion
-
   images = cat["x"][:num_images]  # the codecs' quality search is per image: keep it small
   pixels = images.shape[1] * images.shape[2]
-  grid = type(model).__name__ == "Conv2DTokenizer"  # 2D codes [N, h, w]; else [N, K, ...]
+  grid = model.token_grid  # 2D codes [N, h, w]; else [N, K, ...]
   n_tokens = cat["codes"].shape[1] * (cat["codes"].shape[2] if grid else 1)
   points = [(bits, results["test/psnr"])]
   for key, value in results.items():
@@ -182,13 +165,3 @@ def rate_distortion_report(cat, results, bits: float, model, workdir: str, step:
     plot_rate_distortion(curves, os.path.join(workdir, "report", "rate_distortion.png"),
                          title=f"step {step}: PSNR vs bits per pixel")
   return out
-
-
-def code_bits(codes: np.ndarray, quantizer) -> float:
-  """Bits per image of integer codes [B, ...]: elements x log2(K) (binary latents: 1 per bit)."""
-  per_image = float(np.prod(codes.shape[1:]))
-  if quantizer is None or not np.issubdtype(codes.dtype, np.integer):
-    return float("nan")  # continuous tokens have no nominal size
-  if type(quantizer).__name__ == "BinaryQuantizer":
-    return per_image
-  return per_image * math.log2(int(quantizer.num_codes))

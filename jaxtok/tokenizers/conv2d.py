@@ -21,9 +21,10 @@ import jax.numpy as jnp
 from jaxtok.nn.conv import ConvDecoder, ConvEncoder
 from jaxtok.tokenizers import matryoshka
 from jaxtok.tokenizers.checks import check_images, merge_aux
+from jaxtok.tokenizers.contract import ImageTokenizer
 
 
-class Conv2DTokenizer(nn.Module):
+class Conv2DTokenizer(ImageTokenizer, nn.Module):
   """Image [B, H, W, 3] <-> codes on a [B, H/f, W/f] grid, f = 2^(len(channel_mults) - 1).
 
   Attributes:
@@ -58,11 +59,19 @@ class Conv2DTokenizer(nn.Module):
     self.decoder = ConvDecoder(self.base_channels, tuple(self.channel_mults),
                                self.num_res_blocks, 3, self.dtype)
 
+  exposes_latents = True
+  token_grid = True  # codes [B, s, s]: a grid of side s is s * s tokens
+
   def _check(self, x):
     size = None if self.image_size is None else (self.image_size, self.image_size)
     check_images(x, "Conv2DTokenizer", size, self.downsample)
 
-  def _decode_latents(self, z_q: jnp.ndarray) -> jnp.ndarray:  # [B, s, s, D] -> [B, H, W, 3]
+  def encode_latents(self, x: jnp.ndarray) -> jnp.ndarray:  # [B, H, W, 3] -> [B, h, w, D]
+    """The encoder's latents before quantization (float32)."""
+    self._check(x)
+    return self.encoder(x.astype(self.dtype)).astype(jnp.float32)
+
+  def decode_latents(self, z_q: jnp.ndarray) -> jnp.ndarray:  # [B, s, s, D] -> [B, H, W, 3]
     if self.image_size is not None:
       g = self.image_size // self.downsample
       if z_q.shape[1:3] != (g, g):
@@ -71,16 +80,15 @@ class Conv2DTokenizer(nn.Module):
 
   def __call__(self, x: jnp.ndarray, train: bool = False):  # [B, H, W, 3] in [-1, 1]
     """Training forward: (x_rec [B, H, W, 3], aux with codes, losses, metrics[, matryoshka])."""
-    self._check(x)
-    z = self.encoder(x.astype(self.dtype)).astype(jnp.float32)  # [B, h, w, D]
+    z = self.encode_latents(x)  # [B, h, w, D]
     z_q, out = self.quantizer(z, train=train)
-    x_rec = self._decode_latents(z_q)
+    x_rec = self.decode_latents(z_q)
     aux = {"codes": out.codes, "losses": dict(out.losses), "metrics": dict(out.metrics)}
     if self.matryoshka_sizes:
       parts, recs = [aux], {}
       for s in self.matryoshka_sizes:
         zs_q, out_s = self.quantizer(matryoshka.pool_grid(z, s), train=train)
-        recs[s] = self._decode_latents(zs_q)  # [B, H, W, 3]
+        recs[s] = self.decode_latents(zs_q)  # [B, H, W, 3]
         parts.append({"losses": dict(out_s.losses), "metrics": dict(out_s.metrics)})
       aux.update(merge_aux(parts))
       aux["matryoshka"] = recs
@@ -88,8 +96,7 @@ class Conv2DTokenizer(nn.Module):
 
   def encode(self, x: jnp.ndarray, size: int | None = None):
     """-> (codes [B, h, w] (or [B, size, size] when pooled), aux with metrics)."""
-    self._check(x)
-    z = self.encoder(x.astype(self.dtype)).astype(jnp.float32)
+    z = self.encode_latents(x)
     if size is not None:
       if size not in self.matryoshka_sizes and size != z.shape[1]:
         raise ValueError(f"size {size} is not one of the trained grid sizes "
@@ -99,4 +106,4 @@ class Conv2DTokenizer(nn.Module):
     return out.codes, {"metrics": dict(out.metrics)}
 
   def decode(self, codes: jnp.ndarray) -> jnp.ndarray:  # [B, s, s] -> [B, H, W, 3]
-    return self._decode_latents(self.quantizer.decode(codes))
+    return self.decode_latents(self.quantizer.decode(codes))

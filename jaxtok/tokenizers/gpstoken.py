@@ -32,6 +32,7 @@ from jaxtok.nn.conv import ConvDecoder, ConvEncoder
 from jaxtok.nn.transformer import Transformer
 from jaxtok.tokenizers import gaussian_splatting, region_split
 from jaxtok.tokenizers.checks import check_images
+from jaxtok.tokenizers.contract import ImageTokenizer
 
 RHO_MAX = 0.99
 GEOMETRY_DIM = 5
@@ -76,7 +77,7 @@ def box_average(features: jnp.ndarray,  # [B, h, w, C]
   return jnp.einsum("bnhw,bhwc->bnc", wts, features)
 
 
-class GPSToken(nn.Module):
+class GPSToken(ImageTokenizer, nn.Module):
   """Image [B, H, W, 3] <-> N Gaussian tokens [B, N, 5 + texture_dim] (or their codes).
 
   Attributes:

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jaxtok.nn.conv import ConvDecoder, ConvEncoder
 from jaxtok.nn.partitioning import logical_init
 from jaxtok.tokenizers.checks import check_images
+from jaxtok.tokenizers.contract import ImageTokenizer
 
 
 class SlotAttention(nn.Module):
@@ -76,7 +77,7 @@ class SlotAttention(nn.Module):
     return slots, attn
 
 
-class SlotTokenizer(nn.Module):
+class SlotTokenizer(ImageTokenizer, nn.Module):
   """Image [B, H, W, 3] <-> S slot tokens (codes [B, S, ...]); slots are unordered.
 
   Attributes:

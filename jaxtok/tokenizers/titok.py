@@ -29,6 +29,7 @@ from jaxtok.nn.partitioning import logical_init
 from jaxtok.nn.transformer import Transformer
 from jaxtok.tokenizers import matryoshka, ordering
 from jaxtok.tokenizers.checks import check_images, merge_aux
+from jaxtok.tokenizers.contract import ImageTokenizer
 
 # ViT sizes of TiTok's encoder and decoder (Table 1 of the paper; 'tiny' is for CPU tests).
 VARIANTS: dict[str, dict[str, int]] = {
@@ -58,7 +59,7 @@ def _embed_param(module: nn.Module, name: str, shape: tuple[int, int]) -> jnp.nd
   return module.param(name, logical_init(nn.initializers.normal(0.02), (None, "embed")), shape)
 
 
-class TiTok(nn.Module):
+class TiTok(ImageTokenizer, nn.Module):
   """1D tokenizer: image [B, H, W, 3] <-> K tokens (codes [B, K, ...]).
 
   Attributes:
@@ -137,9 +138,19 @@ class TiTok(nn.Module):
                                remat=self.remat, name="decoder")
     self.to_pixels = dense(self.patch_size**2 * 3, ("embed", None), "to_pixels")
 
-  # -- encoder / decoder ---------------------------------------------------------------------
+  # -- the tokenizer contract ----------------------------------------------------------------
 
-  def _encode_latents(self, x: jnp.ndarray) -> jnp.ndarray:  # [B, H, W, 3] -> [B, K, code_dim]
+  exposes_latents = True
+  token_grid = False  # 1D: a prefix of k codes is k tokens (the rate-distortion report's count)
+
+  @property
+  def prefix_decodable(self) -> bool:
+    """Any prefix of the K tokens decodes (the mask token stands in for the rest); reports
+    measure PSNR@k for it (for unordered models the FlexTok / One-D-Piece ablation baseline)."""
+    return not self.matryoshka_sizes
+
+
+  def encode_latents(self, x: jnp.ndarray) -> jnp.ndarray:  # [B, H, W, 3] -> [B, K, code_dim]
     check_images(x, "TiTok", (self.image_size, self.image_size))
     b = x.shape[0]
     patches = self.patch_embed(patchify(x.astype(self.dtype), self.patch_size)) + self.enc_pos
@@ -151,7 +162,7 @@ class TiTok(nn.Module):
     h = self.encoder(h, mask=mask)
     return self.to_code(h[:, self.num_patches:]).astype(jnp.float32)  # [B, K, code_dim]
 
-  def _decode_tokens(self, z_q: jnp.ndarray) -> jnp.ndarray:  # [B, K, code_dim] -> [B, H, W, 3]
+  def decode_latents(self, z_q: jnp.ndarray) -> jnp.ndarray:  # [B, K, code_dim] -> [B, H, W, 3]
     b = z_q.shape[0]
     lat = self.from_code(z_q.astype(self.dtype)) + self.dec_latent_pos
     slots = jnp.broadcast_to((self.dec_mask + self.dec_pos).astype(self.dtype),
@@ -169,7 +180,7 @@ class TiTok(nn.Module):
     For ordered tokenizers, ``keep_k`` (int [B]) forces the prefix length; otherwise it is
     sampled when ``train`` (from the 'dropout' rng stream) and is K in evaluation.
     """
-    z = self._encode_latents(x)  # [B, K, code_dim]
+    z = self.encode_latents(x)  # [B, K, code_dim]
     z_q, out = self.quantizer(z, train=train)
     aux = {"codes": out.codes, "losses": dict(out.losses), "metrics": dict(out.metrics)}
     if self.ordered:
@@ -184,12 +195,12 @@ class TiTok(nn.Module):
       keep = ordering.prefix_mask(keep_k, self.num_tokens)  # [B, K]
       z_q = ordering.replace_dropped(z_q, keep, self.token_mask)
       aux["keep_k"] = keep_k
-    x_rec = self._decode_tokens(z_q)
+    x_rec = self.decode_latents(z_q)
     if self.matryoshka_sizes:
       parts, recs = [aux], {}
       for n in self.matryoshka_sizes:
         zn_q, out_n = self.quantizer(matryoshka.pool_tokens_1d(z, n), train=train)
-        recs[n] = self._decode_tokens(matryoshka.unpool_tokens_1d(zn_q, self.num_tokens))
+        recs[n] = self.decode_latents(matryoshka.unpool_tokens_1d(zn_q, self.num_tokens))
         parts.append({"losses": dict(out_n.losses), "metrics": dict(out_n.metrics)})
       aux.update(merge_aux(parts))
       aux["matryoshka"] = recs
@@ -197,7 +208,7 @@ class TiTok(nn.Module):
 
   def encode(self, x: jnp.ndarray, num_tokens: int | None = None):
     """-> (codes [B, K, ...], aux with metrics). ``num_tokens`` picks a Matryoshka size."""
-    z = self._encode_latents(x)
+    z = self.encode_latents(x)
     if num_tokens is not None and num_tokens != self.num_tokens:
       if num_tokens not in self.matryoshka_sizes:
         raise ValueError(f"num_tokens {num_tokens} is not a trained size "
@@ -218,7 +229,20 @@ class TiTok(nn.Module):
       else:
         raise ValueError(f"TiTok decodes {self.num_tokens} tokens (or a prefix when ordered); "
                          f"got {k}")
-    return self._decode_tokens(z_q)
+    return self.decode_latents(z_q)
+
+  def decode_prefix(self, codes: jnp.ndarray, keep_k: jnp.ndarray) -> jnp.ndarray:
+    """Decodes the first ``keep_k`` (int [B]) of K codes [B, K, ...] (the tail is ignored): equals
+    ``decode(codes[:, :k])`` for each row, with one compilation for every k."""
+    z_q = self.quantizer.decode(codes).astype(jnp.float32)
+    return self.decode_latents(ordering.replace_dropped(
+        z_q, ordering.prefix_mask(keep_k, self.num_tokens), self.token_mask))
+
+  def reconstruct_prefix(self, x: jnp.ndarray, keep_k: jnp.ndarray) -> jnp.ndarray:
+    """x [B, H, W, 3] reconstructed from its first ``keep_k`` (int [B]) tokens, in evaluation."""
+    z_q, _ = self.quantizer(self.encode_latents(x), train=False)
+    return self.decode_latents(ordering.replace_dropped(
+        z_q, ordering.prefix_mask(keep_k, self.num_tokens), self.token_mask))
 
 
 def titok(variant: str, quantizer: nn.Module, num_tokens: int | None = None,

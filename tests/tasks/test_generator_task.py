@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from configs import common
 from jaxtok.config_args import load_config
 from jaxtok.data import token_cache
 from jaxtok.generators.masked import MaskedTransformer, RecapFns, make_logits_fn
@@ -189,7 +190,7 @@ def test_imagenet_config_is_the_maskgit_recipe():
   a = parse_arg("smoke", smoke=False, imagenet=False, steps=1, tokenizer="t.py")
   a.imagenet = True
   with pytest.raises(ValueError, match="choose one of smoke and imagenet"):
-    generator.base_config(a, "imagenet2012", 1000)
+    common.generator_base_config(a, "imagenet2012", 1000)
 
 
 def test_commit_steps_and_strip():
@@ -236,10 +237,21 @@ def test_report_options_are_checked():
   with pytest.raises(ValueError, match="outside"):
     generator._check_report_options(sample, generator.options(
         ml_collections.ConfigDict({"report": {"classes": (0, 10)}}), "report"), False, 10)
-  with pytest.raises(ValueError, match="sample.samplers"):
+  with pytest.raises(ValueError, match="sample.samplers is empty"):
     generator._check_report_options(generator.options(
-        ml_collections.ConfigDict({"sample": {"samplers": ("maskgit", "ddim")}}), "sample"),
-        report, False, 10)
+        ml_collections.ConfigDict({"sample": {"samplers": ()}}), "sample"), report, False, 10)
+  # Specs resolve through the shared registry over the task's sample.* defaults.
+  critic = generator.options({}, "critic")
+  sampler, opts = generator.parse_sampler("maskgit", sample, critic)
+  assert (opts.num_steps, opts.choice_temperature) == (sample.num_steps, sample.choice_temperature)
+  _, opts = generator.parse_sampler("token_critic:num_steps=3", sample, critic)
+  assert (opts.num_steps, opts.choice_temperature) == (3, critic.choice_temperature)
+  _, opts = generator.parse_sampler("recap", sample, critic)
+  assert opts.pre_full_iters == sample.recap_pre_full_iters
+  for bad, match in [("ddim", r"unknown sampler 'ddim'.*'maskgit'"), ("ar", "unknown sampler"),
+                     ("maskgit:steps=3", "valid: num_steps")]:
+    with pytest.raises(ValueError, match=match):
+      generator.parse_sampler(bad, sample, critic)
 
 
 def test_image_classifier_colour_and_grey():

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import common
 from jaxtok.data.sudoku import SudokuSource, count_solutions, is_valid_solution
 from jaxtok.tasks import sudoku as task
 from tests.test_main import run_main
@@ -194,15 +195,27 @@ def test_augment_keeps_validity_givens_and_uniqueness(puzzles):
   assert not np.array_equal(np.asarray(t2[0]), np.asarray(t2[1]))
 
 
-def test_parse_solver_and_errors():
-  assert task.parse_solver("dcd:threshold=0.8,window=4") == ("dcd", {"threshold": 0.8,
-                                                                     "window": 4})
-  assert task.parse_solver("fhs") == ("fhs", {})
-  with pytest.raises(ValueError, match="unknown sudoku solver 'mask'"):
-    task.parse_solver("mask:num_steps=3")
-  with pytest.raises(ValueError, match="key=value"):
-    task.parse_solver("maskgit:8")
-  cfg = task.sudoku_config("mdm", smoke=True, steps=1)
+def test_solver_specs_are_checked_when_the_task_is_built():
+  """Specs go through the shared sampler registry: typed options, and a bad name, option, type
+  or model kind fails at build time (before training), naming what is valid."""
+  (spec, sampler, options), = task.check_solvers(["dcd:threshold=0.8,window=4"], "mdm")
+  assert sampler.name == "dcd" and (options.threshold, options.window) == (0.8, 4)
+  assert options.temperature == 0.0  # the function's own default
+  for bad, match in [("mask:num_steps=3", r"unknown sampler 'mask'.*'maskgit'"),
+                     ("maskgit:8", "key=value"), ("maskgit:num_step=8", "valid: num_steps: int"),
+                     ("fhs:temperature='hot'", "must be float"),
+                     ("fhs:precision='float65'", "one of"), ("ar:greedy=True", "unknown")]:
+    with pytest.raises(ValueError, match=match):
+      task.check_solvers([bad], "mdm")
+  with pytest.raises(ValueError, match="unknown sampler 'fhs'"):
+    task.check_solvers(["fhs"], "ar")
+  with pytest.raises(ValueError, match="greedy"):
+    task.check_solvers(["ar:temperature=0.0"], "ar")
+  cfg = common.sudoku_config("mdm", smoke=True, steps=1)
+  cfg.eval.samplers = ("maskgit:num_stepz=4",)
+  with pytest.raises(ValueError, match="num_stepz"):
+    task.make_task(cfg)
+  cfg = common.sudoku_config("mdm", smoke=True, steps=1)
   cfg.model.depth = 3
   with pytest.raises(ValueError, match=r"model.\['depth'\]"):
     task.build_model(cfg.model)
@@ -219,7 +232,7 @@ def sudoku_data_dir():
     try:
       from jaxtok.data.pipeline import make_iterator
 
-      cfg = task.sudoku_config("mdm", smoke=True, steps=1).data
+      cfg = common.sudoku_config("mdm", smoke=True, steps=1).data
       for split in ("train", "test"):
         make_iterator("sudoku", split, global_batch_size=8, seed=0, shuffle=False, num_epochs=1,
                       data_dir=SHARED_DATA_DIR, num_train=cfg.num_train, num_test=cfg.num_test)
@@ -234,7 +247,7 @@ def test_smoke_run_end_to_end(config, tmp_path, sudoku_data_dir):
   run_main(workdir, sudoku_data_dir, config=f"configs/generators/{config}.py:smoke")
   with open(os.path.join(workdir, "train_results.json")) as f:
     results = json.load(f)
-  specs = task.sudoku_config(config.split("_")[1], smoke=True, steps=1).eval.samplers
+  specs = common.sudoku_config(config.split("_")[1], smoke=True, steps=1).eval.samplers
   for spec in specs:
     assert 0.0 <= results[f"sudoku/solve_rate/{spec}"] <= 1.0
     assert results[f"sudoku/nfe/{spec}"] >= 1

@@ -73,7 +73,7 @@ def test_decode_every_prefix_matches_training_path_with_keep_k(ordered):
 
 def test_causal_registers_make_a_prefix_independent_of_later_latents(ordered):
   model, variables, x = ordered
-  enc = jax.jit(lambda v, x: model.apply(v, x, method=model._encode_latents))
+  enc = jax.jit(lambda v, x: model.apply(v, x, method=model.encode_latents))
   z = enc(variables, x)
   params = jax.tree.map(lambda a: a, variables["params"])
   params["latents"] = params["latents"].at[2:].add(5.0)  # perturb latent tokens 2 and 3
