@@ -1,14 +1,18 @@
 """ReCAP vs full MaskGIT decoding at equal steps: wall-time speed-up on a deeper MaskedTransformer.
 
-  python benchmarks/recap_speed.py [--steps 32] [--layers 8] [--cases 256x4,1024x1] [--repeats 2]
+  python benchmarks/recap_speed.py [--steps 32] [--layers 8] [--dim 256] [--vocab 1024]
+      [--cases 256x4,1024x1] [--repeats 2]
+  python benchmarks/recap_speed.py --cases 81x64 --layers 3 --dim 96 --vocab 10   # sudoku's size
 
 Issue #5 asks for "ReCAP vs full MaskGIT decoding at equal steps: speed-up and quality change (the
 paper: up to 2.4x with a minimal drop)". This script measures the speed half at a scale where a
-partial step can matter: a MaskedTransformer of width 256, ``--layers`` (8) layers, 4 heads, MLP
-1024 over sequences of 256 and 1024 tokens (``--cases`` is ``seq_len x batch``; both defaults put
-1024 tokens through a full pass). Weights are random: wall time does not depend on their values,
-so this is a pure speed figure; quality is measured on trained models elsewhere (the generator
-task's ReCAP study).
+partial step can matter: a MaskedTransformer of width ``--dim`` (256), ``--layers`` (8) layers, 4
+heads, MLP 4 x width, ``--vocab`` (1024) codes, over sequences of 256 and 1024 tokens (``--cases``
+is ``seq_len x batch``; both defaults put 1024 tokens through a full pass). The second command
+above is the size of the sudoku masked-diffusion model (81 cells, 3 layers, width 96, 10 tokens),
+where scripts/studies/samplers_sudoku.py measures ReCAP's quality. Weights are random: wall time
+does not depend on their values, so this is a pure speed figure; quality is measured on trained
+models elsewhere (scripts/studies/samplers_sudoku.py study 2 and the generator task's report).
 
 Per case, in one run, alternating: full MaskGIT (``maskgit_sample``, T full model calls) and
 ReCAP (``recap_sample`` through :class:`~jaxtok.generators.masked.RecapFns`) at the same T in
@@ -45,8 +49,9 @@ CHOICE_TEMPERATURE = 5.5
 
 def run_case(n: int, b: int, args) -> None:
   t = args.steps
-  model = MaskedTransformer(vocab_size=1024, seq_len=n, dim=256, num_layers=args.layers,
-                            num_heads=4, mlp_dim=1024, num_classes=10)
+  model = MaskedTransformer(vocab_size=args.vocab, seq_len=n, dim=args.dim,
+                            num_layers=args.layers, num_heads=4, mlp_dim=4 * args.dim,
+                            num_classes=10)
   mask = model.mask_id
   cond = jnp.arange(b) % 10
   init = jnp.full((b, n), mask, jnp.int32)  # [B, N]
@@ -108,14 +113,16 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--steps", type=int, default=32)
   parser.add_argument("--layers", type=int, default=8)
+  parser.add_argument("--dim", type=int, default=256, help="model width (MLP: 4 x width)")
+  parser.add_argument("--vocab", type=int, default=1024)
   parser.add_argument("--cases", default="256x4,1024x1", help="seq_len x batch, comma-separated")
   parser.add_argument("--repeats", type=int, default=2)
   args = parser.parse_args()
   cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
   print(f"machine: {describe()}")
-  print(f"model: MaskedTransformer width 256, {args.layers} layers, 4 heads, MLP 1024, vocab "
-        f"1024, random weights (a speed figure only); T = {args.steps} steps for every decoder; "
-        f"best of {args.repeats} runs, alternating")
+  print(f"model: MaskedTransformer width {args.dim}, {args.layers} layers, 4 heads, MLP "
+        f"{4 * args.dim}, vocab {args.vocab}, random weights (a speed figure only); T = "
+        f"{args.steps} steps for every decoder; best of {args.repeats} runs, alternating")
   for n, b in cases:
     run_case(n, b, args)
   print(f"load average at the end: {'/'.join(f'{x:.1f}' for x in os.getloadavg())}")
