@@ -111,7 +111,10 @@ def test_maskgit_loss_masks_the_scheduled_count_and_scores_masked_only():
                              label_smoothing=0.0, unmasked_weight=1.0)
   frac = want.sum() / 32
   assert float(loss_all) == pytest.approx(frac * math.log(V), rel=1e-4)
-  assert 0.0 <= float(aux["accuracy"]) <= 1.0
+  # Accuracy counts masked tokens only: there the logits are uniform, whose argmax is token 0.
+  masked = seen[0] == V
+  want_acc = np.sum(masked & (np.asarray(tokens) == 0)) / masked.sum()
+  assert 0 < want_acc < 1 and float(aux["accuracy"]) == pytest.approx(want_acc, rel=1e-6)
   with pytest.raises(ValueError, match="schedule"):
     maskgit_loss(jax.random.key(0), fn, tokens, mask_id=V, schedule="square")
 
