@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxtok.tokenizers.gaussian_splatting import render_dense, render_windowed
 
@@ -66,8 +67,17 @@ def test_windowed_equals_dense_when_the_window_holds_the_support():
 
 
 def test_gradients_flow_to_all_gaussian_parameters():
-  means, scales, rho, feats = map(jnp.asarray, _random_gaussians(3))
-  loss = lambda *a: jnp.sum(render_dense(*a, 8, 8) ** 2)
-  grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(means, scales, rho, feats)
-  for gr in grads:
-    assert np.all(np.isfinite(gr)) and float(jnp.abs(gr).sum()) > 0
+  """Every parameter's gradient is nonzero and right: its inner product with a random direction
+  equals the central finite difference of the loss along that direction (float64), so a cut
+  (stop_gradient), a wrong sign or scale, or a gradient reaching the wrong parameter fails."""
+  with jax.enable_x64(True):
+    args = [jnp.asarray(a, jnp.float64) for a in _random_gaussians(3)]
+    loss = jax.jit(lambda *a: jnp.sum(render_dense(*a, 8, 8) ** 2))
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(*args)
+    directions = np.random.default_rng(4)
+    for i, gr in enumerate(grads):
+      assert np.all(np.isfinite(gr)) and float(jnp.abs(gr).sum()) > 0
+      d = directions.normal(size=gr.shape)
+      step = lambda t, i=i, d=d: loss(*[a + t * d if j == i else a for j, a in enumerate(args)])
+      fd = (float(step(1e-6)) - float(step(-1e-6))) / 2e-6
+      assert float(jnp.sum(gr * d)) == pytest.approx(fd, rel=1e-5), i
