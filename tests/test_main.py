@@ -83,11 +83,14 @@ def test_smoke_run_end_to_end(baseline):
   assert last["step"] == 30
   for key in ("test/psnr", "test/codebook_usage", "test/perplexity", "train/loss"):
     assert key in last, key
-  # Even 30 tiny steps learn something: loss falls, held-out PSNR is above a blank image's.
+  # Even 30 tiny steps learn something. Measured on this config (CPU, seed 0): train loss 1.1829
+  # at step 10 -> 0.8784 at step 30; held-out PSNR 11.56 dB, where a blank (mid-grey) image scores
+  # 10.01 dB on this test split; FSQ usage 0.502 of 1000 codes, perplexity 160. Asserted with half
+  # the measured margins: a step that does not learn, or a collapsed quantizer, fails.
   losses = [r["train/loss"] for r in rows if "train/loss" in r]
-  assert losses[-1] < losses[0]
-  assert last["test/psnr"] > 10.0
-  assert 0 < last["test/codebook_usage"] <= 1
+  assert losses[-1] < losses[0] - 0.15, losses
+  assert last["test/psnr"] > 10.8
+  assert 0.25 < last["test/codebook_usage"] <= 1 and last["test/perplexity"] > 80
   assert os.path.getsize(os.path.join(workdir, "report", "reconstructions.png")) > 1000
   assert sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
                 if d.isdigit()) == [20, 30]  # keep_checkpoints=2
@@ -102,6 +105,7 @@ def test_eval_mode_reports_psnr_and_usage(baseline, shared_data_dir):
   assert res["test/psnr"] == pytest.approx(metrics(workdir)[-1]["test/psnr"], abs=1e-4)
   assert res["eval/psnr"] == pytest.approx(res["test/psnr"], abs=1e-3)
   assert 0 < res["test/codebook_usage"] <= 1
+  assert res["test/codebook_usage"] == pytest.approx(metrics(workdir)[-1]["test/codebook_usage"])
   assert "test/psnr" in p.stdout
 
 
