@@ -154,6 +154,7 @@ def generator_base_config(a, data: str, num_classes: int) -> ml_collections.Conf
       "num_steps": 4 if a.smoke else 8, "choice_temperature": 4.5, "temperature": 1.0,
       # token_critic runs only with the critic enabled
       "guidance_scale": 1.0, "seed": 0, "samplers": GENERATOR_SAMPLERS,
+      "precision": "float32_log1p",
       "recap_pre_full_iters": 1 if a.smoke else 3, "recap_num_cache_iters": 1})
   c.critic = ml_collections.ConfigDict({
       **(small if a.smoke else {"dim": 128, "num_layers": 2, "num_heads": 4, "mlp_dim": 512}),
@@ -220,6 +221,7 @@ def sudoku_config(kind: str, *, smoke: bool, steps: int, dim: int = 96, layers: 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_puzzles = 8 if smoke else 128
   c.eval.seed = 0
+  c.eval.precision = ""  # Gumbel precision of every sampler that has one ("": its default)
   if kind == "ar":
     c.eval.samplers = (("ar:greedy=True",) if smoke else
                        ("ar:greedy=True", "ar:temperature=1.0"))

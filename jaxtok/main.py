@@ -13,6 +13,7 @@ an error from ml_collections before anything runs. Multi-host: pass --coordinato
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import os
 import sys
 
@@ -67,7 +68,22 @@ def run(config, workdir: str, mode: str = "train"):
   return loop.run_sample(config, workdir, task)
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _quiet_libraries(record) -> bool:
+  """The default console: jaxtok's own lines (compile time, memory, resumption) and every
+  warning; the libraries' INFO chatter (orbax writes ~180 lines a run, tfds a line per iterator
+  about the local build's config name) only with --verbosity."""
+  if record.pathname.startswith(_PACKAGE_DIR):
+    return True
+  return record.levelno >= std_logging.WARNING and not str(record.msg).startswith(
+      "Using custom data configuration")
+
+
 def main(argv):
+  if not flags.FLAGS["verbosity"].present:
+    logging.get_absl_handler().addFilter(_quiet_libraries)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None or _WORKDIR.value is None:
@@ -77,7 +93,7 @@ def main(argv):
   elif _DIST.value:
     jax.distributed.initialize()
   config = _CONFIG.value
-  logging.info("config:\n%s", config)
+  logging.vlog(1, "config:\n%s", config)  # --verbosity=1 shows it
   logging.info("devices: %d (%d local) on %d process(es); backend %s", jax.device_count(),
                jax.local_device_count(), jax.process_count(), jax.default_backend())
   results = run(config, _WORKDIR.value, _MODE.value)

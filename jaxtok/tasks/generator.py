@@ -86,7 +86,7 @@ DEFAULTS = {
                "cond_dropout": 0.0, "dropout": 0.0, "weight": 1.0, "temperature": 1.0,
                "target": "masked", "guidance_scale": 0.0, "choice_temperature": 1.0},
     "sample": {"num_steps": 8, "choice_temperature": 4.5, "temperature": 1.0,
-               "guidance_scale": 1.0, "seed": 0, "samplers": SAMPLERS,
+               "guidance_scale": 1.0, "seed": 0, "samplers": SAMPLERS, "precision": "float32_log1p",
                "recap_pre_full_iters": 2, "recap_num_cache_iters": 1},
     "report": {"per_class": 8, "order_samples": 4, "classes": (), "fd": "classifier",
                "fd_reference": "test", "fd_reference_count": 512, "fd_image_size": 224,
@@ -136,7 +136,7 @@ def parse_sampler(spec: str, sample_cfg, critic_cfg):
   base = {"num_steps": sample_cfg.num_steps, "temperature": sample_cfg.temperature,
           "choice_temperature": sample_cfg.choice_temperature,
           "pre_full_iters": sample_cfg.recap_pre_full_iters,
-          "num_cache_iters": sample_cfg.recap_num_cache_iters}
+          "num_cache_iters": sample_cfg.recap_num_cache_iters, "precision": sample_cfg.precision}
   if spec.partition(":")[0].strip() == "token_critic":
     base["choice_temperature"] = critic_cfg.choice_temperature
   return registry.parse(spec, inputs=SAMPLER_INPUTS, base=base)

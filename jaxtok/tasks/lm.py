@@ -34,6 +34,7 @@ from jaxtok.pretrained.lms import load_pretrained_lm
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.train.state import TrainState
+from jaxtok.train.steps import supervised_step
 
 DEFAULT_EVAL_TEXT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pretrained", "data",
                                  "passage.txt")
@@ -110,10 +111,7 @@ def build(config) -> Task:
     return next_token_loss(logits, tokens, mask, batch.get("mask"))
 
   def train_step(state: TrainState, batch):
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
-    state = state.apply_gradients(grads)
-    return state, {"loss": loss, "accuracy": aux["accuracy"],
-                   "grad_norm": optax.global_norm(grads)}
+    return supervised_step(state, loss_fn, batch)
 
   def eval_step(state: TrainState, batch):
     loss, aux = loss_fn(state.params, batch)

@@ -147,9 +147,12 @@ def solver_inputs(kind: str) -> tuple[str, ...]:
   return ("logits", "recap") if kind == "mdm" else ("lm",)
 
 
-def check_solvers(specs, kind: str) -> list[tuple[str, registry.Sampler, object]]:
-  """(spec, sampler, options) of every spec; raises naming the valid samplers or options."""
-  out = [(spec, *registry.parse(spec, inputs=solver_inputs(kind))) for spec in specs]
+def check_solvers(specs, kind: str, precision: str = ""
+                  ) -> list[tuple[str, registry.Sampler, object]]:
+  """(spec, sampler, options) of every spec; raises naming the valid samplers or options.
+  ``precision`` (when set) is every sampler's Gumbel precision unless the spec names one."""
+  base = {"precision": precision} if precision else None
+  out = [(spec, *registry.parse(spec, inputs=solver_inputs(kind), base=base)) for spec in specs]
   for spec, sampler, options in out:
     if sampler.inputs == "lm" and (options.stop_tokens or not (
         options.greedy or options.temperature > 0)):
@@ -164,9 +167,10 @@ def sample_solutions(
     puzzle: jnp.ndarray,  # int [B, 81], 0 = blank
     spec: str,
     recap: RecapFns | None = None,
+    precision: str = "",
 ) -> tuple[jnp.ndarray, dict]:  # grids int32 [B, 81], stats (nfe, ...)
   """Fills the blanks of ``puzzle`` with the masked-model sampler named by ``spec``."""
-  sampler, options = registry.parse(spec, inputs=solver_inputs("mdm"))
+  (_, sampler, options), = check_solvers([spec], "mdm", precision)
   puzzle = puzzle.astype(jnp.int32)
   init = jnp.where(puzzle == 0, MASK_ID, puzzle)
 
@@ -227,6 +231,10 @@ def solver_specs(config, kind: str) -> list[str]:
   return list(config.get("eval", {}).get("samplers", ("fhs",) if kind == "mdm" else ("ar",)))
 
 
+def solver_precision(config) -> str:
+  return str(config.get("eval", {}).get("precision", ""))
+
+
 def evaluate_solvers(config, model, kind: str, params, workdir: str | None) -> dict[str, float]:
   """Solve rate, NFE and wall time per puzzle for every solver spec on held-out puzzles."""
   ev = config.get("eval", ml_collections.ConfigDict())
@@ -238,14 +246,16 @@ def evaluate_solvers(config, model, kind: str, params, workdir: str | None) -> d
     if sum(int(to_host(b["mask"]).sum()) for b in batches) >= limit:
       break
   rows, out, seen = [], {}, 0
-  for index, (spec, sampler, options) in enumerate(check_solvers(specs, kind)):
+  solvers = check_solvers(specs, kind, solver_precision(config))
+  for index, (spec, sampler, options) in enumerate(solvers):
     if sampler.inputs == "lm":
       fn = jax.jit(lambda params, r, p, o=options: ar_solve(r, model, {"params": params}, p, o))
     else:
       def fn_(params, r, p, spec=spec, recap_solver=sampler.inputs == "recap"):
         variables = {"params": params}
         recap = RecapFns(model, variables) if recap_solver else None
-        return sample_solutions(r, mdm_logits_fn(model, variables, p), p, spec, recap)
+        return sample_solutions(r, mdm_logits_fn(model, variables, p), p, spec, recap,
+                                solver_precision(config))
       fn = jax.jit(fn_)
     solved = seen = nfe = cells_ok = cells = 0
     seconds = 0.0
@@ -310,7 +320,8 @@ def make_task(config) -> Task:
   alpha = config.get("loss", ml_collections.ConfigDict({"alpha": "linear"})).get("alpha", "linear")
   use_augment = bool(config.get("augment", True))
   tx = build_optimizer(config.optimizer, int(config.num_steps))
-  check_solvers(solver_specs(config, kind), kind)  # a bad spec fails now, not after training
+  # A bad spec fails now, not after training.
+  check_solvers(solver_specs(config, kind), kind, solver_precision(config))
 
   def init(rng, batch):
     _check_batch(batch)

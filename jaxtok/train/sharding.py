@@ -95,7 +95,7 @@ def logical_shardings(abstract_tree: Any, mesh: Mesh,
   def to_sharding(spec, leaf):
     shape = getattr(leaf, "shape", ())
     fitted = _fit(spec, shape, mesh)
-    if fitted != spec:
+    if fitted != spec and any(axis is not None for axis in spec):
       logging.info("replicating dims of a %s parameter: %s does not divide by the mesh",
                    shape, spec)
     return NamedSharding(mesh, fitted)

@@ -321,5 +321,5 @@ def test_random_bits_equal_jax_random_bits():
                                 jax.vmap(lambda k: jax.random.bits(k, (5, 6), jnp.uint32))(keys))
   key, shape = jax.random.key(11), (4, 9, 50)
   u = jax.random.uniform(key, shape, jnp.float32, minval=jnp.finfo(jnp.float32).tiny, maxval=1.0)
-  noise = jax.jit(gumbel, static_argnums=1)(key, shape)
+  noise = jax.jit(gumbel, static_argnums=(1, 2))(key, shape, "float32")
   np.testing.assert_array_equal(noise, -jnp.log(-jnp.log(u)))

@@ -54,7 +54,7 @@ def deferred_commitment_sample(
     confidence_measure: str = "prob",
     temperature: float = 0.0,
     eos_id: int | None = None,
-    precision: str = "float32",
+    precision: str = "float32_log1p",
 ) -> tuple[jnp.ndarray, dict]:  # tokens int32 [B, N], stats (committed [B, N])
   """DCD: commit confident tokens of a sliding window of masked positions (>= 1 per step)."""
   x = check_init(init, mask_id)

@@ -34,7 +34,7 @@ def first_hitting_sample(
     *,
     mask_id: int,
     temperature: float = 1.0,
-    precision: str = "float32",
+    precision: str = "float32_log1p",
 ) -> tuple[jnp.ndarray, dict]:  # tokens int32 [B, N], stats (committed [B, N], times [B, N])
   """Unmasks one uniformly random masked position per step until none is left (linear alpha)."""
   x = check_init(init, mask_id)

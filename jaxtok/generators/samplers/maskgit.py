@@ -63,7 +63,7 @@ def maskgit_sample(
     temperature: float = 1.0,
     choice_temperature: float = 4.5,
     confidence_measure: str = "log_prob",
-    precision: str = "float32",
+    precision: str = "float32_log1p",
 ) -> tuple[jnp.ndarray, dict]:  # tokens int32 [B, N], stats
   """MaskGIT decoding in ``num_steps`` model calls; ``stats['committed']`` is [B, num_steps]."""
   x = check_init(init, mask_id)

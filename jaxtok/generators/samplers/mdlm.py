@@ -41,7 +41,7 @@ def ddpm_sample(
     num_steps: int = 128,
     alpha: str = "linear",
     temperature: float = 1.0,
-    precision: str = "float32",
+    precision: str = "float32_log1p",
     cache: bool = False,
 ) -> tuple[jnp.ndarray, dict]:  # tokens int32 [B, N], stats
   """MDLM ``ddpm`` (``cache=False``) or ``ddpm_cache`` sampling; ``committed`` is [B, num_steps]."""

@@ -76,7 +76,7 @@ def recap_sample(
     temperature: float = 1.0,
     choice_temperature: float = 5.5,
     num_queries: int | None = None,
-    precision: str = "float32",
+    precision: str = "float32_log1p",
 ) -> tuple[jnp.ndarray, dict]:  # tokens int32 [B, N], stats
   """MaskGIT decoding where ``num_cache_iters`` of every ``1 + num_cache_iters`` steps are cheap."""
   x = check_init(init, mask_id)

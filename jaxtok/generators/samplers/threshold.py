@@ -45,7 +45,7 @@ def threshold_sample(
     threshold: float = 0.9,
     block_length: int | None = None,
     temperature: float = 0.0,
-    precision: str = "float32",
+    precision: str = "float32_log1p",
 ) -> tuple[jnp.ndarray, dict]:  # tokens int32 [B, N], stats (committed [B, N])
   """Fast-dLLM parallel decoding: commit top-1 and every candidate with ``p >= threshold``."""
   x = check_init(init, mask_id)

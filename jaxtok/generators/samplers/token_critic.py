@@ -45,7 +45,7 @@ def token_critic_sample(
     exponent: float = 2.0,
     temperature: float = 1.0,
     choice_temperature: float = 1.0,
-    precision: str = "float32",
+    precision: str = "float32_log1p",
 ) -> tuple[jnp.ndarray, dict]:  # tokens int32 [B, N], stats
   """Token-Critic decoding: fill all, score with the critic, re-mask the lowest-scoring."""
   x = check_init(init, mask_id)
