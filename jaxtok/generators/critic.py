@@ -131,6 +131,7 @@ def critic_loss(
     temperature: float = 1.0,
     target: str = "masked",
     row_mask: jnp.ndarray | None = None,  # [B]: 1 on real rows, 0 on padding (eval batches)
+    precision: str = "float32_log1p",  # of the Gumbel noise that samples the generator's fakes
 ) -> tuple[jnp.ndarray, dict]:
   """Token-Critic's training loss (see the module docstring); padded rows count nowhere.
 
@@ -151,7 +152,8 @@ def critic_loss(
   if logits.ndim != 3 or logits.shape[:2] != (b, n) or logits.shape[-1] < mask_id:
     raise ValueError(f"critic_loss: the generator must return logits [B, N, V>={mask_id}] for "
                      f"tokens {tokens.shape}, got {logits.shape}")
-  sampled = sample_categorical(k_sample, logits[..., :mask_id], temperature=temperature)
+  sampled = sample_categorical(k_sample, logits[..., :mask_id], temperature=temperature,
+                               precision=precision)
   filled = jnp.where(masked, sampled, tokens.astype(jnp.int32))  # x^_0 [B, N]
   changed = filled != tokens
   real = ~masked if target == "masked" else ~changed

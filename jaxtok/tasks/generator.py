@@ -223,7 +223,8 @@ def make_task(config) -> Task:
     c_loss, c_aux = critic_loss(
         k_critic, make_logits_fn(model, {"params": gen}, labels, critic_cfg.guidance_scale),
         critic_fn, tokens, mask_id=model.mask_id, schedule=loss_cfg.schedule,
-        temperature=critic_cfg.temperature, target=critic_cfg.target, row_mask=rows)
+        temperature=critic_cfg.temperature, target=critic_cfg.target, row_mask=rows,
+        precision=sample_cfg.precision)
     aux = {**aux, "generator_loss": loss, "critic/loss": c_loss,
            **{f"critic/{k}": v for k, v in c_aux.items()}}
     return loss + critic_cfg.weight * c_loss, aux

@@ -68,13 +68,17 @@ def load(workdir: str, data_dir: str | None, num_puzzles: int, config_arg: str =
   return model, jax.device_get(state.params), np.concatenate(puzzles)[:num_puzzles]
 
 
+PRECISION = "float32"  # --precision
+
+
 def run(model, params, puzzles, spec: str, seed: int = 0, x64: bool = False):
   """Runs one solver spec on all puzzles: (grids [P, 81], stats, ms per puzzle)."""
 
   def fn(params, rng, p):
     variables = {"params": params}
     recap = RecapFns(model, variables) if spec.startswith("recap") else None
-    return task.sample_solutions(rng, task.mdm_logits_fn(model, variables, p), p, spec, recap)
+    return task.sample_solutions(rng, task.mdm_logits_fn(model, variables, p), p, spec, recap,
+                                 PRECISION)
 
   rng = jax.random.PRNGKey(seed)
   p = jnp.asarray(puzzles)
@@ -115,7 +119,7 @@ HEADER = ("| sampler | solve rate (95% CI) | blank-cell accuracy | NFE | ms / pu
 
 
 def study_fhs_vs_ddpm(model, params, puzzles):
-  print("\n### 1. FHS vs step-wise ddpm (temperature 1, float32 Gumbel)\n")
+  print(f"\n### 1. FHS vs step-wise ddpm (temperature 1, {PRECISION} Gumbel)\n")
   print(HEADER)
   out = {}
   for spec in ("fhs", "ddpm:num_steps=128", "ddpm:num_steps=1024", "ddpm_cache:num_steps=1024"):
@@ -211,7 +215,12 @@ def main():
   parser.add_argument("--studies", default="1,2,3,4")
   parser.add_argument("--config_arg", default="", help="sudoku_mdm.py argument, e.g. smoke")
   parser.add_argument("--zipf_draws", type=int, default=100_000)
+  parser.add_argument("--precision", default="float32",
+                      help="Gumbel precision of every spec that names none (the documented "
+                           "tables used float32, the samplers' default before float32_log1p)")
   args = parser.parse_args()
+  global PRECISION
+  PRECISION = args.precision
   print(f"machine: {platform.machine()} {os.cpu_count()} CPU cores, backend "
         f"{jax.default_backend()}, jax {jax.__version__}")
   model, params, puzzles = load(args.workdir, args.data_dir, args.num_puzzles, args.config_arg)
