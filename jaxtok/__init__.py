@@ -1,3 +1,3 @@
-"""jaxtok: discrete tokens in JAX — tokenizers, generators, fast decoders and token-level RL."""
+"""jaxtok: discrete tokens in JAX: tokenizers, quantizers, generators and their samplers."""
 
 __version__ = "0.1.0"

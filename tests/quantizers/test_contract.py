@@ -1,4 +1,4 @@
-"""Every registered quantizer honours the contract in DESIGN.md, with bfloat16 input and a mask."""
+"""Every registered quantizer honours the contract in docs/design.md (bfloat16 input, a mask)."""
 
 import jax
 import jax.numpy as jnp
@@ -52,3 +52,30 @@ def test_contract(name):
   np.testing.assert_array_equal(np.asarray(codes), np.asarray(out_eval.codes))
   np.testing.assert_allclose(np.asarray(decoded),
                              np.asarray(z_eval.astype(jnp.float32)), atol=2e-2)
+
+
+# What each quantizer's codes are, written out independently of the classes: the values one code
+# element takes (None: bits), bits per element, and whether a code is one point of the latent.
+CODES = {"vq": (16, 4.0, True), "rvq": (16, 4.0, False), "grouped_vq": (16, 4.0, False),
+         "fsq": (200, np.log2(200), True), "lfq": (64, 6.0, True), "bsq": (64, 6.0, True),
+         "binary": (None, 1.0, False), "simvq": (16, 4.0, True)}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_code_description(name):
+  """num_codes / code_bits / single_index as written above; a single-index quantizer's implicit
+  codebook is every code decoded ([K, D], equal to decode of each index), the others refuse."""
+  kwargs, d = CONFIGS[name]
+  q = QUANTIZERS.get(name)(**kwargs)
+  num_codes, bits, single = CODES[name]
+  assert (q.num_codes, q.single_index, q.codes_are_bits) == (num_codes, single, name == "binary")
+  assert q.code_bits == pytest.approx(bits)
+  v = init(q, jnp.zeros((2, d)))
+  if single:
+    cb = q.apply(v, method=lambda m: m.implicit_codebook())
+    assert cb.shape == (num_codes, d)
+    some = jnp.asarray([0, 3, num_codes - 1])
+    np.testing.assert_allclose(cb[some], q.apply(v, some, method=q.decode), rtol=1e-6)
+  else:
+    with pytest.raises(ValueError, match="codebook"):
+      q.apply(v, method=lambda m: m.implicit_codebook())
