@@ -21,9 +21,10 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxtok import tasks
+from jaxtok import paths, tasks
 from jaxtok.data.registry import DATASETS
 from jaxtok.train import loop
+from jaxtok.train import workdir as workdir_lib
 
 MODES = ("train", "eval", "sample")
 
@@ -34,6 +35,10 @@ _MODE = flags.DEFINE_enum("mode", "train", MODES, "What to do.")
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+_SHARED = flags.DEFINE_bool(
+    "shared_workdir", False,
+    "The local --workdir is a filesystem every process sees (NFS, a single machine): allows a "
+    "local path in a multi-process run.")
 _DIST = flags.DEFINE_bool(
     "distributed", False,
     "Call jax.distributed.initialize() with auto-detection (TPU pods, SLURM).")
@@ -54,15 +59,19 @@ def validate(config) -> None:
       DATASETS.get(name)  # raises, listing the valid names
 
 
-def run(config, workdir: str, mode: str = "train"):
-  """Programmatic entry (notebooks, tests): runs one mode and returns its results."""
+def run(config, workdir: str, mode: str = "train", *, shared_workdir: bool = False):
+  """Programmatic entry (notebooks, tests): runs one mode and returns its results.
+
+  Raises ``loop.Preempted`` when SIGTERM stopped training early (after saving)."""
   validate(config)
   if mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; valid modes: {MODES}")
+  workdir_lib.check_visible(workdir, shared=shared_workdir)
   task = tasks.build(config)  # a bad option fails here, before anything compiles
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   if mode == "train":
-    return loop.train(config, workdir, task)
+    with workdir_lib.lease(workdir):
+      return loop.train(config, workdir, task)
   if mode == "eval":
     return loop.run_eval(config, workdir, task)
   return loop.run_sample(config, workdir, task)
@@ -96,12 +105,16 @@ def main(argv):
   logging.vlog(1, "config:\n%s", config)  # --verbosity=1 shows it
   logging.info("devices: %d (%d local) on %d process(es); backend %s", jax.device_count(),
                jax.local_device_count(), jax.process_count(), jax.default_backend())
-  results = run(config, _WORKDIR.value, _MODE.value)
+  try:
+    results = run(config, _WORKDIR.value, _MODE.value, shared_workdir=_SHARED.value)
+  except loop.Preempted as e:  # saved; a distinct status so schedulers requeue and callers see it
+    logging.warning("%s; exiting with status %d", e, loop.EXIT_PREEMPTED)
+    sys.exit(loop.EXIT_PREEMPTED)
   if jax.process_index() == 0 and results:
     printable = {k: v for k, v in results.items() if isinstance(v, (int, float, str))}
     print(json.dumps(printable, indent=1, sort_keys=True))
-    with open(os.path.join(_WORKDIR.value, f"{_MODE.value}_results.json"), "w") as f:
-      json.dump(printable, f, indent=1, sort_keys=True)
+    paths.write_text(paths.join(_WORKDIR.value, f"{_MODE.value}_results.json"),
+                     json.dumps(printable, indent=1, sort_keys=True))
 
 
 def entry() -> None:

@@ -26,7 +26,8 @@ def free_port() -> int:
 
 
 def commands(args, main_args: list[str], port: int) -> list[list[str]]:
-  return [[sys.executable, "-m", "jaxtok.main", *main_args,
+  # The processes share this machine's disk, so a local --workdir is seen by all of them.
+  return [[sys.executable, "-m", "jaxtok.main", *main_args, "--shared_workdir",
            f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={args.num_processes}",
            f"--process_id={i}"] for i in range(args.num_processes)]
 

@@ -27,6 +27,7 @@ def build_script(args, main_args: list[str]) -> str:
       f"#SBATCH --gpus-per-node={args.gpus_per_node}",
       f"#SBATCH --cpus-per-task={args.cpus_per_task}",
       f"#SBATCH --time={args.time}",
+      "#SBATCH --requeue",
       f"#SBATCH --output={args.log_dir}/%x-%j.out",
   ]
   if args.partition:
@@ -38,8 +39,13 @@ def build_script(args, main_args: list[str]) -> str:
       f"cd {shlex.quote(args.repo_dir)}",
       *(f"source {shlex.quote(args.venv)}/bin/activate" for _ in [0] if args.venv),
       "export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}",
+      # A preempted run saves and exits with 75 (jaxtok.train.loop.EXIT_PREEMPTED): requeue it;
+      # the requeued job resumes from the workdir's last checkpoint.
+      "status=0",
       "srun --kill-on-bad-exit=1 python -m jaxtok.main --distributed "
-      + " ".join(shlex.quote(a) for a in main_args),
+      + " ".join(shlex.quote(a) for a in main_args) + " || status=$?",
+      'if [ "$status" -eq 75 ]; then scontrol requeue "$SLURM_JOB_ID"; fi',
+      'exit "$status"',
   ]
   return "\n".join(lines) + "\n"
 

@@ -1,9 +1,9 @@
 """The house's layering, read from the source with ``ast`` (nothing is imported).
 
-Layers, low to high: registry, nn, kernels, quantizers, tokenizers, generators (with decoding and
-rl), pretrained, eval, data, train, config_args, tasks, main. A module may import its own layer
-and the layers below it; an import of a higher layer, a cycle between modules, or a function-local
-import of a jaxtok module (a hidden cycle) fails here, naming the file and line.
+Layers, low to high: registry, paths, nn, kernels, quantizers, tokenizers, generators (with
+decoding and rl), pretrained, eval, data, train, config_args, tasks, main. A module may import
+its own layer and the layers below it; an import of a higher layer, a cycle between modules, or a
+function-local import of a jaxtok module (a hidden cycle) fails here, naming the file and line.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxtok"
-ORDER = ("registry", "nn", "kernels", "quantizers", "tokenizers", "generators", "pretrained",
-         "eval", "data", "train", "config_args", "tasks", "main")
+ORDER = ("registry", "paths", "nn", "kernels", "quantizers", "tokenizers", "generators",
+         "pretrained", "eval", "data", "train", "config_args", "tasks", "main")
 RANK = {name: i for i, name in enumerate(ORDER)} | {"decoding": ORDER.index("generators"),
                                                       "rl": ORDER.index("generators")}
 

@@ -19,12 +19,15 @@ checkpointed iterator state) and gathers each host batch's codes by ``index`` on
 is only a function of (tokenizer checkpoint, data set). A data set needs an ``index`` feature to
 be cached this way (``digits`` and ``natural_patches`` have one). With several processes,
 process 0 builds the cache and the others wait, then map the same files: ``cache_dir`` must be on
-a file system every process sees.
+a file system every process sees, or a bucket (``gs://...``): then each process memory-maps a
+local copy (:func:`local_mirror`), fetched once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -33,7 +36,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
+from jaxtok import paths
 from jaxtok.data.pipeline import make_iterator
 
 CACHE_FILE = "codes.npy"
@@ -158,11 +163,68 @@ def _grow(codes: np.memmap, path: str, rows: int) -> np.memmap:
   return bigger
 
 
+def local_mirror(remote_dir: str) -> str:
+  """The local directory that holds a remote cache's files (a memory map needs a local file):
+  ``$JAXTOK_CACHE_DIR`` or ``~/.cache/jaxtok``, then ``token_cache/<hash of the remote path>``."""
+  root = os.environ.get("JAXTOK_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                            "jaxtok")
+  digest = hashlib.sha1(remote_dir.encode()).hexdigest()[:16]
+  return os.path.join(root, "token_cache", digest)
+
+
 def load_or_build(cache_dir: str, meta: dict[str, Any],
                   make_encode: Callable[[], Callable[[np.ndarray], np.ndarray]],
                   data: Mapping[str, Any],
                   splits: tuple[str, ...] = ("train", "test")) -> TokenCache:
-  """The cache in ``cache_dir``, (re)built with ``make_encode()`` unless its meta equals ``meta``.
+  """The cache in ``cache_dir`` (local, shared, or remote such as ``gs://...``), (re)built with
+  ``make_encode()`` unless its meta equals ``meta`` (see :func:`_load_or_build_local`).
+
+  A remote cache is built or fetched in :func:`local_mirror` and memory-mapped from there; a
+  build is uploaded once, its meta.json last, so a half-uploaded cache is never used.
+  """
+  if not paths.is_remote(cache_dir):
+    return _load_or_build_local(cache_dir, meta, make_encode, data, splits)
+  meta = json.loads(json.dumps(meta))
+  local = local_mirror(cache_dir)
+  remote = paths.path(cache_dir)
+  if jax.process_index() == 0 and _remote_meta(remote) != meta:
+    _load_or_build_local(local, meta, make_encode, data, splits, single_process=True)
+    remote.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+      (remote / META_FILE).unlink()
+    for name in (CACHE_FILE, LABELS_FILE, PRESENT_FILE, META_FILE):  # meta last
+      with open(os.path.join(local, name), "rb") as src, (remote / name).open("wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 24)  # streamed: the table may be gigabytes
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"token_cache:{cache_dir}")
+  if _remote_meta(remote) != meta:
+    raise FileNotFoundError(f"the token cache in {cache_dir!r} is missing or was built for "
+                            "another tokenizer / data set")
+  if _meta(local) != meta:  # fetch into the local mirror, meta last
+    os.makedirs(local, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(os.path.join(local, META_FILE))
+    for name in (CACHE_FILE, LABELS_FILE, PRESENT_FILE, META_FILE):
+      with (remote / name).open("rb") as src, open(os.path.join(local, name + ".part"),
+                                                    "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 24)
+      os.replace(os.path.join(local, name + ".part"), os.path.join(local, name))
+  return TokenCache.load(local)
+
+
+def _remote_meta(remote) -> dict[str, Any] | None:
+  try:
+    return json.loads((remote / META_FILE).read_text())
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+
+
+def _load_or_build_local(cache_dir: str, meta: dict[str, Any],
+                         make_encode: Callable[[], Callable[[np.ndarray], np.ndarray]],
+                         data: Mapping[str, Any],
+                         splits: tuple[str, ...] = ("train", "test"), *,
+                         single_process: bool = False) -> TokenCache:
+  """The cache in local ``cache_dir``, (re)built unless its meta equals ``meta``.
 
   ``meta`` (JSON-able) says what the codes are a function of: the tokenizer checkpoint, the data
   set and the splits; a cache whose meta differs, or an old ``tokens.npz`` cache, is rebuilt.
@@ -186,9 +248,7 @@ def load_or_build(cache_dir: str, meta: dict[str, Any],
       json.dump(meta, f)
     os.replace(os.path.join(tmp, META_FILE), os.path.join(cache_dir, META_FILE))
     os.rmdir(tmp)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
+  if jax.process_count() > 1 and not single_process:
     multihost_utils.sync_global_devices(f"token_cache:{cache_dir}")
   if _meta(cache_dir) != meta:
     raise FileNotFoundError(f"process {jax.process_index()} cannot see the token cache process 0 "

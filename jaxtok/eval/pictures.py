@@ -6,11 +6,13 @@ canvases and optionally write a PNG.
 
 from __future__ import annotations
 
-import os
+import io
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
+
+from jaxtok import paths
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -36,12 +38,13 @@ def tile(rows: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
 def save_png(canvas: np.ndarray, path: str, min_height: int = 320) -> str:
   """Writes a uint8 canvas; small ones (32 px images) are enlarged by an integer factor with
   nearest-neighbour sampling, so every pixel stays visible and unblurred."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   image = Image.fromarray(canvas)
   scale = max(1, min_height // max(canvas.shape[0], 1))
   if scale > 1:
     image = image.resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
-  image.save(path)
+  buf = io.BytesIO()  # rendered to bytes, then written whole (path may be gs://...)
+  image.save(buf, format="PNG")
+  paths.write_bytes(path, buf.getvalue())
   return path
 
 

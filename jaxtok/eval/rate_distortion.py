@@ -9,12 +9,12 @@ image. ``plot_rate_distortion`` draws PSNR against bits per pixel for all method
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
+from jaxtok import paths
 from jaxtok.eval.image_metrics import psnr
 from jaxtok.eval.pictures import to_uint8
 
@@ -101,8 +101,9 @@ def plot_rate_distortion(points: Mapping[str, Sequence[tuple[float, float]]], pa
   ax.set_title(title)
   ax.grid(True, alpha=0.3)
   ax.legend()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  buf = io.BytesIO()  # rendered to bytes, then written whole (path may be gs://...)
+  fig.savefig(buf, format="png", dpi=100)
   plt.close(fig)
+  paths.write_bytes(path, buf.getvalue())
   return path

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtok import paths
 from jaxtok.generators.causal_lm import CausalLM, init_cache, lm_config
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.pretrained.chat import chatml
@@ -138,9 +139,7 @@ def build(config) -> Task:
     completion = tokenizer.decode(out[0, len(ids):len(ids) + count], skip_special_tokens=True)
     print(f"{text}{completion}" if not chat else f"[user] {prompt}\n[assistant] {completion}")
     if workdir:
-      os.makedirs(workdir, exist_ok=True)
-      with open(os.path.join(workdir, "sample.txt"), "w") as f:
-        f.write(completion)
+      paths.write_text(paths.join(workdir, "sample.txt"), completion)
     return {"prompt": prompt, "completion": completion, "tokens_generated": count,
             "forward_passes": int(stats["forward_passes"]), "seconds": seconds}
 

@@ -26,7 +26,6 @@ rate (``is_valid_solution`` with the givens kept), NFE and wall time per puzzle;
 
 from __future__ import annotations
 
-import os
 import time
 
 import flax.linen as nn
@@ -35,6 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxtok import paths
 from jaxtok.data.batches import to_host
 from jaxtok.data.sudoku import is_valid_solution
 from jaxtok.generators import samplers as smp
@@ -284,9 +284,8 @@ def evaluate_solvers(config, model, kind: str, params, workdir: str | None) -> d
     rows.append((spec, row))
     out.update({f"sudoku/{k}/{spec}": v for k, v in row.items()})
   if workdir is not None and jax.process_index() == 0:
-    os.makedirs(os.path.join(workdir, "report"), exist_ok=True)
-    with open(os.path.join(workdir, "report", "sudoku_solvers.md"), "w") as f:
-      f.write(solver_table(rows, seen))
+    paths.write_text(paths.join(workdir, "report", "sudoku_solvers.md"),
+                     solver_table(rows, seen))
   return out
 
 

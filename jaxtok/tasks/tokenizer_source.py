@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtok import paths
 from jaxtok.config_args import load_config
 from jaxtok.data import token_cache
 from jaxtok.eval.image_metrics import to_float
@@ -32,7 +33,7 @@ def restore_tokenizer(config_path: str, init_from: str,
   example batch used to lay out the state comes from that data set. EMA weights are used when
   the run kept them.
   """
-  if not init_from or not os.path.isdir(init_from):
+  if not init_from or not paths.path(init_from).is_dir():
     raise FileNotFoundError(f"tokenizer.init_from must be a tokenizer run's workdir; got "
                             f"{init_from!r}")
   config = load_config(config_path)
@@ -67,7 +68,7 @@ def load_tokens(cache_dir: str, config_path: str, init_from: str, data: Mapping[
   rebuilt when the tokenizer step, the data or the splits change), with the tokenizer's module
   and variables (the generator decodes its samples with them)."""
   model, variables, step = restore_tokenizer(config_path, init_from, data)
-  meta = {"tokenizer_config": config_path, "init_from": os.path.abspath(init_from),
+  meta = {"tokenizer_config": config_path, "init_from": os.fspath(paths.path(init_from)),
           "tokenizer_step": step, "data": dict(data), "splits": list(splits)}
   cache = token_cache.load_or_build(cache_dir, meta, lambda: encode_fn(model, variables), data,
                                     splits)

@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from jaxtok import paths
 from jaxtok.train.state import TrainState
 
 _STATE_FIELDS = ("step", "params", "opt_state", "rng", "extra")
@@ -49,7 +50,7 @@ class Checkpointer:
   """Saves and restores (TrainState, data-iterator state) under ``directory``."""
 
   def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
-    self.directory = epath.Path(os.path.abspath(directory))
+    self.directory = paths.path(directory)  # gs://... stays remote; a local path absolute
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
         enable_async_checkpointing=async_save)

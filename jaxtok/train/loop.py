@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import signal
 import time
 from typing import Any
@@ -23,6 +22,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from jaxtok import paths
 from jaxtok.data.batches import eval_batches, split_iterator, to_global, to_host
 from jaxtok.train import sharding as shd
 from jaxtok.train.checkpoint import Checkpointer, CheckpointError, find_checkpoint_dir
@@ -74,7 +74,7 @@ def setup(config, workdir: str, task: Task, *, example_split: str = "train") -> 
     state_shardings = shd.logical_shardings(abstract, mesh)
     state_shapes = nn.meta.unbox(abstract)
     init_fn = jax.jit(lambda r, b: nn.meta.unbox(task.init(r, b)), out_shardings=state_shardings)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
+  ckpt = Checkpointer(paths.join(workdir, "checkpoints"),
                       max_to_keep=config.get("keep_checkpoints", 3),
                       async_save=config.get("async_checkpoint", True))
   return Setup(config, workdir, mesh, task, example, state_shapes, state_shardings, init_fn, ckpt)
@@ -179,6 +179,20 @@ class _Signals:
       signal.signal(signal.SIGTERM, self._old)
 
 
+class Preempted(Exception):  # noqa: N818 -- a state the caller acts on, not an error
+  """Training stopped by SIGTERM before ``num_steps``, after saving a checkpoint at ``step``.
+  ``python -m jaxtok.main`` exits with :data:`EXIT_PREEMPTED` then, so a scheduler can requeue
+  the run and a caller can tell it from a finished one."""
+
+  def __init__(self, step: int, num_steps: int):
+    super().__init__(f"stopped by SIGTERM at step {step} of {num_steps}; checkpoint saved, rerun "
+                     "the same command to resume")
+    self.step, self.num_steps = step, num_steps
+
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again later
+
+
 def _finite(metrics: dict[str, Any]) -> bool:
   return all(math.isfinite(float(v)) for v in metrics.values() if np.ndim(v) == 0)
 
@@ -200,7 +214,7 @@ def train(config, workdir: str, task: Task) -> dict[str, float]:
   start = int(jax.device_get(state.step))
   if restored_step is not None:
     writer.truncate_after(start)
-  elif is_main and start == 0 and os.path.exists(writer.path):
+  elif is_main and start == 0 and paths.exists(writer.path):
     writer.truncate_after(0)  # a fresh run in an old workdir without checkpoints
 
   # --- compile ----------------------------------------------------------------------------------
@@ -278,6 +292,8 @@ def train(config, workdir: str, task: Task) -> dict[str, float]:
   s.checkpointer.close()
   progress.close()
   writer.close()
+  if signals.stop and step < num_steps:
+    raise Preempted(step, num_steps)
   return final
 
 

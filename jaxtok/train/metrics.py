@@ -12,11 +12,14 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from typing import Any
 
 import numpy as np
 from absl import logging
+
+from jaxtok import paths
 
 
 def _py(v: Any) -> Any:
@@ -27,59 +30,95 @@ def _py(v: Any) -> Any:
 
 
 class MetricWriter:
-  """Appends metric dicts to metrics.jsonl and TensorBoard (process 0 only)."""
+  """Writes metric dicts to metrics.jsonl and TensorBoard (process 0 only), local or remote.
+
+  On a local workdir lines are appended. An object store (gs://...) has no append: the file is
+  kept whole and rewritten at each write (a run logs every ``log_every`` steps, so it stays
+  small), and TensorBoard writes to a local directory whose event files are copied to
+  ``<workdir>/tensorboard`` after each flush. After a resume (:meth:`truncate_after`) the
+  TensorBoard writer purges the steps after the checkpoint, as metrics.jsonl does.
+  """
 
   def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = paths.join(workdir, "metrics.jsonl")
+    self._remote = paths.is_remote(workdir)
+    self._tb_dir = paths.join(workdir, "tensorboard")
+    self._tb_local = tempfile.mkdtemp(prefix="jaxtok_tb_") if self._remote else self._tb_dir
+    self._tensorboard = enabled and tensorboard
     self._tb = None
-    if enabled and tensorboard:
-      try:
-        from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      except ImportError:  # pragma: no cover -- tensorboardX is a dependency; be lenient anyway.
-        logging.warning("tensorboardX not installed; TensorBoard logging disabled")
+    self._purge_step = None
+    self._lines = None  # remote: the whole file, rewritten at each write
+
+  def _read_lines(self) -> list[str]:
+    if not paths.exists(self.path):
+      return []
+    return [ln + "\n" for ln in paths.read_text(self.path).splitlines() if ln.strip()]
 
   def truncate_after(self, step: int) -> None:
     """Drops lines with ``step`` > the given step (after resuming from a checkpoint at it)."""
-    if not self.enabled or not os.path.exists(self.path):
+    if not self.enabled:
       return
-    with open(self.path) as f:
-      lines = [ln for ln in f if ln.strip()]
+    self._purge_step = step + 1  # TensorBoard drops its events from here on
     kept = []
-    for ln in lines:
+    for ln in self._read_lines():
       try:
         if json.loads(ln).get("step", 0) <= step:
           kept.append(ln)
       except json.JSONDecodeError:  # a line cut by a kill mid-write
         continue
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(kept)
-    os.replace(tmp, self.path)
+    paths.write_text(self.path, "".join(kept))
+    self._lines = kept if self._remote else None
+
+  def _board(self):
+    if self._tb is None and self._tensorboard:
+      try:
+        from tensorboardX import SummaryWriter  # optional at import time of this module
+        self._tb = SummaryWriter(self._tb_local, purge_step=self._purge_step)
+      except ImportError:  # pragma: no cover -- tensorboardX is a dependency; be lenient anyway.
+        logging.warning("tensorboardX not installed; TensorBoard logging disabled")
+        self._tensorboard = False
+    return self._tb
+
+  def _sync_board(self) -> None:  # remote workdir: copy the local event files up
+    if self._remote:
+      for name in os.listdir(self._tb_local):
+        with open(os.path.join(self._tb_local, name), "rb") as f:
+          paths.write_bytes(paths.join(self._tb_dir, name), f.read())
 
   def write(self, step: int, metrics: dict[str, Any], *, jsonl: bool = True) -> None:
     if not self.enabled or not metrics:
       return
     row = {"step": int(step), **{k: _py(v) for k, v in sorted(metrics.items())}}
     if jsonl:
-      with open(self.path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-    if self._tb is not None:
+      line = json.dumps(row) + "\n"
+      if self._remote:
+        if self._lines is None:
+          self._lines = self._read_lines()
+        self._lines.append(line)
+        paths.write_text(self.path, "".join(self._lines))
+      else:
+        paths.path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+          f.write(line)
+    board = self._board()
+    if board is not None:
       for k, v in row.items():
         if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-          self._tb.add_scalar(k, v, step)
-      self._tb.flush()
+          board.add_scalar(k, v, step)
+      board.flush()
+      self._sync_board()
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._sync_board()
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """All rows of ``<workdir>/metrics.jsonl``."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(ln) for ln in f if ln.strip()]
+  """All rows of ``<workdir>/metrics.jsonl`` (local or remote)."""
+  text = paths.read_text(paths.join(workdir, "metrics.jsonl"))
+  return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
 
 
 class Progress:

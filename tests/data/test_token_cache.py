@@ -85,3 +85,39 @@ def test_missing_index_and_incomplete_cache_are_refused(tiny, tmp_path):
   token_cache.build_token_cache(fake_encode, data_cfg(tiny), directory, ("test",))
   with pytest.raises(FileNotFoundError, match=r"lacks \['meta.json'\]"):  # a build cut short
     token_cache.TokenCache.load(directory)
+
+
+def test_remote_cache_is_built_in_a_local_mirror_uploaded_once_and_fetched(tiny, tmp_path,
+                                                                            monkeypatch):
+  """A bucket cache_dir (stood in for by a directory the module treats as remote): the build
+  happens in the local mirror, the four files go up with meta.json last, a second process-like
+  reader with an empty mirror fetches them, and a changed meta rebuilds."""
+  monkeypatch.setattr(token_cache.paths, "is_remote", lambda p: True)
+  monkeypatch.setenv("JAXTOK_CACHE_DIR", str(tmp_path / "mirror_a"))
+  bucket = str(tmp_path / "bucket")
+  calls = []
+
+  def make_encode():
+    calls.append(1)
+    return fake_encode
+
+  meta = {"tokenizer_step": 3}
+  cache = token_cache.load_or_build(bucket, meta, make_encode, data_cfg(tiny))
+  assert calls == [1]
+  assert sorted(os.listdir(bucket)) == ["codes.npy", "labels.npy", "meta.json", "present.npy"]
+  mirror = token_cache.local_mirror(bucket)
+  assert mirror.startswith(str(tmp_path / "mirror_a")) and isinstance(cache.codes, np.memmap)
+  assert os.path.dirname(cache.codes.filename) == mirror
+  monkeypatch.setenv("JAXTOK_CACHE_DIR", str(tmp_path / "mirror_b"))  # another host's disk
+  again = token_cache.load_or_build(bucket, meta, make_encode, data_cfg(tiny))
+  assert calls == [1]  # fetched, not rebuilt
+  np.testing.assert_array_equal(again.codes, cache.codes)
+  assert os.path.dirname(again.codes.filename) == token_cache.local_mirror(bucket)
+  os.remove(os.path.join(bucket, token_cache.META_FILE))  # an upload cut short: not a cache
+  os.remove(os.path.join(bucket, token_cache.CACHE_FILE))
+  token_cache.load_or_build(bucket, meta, make_encode, data_cfg(tiny))
+  assert calls == [1]  # uploaded again from the valid local mirror, not encoded again
+  assert sorted(os.listdir(bucket)) == ["codes.npy", "labels.npy", "meta.json", "present.npy"]
+  token_cache.load_or_build(bucket, {"tokenizer_step": 4}, make_encode, data_cfg(tiny))
+  assert calls == [1, 1]
+  assert json.loads(open(os.path.join(bucket, "meta.json")).read()) == {"tokenizer_step": 4}

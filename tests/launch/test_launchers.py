@@ -1,8 +1,10 @@
 """Launchers: the pod and SLURM dry runs print the right commands; local spawns N processes."""
 
 import os
+import shlex
 import subprocess
 import sys
+import tarfile
 
 from tests.subproc import REPO
 
@@ -17,12 +19,29 @@ def test_tpu_pod_dry_run():
            "--", "--config=configs/quickstart.py", "--workdir=gs://b/run")
   assert p.returncode == 0, p.stderr
   lines = p.stdout.strip().splitlines()
-  assert len(lines) == 2
-  assert lines[0].startswith("gcloud compute tpus tpu-vm ssh pod1 --zone=us-central2-b "
-                             "--worker=all")
-  assert "pip install" in lines[0]
-  assert "python3 -m jaxtok.main --distributed --config=configs/quickstart.py" in lines[1]
-  assert "--workdir=gs://b/run" in lines[1]
+  assert len(lines) == 4  # pack the checkout, copy it to every worker, unpack + install, run
+  pack, scp, install, run = lines
+  assert "git ls-files -z | tar --null -czf /tmp/jaxtok_src.tar.gz" in pack
+  assert scp.startswith("gcloud compute tpus tpu-vm scp /tmp/jaxtok_src.tar.gz "
+                        "pod1:/tmp/jaxtok_src.tar.gz --zone=us-central2-b --worker=all")
+  assert install.startswith("gcloud compute tpus tpu-vm ssh pod1 --zone=us-central2-b "
+                            "--worker=all")
+  assert "tar -xzf /tmp/jaxtok_src.tar.gz" in install and "pip install -q -e" in install
+  assert "python3 -m jaxtok.main --distributed --config=configs/quickstart.py" in run
+  assert "--workdir=gs://b/run" in run
+  # The packing command itself works here: the archive holds the package and the configs.
+  subprocess.run(shlex.split(pack), check=True, timeout=120)
+  names = tarfile.open("/tmp/jaxtok_src.tar.gz").getnames()
+  assert {"jaxtok/main.py", "configs/quickstart.py", "setup.py"} <= set(names)
+  assert not any(n.startswith(".venv") for n in names)
+  p = _run("launch/tpu_pod.py", "--tpu=pod1", "--zone=z", "--setup", "--ship=git",
+           "--git_url=https://example.com/jaxtok.git", "--git_ref=v1", "--dry-run", "--",
+           "--config=configs/quickstart.py", "--workdir=gs://b/run")
+  install = p.stdout.strip().splitlines()[0]
+  assert "git clone https://example.com/jaxtok.git" in install and "FETCH_HEAD" in install
+  p = _run("launch/tpu_pod.py", "--tpu=pod1", "--zone=z", "--setup", "--ship=git",
+           "--dry-run", "--", "--config=c", "--workdir=gs://b/run")
+  assert p.returncode != 0 and "--git_url" in p.stderr
 
 
 def test_tpu_pod_requires_config():
@@ -39,7 +58,9 @@ def test_slurm_dry_run():
   for want in ("#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
                "#SBATCH --partition=gpu",
                "srun --kill-on-bad-exit=1 python -m jaxtok.main --distributed "
-               "--config=configs/quickstart.py --workdir=/shared/run"):
+               "--config=configs/quickstart.py --workdir=/shared/run",
+               "#SBATCH --requeue",  # a preempted run (status 75) is requeued and resumes
+               'if [ "$status" -eq 75 ]; then scontrol requeue "$SLURM_JOB_ID"; fi'):
     assert want in s, want
 
 
@@ -50,6 +71,7 @@ def test_local_dry_run_and_real_two_process_collective():
   lines = p.stdout.strip().splitlines()
   assert len(lines) == 2 and lines[1].endswith("--process_id=1")
   assert "--coordinator_address=127.0.0.1:12345" in lines[0]
+  assert "--shared_workdir" in lines[0]  # both processes see this machine's disk
   # A real run: two processes, two fake devices each, one psum across all four devices.
   env = dict(os.environ, PYTHONPATH=REPO)
   code = (
