@@ -142,3 +142,30 @@ def test_two_processes_share_one_bucket_workdir(emulator, shared_data_dir, tmp_p
   assert e.returncode == 0, e.stderr[-4000:]
   assert json.loads(e.stdout[e.stdout.index("{"):])["test/psnr"] == pytest.approx(
       rows[-1]["test/psnr"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_generator_reads_its_tokenizer_and_token_cache_from_the_bucket(emulator, shared_data_dir,
+                                                                       tmp_path):
+  """A tokenizer run on the bucket, then digits_maskgit:smoke whose tokenizer.init_from is that
+  gs:// run: the token cache goes to <init_from>/token_cache on the bucket (meta.json last) and
+  is memory-mapped from a local mirror ($JAXTOK_CACHE_DIR)."""
+  tok, gen = f"gs://{BUCKET}/runs/gen_tok", f"gs://{BUCKET}/runs/gen"
+  env = dict(_env(emulator), JAXTOK_CACHE_DIR=str(tmp_path / "mirror"))
+  steps = ["--config.num_steps=3", "--config.checkpoint_every=3", "--config.report_every=3"]
+  p = subprocess.run(_cmd(tok, shared_data_dir, *steps), capture_output=True, text=True,
+                     env=env, cwd=REPO, timeout=900)
+  assert p.returncode == 0, p.stderr[-4000:]
+  p = subprocess.run(
+      [sys.executable, "-m", "jaxtok.main", "--config=configs/generators/digits_maskgit.py:smoke",
+       f"--workdir={gen}", f"--config.data.data_dir={shared_data_dir}",
+       f"--config.tokenizer.init_from={tok}"],
+      capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+  assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+  files = json.loads(_bucket(emulator, f"import json; print(json.dumps(ls('{tok}')))"))
+  cache = {f.rsplit("/", 1)[-1] for f in files if "/token_cache/" in f}
+  assert cache == {"codes.npy", "labels.npy", "present.npy", "meta.json"}, files
+  mirror = os.listdir(tmp_path / "mirror" / "token_cache")
+  assert len(mirror) == 1  # one local copy, keyed by the remote path
+  names = json.loads(_bucket(emulator, f"import json; print(json.dumps(ls('{gen}')))"))
+  assert any(n.endswith("report/samples.png") for n in names), names
