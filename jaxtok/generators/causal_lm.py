@@ -55,6 +55,11 @@ LM_VARIANTS: dict[str, LMConfig] = {
     "smollm2-135m": LMConfig(vocab_size=49152, dim=576, num_layers=30, num_heads=9,
                              num_kv_heads=3, mlp_dim=1536, rope_base=100000.0, norm_eps=1e-5,
                              tie_embeddings=True, max_len=8192),
+    # A draft for speculative decoding of SmolLM2-135M: its width and vocabulary, 2 blocks
+    # (configs/decoding/draft_distill.py fills it from the teacher's embedding and blocks 0, 29).
+    "smollm2-draft": LMConfig(vocab_size=49152, dim=576, num_layers=2, num_heads=9,
+                              num_kv_heads=3, mlp_dim=1536, rope_base=100000.0, norm_eps=1e-5,
+                              tie_embeddings=True, max_len=8192),
     # Random test/smoke model; vocab 384 fits the byte tokenizer (256 bytes + specials).
     "tiny": LMConfig(vocab_size=384, dim=64, num_layers=2, num_heads=4, num_kv_heads=2,
                      mlp_dim=128, rope_base=10000.0, norm_eps=1e-5, tie_embeddings=True,
@@ -129,24 +134,33 @@ class CausalLM(nn.Module):
       positions: jnp.ndarray | None = None,  # int [B, T]; default arange (+ cache index)
       kv_mask: jnp.ndarray | None = None,  # bool [B, S]: real key slots (S = T, or cache length)
       decode: bool = False,
+      mask: jnp.ndarray | None = None,  # bool [B|1, 1, T, T] in decode: which new tokens each sees
   ) -> jnp.ndarray:  # float32 [B, T, V]
     if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
       raise ValueError(f"CausalLM wants integer tokens [B, T], got {tokens.dtype}{tokens.shape}")
     x = self.embed(tokens)  # [B, T, M]
-    x = self.transformer(x, positions=positions, kv_mask=kv_mask, decode=decode)
+    x = self.transformer(x, positions=positions, mask=mask, kv_mask=kv_mask, decode=decode)
     logits = self.embed.attend(x) if self.tie_embeddings else self.lm_head(x)
     return logits.astype(jnp.float32)
 
 
-def init_cache(model: CausalLM, batch_size: int, max_len: int) -> dict:
+def init_cache(model: CausalLM, batch_size: int, max_len: int, per_row: bool = False) -> dict:
   """An empty KV cache (the ``'cache'`` collection) for ``batch_size`` rows of ``max_len`` slots.
 
-  Uses ``jax.eval_shape`` so no parameters are initialised and nothing is compiled.
+  ``per_row`` gives every row its own write index (``cache_index`` int [B]), for decoders whose
+  rows advance by different amounts. Uses ``jax.eval_shape``: nothing is initialised or compiled.
   """
   tokens = jax.ShapeDtypeStruct((batch_size, max_len), jnp.int32)
   shapes = jax.eval_shape(
       lambda t: model.init(jax.random.key(0), t, decode=True), tokens)["cache"]
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  return set_cache_index(cache, jnp.zeros((batch_size,), jnp.int32)) if per_row else cache
+
+
+def set_cache_index(cache: dict, index: jnp.ndarray) -> dict:
+  """``cache`` with every layer's ``cache_index`` replaced by ``index`` (int [] or [B])."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: index.astype(jnp.int32) if path[-1].key == "cache_index" else x, cache)
 
 
 def count_params(params) -> int:

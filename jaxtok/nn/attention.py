@@ -4,6 +4,11 @@ The KV cache lives in the Flax ``'cache'`` collection (``cached_key``, ``cached_
 ``cache_index``), so decoding is a pure function of ``(params, cache)``. Prefill and one-token
 decode are the same code path: ``T`` new tokens are written at ``cache_index`` and attend to
 every valid slot before them. Ragged batches are left-padded; ``kv_mask`` marks real slots.
+
+``cache_index`` is a scalar (every row writes at the same slot) or int [B] (each row has its own
+length: speculative decoding accepts a different number of tokens per row). In decode mode
+``mask`` [B|1, 1, T, T] says which of the T new tokens each new token sees (default causal),
+which is how a token tree is verified in one pass: a node sees the prefix and its ancestors.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtok.kernels.tree_attention import tree_attention
 from jaxtok.nn.partitioning import logical_init
 from jaxtok.nn.rope import apply_rope
 
@@ -81,7 +87,7 @@ class Attention(nn.Module):
       x: jnp.ndarray,  # [B, T, M]
       *,
       positions: jnp.ndarray | None = None,  # int [B, T]; default arange(T) (+ cache index)
-      mask: jnp.ndarray | None = None,  # bool [B, 1|H, T, S] extra mask (no-cache path)
+      mask: jnp.ndarray | None = None,  # bool [B|1, 1|H, T, S] (no cache) or [.., T, T] (decode)
       kv_mask: jnp.ndarray | None = None,  # bool [B, S]: which key slots are real (padding)
       decode: bool = False,
   ) -> jnp.ndarray:  # [B, T, M]
@@ -102,7 +108,7 @@ class Attention(nn.Module):
     v = proj("value", kv_heads, ("kv_heads", "head_dim"))  # [B, T, K, D]
 
     if decode:
-      out = self._cached_attention(q, k, v, positions, kv_mask)
+      out = self._cached_attention(q, k, v, positions, kv_mask, mask)
     else:
       if positions is None:
         positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
@@ -125,7 +131,7 @@ class Attention(nn.Module):
         kernel_init=logical_init(self.kernel_init, ("heads", "head_dim", "embed")),
         bias_init=logical_init(nn.initializers.zeros, ("embed",)))(out)
 
-  def _cached_attention(self, q, k, v, positions, kv_mask):
+  def _cached_attention(self, q, k, v, positions, kv_mask, new_mask):
     """Writes k/v at ``cache_index`` and attends to all valid cached slots (prefill or decode)."""
     b, t, kv_heads, head_dim = k.shape
     initialized = self.has_variable("cache", "cached_key")
@@ -137,29 +143,48 @@ class Attention(nn.Module):
       return jnp.zeros(q.shape, q.dtype)
 
     max_len = cached_key.value.shape[1]
-    index = cache_index.value
+    index = cache_index.value  # int [] or [B]
+    row_index = jnp.broadcast_to(index, (b,)) if index.ndim else None
     if positions is None:
-      positions = jnp.broadcast_to(index + jnp.arange(t, dtype=jnp.int32), (b, t))
+      start = index if row_index is None else row_index[:, None]
+      positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
     if self.rope_base is not None:
       q = apply_rope(q, positions, self.rope_base)
       k = apply_rope(k, positions, self.rope_base)
     zero = jnp.array(0, jnp.int32)
-    keys = jax.lax.dynamic_update_slice(cached_key.value, k.astype(cached_key.value.dtype),
-                                        (zero, index, zero, zero))
-    values = jax.lax.dynamic_update_slice(cached_value.value, v.astype(cached_value.value.dtype),
-                                          (zero, index, zero, zero))
+    if row_index is None:
+      write = lambda cache, new: jax.lax.dynamic_update_slice(
+          cache, new.astype(cache.dtype), (zero, index, zero, zero))
+    else:  # each row writes at its own slot
+      write = lambda cache, new: jax.vmap(
+          lambda c, n, i: jax.lax.dynamic_update_slice(c, n, (i, zero, zero)))(
+              cache, new.astype(cache.dtype), row_index)
+    keys, values = write(cached_key.value, k), write(cached_value.value, v)
     cached_key.value, cached_value.value = keys, values
     cache_index.value = index + t
 
-    slots = jnp.arange(max_len, dtype=jnp.int32)  # [S]
-    query_slots = index + jnp.arange(t, dtype=jnp.int32)  # [T]
-    visible = slots[None, :] <= query_slots[:, None] if self.causal else (
-        jnp.broadcast_to(slots[None, :] < index + t, (t, max_len)))
-    mask = visible[None, None]  # [1, 1, T, S]
+    starts = jnp.zeros((b,), jnp.int32) + index  # [B] slot of the first new token
+    offset = jnp.arange(max_len, dtype=jnp.int32)[None, :] - starts[:, None]  # [B, S]
+    if not self.causal:
+      mask = (offset < t)[:, None, None, :]  # every written slot
+    elif new_mask is None:
+      mask = (offset[:, None, :] <= jnp.arange(t)[None, :, None])[:, None]  # [B, 1, T, S]
+    else:
+      if new_mask.ndim != 4 or new_mask.shape[1] != 1 or new_mask.shape[-2:] != (t, t):
+        raise ValueError(f"a decode-time mask must be [B|1, 1, T, T] with T={t}, got "
+                         f"{new_mask.shape}")
+      # Tree verification: every new token sees the prefix and the new tokens new_mask allows
+      # (its ancestors). The op picks a Pallas kernel on TPU/GPU and the jnp reference here.
+      if kv_mask is not None and kv_mask.shape != (b, max_len):
+        raise ValueError(f"kv_mask must be [B, max_len]={(b, max_len)}, got {kv_mask.shape}")
+      return tree_attention(
+          q, keys.astype(q.dtype), values.astype(q.dtype),
+          kv_mask=jnp.ones((b, max_len), bool) if kv_mask is None else kv_mask,
+          tree_start=starts, tree_mask=jnp.broadcast_to(new_mask[:, 0], (b, t, t)))
     if kv_mask is not None:
       if kv_mask.shape != (b, max_len):
         raise ValueError(f"kv_mask must be [B, max_len]={(b, max_len)}, got {kv_mask.shape}")
       mask = jnp.logical_and(mask, kv_mask[:, None, None, :])
-    mask = jnp.broadcast_to(mask, (b, 1, t, max_len))
+    mask = jnp.broadcast_to(mask, (b, mask.shape[1], t, max_len))
     return dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), mask=mask,
                                  implementation=self.implementation)

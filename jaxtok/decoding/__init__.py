@@ -1,0 +1,6 @@
+"""Speculative decoding: a lossless propose -> verify -> accept engine, verifiers and proposers.
+
+See ``engine.speculative_generate``; proposers in ``proposers`` (draft LM, n-gram prompt lookup,
+Token Recycling), tree templates in ``trees``, single-chain verifiers in ``verify`` and
+multi-draft ones (SpecTr K-SEQ, the optimal acceptance rate) in ``multidraft``.
+"""

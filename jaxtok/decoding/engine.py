@@ -1,0 +1,268 @@
+"""The speculative decoding engine: propose -> verify -> accept, in one jitted ``lax.while_loop``.
+
+    tokens, stats = speculative_generate(rng, target_step, target_params, proposer,
+                                         proposer_params, prompt, prompt_mask,
+                                         max_new_tokens=64, verifier="greedy")
+
+Each round the proposer fills a token tree (a chain of drafts, k chains, or a Token Recycling
+tree; node 0 is the last accepted token), the target scores every node in one pass (each node
+sees the prompt, the accepted tokens and its own ancestors), and the verifier keeps the longest
+acceptable path plus one token from the target. Every row of the batch keeps its own cache
+length (``cache_index`` [B]), so rows accept different numbers of tokens per round; the accepted
+path's keys/values are moved to consecutive slots and everything after them is hidden by the
+write index.
+
+Verifiers (losslessness is the contract):
+- ``greedy``: exact match against the target's argmax (any tree); the output equals plain greedy
+  decoding up to float rounding between a T-token and a 1-token pass.
+- ``rejection``: speculative sampling (Leviathan et al., 2023; Chen et al., 2023), one chain.
+- ``spectr``: SpecTr's K-SEQ over k chains (Sun et al., 2023).
+With sampling the output is distributed as the target's (temperature / top-k / top-p) sampler.
+
+Metrics follow vLLM's definitions: ``num_drafts`` (rounds a row took part in),
+``num_draft_tokens``, ``num_accepted_tokens``, and ``accepted_per_position`` [D] (rounds whose
+accepted path reached depth d + 1); mean acceptance length = 1 + accepted / drafts.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxtok.decoding import multidraft, verify
+from jaxtok.decoding.proposers import Accepted, Context
+from jaxtok.decoding.trees import compact_cache, greedy_tree_path
+from jaxtok.generators.causal_lm import init_cache, set_cache_index
+from jaxtok.generators.samplers.autoregressive import filter_logits
+
+VERIFIERS = ("greedy", "rejection", "spectr")
+
+
+def cache_slots_needed(prompt_len: int, max_new_tokens: int, tree_size: int) -> int:
+  """KV-cache slots a run needs: the prompt, the new tokens, and one tree past the last root."""
+  return prompt_len + max_new_tokens + tree_size
+
+
+def speculative_generate(
+    rng: jax.Array,
+    target_step,  # (params, cache, tokens, positions, kv_mask, mask) -> (logits, cache)
+    target_params: Any,
+    proposer,  # a jaxtok.decoding.proposers proposer
+    proposer_params: Any,
+    prompt: jnp.ndarray,  # int [B, P], left-padded
+    prompt_mask: jnp.ndarray,  # bool [B, P]
+    *,
+    max_new_tokens: int,
+    verifier: str = "greedy",
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    rho: float | None = None,  # SpecTr's rho; None picks the best feasible one per step
+    stop_tokens: Sequence[int] = (),
+    pad_id: int = 0,
+    target_model=None,  # the target's flax module, to size its cache (or pass `cache`)
+    cache: Any = None,
+) -> tuple[jnp.ndarray, dict[str, Any]]:
+  """Generates up to ``max_new_tokens`` tokens per row; returns (tokens [B, P + N], stats).
+
+  ``stats``: ``forward_passes`` (target passes, prefill included), ``num_generated`` [B],
+  ``done`` [B], ``num_drafts`` [B], ``num_draft_tokens`` [B], ``num_accepted_tokens`` [B],
+  ``accepted_per_position`` [D], and the proposer's final ``proposer_state`` (e.g. Token
+  Recycling's adjacency matrix, to hot-start the next call).
+  """
+  if verifier not in VERIFIERS:
+    raise ValueError(f"unknown verifier {verifier!r}; valid: {', '.join(VERIFIERS)}")
+  template = proposer.template
+  k = getattr(proposer, "num_drafts", 1)
+  if verifier == "rejection" and not template.is_chain:
+    raise ValueError("the rejection verifier checks one chain of drafts; use 'spectr' for "
+                     f"{k} drafts or 'greedy' for a tree")
+  if verifier == "spectr" and template.parents != _chains_parents(template, k):
+    raise ValueError("the spectr verifier needs k independent chains (a DraftModel with "
+                     "num_drafts=k)")
+  if jnp.ndim(prompt) != 2 or jnp.shape(prompt_mask) != jnp.shape(prompt):
+    raise ValueError(f"prompt must be [B, P] with a mask of the same shape; got "
+                     f"{jnp.shape(prompt)} and {jnp.shape(prompt_mask)}")
+  if max_new_tokens < 1:
+    raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+  b, p = prompt.shape
+  slots = cache_slots_needed(p, max_new_tokens, template.size)
+  if cache is None:
+    if target_model is None:
+      raise ValueError("pass target_model (to size the KV cache) or an empty per-row cache")
+    cache = init_cache(target_model, b, slots, per_row=True)
+  have = cache_slots(cache)
+  if have < slots:
+    raise ValueError(f"the KV cache has {have} slots but prompt {p} + max_new_tokens "
+                     f"{max_new_tokens} + tree {template.size} need {slots}")
+  return _generate(rng, target_step, target_params, proposer, proposer_params, cache,
+                   jnp.asarray(prompt, jnp.int32), jnp.asarray(prompt_mask, bool),
+                   max_new_tokens=int(max_new_tokens), verifier=verifier,
+                   temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                   rho=None if rho is None else float(rho),
+                   stop_tokens=tuple(int(t) for t in stop_tokens),
+                   pad_id=int(pad_id))
+
+
+def cache_slots(cache) -> int:
+  """Number of slots of a KV cache (the ``cached_key`` leaves are [B, S, K, D])."""
+  sizes = {x.shape[1] for path, x in jax.tree_util.tree_leaves_with_path(cache)
+           if path[-1].key == "cached_key"}
+  if len(sizes) != 1:
+    raise ValueError(f"not a KV cache with one length: cached_key lengths {sorted(sizes)}")
+  return sizes.pop()
+
+
+def _chains_parents(template, k):
+  g = (template.size - 1) // max(k, 1)
+  parents = [-1]
+  for _ in range(k):
+    for j in range(g):
+      parents.append(0 if j == 0 else len(parents) - 1)
+  return tuple(parents)
+
+
+def _write_rows(buffer, values, starts):  # [B, L], [B, W], [B] -> buffer with rows written
+  return jax.vmap(lambda row, val, s: jax.lax.dynamic_update_slice(row, val, (s,)))(
+      buffer, values.astype(buffer.dtype), starts)
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "target_step", "proposer", "max_new_tokens", "verifier", "temperature", "top_k", "top_p",
+    "rho", "stop_tokens", "pad_id"))
+def _generate(rng, target_step, target_params, proposer, proposer_params, cache, prompt,
+              prompt_mask, *, max_new_tokens, verifier, temperature, top_k, top_p, rho,
+              stop_tokens, pad_id):
+  template = proposer.template
+  t_nodes, depth_max = template.size, template.max_depth
+  b, p = prompt.shape
+  slots = cache_slots(cache)
+  greedy = verifier == "greedy"
+  stops = jnp.asarray(stop_tokens or (-1,), jnp.int32)
+  depths = jnp.asarray(template.depths, jnp.int32)
+  tree_mask = jnp.asarray(template.ancestor_mask())[None, None]  # [1, 1, T, T]
+
+  def target_probs(logits):  # [..., V] -> float32 probabilities of the target's sampler
+    shape = logits.shape
+    flat = filter_logits(logits.reshape(-1, shape[-1]), temperature=temperature, top_k=top_k,
+                         top_p=top_p)
+    return jax.nn.softmax(flat, axis=-1).reshape(shape)
+
+  def choose(key, logits):  # [B, V] -> [B]
+    if greedy:
+      return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(key, jnp.log(target_probs(logits))).astype(jnp.int32)
+
+  # Prefill: every row writes its (left-padded) prompt at slots 0 .. P-1.
+  positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=1) - 1, 0).astype(jnp.int32)
+  kv_mask = jnp.concatenate([prompt_mask, jnp.ones((b, slots - p), bool)], axis=1)
+  cache = set_cache_index(cache, jnp.zeros((b,), jnp.int32))
+  logits, cache = target_step(target_params, cache, prompt, positions, kv_mask)
+  first = choose(jax.random.fold_in(rng, 0), logits[:, -1])
+  prop_state = proposer.init(proposer_params, prompt, prompt_mask, positions, kv_mask)
+
+  width = p + max_new_tokens + depth_max + 1  # room for one round's overshoot
+  tokens = jnp.full((b, width), pad_id, jnp.int32).at[:, :p].set(prompt).at[:, p].set(first)
+  valid = jnp.zeros((b, width), bool).at[:, :p].set(prompt_mask).at[:, p].set(True)
+  zeros = jnp.zeros((b,), jnp.int32)
+  state = dict(
+      round=jnp.array(0, jnp.int32), cache=cache, prop=prop_state, tokens=tokens, valid=valid,
+      generated=jnp.ones((b,), jnp.int32), root=first, position=positions[:, -1] + 1,
+      slot=jnp.full((b,), p, jnp.int32),
+      done=jnp.logical_or(jnp.isin(first, stops), max_new_tokens <= 1),
+      drafts=zeros, draft_tokens=zeros, accepted=zeros,
+      per_position=jnp.zeros((depth_max,), jnp.int32))
+
+  def cond(s):
+    return jnp.logical_not(jnp.all(s["done"]))
+
+  def body(s):
+    key = jax.random.fold_in(rng, s["round"] + 1)
+    k_prop, k_verify = jax.random.split(key)
+    ctx = Context(tokens=s["tokens"], valid=s["valid"], length=p + s["generated"],
+                  root=s["root"], position=s["position"], slot=s["slot"], kv_mask=kv_mask)
+    tree, q, prop = proposer.propose(proposer_params, s["prop"], ctx, k_prop)
+    cache = set_cache_index(s["cache"], s["slot"])
+    logits, cache = target_step(target_params, cache, tree, s["position"][:, None] + depths,
+                                kv_mask, tree_mask)  # [B, T, V]
+    accept = _verify(verifier, template, tree, q, logits, target_probs, k_verify, rho,
+                     getattr(proposer, "num_drafts", 1))
+    if not template.is_chain:  # chains are already in place (path = 0, 1, 2, ...)
+      cache = compact_cache(cache, s["slot"], accept.path)
+    n = accept.num_accepted
+    cache = set_cache_index(cache, s["slot"] + n + 1)
+    prop = proposer.update(proposer_params, prop, ctx, tree, logits, accept)
+
+    # New tokens: the accepted path's tokens, then the target's token; cut at a stop token
+    # and at max_new_tokens.
+    path_tokens = jnp.take_along_axis(tree, accept.path[:, 1:], axis=1)  # [B, D]
+    j = jnp.arange(depth_max + 1)[None]
+    new = jnp.where(j < n[:, None], jnp.pad(path_tokens, ((0, 0), (0, 1))), pad_id)
+    new = jnp.where(j == n[:, None], accept.next_token[:, None], new)  # [B, D + 1]
+    keep = jnp.logical_and(j <= n[:, None], s["generated"][:, None] + j < max_new_tokens)
+    is_stop = jnp.logical_and(jnp.isin(new, stops), keep)
+    before_stop = jnp.cumsum(is_stop, axis=1) - is_stop == 0
+    keep = jnp.logical_and(keep, before_stop)
+    active = jnp.logical_not(s["done"])
+    keep = jnp.logical_and(keep, active[:, None])
+    count = keep.sum(axis=1).astype(jnp.int32)
+    starts = p + s["generated"]
+    tokens = _write_rows(s["tokens"], jnp.where(keep, new, pad_id), starts)
+    valid = _write_rows(s["valid"], keep, starts)
+    generated = s["generated"] + count
+    done = s["done"] | jnp.any(is_stop & keep, axis=1) | (generated >= max_new_tokens)
+
+    drafted = jnp.where(active, t_nodes - 1, 0)
+    reached = (jnp.arange(depth_max)[None] < n[:, None]) & active[:, None]
+    return dict(
+        round=s["round"] + 1, cache=cache, prop=prop, tokens=tokens, valid=valid,
+        generated=generated, root=jnp.where(active, accept.next_token, s["root"]),
+        position=s["position"] + jnp.where(active, n + 1, 0),
+        slot=s["slot"] + jnp.where(active, n + 1, 0), done=done,
+        drafts=s["drafts"] + active, draft_tokens=s["draft_tokens"] + drafted,
+        accepted=s["accepted"] + jnp.where(active, n, 0),
+        per_position=s["per_position"] + reached.sum(axis=0).astype(jnp.int32))
+
+  s = jax.lax.while_loop(cond, body, state)
+  stats = dict(forward_passes=s["round"] + 1, num_generated=s["generated"], done=s["done"],
+               num_drafts=s["drafts"], num_draft_tokens=s["draft_tokens"],
+               num_accepted_tokens=s["accepted"], accepted_per_position=s["per_position"],
+               proposer_state=s["prop"])
+  return s["tokens"][:, :p + max_new_tokens], stats
+
+
+def _verify(verifier, template, tree, q, logits, target_probs, rng, rho, k) -> Accepted:
+  """Runs the chosen verifier on one round's tree and returns the accepted path."""
+  b = tree.shape[0]
+  zeros = jnp.zeros((b,), jnp.int32)
+  if verifier == "greedy":
+    path, n, nxt = greedy_tree_path(template, tree, logits)
+    # For k chains, the chain holding the path's first node (node 1 + i * G).
+    g = (template.size - 1) // k
+    draft = jnp.where(n > 0, (path[:, 1] - 1) // max(g, 1), 0)
+    return Accepted(path=path, num_accepted=n, next_token=nxt, draft=draft)
+  vocab = logits.shape[-1]
+  if q is None:  # a deterministic proposal: its distribution is one-hot on the drafted token
+    q = jax.nn.one_hot(tree[:, 1:], vocab, dtype=jnp.float32)
+  probs = target_probs(logits)  # [B, T, V]
+  g = (template.size - 1) // k
+  drafts = tree[:, 1:].reshape(b, k, g)
+  if verifier == "rejection":
+    n, nxt = verify.verify_rejection(rng, drafts[:, 0], q, probs)
+    draft = zeros
+  else:
+    # Draft i's target distributions: the root's, then the ones after each of its nodes.
+    chain_p = probs[:, 1:].reshape(b, k, g, vocab)
+    root_p = jnp.broadcast_to(probs[:, :1, None], (b, k, 1, vocab))
+    p_chains = jnp.concatenate([root_p, chain_p], axis=2)  # [B, k, G + 1, V]
+    n, draft, nxt = multidraft.verify_spectr(rng, drafts, q.reshape(b, k, g, vocab), p_chains,
+                                             rho)
+  depth = jnp.arange(g + 1)[None]
+  path = jnp.where(depth == 0, 0, 1 + draft[:, None] * g + jnp.minimum(depth, n[:, None]) - 1)
+  path = jnp.where((depth > 0) & (n[:, None] == 0), 0, path)
+  return Accepted(path=path.astype(jnp.int32), num_accepted=n.astype(jnp.int32),
+                  next_token=nxt.astype(jnp.int32), draft=draft.astype(jnp.int32))

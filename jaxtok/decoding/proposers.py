@@ -1,0 +1,242 @@
+"""Proposers for speculative decoding: a draft LM, n-gram prompt lookup, Token Recycling.
+
+A proposer is a frozen (hashable) dataclass with a static ``template`` (the tree it fills) and
+three pure functions the engine calls inside its jitted loop:
+
+    state = init(params, prompt, prompt_mask, positions, kv_mask)   # kv_mask [B, cache slots]
+    tree_tokens [B, T], q, state = propose(params, state, ctx, rng)
+    state = update(params, state, ctx, tree_tokens, target_logits, accept)
+
+``ctx`` is a :class:`Context` (the tokens so far, where the root sits); ``q`` is the proposer's
+distribution for each non-root node, float32 [B, T - 1, V], or None for a deterministic proposal
+(the verifier then treats it as one-hot). ``accept`` is an :class:`Accepted` (the accepted path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxtok.decoding.trees import TreeTemplate, chains
+from jaxtok.generators.causal_lm import init_cache, set_cache_index
+from jaxtok.generators.samplers.autoregressive import filter_logits
+
+
+class Context(NamedTuple):
+  tokens: jnp.ndarray  # int [B, L]: prompt (left-padded) then the tokens generated so far
+  valid: jnp.ndarray  # bool [B, L]: real tokens of `tokens`
+  length: jnp.ndarray  # int [B]: index in `tokens` just after the root (root at length - 1)
+  root: jnp.ndarray  # int [B]: the last accepted token (node 0; not yet in any cache)
+  position: jnp.ndarray  # int [B]: the root's position id
+  slot: jnp.ndarray  # int [B]: the root's cache slot (target and draft caches share slots)
+  kv_mask: jnp.ndarray  # bool [B, S]: real cache slots (prompt padding is False)
+
+
+class Accepted(NamedTuple):
+  path: jnp.ndarray  # int [B, D + 1]: node ids from the root, padded with the last one
+  num_accepted: jnp.ndarray  # int [B]: accepted non-root nodes
+  next_token: jnp.ndarray  # int [B]: the correction / bonus token (the next root)
+  draft: jnp.ndarray  # int [B]: for k-chain templates, which chain was accepted (else 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LMStep:
+  """A Flax causal LM with a ``'cache'`` collection as a tree-aware step function (hashable)."""
+
+  model: nn.Module
+
+  def __call__(self, params, cache, tokens, positions, kv_mask, mask=None):
+    logits, mutated = self.model.apply(
+        {"params": params, "cache": cache}, tokens, positions=positions, kv_mask=kv_mask,
+        decode=True, mask=mask, mutable=["cache"])
+    return logits, mutated["cache"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DraftModel:
+  """A small LM drafts ``length`` tokens autoregressively, ``num_drafts`` sequences per row.
+
+  Its cache shares the target's slot layout. Each round re-feeds the token before the root with
+  the root (a 2-token step), which both writes a token the previous round may not have cached
+  (when every draft was accepted, the last draft token was never fed) and gives the first
+  draft distribution; so the draft never needs a variable-length catch-up step.
+  ``temperature`` 0 drafts greedily (argmax, q = one-hot); otherwise drafts are sampled from
+  the draft's softmax at that temperature (i.i.d. across the ``num_drafts`` chains).
+  """
+
+  step: LMStep
+  length: int = 4
+  num_drafts: int = 1
+  temperature: float = 0.0
+
+  @property
+  def template(self) -> TreeTemplate:
+    return chains(self.num_drafts, self.length)
+
+  def _rows(self, x):  # [B, ...] -> [B * k, ...]: k copies of every row, row-major
+    return jnp.repeat(x, self.num_drafts, axis=0)
+
+  def init(self, params, prompt, prompt_mask, positions, kv_mask):
+    del prompt_mask
+    k = self.num_drafts
+    cache = init_cache(self.step.model, prompt.shape[0] * k, kv_mask.shape[1], per_row=True)
+    _, cache = self.step(params, cache, self._rows(prompt), self._rows(positions),
+                         self._rows(kv_mask))
+    # Rewind one slot: the next round re-feeds the last prompt token with the root.
+    slot = jnp.full((prompt.shape[0] * k,), prompt.shape[1] - 1, jnp.int32)
+    return {"cache": set_cache_index(cache, slot), "prev": prompt[:, -1]}
+
+  def propose(self, params, state, ctx: Context, rng):
+    k, g = self.num_drafts, self.length
+    rows = lambda x: self._rows(x)
+    kv_mask = rows(ctx.kv_mask)
+    first = jnp.stack([state["prev"], ctx.root], axis=1)  # [B, 2]
+    pos = jnp.stack([ctx.position - 1, ctx.position], axis=1)
+    logits, cache = self.step(params, state["cache"], rows(first), rows(pos), kv_mask)
+
+    def pick(logits, key):  # [Bk, V] -> token [Bk], q [Bk, V]
+      if self.temperature <= 0:
+        tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return tok, jax.nn.one_hot(tok, logits.shape[-1], dtype=jnp.float32)
+      scaled = filter_logits(logits, temperature=self.temperature)
+      return jax.random.categorical(key, scaled).astype(jnp.int32), jax.nn.softmax(scaled)
+
+    keys = jax.random.split(rng, g)
+    tok, q = pick(logits[:, 1], keys[0])
+
+    def body(carry, key_and_j):
+      cache, tok = carry
+      key, j = key_and_j
+      logits, cache = self.step(params, cache, tok[:, None], rows(ctx.position)[:, None] + j,
+                                kv_mask)
+      nxt, q = pick(logits[:, 0], key)
+      return (cache, nxt), (nxt, q)
+
+    (cache, _), (toks, qs) = jax.lax.scan(body, (cache, tok), (keys[1:], jnp.arange(1, g)))
+    drafts = jnp.concatenate([tok[None], toks], axis=0).swapaxes(0, 1)  # [Bk, G]
+    q = jnp.concatenate([q[None], qs], axis=0).swapaxes(0, 1)  # [Bk, G, V]
+    b = ctx.root.shape[0]
+    tree = jnp.concatenate([ctx.root[:, None], drafts.reshape(b, k * g)], axis=1)  # [B, 1+kG]
+    q = q.reshape(b, k * g, q.shape[-1])
+    return tree, q, {"cache": cache, "prev": state["prev"]}
+
+  def update(self, params, state, ctx: Context, tree_tokens, target_logits, accept: Accepted):
+    del params, target_logits
+    k = self.num_drafts
+    cache = state["cache"]
+    if k > 1:  # every copy of a row continues from the accepted chain's cache
+      src = (jnp.arange(ctx.root.shape[0]) * k)[:, None] + accept.draft[:, None]  # [B, 1]
+      src = jnp.broadcast_to(src, (src.shape[0], k)).reshape(-1)
+      cache = jax.tree_util.tree_map_with_path(
+          lambda p, x: x[src] if p[-1].key in ("cached_key", "cached_value") else x, cache)
+    last_node = jnp.take_along_axis(accept.path, accept.num_accepted[:, None], axis=1)[:, 0]
+    prev = jnp.take_along_axis(tree_tokens, last_node[:, None], axis=1)[:, 0]
+    # The new root sits at slot + num_accepted + 1; the draft re-feeds from the slot before it.
+    slot = self._rows(ctx.slot + accept.num_accepted)
+    return {"cache": set_cache_index(cache, slot), "prev": prev}
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptLookup:
+  """n-gram prompt lookup: copy what followed the latest earlier occurrence of the last n tokens.
+
+  Tries ``max_ngram`` down to ``min_ngram`` (vLLM's ``prompt_lookup_max/min``) and proposes the
+  ``length`` tokens after the most recent match of the longest n-gram found; with no match the
+  proposal is the root repeated (cheap, and verification rejects it). No model, no state.
+  """
+
+  length: int = 4
+  max_ngram: int = 3
+  min_ngram: int = 1
+
+  def __post_init__(self):
+    if not 1 <= self.min_ngram <= self.max_ngram:
+      raise ValueError(f"need 1 <= min_ngram <= max_ngram, got {self.min_ngram}, {self.max_ngram}")
+
+  @property
+  def template(self) -> TreeTemplate:
+    return chains(1, self.length)
+
+  def init(self, params, prompt, prompt_mask, positions, kv_mask):
+    del params, prompt, prompt_mask, positions, kv_mask
+    return {}
+
+  def propose(self, params, state, ctx: Context, rng):
+    del params, rng
+    toks, valid, end = ctx.tokens, ctx.valid, ctx.length  # root at end - 1
+    b, span = toks.shape
+    idx = jnp.arange(span)[None]  # [1, L]
+    best = jnp.full((b,), -1, jnp.int32)
+    for n in range(self.min_ngram, self.max_ngram + 1):  # longer n-grams override shorter
+      suffix = jnp.take_along_axis(toks, jnp.clip(end[:, None] - n + jnp.arange(n), 0, span - 1),
+                                   axis=1)  # [B, n]
+      hit = jnp.logical_and(idx >= n - 1, idx < end[:, None] - 1)  # the match ends at i < root
+      for j in range(n):  # tokens[i - j] == suffix[n - 1 - j]
+        shifted = jnp.roll(toks, j, axis=1)
+        ok = jnp.logical_and(shifted == suffix[:, n - 1 - j:n - j], jnp.roll(valid, j, axis=1))
+        hit = jnp.logical_and(hit, ok)
+      last_hit = jnp.max(jnp.where(hit, idx, -1), axis=1)  # the most recent match
+      best = jnp.where(last_hit >= 0, last_hit, best)
+    take = jnp.clip(best[:, None] + 1 + jnp.arange(self.length), 0, span - 1)
+    drafts = jnp.take_along_axis(toks, take, axis=1)
+    usable = jnp.logical_and(best[:, None] >= 0, take < end[:, None])
+    drafts = jnp.where(usable, drafts, ctx.root[:, None])
+    return jnp.concatenate([ctx.root[:, None], drafts], axis=1), None, state
+
+  def update(self, params, state, ctx, tree_tokens, target_logits, accept):
+    del params, ctx, tree_tokens, target_logits, accept
+    return state
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenRecycling:
+  """Token Recycling (Luo et al., 2024): recycle the target's top-k candidates as next drafts.
+
+  An adjacency matrix ``M`` int [V, k] holds, for each token, the top-k next tokens the target
+  predicted the last time that token sat in a verified tree (training-free; rows start as
+  token 0 and fill as decoding goes). A static tree template is filled BFS: a node of rank r
+  under a node with token x gets ``M[x, r]``. After verification every tree node's row is
+  overwritten with the target's top-k at that node. ``state['adjacency']`` can be kept across
+  calls (the paper's hot start).
+  """
+
+  tree: TreeTemplate
+  vocab_size: int
+  top_k: int = 8
+
+  def __post_init__(self):
+    if self.tree.max_rank >= self.top_k:
+      raise ValueError(f"the tree uses rank {self.tree.max_rank} but the adjacency keeps only "
+                       f"top_k={self.top_k} candidates per token")
+
+  @property
+  def template(self) -> TreeTemplate:
+    return self.tree
+
+  def init(self, params, prompt, prompt_mask, positions, kv_mask):
+    del prompt, prompt_mask, positions, kv_mask
+    if params is not None and "adjacency" in params:
+      return {"adjacency": jnp.asarray(params["adjacency"], jnp.int32)}
+    return {"adjacency": jnp.zeros((self.vocab_size, self.top_k), jnp.int32)}
+
+  def propose(self, params, state, ctx: Context, rng):
+    del params, rng
+    adj = state["adjacency"]
+    toks = [ctx.root]
+    for parent, rank in zip(self.tree.parents[1:], self.tree.ranks[1:]):
+      toks.append(adj[toks[parent], rank])
+    return jnp.stack(toks, axis=1), None, state
+
+  def update(self, params, state, ctx, tree_tokens, target_logits, accept):
+    del params, ctx, accept
+    top = jax.lax.top_k(target_logits, self.top_k)[1].astype(jnp.int32)  # [B, T, k]
+    adj = state["adjacency"].at[tree_tokens.reshape(-1)].set(top.reshape(-1, self.top_k))
+    return {"adjacency": adj}
+
+
+PROPOSERS: dict[str, Any] = {"draft": DraftModel, "ngram": PromptLookup,
+                             "recycling": TokenRecycling}
