@@ -1,0 +1,68 @@
+"""A fixed, offline prompt set for decoding benchmarks: chat questions and held-out code prefixes.
+
+``chat``: questions an instruct model answers in prose (formatted as ChatML by the caller).
+``code``: the first lines of standard-library files from the *test* split of ``python_source``
+(held out from anything trained on that corpus, e.g. a distilled draft model), cut after
+``code_lines`` lines at a function or class boundary where one exists. Deterministic for one
+Python version.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+
+from jaxtok.data.python_source import corpus_files, split_of
+
+CHAT_PROMPTS = (
+    "What is the capital of France?",
+    "Explain what a hash table is in two sentences.",
+    "Write a Python function that returns the n-th Fibonacci number.",
+    "Give three tips for writing clear documentation.",
+    "What is the difference between a list and a tuple in Python?",
+    "Summarise the plot of Pride and Prejudice in one paragraph.",
+    "How does photosynthesis work?",
+    "Write a haiku about the sea.",
+)
+KINDS = ("chat", "code", "mixed")
+
+
+def code_prompts(num: int, code_lines: int = 24, max_chars: int = 1600) -> list[str]:
+  """Prefixes of ``num`` held-out standard-library files (test split), ending before a ``def``."""
+  root = sysconfig.get_paths()["stdlib"]
+  out = []
+  for path in corpus_files(root):
+    if split_of(path, root) != "test":
+      continue
+    with open(path, encoding="utf-8", errors="replace") as f:
+      lines = f.read().splitlines()
+    if len(lines) < code_lines * 2:
+      continue
+    # End on the header of the next function so the model has something to write.
+    cut = next((i for i in range(code_lines, len(lines)) if lines[i].lstrip().startswith("def ")),
+               code_lines)
+    text = "\n".join(lines[:cut + 1]) + "\n"
+    if len(text) <= max_chars:  # a few hundred tokens: long prompts would dominate the timing
+      out.append(text)
+    if len(out) == num:
+      break
+  if len(out) < num:
+    raise ValueError(f"only {len(out)} held-out files are long enough for {num} code prompts")
+  return out
+
+
+def prompt_set(kind: str = "mixed", num: int = 8) -> list[tuple[str, str]]:
+  """``num`` (kind, text) prompts: 'chat' (raw questions), 'code', or 'mixed' (half of each)."""
+  if kind not in KINDS:
+    raise ValueError(f"unknown prompt set {kind!r}; valid: {', '.join(KINDS)}")
+  if num < 1:
+    raise ValueError(f"num must be >= 1, got {num}")
+  if kind == "chat":
+    if num > len(CHAT_PROMPTS):
+      raise ValueError(f"the chat set has {len(CHAT_PROMPTS)} prompts, asked for {num}")
+    return [("chat", p) for p in CHAT_PROMPTS[:num]]
+  if kind == "code":
+    return [("code", p) for p in code_prompts(num)]
+  chat = prompt_set("chat", (num + 1) // 2)
+  code = prompt_set("code", num // 2) if num > 1 else []
+  return [x for pair in zip(chat, code + [None] * len(chat)) for x in pair if x][:num]
+
