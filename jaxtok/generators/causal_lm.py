@@ -55,9 +55,9 @@ LM_VARIANTS: dict[str, LMConfig] = {
     "smollm2-135m": LMConfig(vocab_size=49152, dim=576, num_layers=30, num_heads=9,
                              num_kv_heads=3, mlp_dim=1536, rope_base=100000.0, norm_eps=1e-5,
                              tie_embeddings=True, max_len=8192),
-    # A draft for speculative decoding of SmolLM2-135M: its width and vocabulary, 2 blocks
-    # (configs/decoding/draft_distill.py fills it from the teacher's embedding and blocks 0, 29).
-    "smollm2-draft": LMConfig(vocab_size=49152, dim=576, num_layers=2, num_heads=9,
+    # A draft for speculative decoding of SmolLM2-135M: its width and vocabulary, 4 blocks
+    # (configs/decoding/draft_distill.py fills it from the teacher's embedding and blocks 0-3).
+    "smollm2-draft": LMConfig(vocab_size=49152, dim=576, num_layers=4, num_heads=9,
                               num_kv_heads=3, mlp_dim=1536, rope_base=100000.0, norm_eps=1e-5,
                               tie_embeddings=True, max_len=8192),
     # Random test/smoke model; vocab 384 fits the byte tokenizer (256 bytes + specials).
