@@ -1,0 +1,31 @@
+r"""Speculative decoding of SmolLM2-135M-Instruct with n-gram prompt lookup (no draft model).
+
+  python -m jaxtok.main --config=configs/decoding/ngram.py --workdir=/tmp/spec_ngram --mode=sample \
+      --config.prompt="Write a Python function that returns the n-th Fibonacci number."
+  python -m jaxtok.main --config=configs/decoding/ngram.py --workdir=/tmp/spec_ngram --mode=eval
+  python -m jaxtok.main --config=configs/decoding/ngram.py:smoke --workdir=/tmp/spec_smoke \
+      --mode=sample
+
+Each round copies the ``proposer.length`` tokens that followed the latest earlier occurrence of
+the last ``max_ngram`` .. ``min_ngram`` tokens (vLLM's prompt lookup) and the target verifies them
+in one pass; greedy, so the output is plain greedy decoding's. ``--mode=sample`` times it against
+plain decoding on ``config.prompt``; ``--mode=eval`` runs the offline prompt set (``eval_prompts``:
+chat / code / mixed) and writes decoding_table.md, decoding_results.json and
+acceptance_per_position.png to the workdir. Arguments: ``smoke`` (a random 'tiny' target and the
+byte tokenizer; seconds), ``bf16``. Keys: ``jaxtok/tasks/speculative.py``.
+"""
+
+import ml_collections
+
+from jaxtok.config_args import parse_arg
+from jaxtok.tasks.speculative import base_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  a = parse_arg(arg, smoke=False, bf16=False)
+  c = base_config(a.smoke, "ngram")
+  c.dtype = "bfloat16" if a.bf16 else "float32"
+  c.proposer.length = 4
+  c.proposer.max_ngram = 3
+  c.proposer.min_ngram = 1
+  return c

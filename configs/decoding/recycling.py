@@ -1,0 +1,32 @@
+r"""Speculative decoding of SmolLM2-135M-Instruct with Token Recycling (training-free token trees).
+
+  python -m jaxtok.main --config=configs/decoding/recycling.py --workdir=/tmp/spec_rec --mode=sample
+  python -m jaxtok.main --config=configs/decoding/recycling.py --workdir=/tmp/spec_rec --mode=eval \
+      --config.proposer.tree_nodes=24
+  python -m jaxtok.main --config=configs/decoding/recycling.py:smoke --workdir=/tmp/spec_smoke \
+      --mode=sample
+
+Token Recycling (Luo et al., 2024) keeps, per token, the target's top-``proposer.top_k`` next
+tokens from the last time it was verified, and fills a static tree with them:
+``trees.best_tree(tree_nodes, rank_accept, tree_depth)``, the tree with the most expected accepted
+tokens if rank r is right with probability ``rank_accept[r]``. ``proposer.hot_start`` carries the
+adjacency matrix from prompt to prompt in ``--mode=eval`` (the paper's hot start). On a CPU a
+verify pass over many nodes costs more than a 1-token step, so small trees win there; on an
+accelerator try 24-80 nodes. Arguments: ``smoke``, ``bf16``. Keys: ``jaxtok/tasks/speculative.py``.
+"""
+
+import ml_collections
+
+from jaxtok.config_args import parse_arg
+from jaxtok.tasks.speculative import RANK_ACCEPT, base_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  a = parse_arg(arg, smoke=False, bf16=False)
+  c = base_config(a.smoke, "recycling")
+  c.dtype = "bfloat16" if a.bf16 else "float32"
+  c.proposer.tree_nodes = 12
+  c.proposer.tree_depth = 6
+  c.proposer.top_k = 8  # > the largest rank the tree uses
+  c.proposer.rank_accept = RANK_ACCEPT  # P(the rank-r candidate is the target's token)
+  return c

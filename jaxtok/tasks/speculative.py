@@ -1,0 +1,400 @@
+"""The ``speculative`` task: lossless speculative decoding of a target LM, timed against plain
+decoding of the same target in the same run. No training (``num_steps`` 0, no data).
+
+``--mode=sample`` decodes ``config.prompt`` (ChatML for instruct targets) both ways and prints the
+text, tokens/s, the speed-up, the mean acceptance length (1 + accepted / rounds, vLLM's), the
+acceptance rate (accepted / drafted) and the per-position acceptance (the fraction of rounds whose
+accepted path reached depth d). Greedy runs say whether the output is token-identical to plain
+greedy and, where not, give the first differing new token and the target's top-2 logit gap there
+(one extra forward pass): a T-token verify pass and a 1-token step differ only by float rounding,
+so a flip at a tiny gap is expected and anything else is a bug. ``--mode=eval`` runs the offline
+prompt set (batches of ``eval_batch_size``, left-padded to a multiple of ``eval_pad_multiple`` so
+prompts share programs) and writes ``decoding_results.json``, ``decoding_table.md`` and
+``acceptance_per_position.png``. Times exclude compilation: each program runs once untimed first.
+Config keys: :func:`base_config` (used by ``configs/decoding/*.py``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxtok import paths
+from jaxtok.decoding.engine import VERIFIERS, speculative_generate
+from jaxtok.decoding.proposers import PROPOSERS, DraftModel, LMStep, PromptLookup, TokenRecycling
+from jaxtok.decoding.trees import best_tree
+from jaxtok.generators.causal_lm import CausalLM, init_cache, lm_config
+from jaxtok.generators.samplers.autoregressive import ModelStep, generate
+from jaxtok.pretrained.chat import chatml
+from jaxtok.pretrained.lms import load_pretrained_lm
+from jaxtok.pretrained.text_tokenizer import ByteTokenizer
+from jaxtok.tasks.base import TASKS, Task
+from jaxtok.tasks.distill import restore_student
+from jaxtok.tasks.prompt_set import prompt_set
+from jaxtok.train.state import TrainState
+
+RANK_ACCEPT = (0.6, 0.15, 0.08, 0.05, 0.03, 0.02, 0.02, 0.01)
+# Top-2 logit gaps up to which a greedy mismatch is float rounding (verify pass vs 1-token step).
+ROUNDING_GAP = {"float32": 1e-3, "bfloat16": 0.5}
+
+
+def base_config(smoke: bool, proposer: str, verifier: str = "greedy") -> ml_collections.ConfigDict:
+  """Every key of the task, for ``configs/decoding/*.py`` (smoke: random 'tiny' models, bytes)."""
+  ref = ml_collections.FieldReference
+  c = ml_collections.ConfigDict({"task": "speculative", "seed": 0, "dtype": "float32"})
+  # pretrained: a PRETRAINED_LMS name or a path; None = a random `variant` (smoke runs). chat:
+  # format prompts as ChatML for a random target too (pretrained ones say whether they chat).
+  c.target = ml_collections.ConfigDict({
+      "pretrained": ref(None if smoke else "smollm2-135m", field_type=str),
+      "variant": "tiny" if smoke else "smollm2-135m", "chat": False})
+  # For proposer 'draft', the first that is set: a distill run directory (restore_student), a
+  # PRETRAINED_LMS name, a random variant (init seed `seed`; = config.seed: the target itself).
+  c.draft = ml_collections.ConfigDict({
+      "workdir": ref("", field_type=str), "pretrained": ref(None, field_type=str),
+      "variant": ref("tiny" if smoke else None, field_type=str), "seed": 1})
+  # Random models: the init times this, so that their argmax is not a coin flip and they repeat
+  # (which gives n-gram lookup and recycling something to find).
+  c.random_scale = 3.0 if smoke else 1.0
+  c.proposer = ml_collections.ConfigDict({
+      "name": proposer, "length": 4, "num_drafts": 1, "draft_temperature": 0.0,
+      "max_ngram": 3, "min_ngram": 1, "tree_nodes": 12, "tree_depth": 6, "top_k": 8,
+      "rank_accept": RANK_ACCEPT, "hot_start": True})  # hot_start: recycling's adjacency
+  c.update({"verifier": verifier, "temperature": 0.0 if verifier == "greedy" else 1.0, "top_k": 0,
+            "top_p": 1.0, "rho": ref(None, field_type=float),  # spectr's; None = best per step
+            "prompt": "What is the capital of France?", "max_new_tokens": 24 if smoke else 128,
+            "eval_prompts": "chat" if smoke else "mixed",  # bytes: code prompts are too long
+            "eval_num_prompts": 2 if smoke else 8, "eval_batch_size": 1, "eval_pad_multiple": 64})
+  # The loop's keys: nothing to train (--mode=sample or --mode=eval).
+  c.update({"num_steps": 0, "batch_size": 1,
+            "mesh": ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})})
+  return c
+
+
+def _load(pretrained, variant, what):
+  """(arch, host params or None, tokenizer, chat, stops, source) of a pretrained or random LM."""
+  if pretrained:
+    lm = load_pretrained_lm(pretrained)
+    return lm.config, lm.params, lm.tokenizer, lm.chat, tuple(lm.stop_tokens), pretrained
+  if not variant:
+    raise ValueError(f"set {what}.pretrained or {what}.variant")
+  return lm_config(variant), None, ByteTokenizer(), False, (ByteTokenizer().eos_id,), variant
+
+
+def _params(model, rng, host, scale):
+  """Boxed params: ``host`` (numpy, through a callback as in tasks/lm.py) or random * ``scale``."""
+  tokens = jnp.zeros((1, 8), jnp.int32)
+  if host is None:
+    boxed = model.init(rng, tokens)["params"]
+    return jax.tree.map(lambda x: x * scale, boxed) if scale != 1.0 else boxed
+  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens))["params"]
+  flat, treedef = jax.tree.flatten(host)
+  shapes = [jax.ShapeDtypeStruct(x.shape, jnp.float32) for x in flat]
+  values = jax.tree.unflatten(treedef, jax.pure_callback(
+      lambda: [np.asarray(x, np.float32) for x in flat], shapes))
+  return jax.tree.map(lambda box, v: box.replace_boxed(v) if isinstance(
+      box, nn.LogicallyPartitioned) else v, boxed, values,
+      is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def _check_options(config, p) -> None:
+  if p.name not in PROPOSERS:
+    raise ValueError(f"unknown proposer {p.name!r}; valid: {', '.join(PROPOSERS)}")
+  verifier, temperature = config.verifier, float(config.temperature)
+  if verifier not in VERIFIERS:
+    raise ValueError(f"unknown verifier {verifier!r}; valid: {', '.join(VERIFIERS)}")
+  if temperature < 0 or not 0 < config.top_p <= 1 or config.top_k < 0:
+    raise ValueError(f"need temperature >= 0, 0 < top_p <= 1, top_k >= 0; got {temperature}, "
+                     f"{config.top_p}, {config.top_k}")
+  if temperature > 0 and verifier == "greedy":
+    raise ValueError(f"temperature {temperature} > 0 samples, but the greedy verifier only keeps "
+                     "the target's argmax: use verifier='rejection' or 'spectr' (or temperature 0)")
+  if temperature == 0 and verifier != "greedy":
+    raise ValueError(f"temperature 0 is greedy decoding; the {verifier!r} verifier samples: use "
+                     "verifier='greedy' or a temperature > 0")
+  if verifier == "spectr" and (p.name != "draft" or p.num_drafts < 2):
+    raise ValueError(f"the spectr verifier needs proposer.name='draft' with num_drafts >= 2 "
+                     f"(got {p.name!r}, num_drafts={p.num_drafts}); with one draft use 'rejection'")
+  if min(int(config.max_new_tokens), int(config.eval_batch_size)) < 1:
+    raise ValueError(f"need max_new_tokens, eval_batch_size >= 1; got {config.max_new_tokens}, "
+                     f"{config.eval_batch_size}")
+
+
+def build(config) -> Task:
+  """Builds the ``speculative`` Task; every bad option fails here, before anything compiles."""
+  p, dtype = config.proposer, config.get("dtype", "float32")
+  _check_options(config, p)
+  t = config.target
+  arch, t_host, tokenizer, chat, stops, t_name = _load(t.get("pretrained"), t.variant, "target")
+  chat = chat or bool(t.get("chat", False))
+  if tokenizer.vocab_size > arch.vocab_size:
+    raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but target {t_name!r} has "
+                     f"vocab_size {arch.vocab_size}")
+  model = CausalLM.from_config(arch, dtype=dtype)
+  d_model = d_host = None
+  if p.name == "draft":
+    d = config.draft
+    if d.get("workdir"):
+      if not paths.exists(d.workdir):
+        raise FileNotFoundError(f"draft.workdir {d.workdir!r} does not exist: train a draft there "
+                                "first (configs/decoding/draft_distill.py)")
+      d_arch, d_host = restore_student(d.workdir)
+      d_name = f"draft.workdir {d.workdir!r}"
+    else:
+      d_arch, d_host, *_, d_name = _load(d.get("pretrained"), d.get("variant"), "draft")
+      d_name = f"draft {d_name!r}"
+    if d_arch.vocab_size != arch.vocab_size:
+      raise ValueError(f"the {d_name} has vocab_size {d_arch.vocab_size} but the target "
+                       f"{t_name!r} has {arch.vocab_size}: a draft must share the vocabulary")
+    d_model = CausalLM.from_config(d_arch, dtype=dtype)
+    proposer = DraftModel(LMStep(d_model), length=int(p.length), num_drafts=int(p.num_drafts),
+                          temperature=float(p.draft_temperature))
+  elif p.name == "ngram":
+    proposer = PromptLookup(length=int(p.length), max_ngram=int(p.max_ngram),
+                            min_ngram=int(p.min_ngram))
+  else:
+    tree = best_tree(int(p.tree_nodes), tuple(p.rank_accept), max_depth=int(p.tree_depth))
+    proposer = TokenRecycling(tree, vocab_size=arch.vocab_size, top_k=int(p.top_k))
+  tree = proposer.template
+  if config.verifier == "rejection" and not tree.is_chain:
+    raise ValueError(f"the rejection verifier checks one chain of drafts, but proposer "
+                     f"{p.name!r} makes a tree of {tree.size} nodes: use verifier='greedy'")
+  n = int(config.max_new_tokens)
+  room = arch.max_len - n - tree.size  # the longest prompt (the KV cache holds prompt + N + T)
+  if room < 1:
+    raise ValueError(f"a tree deeper than the cache can hold: the proposer's tree ({tree.size} "
+                     f"nodes, depth {tree.max_depth}) + max_new_tokens {n} + a prompt > the "
+                     f"target's max_len {arch.max_len}")
+
+  def encode(text: str, what: str, as_chat: bool = True) -> list[int]:
+    ids = tokenizer.encode(chatml(text) if chat and as_chat else text)
+    if len(ids) > room:
+      raise ValueError(f"{what} has {len(ids)} tokens, longer than the target's max_len "
+                       f"{arch.max_len} minus max_new_tokens {n} minus the tree size {tree.size} "
+                       f"(= {room})")
+    return ids
+
+  sample_ids = encode(config.prompt, "the prompt")
+  greedy = config.verifier == "greedy"
+  temperature = float(config.temperature) if not greedy else 1.0
+  options = dict(temperature=temperature, top_k=int(config.top_k), top_p=float(config.top_p))
+  scale = float(config.get("random_scale", 1.0))
+  tx = optax.identity()  # one object: the loop compares the state's static fields
+  # Token Recycling's cold start (always passed, so the first prompt compiles what later reuse).
+  cold = np.zeros((arch.vocab_size, int(p.top_k)), np.int32)
+
+  def init(rng: jax.Array, example_batch: Any = None) -> TrainState:
+    del example_batch
+    params = {"target": _params(model, rng, t_host, scale)}
+    if d_model is not None:
+      d_rng = jax.random.PRNGKey(int(config.draft.get("seed", 1)))
+      params["draft"] = _params(d_model, d_rng, d_host, scale)
+    return TrainState.create(params=params, tx=tx, rng=rng)
+
+  def train_step(state, batch):
+    raise ValueError("the speculative task does not train; use --mode=sample or --mode=eval")
+
+  def compare(params, prompt_ids, spec_new, plain_new) -> dict[str, Any]:
+    """Greedy: identical?, else the first differing new token and the target's top-2 gap."""
+    if not greedy:
+      return {"identical": None}
+    i = next((j for j, (a, b) in enumerate(zip(spec_new, plain_new)) if a != b),
+             None if len(spec_new) == len(plain_new) else min(len(spec_new), len(plain_new)))
+    if i is None:
+      return {"identical": True}
+    context = jnp.asarray([list(prompt_ids) + list(plain_new[:i])], jnp.int32)
+    top = jax.lax.top_k(model.apply({"params": params["target"]}, context)[0, -1], 2)[0]
+    gap = float(top[0] - top[1])
+    return {"identical": False, "first_difference": i, "top2_gap": gap,
+            "rounding": gap <= ROUNDING_GAP.get(dtype, 1e-3)}
+
+  def acceptance(stats_list, row=slice(None)) -> dict[str, Any]:
+    """Acceptance over batches' stats (of one row of a batch: ``row``; then no per-position)."""
+    drafts, drafted, accepted = (sum(int(np.sum(s[k][row])) for s in stats_list) for k in (
+        "num_drafts", "num_draft_tokens", "num_accepted_tokens"))
+    reached = sum(np.asarray(s["accepted_per_position"], np.int64) for s in stats_list)
+    return {"rounds": drafts, "drafted": drafted, "accepted": accepted,
+            "mean_acceptance_length": 1 + accepted / max(drafts, 1),
+            "acceptance_rate": accepted / max(drafted, 1),
+            "per_position": [float(r) / max(drafts, 1) for r in reached]}
+
+  def describe() -> str:
+    shape = (f"{proposer.num_drafts} x {proposer.length} tokens" if p.name == "draft" else
+             f"{tree.size - 1} tokens" if tree.is_chain else
+             f"{tree.size}-node tree, depth {tree.max_depth}")
+    how = "" if greedy else f", sampled at temperature {temperature}"
+    return f"proposer {p.name} ({shape}), verifier {config.verifier}{how}"
+
+  def run(params, group, width, adjacency, warm):
+    """Both decoders on prompts left-padded to ``width``: (per-row results, new tokens under
+    ``new``; the speculative stats). Times are of second calls (``warm``: the programs ran)."""
+    tokens, mask = np.zeros((len(group), width), np.int32), np.zeros((len(group), width), bool)
+    for r, row in enumerate(group):
+      tokens[r, width - len(row):], mask[r, width - len(row):] = row, True
+    tokens, mask, rng = jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(int(config.seed))
+    prop_params = params.get("draft") if d_model is not None else (
+        {"adjacency": adjacency} if p.name == "recycling" else None)
+    plain = lambda: generate(rng, ModelStep(model), params["target"], init_cache(
+        model, len(group), width + n), tokens, mask, max_new_tokens=n, stop_tokens=stops,
+        greedy=greedy, **options)
+    spec = lambda: speculative_generate(
+        rng, LMStep(model), params["target"], proposer, prop_params, tokens, mask,
+        max_new_tokens=n, verifier=config.verifier, rho=config.get("rho"), stop_tokens=stops,
+        target_model=model, **options)
+    out = []
+    for fn in (plain, spec):
+      if not warm:
+        jax.block_until_ready(fn())  # compile (and run) once; the timed call reuses the program
+      begin = time.perf_counter()
+      toks, stats = jax.block_until_ready(fn())
+      out.append((time.perf_counter() - begin, np.asarray(toks), jax.device_get(stats)))
+    (t_plain, o_plain, s_plain), (t_spec, o_spec, s_spec) = out
+    rows = []
+    for r, row in enumerate(group):
+      new = {k: [int(x) for x in o[r, width:width + int(st["num_generated"][r])]]
+             for k, o, st in (("plain", o_plain, s_plain), ("spec", o_spec, s_spec))}
+      acc = acceptance([s_spec], r)
+      rows.append({"prompt_tokens": len(row), "tokens": len(new["spec"]),
+                   "tokens_plain": len(new["plain"]), "seconds_plain": t_plain,
+                   "seconds_spec": t_spec, "speedup": t_plain / t_spec,
+                   "forward_passes_plain": int(s_plain["forward_passes"]),
+                   "forward_passes_spec": int(s_spec["forward_passes"]),
+                   **{k: acc[k] for k in ("mean_acceptance_length", "acceptance_rate")},
+                   **compare(params, row, new["spec"], new["plain"]), "new": new})
+    return rows, s_spec
+
+  def sample(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
+    params = nn.unbox(state.params)
+    rows, stats = run(params, [sample_ids], len(sample_ids), jnp.asarray(cold), warm=False)
+    r, new = rows[0], rows[0].pop("new")
+    completion = tokenizer.decode(new["spec"], skip_special_tokens=True)
+    print(f"[user] {config.prompt}\n[assistant] {completion}" if chat
+          else f"{config.prompt}{completion}")
+    acc = acceptance([stats])
+    result = {"prompt": config.prompt, "completion": completion, **r, **acc,
+              "tokens_per_second_spec": r["tokens"] / r["seconds_spec"],
+              "tokens_per_second_plain": r["tokens_plain"] / r["seconds_plain"]}
+    for k, name in (("spec", "speculative"), ("plain", "plain")):
+      print(f"{name:12s}{len(new[k])} tokens in {r['seconds_' + k]:.4f} s = "
+            f"{result['tokens_per_second_' + k]:.1f} tokens/s, "
+            f"{r['forward_passes_' + k]} target passes")
+    print(f"speed-up {r['speedup']:.2f}x (each time is the second call of the same program, so "
+          f"compile time is excluded); {describe()}\n{_acceptance_text(acc)}\n"
+          f"{_identity_line(r, tokenizer, new)}")
+    if workdir:
+      paths.write_text(paths.join(workdir, "sample.txt"), completion)
+      paths.write_text(paths.join(workdir, "speculative_sample.json"),
+                       json.dumps(result, indent=1))
+    return result
+
+  def evaluate(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
+    prompts = prompt_set(config.eval_prompts, int(config.eval_num_prompts))
+    ids = [encode(text, f"eval prompt {i} ({kind})", kind == "chat")
+           for i, (kind, text) in enumerate(prompts)]
+    params = nn.unbox(state.params)
+    bsz, multiple = int(config.eval_batch_size), max(int(config.eval_pad_multiple), 1)
+    adjacency, rows, spec_stats, seen = jnp.asarray(cold), [], [], set()
+    for start in range(0, len(ids), bsz):
+      group = ids[start:start + bsz]
+      width = min(-(-max(map(len, group)) // multiple) * multiple, room)
+      batch_rows, stats = run(params, group, width, adjacency, (len(group), width) in seen)
+      seen.add((len(group), width))
+      if p.name == "recycling" and p.hot_start:  # the paper's hot start, prompt to prompt
+        adjacency = jnp.asarray(stats["proposer_state"]["adjacency"])
+      spec_stats.append(stats)
+      rows += [{"index": i, "kind": prompts[i][0], "prompt": prompts[i][1][:80],
+                "batch": start // bsz, **{k: v for k, v in r.items() if k != "new"}}
+               for i, r in enumerate(batch_rows, start)]
+    acc = acceptance(spec_stats)
+    secs = [sum(r["seconds_" + k] for r in rows[::bsz]) for k in ("plain", "spec")]
+    same = sum(bool(r["identical"]) for r in rows)
+    totals = {"prompts": len(rows), "tokens": sum(r["tokens"] for r in rows),
+              "seconds_plain": secs[0], "seconds_spec": secs[1], "speedup": secs[0] / secs[1],
+              "mean_acceptance_length": acc["mean_acceptance_length"],
+              "acceptance_rate": acc["acceptance_rate"],
+              "identical": same if greedy else None, "batch_size": bsz}
+    table = _table(rows, totals, describe(), bsz)
+    print(f"{table}\ntotals: {totals['tokens']} tokens, plain {secs[0]:.3f} s, speculative "
+          f"{secs[1]:.3f} s, speed-up {totals['speedup']:.2f}x (times exclude compilation)"
+          + (f", identical {same}/{len(rows)}" if greedy else "") + f"\n{_acceptance_text(acc)}")
+    if workdir:
+      paths.write_text(paths.join(workdir, "decoding_table.md"), table)
+      record = {"setup": describe(), "prompts": rows, "totals": totals, **acc}
+      paths.write_text(paths.join(workdir, "decoding_results.json"), json.dumps(record, indent=1))
+      paths.write_bytes(paths.join(workdir, "acceptance_per_position.png"),
+                        _plot(acc["per_position"], describe()))
+    return {**{k: v for k, v in totals.items() if v is not None},
+            "per_position": acc["per_position"]}
+
+  return Task(init=init, train_step=train_step, sample=sample, evaluate=evaluate,
+              needs_data=False)
+
+
+def _acceptance_text(acc) -> str:
+  return (f"mean acceptance length {acc['mean_acceptance_length']:.2f} (1 + {acc['accepted']} "
+          f"accepted / {acc['rounds']} rounds), acceptance rate {acc['acceptance_rate']:.3f} "
+          f"({acc['accepted']} / {acc['drafted']} drafted)\nper-position acceptance (rounds whose "
+          "accepted path reached depth d): " + " ".join(
+              f"d{d}={f:.2f}" for d, f in enumerate(acc["per_position"], 1)))
+
+
+def _identity_line(result, tokenizer, new) -> str:
+  if result["identical"] is None:
+    return "identical: n/a (sampled; the output is distributed as the target's sampler)"
+  if result["identical"]:
+    return "identical=True (speculative output is token-identical to plain greedy decoding)"
+  i, gap = result["first_difference"], result["top2_gap"]
+  show = lambda toks: repr(tokenizer.decode(toks[i:i + 1])) if i < len(toks) else "<end>"
+  verdict = ("within float rounding (a multi-token verify pass and a 1-token step round "
+             "differently): expected" if result["rounding"] else
+             "NOT explained by float rounding: a bug in the speculative engine")
+  return (f"identical=False: first difference at new token {i} (speculative "
+          f"{show(new['spec'])}, plain {show(new['plain'])}); the target's top-2 logit gap there "
+          f"is {gap:.3g}, {verdict}")
+
+
+def _table(rows, totals, title, bsz) -> str:
+  shared = f"; the {bsz} rows of a batch share its seconds" if bsz > 1 else ""
+  lines = [f"# Speculative decoding: {title}", "", f"Seconds exclude compilation{shared}.", "",
+           "| # | kind | tokens | s plain | s spec | speed-up | mean acc. length | acc. rate "
+           "| identical |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in rows + [dict(totals, index="total", kind="")]:
+    same = "-" if r["identical"] is None else (
+        r["identical"] if isinstance(r["identical"], bool) else f"{r['identical']}/{r['prompts']}")
+    if r.get("identical") is False:
+      same = f"False (token {r['first_difference']}, gap {r['top2_gap']:.2g})"
+    lines.append(f"| {r['index']} | {r['kind']} | {r['tokens']} | {r['seconds_plain']:.3f} | "
+                 f"{r['seconds_spec']:.3f} | {r['speedup']:.2f} | "
+                 f"{r['mean_acceptance_length']:.2f} | {r['acceptance_rate']:.3f} | {same} |")
+  return "\n".join(lines) + "\n"
+
+
+def _plot(per_position, title) -> bytes:
+  """PNG bytes: the fraction of rounds whose accepted path reached each depth."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  depths = np.arange(1, len(per_position) + 1)
+  ax.bar(depths, per_position, color="tab:blue")
+  ax.set(xticks=depths, ylim=(0, 1), xlabel="depth d", ylabel="rounds reaching depth d")
+  ax.set_title(title, fontsize=8)
+  ax.grid(True, axis="y", alpha=0.3)
+  fig.tight_layout()
+  buf = io.BytesIO()  # rendered to bytes, then written whole (the workdir may be gs://...)
+  fig.savefig(buf, format="png", dpi=100)
+  plt.close(fig)
+  return buf.getvalue()
+
+
+TASKS.register("speculative", build)
