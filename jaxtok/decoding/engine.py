@@ -89,6 +89,17 @@ def speculative_generate(
                      f"{jnp.shape(prompt)} and {jnp.shape(prompt_mask)}")
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+  if verifier != "greedy":
+    if temperature <= 0:
+      raise ValueError(f"the {verifier} verifier samples: temperature must be > 0, got "
+                       f"{temperature} (use verifier='greedy' for temperature 0)")
+    if not 0.0 < top_p <= 1.0 or top_k < 0:
+      raise ValueError(f"need 0 < top_p <= 1 and top_k >= 0, got top_p={top_p}, top_k={top_k}")
+  if verifier == "spectr" and rho is not None and rho < k:
+    # rho = k always leaves a valid residual; a smaller fixed rho can make the residual negative
+    # for some (p, q), and then the output is no longer the target's distribution.
+    raise ValueError(f"a fixed rho must be >= num_drafts={k} to stay lossless, got {rho}; "
+                     "pass rho=None to pick the best feasible rho per step")
   b, p = prompt.shape
   slots = cache_slots_needed(p, max_new_tokens, template.size)
   if cache is None:
@@ -217,14 +228,16 @@ def _generate(rng, target_step, target_params, proposer, proposer_params, cache,
     done = s["done"] | jnp.any(is_stop & keep, axis=1) | (generated >= max_new_tokens)
 
     drafted = jnp.where(active, t_nodes - 1, 0)
-    reached = (jnp.arange(depth_max)[None] < n[:, None]) & active[:, None]
+    # Count the accepted drafts that were kept: a stop token or max_new_tokens may cut the round.
+    used = jnp.minimum(n, count)
+    reached = (jnp.arange(depth_max)[None] < used[:, None]) & active[:, None]
     return dict(
         round=s["round"] + 1, cache=cache, prop=prop, tokens=tokens, valid=valid,
         generated=generated, root=jnp.where(active, accept.next_token, s["root"]),
         position=s["position"] + jnp.where(active, n + 1, 0),
         slot=s["slot"] + jnp.where(active, n + 1, 0), done=done,
         drafts=s["drafts"] + active, draft_tokens=s["draft_tokens"] + drafted,
-        accepted=s["accepted"] + jnp.where(active, n, 0),
+        accepted=s["accepted"] + jnp.where(active, used, 0),
         per_position=s["per_position"] + reached.sum(axis=0).astype(jnp.int32))
 
   s = jax.lax.while_loop(cond, body, state)
