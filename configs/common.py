@@ -6,6 +6,7 @@ Config files import this module as ``configs.common`` (the repository root is on
 
 import ml_collections
 
+from jaxtok.decoding.trees import DEFAULT_RANK_ACCEPT
 from jaxtok.tasks.generator import SAMPLERS as GENERATOR_SAMPLERS
 from jaxtok.tasks.sudoku import KINDS as SUDOKU_KINDS
 from jaxtok.tasks.tokenizer import DEFAULTS as TOKENIZER_DEFAULTS
@@ -227,4 +228,37 @@ def sudoku_config(kind: str, *, smoke: bool, steps: int, dim: int = 96, layers: 
                        ("ar:greedy=True", "ar:temperature=1.0"))
   else:
     c.eval.samplers = SMOKE_SOLVERS if smoke else FULL_SOLVERS
+  return c
+
+
+def speculative_base_config(smoke: bool, proposer: str,
+                            verifier: str = "greedy") -> ml_collections.ConfigDict:
+  """Every key of the task, for ``configs/decoding/*.py`` (smoke: random 'tiny' models, bytes)."""
+  ref = ml_collections.FieldReference
+  c = ml_collections.ConfigDict({"task": "speculative", "seed": 0, "dtype": "float32"})
+  # pretrained: a PRETRAINED_LMS name or a path; None = a random `variant` (smoke runs). chat:
+  # format prompts as ChatML for a random target too (pretrained ones say whether they chat).
+  c.target = ml_collections.ConfigDict({
+      "pretrained": ref(None if smoke else "smollm2-135m", field_type=str),
+      "variant": "tiny" if smoke else "smollm2-135m", "chat": False})
+  # For proposer 'draft', the first that is set: a distill run directory (restore_student), a
+  # PRETRAINED_LMS name, a random variant (init seed `seed`; = config.seed: the target itself).
+  c.draft = ml_collections.ConfigDict({
+      "workdir": ref("", field_type=str), "pretrained": ref(None, field_type=str),
+      "variant": ref("tiny" if smoke else None, field_type=str), "seed": 1})
+  # Random models: the init times this, so that their argmax is not a coin flip and they repeat
+  # (which gives n-gram lookup and recycling something to find).
+  c.random_scale = 3.0 if smoke else 1.0
+  c.proposer = ml_collections.ConfigDict({
+      "name": proposer, "length": 4, "num_drafts": 1, "draft_temperature": 0.0,
+      "max_ngram": 3, "min_ngram": 1, "tree_nodes": 12, "tree_depth": 6, "top_k": 8,
+      "rank_accept": DEFAULT_RANK_ACCEPT, "hot_start": True})  # hot_start: recycling's adjacency
+  c.update({"verifier": verifier, "temperature": 0.0 if verifier == "greedy" else 1.0, "top_k": 0,
+            "top_p": 1.0, "rho": ref(None, field_type=float),  # spectr's; None = best per step
+            "prompt": "What is the capital of France?", "max_new_tokens": 24 if smoke else 128,
+            "eval_prompts": "chat" if smoke else "mixed",  # bytes: code prompts are too long
+            "eval_num_prompts": 2 if smoke else 8, "eval_batch_size": 1, "eval_pad_multiple": 64})
+  # The loop's keys: nothing to train (--mode=sample or --mode=eval).
+  c.update({"num_steps": 0, "batch_size": 1,
+            "mesh": ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})})
   return c

@@ -12,18 +12,19 @@ reads its latest checkpoint with ``jaxtok.tasks.distill.restore_student(draft.wo
 round the draft proposes ``proposer.length`` tokens greedily and the target verifies them in one
 pass. ``draft.pretrained`` (a PRETRAINED_LMS name) or ``draft.variant`` (random; smoke) are used
 when ``draft.workdir`` is empty. Arguments: ``smoke`` (random 'tiny' target and draft, byte
-tokenizer; seconds), ``bf16``. Keys: ``jaxtok/tasks/speculative.py``.
+tokenizer; seconds), ``bf16``. Keys:
+``configs/common.py:speculative_base_config``.
 """
 
 import ml_collections
 
+from configs.common import speculative_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.speculative import base_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, bf16=False)
-  c = base_config(a.smoke, "draft")
+  c = speculative_base_config(a.smoke, "draft")
   c.dtype = "bfloat16" if a.bf16 else "float32"
   # The output of configs/decoding/draft_distill.py (its --workdir); smoke: a random draft.
   c.draft.workdir = ml_collections.FieldReference("" if a.smoke else "/tmp/jaxtok_draft",

@@ -12,18 +12,19 @@ in one pass; greedy, so the output is plain greedy decoding's. ``--mode=sample``
 plain decoding on ``config.prompt``; ``--mode=eval`` runs the offline prompt set (``eval_prompts``:
 chat / code / mixed) and writes decoding_table.md, decoding_results.json and
 acceptance_per_position.png to the workdir. Arguments: ``smoke`` (a random 'tiny' target and the
-byte tokenizer; seconds), ``bf16``. Keys: ``jaxtok/tasks/speculative.py``.
+byte tokenizer; seconds), ``bf16``. Keys:
+``configs/common.py:speculative_base_config``.
 """
 
 import ml_collections
 
+from configs.common import speculative_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.speculative import base_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, bf16=False)
-  c = base_config(a.smoke, "ngram")
+  c = speculative_base_config(a.smoke, "ngram")
   c.dtype = "bfloat16" if a.bf16 else "float32"
   c.proposer.length = 4
   c.proposer.max_ngram = 3

@@ -12,21 +12,23 @@ tokens from the last time it was verified, and fills a static tree with them:
 tokens if rank r is right with probability ``rank_accept[r]``. ``proposer.hot_start`` carries the
 adjacency matrix from prompt to prompt in ``--mode=eval`` (the paper's hot start). On a CPU a
 verify pass over many nodes costs more than a 1-token step, so small trees win there; on an
-accelerator try 24-80 nodes. Arguments: ``smoke``, ``bf16``. Keys: ``jaxtok/tasks/speculative.py``.
+accelerator try 24-80 nodes. Arguments: ``smoke``, ``bf16``. Keys:
+``configs/common.py:speculative_base_config``.
 """
 
 import ml_collections
 
+from configs.common import speculative_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.speculative import RANK_ACCEPT, base_config
+from jaxtok.decoding.trees import DEFAULT_RANK_ACCEPT
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, bf16=False)
-  c = base_config(a.smoke, "recycling")
+  c = speculative_base_config(a.smoke, "recycling")
   c.dtype = "bfloat16" if a.bf16 else "float32"
   c.proposer.tree_nodes = 12
   c.proposer.tree_depth = 6
   c.proposer.top_k = 8  # > the largest rank the tree uses
-  c.proposer.rank_accept = RANK_ACCEPT  # P(the rank-r candidate is the target's token)
+  c.proposer.rank_accept = DEFAULT_RANK_ACCEPT  # P(the rank-r candidate is the target's token)
   return c

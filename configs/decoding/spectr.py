@@ -13,18 +13,19 @@ SpecTr's K-SEQ (Sun et al., 2023; ``rho`` None = the best feasible rho per step)
 them, so the output is distributed exactly as the target's sampler at ``temperature`` / top-k /
 top-p. Sampled, so there is no token-identity check; acceptance rate = accepted / (k * length)
 per round. Arguments: ``smoke`` (random 'tiny' target and draft, byte tokenizer), ``bf16``.
-Keys: ``jaxtok/tasks/speculative.py``.
+Keys:
+``configs/common.py:speculative_base_config``.
 """
 
 import ml_collections
 
+from configs.common import speculative_base_config
 from jaxtok.config_args import parse_arg
-from jaxtok.tasks.speculative import base_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, bf16=False)
-  c = base_config(a.smoke, "draft", verifier="spectr")
+  c = speculative_base_config(a.smoke, "draft", verifier="spectr")
   c.dtype = "bfloat16" if a.bf16 else "float32"
   # The output of configs/decoding/draft_distill.py (its --workdir); smoke: a random draft.
   c.draft.workdir = ml_collections.FieldReference("" if a.smoke else "/tmp/jaxtok_draft",

@@ -21,6 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# A prior for best_tree: P(the proposer's rank-r candidate is the target's next token). Roughly
+# what Token Recycling's adjacency achieves on SmolLM2 (rank 0 right about 60% of the time).
+DEFAULT_RANK_ACCEPT = (0.6, 0.15, 0.08, 0.05, 0.03, 0.02, 0.02, 0.01)
+
 
 @dataclasses.dataclass(frozen=True)
 class TreeTemplate:
