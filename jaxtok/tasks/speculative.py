@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from jaxtok import paths
-from jaxtok.decoding.engine import VERIFIERS, speculative_generate
+from jaxtok.decoding.engine import VERIFIERS, cache_slots_needed, speculative_generate
 from jaxtok.decoding.proposers import PROPOSERS, DraftModel, LMStep, PromptLookup, TokenRecycling
 from jaxtok.decoding.trees import best_tree
 from jaxtok.generators.causal_lm import CausalLM, init_cache, lm_config
@@ -208,13 +208,16 @@ def build(config) -> Task:
     tokens, mask, rng = jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(int(config.seed))
     prop_params = params.get("draft") if d_model is not None else (
         {"adjacency": adjacency} if p.name == "recycling" else None)
-    plain = lambda: generate(rng, ModelStep(model), params["target"], init_cache(
-        model, len(group), width + n), tokens, mask, max_new_tokens=n, stop_tokens=stops,
-        greedy=greedy, **options)
+    # Empty caches are built outside the timed calls: init_cache traces the model on the host.
+    plain_cache = init_cache(model, len(group), width + n)
+    spec_cache = init_cache(model, len(group), cache_slots_needed(width, n, tree.size),
+                            per_row=True)
+    plain = lambda: generate(rng, ModelStep(model), params["target"], plain_cache, tokens, mask,
+                             max_new_tokens=n, stop_tokens=stops, greedy=greedy, **options)
     spec = lambda: speculative_generate(
         rng, LMStep(model), params["target"], proposer, prop_params, tokens, mask,
         max_new_tokens=n, verifier=config.verifier, rho=config.get("rho"), stop_tokens=stops,
-        target_model=model, **options)
+        cache=spec_cache, **options)
     out = []
     for fn in (plain, spec):
       if not warm:

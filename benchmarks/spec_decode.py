@@ -1,0 +1,214 @@
+"""Speculative decoding of SmolLM2-135M vs jaxtok's plain decoding, same run, same prompts.
+
+  python benchmarks/spec_decode.py                       # everything below, about 20 min here
+  python benchmarks/spec_decode.py --only=ngram,recycling --num_prompts=4 --new_tokens=64
+  python benchmarks/spec_decode.py --draft=/tmp/jaxtok_draft   # + the distilled draft model
+  python benchmarks/spec_decode.py --cpu_dot=onednn          # XLA:CPU dots through oneDNN
+
+Greedy, float32, on the offline prompt set (``jaxtok/tasks/prompt_set.py``: chat questions in
+ChatML and held-out standard-library code). The baseline is jaxtok's own jitted KV-cache decode
+(``generators/samplers/autoregressive.generate``), which runs at about half the machine's
+memory-bandwidth bound at batch 1 (benchmarks/lm_decode.py). Batch-1 prompts are not padded;
+the batch of 8 is left-padded to a multiple of 128 tokens. Every program is run once before
+timing (so compilation is excluded), and each time is the best of ``--repeats`` runs. Rows:
+
+- ``ngram``: prompt lookup (vLLM's n-gram proposer) with draft length G;
+- ``recycling``: Token Recycling with trees of N nodes (``trees.best_tree``), the sweep the
+  issue asks for (on a CPU a verify pass over N tokens costs more than a 1-token step once N
+  tokens of matmul outweigh reading the weights, so the best tree is small);
+- ``draft``: a distilled draft model (``--draft`` = a ``configs/decoding/draft_distill.py`` run);
+- ``batch8``: all prompts in one left-padded batch of 8, plain vs speculative (ragged
+  acceptance: each row keeps its own cache length).
+
+Columns: tokens/s, speed-up over plain, mean acceptance length (1 + accepted / drafts, vLLM's
+definition), and whether the output is token-identical to plain greedy decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+# XLA:CPU's own GEMM is about 3x less bandwidth-efficient for 2-16 rows than its matrix-vector
+# path, which makes a T-token verify pass cost ~1.7 one-token steps; routing dots to oneDNN
+# (or XNNPACK) fixes most of it. XLA reads the flag when the backend starts, so it is set here,
+# before jax is imported, and it applies to the plain baseline and the speculative runs alike.
+_DOT_FLAGS = {
+    "xla": "",
+    "onednn": "--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+    "xnn": "--xla_cpu_experimental_xnn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+_DOT = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--cpu_dot=")), "xla")
+if _DOT not in _DOT_FLAGS:
+  raise SystemExit(f"--cpu_dot must be one of {sorted(_DOT_FLAGS)}, got {_DOT!r}")
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _DOT_FLAGS[_DOT]).strip()
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.machine import describe  # noqa: E402
+from jaxtok.decoding.engine import cache_slots_needed, speculative_generate  # noqa: E402
+from jaxtok.decoding.proposers import DraftModel, LMStep, PromptLookup, TokenRecycling  # noqa: E402
+from jaxtok.decoding.trees import DEFAULT_RANK_ACCEPT as RANK_ACCEPT  # noqa: E402
+from jaxtok.decoding.trees import best_tree  # noqa: E402
+from jaxtok.generators.causal_lm import CausalLM, init_cache  # noqa: E402
+from jaxtok.generators.samplers.autoregressive import ModelStep, generate  # noqa: E402
+from jaxtok.pretrained import load_pretrained_lm  # noqa: E402
+from jaxtok.pretrained.chat import chatml  # noqa: E402
+from jaxtok.tasks.prompt_set import prompt_set  # noqa: E402
+
+HEADER = ("| method (batch {}) | tokens/s | speed-up | decode tokens/s | decode speed-up | "
+          "mean acceptance length | identical |\n|---|---|---|---|---|---|---|")
+
+
+def padded(rows: list[list[int]], bucket: int = 128) -> tuple[jnp.ndarray, jnp.ndarray]:
+  width = -(-max(len(r) for r in rows) // bucket) * bucket
+  tokens = np.zeros((len(rows), width), np.int32)
+  mask = np.zeros((len(rows), width), bool)
+  for i, r in enumerate(rows):
+    tokens[i, width - len(r):], mask[i, width - len(r):] = r, True
+  return jnp.asarray(tokens), jnp.asarray(mask)
+
+
+def timed(fn, repeats):
+  fn()  # compile
+  best, out = float("inf"), None
+  for _ in range(repeats):
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    best = min(best, time.perf_counter() - start)
+  return best, out
+
+
+class Runner:
+  """Times plain and speculative decoding of the same prompts with the same target."""
+
+  def __init__(self, lm, new_tokens, repeats, stops):
+    self.model = CausalLM.from_config(lm.config)
+    self.params = jax.tree.map(jnp.asarray, lm.params)
+    self.n, self.repeats, self.stops = new_tokens, repeats, stops
+
+  def plain(self, prompt, mask, n=None):
+    b, p = prompt.shape
+    n = n or self.n
+    cache = init_cache(self.model, b, p + n)
+    return timed(lambda: generate(jax.random.key(0), ModelStep(self.model), self.params, cache,
+                                  prompt, mask, max_new_tokens=n, greedy=True,
+                                  stop_tokens=self.stops), self.repeats)
+
+  def prefill(self, prompt, mask):
+    """Seconds of the prompt pass and the first token (plain generate of one token)."""
+    return self.plain(prompt, mask, n=1)[0]
+
+  def spec(self, prompt, mask, proposer, proposer_params):
+    # The empty cache is built outside the timed call, as for plain decoding (init_cache traces
+    # the model, which costs far more host time than it is worth timing).
+    slots = cache_slots_needed(prompt.shape[1], self.n, proposer.template.size)
+    cache = init_cache(self.model, prompt.shape[0], slots, per_row=True)
+    return timed(lambda: speculative_generate(
+        jax.random.key(0), LMStep(self.model), self.params, proposer, proposer_params, prompt,
+        mask, max_new_tokens=self.n, stop_tokens=self.stops, cache=cache), self.repeats)
+
+
+def report(name, runs, base, prefill):
+  """One table row from per-prompt (seconds, (tokens, stats)) of a method and of the baseline.
+
+  Both timings are of whole generate calls; the decode-phase columns subtract ``prefill``
+  (seconds of the prompt pass, the same program for both) and count the tokens after the first.
+  """
+  secs = sum(r[0] for r in runs)
+  base_secs = sum(r[0] for r in base)
+  toks = sum(int(np.asarray(r[1][1]["num_generated"]).sum()) for r in runs)
+  decode = max(secs - prefill, 1e-9)
+  base_decode = max(base_secs - prefill, 1e-9)
+  same = all(np.array_equal(np.asarray(r[1][0]), np.asarray(b[1][0])) for r, b in zip(runs, base))
+  stats = [r[1][1] for r in runs]
+  if "num_drafts" in stats[0]:
+    drafts = sum(int(np.asarray(s["num_drafts"]).sum()) for s in stats)
+    accepted = sum(int(np.asarray(s["num_accepted_tokens"]).sum()) for s in stats)
+    mal = f"{1 + accepted / max(drafts, 1):.2f}"
+  else:
+    mal = "-"
+  print(f"| {name} | {toks / secs:.1f} | {base_secs / secs:.2f} | "
+        f"{(toks - len(runs)) / decode:.1f} | {base_decode / decode:.2f} | {mal} | {same} |",
+        flush=True)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--new_tokens", type=int, default=128)
+  parser.add_argument("--num_prompts", type=int, default=8)
+  parser.add_argument("--prompts", default="mixed", help="chat | code | mixed")
+  parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--only", default="ngram,recycling,draft,batch8")
+  parser.add_argument("--ngram_lengths", default="2,4,6")
+  parser.add_argument("--tree_sizes", default="2,4,8,12,16,24,32,48,80")
+  parser.add_argument("--draft", default="", help="a draft_distill workdir")
+  parser.add_argument("--draft_lengths", default="2,3,4,5")
+  parser.add_argument("--cpu_dot", default="xla", choices=sorted(_DOT_FLAGS),
+                      help="which library runs XLA:CPU's dots (read before jax starts)")
+  args = parser.parse_args()
+  only = set(args.only.split(","))
+
+  print(f"machine: {describe()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  lm = load_pretrained_lm("smollm2-135m")
+  tok = lm.tokenizer
+  texts = [chatml(t) if kind == "chat" else t for kind, t in prompt_set(args.prompts,
+                                                                         args.num_prompts)]
+  rows = [tok.encode(t) for t in texts]
+  runner = Runner(lm, args.new_tokens, args.repeats, tuple(lm.stop_tokens))
+  singles = [padded([r], bucket=1) for r in rows]  # batch 1: no padding, one program each
+  print(f"SmolLM2-135M float32, greedy, {len(rows)} {args.prompts} prompts "
+        f"({min(map(len, rows))}-{max(map(len, rows))} tokens), up to {args.new_tokens} new "
+        f"tokens, best of {args.repeats}")
+  base = [runner.plain(*s) for s in singles]
+  prefill = sum(runner.prefill(*s) for s in singles)
+  base_toks = sum(int(np.asarray(b[1][1]["num_generated"]).sum()) for b in base)
+  base_secs = sum(b[0] for b in base)
+  print(f"plain decode, batch 1: {base_toks / base_secs:.1f} tokens/s end to end, "
+        f"{(base_toks - len(base)) / (base_secs - prefill):.1f} tokens/s after the prompt pass "
+        f"({prefill:.2f} s of {base_secs:.2f} s is prefill)\n")
+  print(HEADER.format(1))
+  if "ngram" in only:
+    for g in map(int, args.ngram_lengths.split(",")):
+      prop = PromptLookup(length=g)
+      report(f"ngram G={g}", [runner.spec(*s, prop, None) for s in singles], base, prefill)
+  if "recycling" in only:
+    for size in map(int, args.tree_sizes.split(",")):
+      tree = best_tree(size, RANK_ACCEPT, max_depth=6)
+      prop = TokenRecycling(tree, vocab_size=lm.config.vocab_size, top_k=8)
+      # Hot start, as in the paper: the adjacency carries over from prompt to prompt (here the
+      # previous prompt's; the first prompt starts cold).
+      runs, adj = [], None
+      for s in singles:
+        run = runner.spec(*s, prop, adj)
+        adj = {"adjacency": run[1][1]["proposer_state"]["adjacency"]}
+        runs.append(run)
+      report(f"recycling N={size} (depth {tree.max_depth})", runs, base, prefill)
+  if "draft" in only and args.draft:
+    from jaxtok.tasks.distill import restore_student
+    config, params = restore_student(args.draft)
+    draft = CausalLM.from_config(config)
+    params = nn.unbox(params)
+    for g in map(int, args.draft_lengths.split(",")):
+      prop = DraftModel(LMStep(draft), length=g)
+      report(f"draft G={g}", [runner.spec(*s, prop, params) for s in singles], base, prefill)
+  if "batch8" in only and len(rows) > 1:
+    batch = padded(rows)
+    plain8 = runner.plain(*batch)
+    print(f"\nbatch {len(rows)} (ragged, left-padded): plain "
+          f"{int(np.asarray(plain8[1][1]['num_generated']).sum()) / plain8[0]:.1f} tokens/s")
+    print(HEADER.format(len(rows)))
+    prefill8 = runner.prefill(*batch)
+    report("ngram G=4", [runner.spec(*batch, PromptLookup(length=4), None)], [plain8], prefill8)
+    tree = best_tree(8, RANK_ACCEPT, max_depth=6)
+    report("recycling N=8", [runner.spec(*batch, TokenRecycling(
+        tree, vocab_size=lm.config.vocab_size), None)], [plain8], prefill8)
+
+
+if __name__ == "__main__":
+  main()
