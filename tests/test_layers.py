@@ -14,7 +14,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxtok"
-ORDER = ("registry", "paths", "kernels", "nn", "quantizers", "tokenizers", "generators",
+ORDER = ("registry", "paths", "nn", "kernels", "quantizers", "tokenizers", "generators",
          "pretrained", "eval", "data", "train", "config_args", "tasks", "main")
 RANK = {name: i for i, name in enumerate(ORDER)} | {"decoding": ORDER.index("generators"),
                                                       "rl": ORDER.index("generators")}

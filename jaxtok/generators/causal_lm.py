@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtok.kernels.tree_attention import tree_attention
 from jaxtok.nn import Transformer, logical_init
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -122,6 +123,7 @@ class CausalLM(nn.Module):
         num_kv_heads=self.num_kv_heads, head_dim=self.head_dim, causal=True,
         rope_base=self.rope_base, norm="rmsnorm", norm_eps=self.norm_eps, mlp="swiglu",
         use_bias=False, dtype=self.dtype, attention_impl=self.attention_impl, remat=self.remat,
+        tree_attention=tree_attention,  # tree verification: Pallas on TPU/GPU, jnp on CPU
         name="transformer")
     if not self.tie_embeddings:
       self.lm_head = nn.Dense(

@@ -13,11 +13,12 @@ which is how a token tree is verified in one pass: a node sees the prefix and it
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtok.kernels.tree_attention import tree_attention
 from jaxtok.nn.partitioning import logical_init
 from jaxtok.nn.rope import apply_rope
 
@@ -69,6 +70,9 @@ class Attention(nn.Module):
     use_bias: biases on the q/k/v/out projections.
     dtype: computation dtype (parameters stay float32).
     implementation: passed to ``jax.nn.dot_product_attention``.
+    tree_attention: an op for decode-time tree masks with the signature of
+      ``jaxtok.kernels.tree_attention`` (a layer above this one injects it, e.g. ``CausalLM``);
+      None builds the full mask and uses ``dot_product_attention``.
   """
 
   num_heads: int
@@ -80,6 +84,7 @@ class Attention(nn.Module):
   dtype: jnp.dtype = jnp.float32
   implementation: str | None = None
   kernel_init: nn.initializers.Initializer = nn.initializers.xavier_uniform()
+  tree_attention: Callable | None = None
 
   @nn.compact
   def __call__(
@@ -174,13 +179,19 @@ class Attention(nn.Module):
         raise ValueError(f"a decode-time mask must be [B|1, 1, T, T] with T={t}, got "
                          f"{new_mask.shape}")
       # Tree verification: every new token sees the prefix and the new tokens new_mask allows
-      # (its ancestors). The op picks a Pallas kernel on TPU/GPU and the jnp reference here.
+      # (its ancestors). The injected op picks a Pallas kernel on TPU/GPU.
       if kv_mask is not None and kv_mask.shape != (b, max_len):
         raise ValueError(f"kv_mask must be [B, max_len]={(b, max_len)}, got {kv_mask.shape}")
-      return tree_attention(
-          q, keys.astype(q.dtype), values.astype(q.dtype),
-          kv_mask=jnp.ones((b, max_len), bool) if kv_mask is None else kv_mask,
-          tree_start=starts, tree_mask=jnp.broadcast_to(new_mask[:, 0], (b, t, t)))
+      if self.tree_attention is not None:
+        return self.tree_attention(
+            q, keys.astype(q.dtype), values.astype(q.dtype),
+            kv_mask=jnp.ones((b, max_len), bool) if kv_mask is None else kv_mask,
+            tree_start=starts, tree_mask=jnp.broadcast_to(new_mask[:, 0], (b, t, t)))
+      new_mask = jnp.broadcast_to(new_mask, (b, 1, t, t))
+      gather = jnp.broadcast_to(jnp.clip(offset, 0, t - 1)[:, None, None, :], (b, 1, t, max_len))
+      among_new = jnp.take_along_axis(new_mask, gather, axis=-1)  # [B, 1, T, S]
+      is_new = jnp.logical_and(offset >= 0, offset < t)[:, None, None, :]
+      mask = jnp.logical_or((offset < 0)[:, None, None, :], jnp.logical_and(is_new, among_new))
     if kv_mask is not None:
       if kv_mask.shape != (b, max_len):
         raise ValueError(f"kv_mask must be [B, max_len]={(b, max_len)}, got {kv_mask.shape}")

@@ -7,6 +7,7 @@ none, causal or bidirectional, multi-head or grouped-query attention, optional K
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -74,6 +75,7 @@ class TransformerBlock(nn.Module):
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32
   attention_impl: str | None = None
+  tree_attention: Callable | None = None  # see Attention.tree_attention
 
   @nn.compact
   def __call__(self, x, *, positions=None, mask=None, kv_mask=None, decode=False,
@@ -82,7 +84,7 @@ class TransformerBlock(nn.Module):
     h = Attention(
         num_heads=self.num_heads, num_kv_heads=self.num_kv_heads, head_dim=self.head_dim,
         causal=self.causal, rope_base=self.rope_base, use_bias=self.use_bias, dtype=self.dtype,
-        implementation=self.attention_impl, name="attn",
+        implementation=self.attention_impl, tree_attention=self.tree_attention, name="attn",
     )(h, positions=positions, mask=mask, kv_mask=kv_mask, decode=decode)
     x = x + nn.Dropout(self.dropout)(h, deterministic=deterministic)
     h = make_norm(self.norm, self.norm_eps, "mlp_norm", self.dtype)(x)
@@ -110,6 +112,7 @@ class Transformer(nn.Module):
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32
   attention_impl: str | None = None
+  tree_attention: Callable | None = None
   remat: bool = False
   final_norm: bool = True
 

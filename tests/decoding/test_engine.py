@@ -169,3 +169,28 @@ def test_sampling_matches_the_targets_distribution(target, verifier, num_drafts,
             "x2,x3": (out[:, 1] * v + out[:, 2], joint.sum(0).reshape(-1))}
   for name, (samples, probs) in checks.items():
     assert chi2_pvalue(samples, probs) > 1e-3, (name, verifier)
+
+
+def test_attention_tree_mask_fallback_equals_the_tree_attention_op():
+  """nn.Attention's own masked path (no op injected) and the kernels' op agree on a tree."""
+  from jaxtok.kernels.tree_attention import tree_attention
+  from jaxtok.nn.attention import Attention
+
+  tree = best_tree(7, (0.5, 0.3), max_depth=3)
+  b, t, s = 2, tree.size, 16
+  x = jax.random.normal(jax.random.key(0), (b, t, 32))
+  mask = jnp.asarray(tree.ancestor_mask())[None, None]
+  kv_mask = jnp.ones((b, s), bool).at[0, :2].set(False)
+  outs = []
+  for op in (None, tree_attention):
+    attn = Attention(num_heads=4, num_kv_heads=2, causal=True, rope_base=10000.0,
+                     tree_attention=op)
+    variables = attn.init(jax.random.key(1), jnp.zeros((b, s, 32)), decode=True)
+    cache = dict(variables["cache"], cache_index=jnp.array([3, 5], jnp.int32))
+    cache["cached_key"] = jax.random.normal(jax.random.key(2), cache["cached_key"].shape)
+    cache["cached_value"] = jax.random.normal(jax.random.key(3), cache["cached_value"].shape)
+    out, _ = attn.apply({"params": variables["params"], "cache": cache}, x, kv_mask=kv_mask,
+                        mask=mask, decode=True, mutable=["cache"])
+    outs.append(np.asarray(out))
+  np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
+  assert not np.allclose(outs[0][:, 1], outs[0][:, 2])  # siblings see different ancestors

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from jaxtok.generators.causal_lm import LM_VARIANTS, CausalLM, LMConfig
-from jaxtok.pretrained import ByteTokenizer, export_hf, load_pretrained_lm
+from jaxtok.pretrained import ByteTokenizer, load_pretrained_lm
 from jaxtok.pretrained.hf_checkpoint import lm_config_from_hf, load_hf_lm, read_safetensors
+from jaxtok.pretrained.hf_export import export_hf
 from jaxtok.pretrained.llama_weights import hf_tensors_from_params
 
 TINY = LM_VARIANTS["tiny"]
