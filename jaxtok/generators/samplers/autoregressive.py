@@ -12,6 +12,11 @@ are left-padded ``[B, P]`` with a mask; row ``b`` has positions ``0 .. len_b - 1
 tokens, and padded cache slots are masked out of attention, so a ragged batch gives each row the
 same tokens it would get alone.
 
+An optional ``logits_processor(logits [B, V] float32, prev_tokens [B] int32, step) -> logits``
+(hashable: it is a static argument of the jitted loop) rewrites each step's logits before anything
+else (a watermark's green-list bias, a banned token); ``prev_tokens`` is the token the new one
+follows (the last prompt token at step 0) and ``step`` the index of the new token (0 .. N - 1).
+
 Sampling follows the usual recipe: logits / temperature, then top-k ("Hierarchical Neural Story
 Generation", Fan et al., 2018) and nucleus / top-p filtering ("The Curious Case of Neural Text
 Degeneration", Holtzman et al., 2020: keep the smallest prefix of the sorted distribution whose
@@ -68,7 +73,10 @@ def filter_logits(
   return logits
 
 
-def _choose(rng, logits, greedy, temperature, top_k, top_p):  # [B, V] -> int32 [B]
+def _choose(rng, logits, prev, step, greedy, temperature, top_k, top_p, logits_processor):
+  # logits [B, V], prev int32 [B] -> int32 [B]
+  if logits_processor is not None:
+    logits = logits_processor(logits.astype(jnp.float32), prev, step)
   if greedy:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
   filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
@@ -90,6 +98,7 @@ def generate(
     stop_tokens: Sequence[int] = (),
     greedy: bool = False,
     pad_id: int = 0,
+    logits_processor: Callable[[jnp.ndarray, jnp.ndarray, Any], jnp.ndarray] | None = None,
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:  # int32 [B, P + N], stats
   """Samples up to ``max_new_tokens`` tokens after each left-padded prompt.
 
@@ -97,6 +106,8 @@ def generate(
   later token costs one single-token forward pass, all inside one ``lax.while_loop``. A row is done
   once it emits a token of ``stop_tokens`` (the stop token is kept); later slots hold ``pad_id``.
   The loop ends when every row is done or ``max_new_tokens`` tokens were produced.
+  ``logits_processor`` (None: logits are used as the model gives them) rewrites every step's
+  logits before greedy / temperature / top-k / top-p; see the module docstring.
 
   Returns ``tokens`` [B, P + N] (the prompt, then the new tokens) and stats: ``forward_passes``
   (int scalar, prefill included), ``num_generated`` [B] (new tokens per row, stop token included)
@@ -115,14 +126,14 @@ def generate(
                    max_new_tokens=int(max_new_tokens), temperature=float(temperature),
                    top_k=int(top_k), top_p=float(top_p),
                    stop_tokens=tuple(int(t) for t in stop_tokens), greedy=bool(greedy),
-                   pad_id=int(pad_id))
+                   pad_id=int(pad_id), logits_processor=logits_processor)
 
 
 @functools.partial(jax.jit, static_argnames=(
     "step_fn", "max_new_tokens", "temperature", "top_k", "top_p", "stop_tokens", "greedy",
-    "pad_id"))
+    "pad_id", "logits_processor"))
 def _generate(rng, step_fn, params, cache, prompt, prompt_mask, *, max_new_tokens, temperature,
-              top_k, top_p, stop_tokens, greedy, pad_id):
+              top_k, top_p, stop_tokens, greedy, pad_id, logits_processor):
   """The jitted body of :func:`generate` (arguments already validated and normalised)."""
   b, p = prompt.shape
   total = p + max_new_tokens
@@ -130,13 +141,14 @@ def _generate(rng, step_fn, params, cache, prompt, prompt_mask, *, max_new_token
   prompt_mask = prompt_mask.astype(bool)
   stops = jnp.asarray(tuple(stop_tokens) or (-1,), jnp.int32)  # [S]
   choose = functools.partial(_choose, greedy=greedy, temperature=temperature, top_k=top_k,
-                             top_p=top_p)
+                             top_p=top_p, logits_processor=logits_processor)
 
   # Positions count real tokens only, so a left-padded row sees the positions it would alone.
   positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=1) - 1, 0).astype(jnp.int32)  # [B, P]
   kv_mask = jnp.concatenate([prompt_mask, jnp.ones((b, max_new_tokens), bool)], axis=1)
   logits, cache = step_fn(params, cache, prompt, positions, kv_mask)  # [B, P, V]
-  first = choose(jax.random.fold_in(rng, 0), logits[:, -1])  # [B]
+  # Left padding puts every row's last prompt token in column P - 1.
+  first = choose(jax.random.fold_in(rng, 0), logits[:, -1], prompt[:, -1], 0)  # [B]
   tokens = jnp.concatenate([prompt, jnp.full((b, max_new_tokens), pad_id, jnp.int32)], axis=1)
   tokens = tokens.at[:, p].set(first)
   done = jnp.isin(first, stops)  # [B]
@@ -156,7 +168,7 @@ def _generate(rng, step_fn, params, cache, prompt, prompt_mask, *, max_new_token
   def body(s):
     logits, cache = step_fn(params, s["cache"], s["last"][:, None], s["next_pos"][:, None],
                             kv_mask)  # [B, 1, V]
-    nxt = choose(jax.random.fold_in(rng, s["i"]), logits[:, 0])  # [B]
+    nxt = choose(jax.random.fold_in(rng, s["i"]), logits[:, 0], s["last"], s["i"])  # [B]
     nxt = jnp.where(s["done"], pad_id, nxt)
     tokens = jax.lax.dynamic_update_slice(s["tokens"], nxt[:, None], (0, p + s["i"]))
     return dict(
