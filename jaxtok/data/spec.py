@@ -34,7 +34,9 @@ class DatasetSpec:
     description: one line for listings.
     modality: ``'image'`` (examples carry 'image' [S, S, 3]; ``image_size`` is S) or
       ``'tokens'`` (examples carry 'tokens' [L]; the pipeline's ``image_size`` / ``seq_len``
-      is L, the sequence length, which selects the builder config).
+      is L, the sequence length, which selects the builder config) or ``'records'`` (examples
+      carry task-specific numeric fields, e.g. a problem's operands; ``image_size`` is the
+      builder's size parameter, e.g. the number of digits).
   """
 
   name: str
@@ -52,9 +54,9 @@ class DatasetSpec:
     if self.preprocessing not in PREPROCESSING:
       raise ValueError(f"dataset {self.name!r}: preprocessing must be one of {PREPROCESSING}; "
                        f"got {self.preprocessing!r}")
-    if self.modality not in ("image", "tokens"):
-      raise ValueError(f"dataset {self.name!r}: modality must be 'image' or 'tokens'; "
-                       f"got {self.modality!r}")
+    if self.modality not in ("image", "tokens", "records"):
+      raise ValueError(f"dataset {self.name!r}: modality must be 'image', 'tokens' or "
+                       f"'records'; got {self.modality!r}")
     if not self.splits:
       raise ValueError(f"dataset {self.name!r}: no splits given")
     if self.image_size <= 0:

@@ -61,6 +61,10 @@ LM_VARIANTS: dict[str, LMConfig] = {
     "smollm2-draft": LMConfig(vocab_size=49152, dim=576, num_layers=4, num_heads=9,
                               num_kv_heads=3, mlp_dim=1536, rope_base=100000.0, norm_eps=1e-5,
                               tie_embeddings=True, max_len=8192),
+    # A byte-level LM small enough to train from scratch on CPU in minutes (RL on arithmetic).
+    "small": LMConfig(vocab_size=384, dim=128, num_layers=4, num_heads=4, num_kv_heads=2,
+                      mlp_dim=512, rope_base=10000.0, norm_eps=1e-5, tie_embeddings=True,
+                      max_len=512),
     # Random test/smoke model; vocab 384 fits the byte tokenizer (256 bytes + specials).
     "tiny": LMConfig(vocab_size=384, dim=64, num_layers=2, num_heads=4, num_kv_heads=2,
                      mlp_dim=128, rope_base=10000.0, norm_eps=1e-5, tie_embeddings=True,

@@ -1,6 +1,6 @@
 """Experiment families. Importing this package registers every task in ``TASKS``."""
 
-from jaxtok.tasks import distill, generator, lm, speculative, sudoku, tokenizer  # noqa: F401
+from jaxtok.tasks import distill, generator, lm, rl, speculative, sudoku, tokenizer  # noqa: F401
 from jaxtok.tasks.base import TASKS, Task
 
 

@@ -34,6 +34,7 @@ from jaxtok.pretrained.chat import chatml
 from jaxtok.pretrained.lms import load_pretrained_lm
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
 from jaxtok.tasks.base import TASKS, Task
+from jaxtok.tasks.common import boxed_init
 from jaxtok.train.state import TrainState
 from jaxtok.train.steps import supervised_step
 
@@ -84,20 +85,8 @@ def build(config) -> Task:
 
   def init(rng: jax.Array, example_batch: Any = None) -> TrainState:
     del example_batch
-    tokens = jnp.zeros((1, 8), jnp.int32)
-    if lm is None:
-      params = model.init(rng, tokens)["params"]
-    else:
-      # Keep the logical-axis boxes of a fresh init, with the pretrained values inside them. The
-      # host arrays enter through a callback so that a jitted init (the loop's sharded init)
-      # does not embed ~0.5 GB of constants in the compiled program.
-      boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens))["params"]
-      flat, treedef = jax.tree.flatten(lm.params)
-      shapes = [jax.ShapeDtypeStruct(x.shape, jnp.float32) for x in flat]
-      values = jax.tree.unflatten(treedef, jax.pure_callback(lambda: flat, shapes))
-      params = jax.tree.map(lambda box, v: box.replace_boxed(v) if isinstance(
-          box, nn.LogicallyPartitioned) else v, boxed, values,
-          is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    params = boxed_init(model, rng, jnp.zeros((1, 8), jnp.int32),
+                        None if lm is None else lm.params)
     return TrainState.create(params=params, tx=tx, rng=rng)
 
   def loss_fn(params, batch):

@@ -218,13 +218,16 @@ def train(config, workdir: str, task: Task) -> dict[str, float]:
     writer.truncate_after(0)  # a fresh run in an old workdir without checkpoints
 
   # --- compile ----------------------------------------------------------------------------------
-  batch_shardings = jax.tree.map(lambda _: shd.batch_sharding(s.mesh), s.example)
+  experience = s.task.experience or (lambda state, batch: batch)
+  with jax.set_mesh(s.mesh):
+    example = experience(state, s.example)  # an on-policy task's update batch has its own shape
+  batch_shardings = jax.tree.map(lambda _: shd.batch_sharding(s.mesh), example)
   with jax.set_mesh(s.mesh):
     step_fn = jax.jit(s.task.train_step, in_shardings=(s.state_shardings, batch_shardings),
                       out_shardings=(s.state_shardings, shd.replicated(s.mesh)),
                       donate_argnums=(0,))
     t0 = time.perf_counter()
-    compiled = step_fn.lower(state, s.example).compile()
+    compiled = step_fn.lower(state, example).compile()
     logging.info("train step compiled in %.1f s", time.perf_counter() - t0)
     _log_memory(compiled)
     eval_fn = jax.jit(s.task.eval_step) if s.task.eval_step is not None else None
@@ -258,7 +261,8 @@ def train(config, workdir: str, task: Task) -> dict[str, float]:
         break
       local = next(train_iter)
       data_state = train_iter.get_state()  # the position *after* this batch
-      state, metrics = compiled(state, to_global(local, s.mesh, s.task.prepare_batch))
+      batch = experience(state, to_global(local, s.mesh, s.task.prepare_batch))
+      state, metrics = compiled(state, batch)
       step += 1
       if pending is not None:
         check(*pending)

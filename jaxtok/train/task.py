@@ -7,6 +7,7 @@ signals. The contract lives here, in ``train``, so the loop never imports a task
     task = jaxtok.tasks.build(config)
     rows = task.prepare_batch(rows)    # optional: every host batch, before it goes to devices
     state = task.init(rng, example_batch)               # TrainState (params may be boxed)
+    batch = task.experience(state, batch)  # optional: rollouts + rewards from the current policy
     state, metrics = task.train_step(state, batch)      # jitted by the loop
     metrics = task.eval_step(state, batch)              # jitted by the loop, averaged over batches
     task.report(state, workdir, step)                   # host-side: pictures, evaluations
@@ -51,6 +52,12 @@ class Task:
       a global device array: e.g. gather pre-computed tokens by ``index`` from a memory-mapped
       table and drop the images the step does not need. Row-wise (it must keep the batch size
       and ``mask``) and deterministic, so resumption stays exact. None: batches pass unchanged.
+    experience: ``(state, global batch) -> global batch`` for on-policy tasks (RL): called by the
+      loop before every ``train_step`` with the current state, it samples rollouts with jitted
+      samplers, scores them (rewards may be computed on the host) and returns the batch the
+      update consumes. Must be a pure function of (state, batch) -- keys from
+      ``state.step_rng()`` -- so resumption stays exact. The loop compiles ``train_step`` for
+      the batch it returns on the example batch. None: the data batch is the update's batch.
   """
 
   init: Callable[[jax.Array, Batch], TrainState]
@@ -61,3 +68,4 @@ class Task:
   evaluate: Callable[[TrainState, str], dict[str, Any]] | None = None
   needs_data: bool = True
   prepare_batch: Callable[[HostBatch], HostBatch] | None = None
+  experience: Callable[[TrainState, Batch], Batch] | None = None

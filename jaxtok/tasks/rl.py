@@ -1,0 +1,259 @@
+"""The ``rl`` task: a causal LM policy trained on verifiable rewards (GRPO, REINFORCE), or
+supervised on the reference answers first (``sft``, the warm-up that lets a policy answer at all).
+
+Every step: a batch of prompts from the data set (``arithmetic``), ``group_size`` sampled
+completions each with the KV-cache sampler (``experience``, jitted), rewards checked on the host,
+group-relative advantages, reference-policy log-probs once per rollout, then ``epochs`` policy
+updates on the clipped surrogate (``train_step``). ``sft`` uses the same update with the
+reference answer as the only completion and advantage 1, which is exactly next-token
+cross-entropy on the answer. ``report`` scores greedy held-out pass@1.
+
+The reference policy is the one training starts from: the ``init_from`` run's weights, else
+the pretrained or seed-initialised model, loaded once on first use.
+
+Config (see ``configs/rl/arithmetic.py``): ``model.{variant, pretrained, chat}``,
+``data.{name, image_size (= digits)}``, ``rl.*`` (``RL_DEFAULTS``), ``heldout.num``,
+``optimizer.*``, ``init_from``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtok.config_args import with_defaults
+from jaxtok.data.arithmetic import problem_of, problems
+from jaxtok.data.batches import batch_sharding, to_host
+from jaxtok.generators.causal_lm import CausalLM, init_cache, lm_config
+from jaxtok.generators.samplers.autoregressive import ModelStep
+from jaxtok.pretrained.chat import chatml
+from jaxtok.pretrained.lms import load_pretrained_lm
+from jaxtok.pretrained.text_tokenizer import ByteTokenizer
+from jaxtok.rl import arithmetic
+from jaxtok.rl.grpo import LOSS_NORMS, group_advantages, policy_loss
+from jaxtok.rl.rollout import sample_group, sequence_logprobs
+from jaxtok.tasks.base import TASKS, Task
+from jaxtok.tasks.common import boxed_init, build_optimizer
+from jaxtok.train import loop
+from jaxtok.train.state import TrainState
+from jaxtok.train.steps import supervised_step
+
+ALGORITHMS = ("grpo", "reinforce", "sft")
+RL_DEFAULTS = {
+    "algorithm": "grpo", "group_size": 8, "max_new_tokens": 8, "max_prompt_len": 32,
+    "temperature": 1.0, "top_k": 0, "top_p": 1.0, "clip_eps": 0.2, "clip_eps_high": 0.2,
+    "kl_beta": 0.04, "loss_norm": "token", "normalise_std": True, "epochs": 1,
+}
+OPT_DEFAULTS = {"lr": 1e-4, "warmup_steps": 10, "grad_clip": 1.0, "b1": 0.9, "b2": 0.99,
+                "weight_decay": 0.0, "final_lr_fraction": 1.0}
+
+
+def _check(rl) -> None:
+  if rl.algorithm not in ALGORITHMS:
+    raise ValueError(f"rl.algorithm={rl.algorithm!r}; valid: {ALGORITHMS}")
+  if rl.loss_norm not in LOSS_NORMS:
+    raise ValueError(f"rl.loss_norm={rl.loss_norm!r}; valid: {LOSS_NORMS}")
+  for key in ("group_size", "max_new_tokens", "max_prompt_len", "epochs"):
+    if int(rl[key]) < 1:
+      raise ValueError(f"rl.{key} must be >= 1, got {rl[key]}")
+  if rl.algorithm != "sft" and rl.group_size < 2:
+    raise ValueError(f"rl.group_size must be >= 2 for {rl.algorithm} (group-relative "
+                     f"advantages), got {rl.group_size}")
+  if rl.temperature <= 0:
+    raise ValueError(f"rl.temperature must be > 0 (rollouts sample), got {rl.temperature}")
+
+
+class _Policy:
+  """The model, its tokenizer and prompt format, and the jitted pieces around them."""
+
+  def __init__(self, config):
+    model_cfg = config.model
+    pretrained = model_cfg.get("pretrained")
+    self.lm = load_pretrained_lm(pretrained) if pretrained else None
+    if self.lm is not None:
+      arch, self.tokenizer = self.lm.config, self.lm.tokenizer
+      self.chat, self.stops = self.lm.chat, tuple(self.lm.stop_tokens)
+    else:
+      arch, self.tokenizer = lm_config(model_cfg.get("variant", "tiny")), ByteTokenizer()
+      self.chat, self.stops = bool(model_cfg.get("chat", False)), (self.tokenizer.eos_id,)
+    self.model = CausalLM.from_config(arch, dtype=config.get("dtype", "float32"))
+    self.step_fn = ModelStep(self.model)
+    self.pad_id = int(self.tokenizer.pad_id if self.tokenizer.pad_id is not None
+                      else self.stops[0])
+    self._caches: dict[tuple[int, int], Any] = {}
+
+  def logits(self, params, tokens, positions, kv_mask):
+    return self.model.apply({"params": params}, tokens, positions=positions, kv_mask=kv_mask)
+
+  def cache(self, rows: int, length: int):
+    """An empty KV cache (built once per shape: init_cache traces the model)."""
+    if (rows, length) not in self._caches:
+      self._caches[rows, length] = init_cache(self.model, rows, length)
+    return self._caches[rows, length]
+
+  def prompt_ids(self, problem: arithmetic.Problem) -> list[int]:
+    text = arithmetic.prompt_text(problem)
+    return self.tokenizer.encode(chatml(text) if self.chat else text)
+
+  def completion_text(self, ids) -> str:
+    ids = [int(i) for i in ids]
+    ids = ids[:ids.index(self.stops[0])] if self.stops[0] in ids else ids
+    return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _left_pad(rows: list[list[int]], length: int, pad: int, what: str):
+  """[B, length] ids and mask, right-aligned; a row longer than ``length`` is an error."""
+  longest = max(len(r) for r in rows)
+  if longest > length:
+    raise ValueError(f"a {what} has {longest} tokens, more than {length}: raise "
+                     f"rl.max_prompt_len (or rl.max_new_tokens for answers)")
+  ids = np.full((len(rows), length), pad, np.int32)
+  mask = np.zeros((len(rows), length), bool)
+  for i, r in enumerate(rows):
+    if r:
+      ids[i, length - len(r):], mask[i, length - len(r):] = r, True
+  return ids, mask
+
+
+def build(config) -> Task:
+  rl = with_defaults(config, "rl", RL_DEFAULTS)
+  _check(rl)
+  opt = with_defaults(config, "optimizer", OPT_DEFAULTS)
+  policy = _Policy(config)
+  g = 1 if rl.algorithm == "sft" else int(rl.group_size)
+  p_len, m_len = int(rl.max_prompt_len), int(rl.max_new_tokens)
+  tx = build_optimizer(opt, int(config.num_steps))
+  digits = int(config.data.get("image_size", 2))
+  host_params = policy.lm.params if policy.lm is not None else None
+
+  def init(rng, example_batch=None) -> TrainState:
+    del example_batch
+    params = boxed_init(policy.model, rng, jnp.zeros((1, 8), jnp.int32), host_params)
+    return TrainState.create(params=params, tx=tx, rng=rng)
+
+  def prepare_batch(rows):
+    probs = [problem_of({k: v[i] for k, v in rows.items()}) for i in range(len(rows["a"]))]
+    prompt, prompt_mask = _left_pad([policy.prompt_ids(p) for p in probs], p_len,
+                                    policy.pad_id, "prompt")
+    answers = [policy.tokenizer.encode(arithmetic.answer_text(p)) + [policy.stops[0]]
+               for p in probs]
+    answer = np.full((len(probs), m_len), policy.pad_id, np.int32)
+    for i, a in enumerate(answers):
+      if len(a) > m_len:
+        raise ValueError(f"an answer has {len(a)} tokens, more than rl.max_new_tokens={m_len}")
+      answer[i, :len(a)] = a
+    return {"prompt": prompt, "prompt_mask": prompt_mask, "answer": answer,
+            "answer_len": np.asarray([len(a) for a in answers], np.int32),
+            "a": rows["a"], "b": rows["b"], "op": rows["op"], "template": rows["template"],
+            "mask": rows["mask"]}
+
+  reference: dict[str, Any] = {}
+
+  def reference_params():
+    if "params" not in reference:
+      if config.get("init_from"):
+        state, _ = loop.restore_state(config, config.init_from, build(config))
+      else:
+        state = jax.jit(init)(jax.random.PRNGKey(config.seed))
+      reference["params"] = nn.unbox(state.params)
+    return reference["params"]
+
+  ref_logprobs = jax.jit(lambda params, tokens, mask: sequence_logprobs(
+      policy.logits, params, tokens, mask))
+
+  def experience(state: TrainState, batch):
+    sharding = batch_sharding(batch["prompt"].sharding.mesh)
+    n = batch["prompt"].shape[0]
+    rows = np.repeat(np.arange(n), g)
+
+    def put(x):
+      x = np.asarray(x)
+      return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+    if rl.algorithm == "sft":
+      answer = to_host(batch["answer"])
+      tokens = np.concatenate([to_host(batch["prompt"]), answer], axis=1)
+      new = np.arange(m_len)[None] < to_host(batch["answer_len"])[:, None]
+      prompt_mask = to_host(batch["prompt_mask"])
+      token_mask = np.concatenate([prompt_mask, new], axis=1)
+      completion = np.concatenate([np.zeros_like(prompt_mask), new], axis=1)
+      rewards = np.ones((n,), np.float32)
+      advantages = rewards
+    else:
+      roll = sample_group(
+          jax.random.fold_in(state.step_rng(), 1), policy.step_fn, nn.unbox(state.params),
+          policy.cache(n * g, p_len + m_len), batch["prompt"], batch["prompt_mask"],
+          group_size=g, max_new_tokens=m_len, temperature=float(rl.temperature),
+          top_k=int(rl.top_k), top_p=float(rl.top_p), stop_tokens=policy.stops,
+          pad_id=policy.pad_id)
+      tokens, token_mask = to_host(roll.tokens), to_host(roll.token_mask)
+      completion = to_host(roll.completion_mask)
+      host = {k: to_host(batch[k]) for k in ("a", "b", "op", "template")}
+      rewards = np.asarray([arithmetic.reward(
+          policy.completion_text(tokens[i, p_len:]),
+          problem_of({k: v[rows[i]] for k, v in host.items()}).answer)
+          for i in range(n * g)], np.float32)
+      advantages = np.asarray(group_advantages(jnp.asarray(rewards), g,
+                                               normalise_std=rl.algorithm == "grpo"
+                                               and bool(rl.normalise_std)))
+    out = {"tokens": tokens, "token_mask": token_mask, "completion_mask": completion,
+           "advantages": advantages * to_host(batch["mask"])[rows], "rewards": rewards}
+    out = {k: put(v) for k, v in out.items()}
+    if rl.kl_beta and rl.algorithm != "sft":
+      out["ref_logp"] = ref_logprobs(reference_params(), out["tokens"], out["token_mask"])
+    return out
+
+  def loss_fn(params, batch, old_logp):
+    logp = sequence_logprobs(policy.logits, params, batch["tokens"], batch["token_mask"])
+    old = jax.lax.stop_gradient(logp) if old_logp is None else old_logp
+    loss, metrics = policy_loss(
+        logp, old, batch["advantages"], batch["completion_mask"][:, 1:],
+        ref_logp=batch.get("ref_logp"),
+        clip_eps=None if rl.algorithm != "grpo" else float(rl.clip_eps),
+        clip_eps_high=float(rl.clip_eps_high),
+        kl_beta=float(rl.kl_beta) if "ref_logp" in batch else 0.0, loss_norm=rl.loss_norm)
+    mask = batch["completion_mask"][:, 1:]
+    metrics["nll"] = -(logp * mask).sum() / jnp.maximum(mask.sum(), 1)  # per completion token
+    return loss, metrics
+
+  def train_step(state: TrainState, batch):
+    old_logp = None
+    if rl.epochs > 1:  # the rollout's own log-probs, before this step's first update
+      old_logp = jax.lax.stop_gradient(sequence_logprobs(
+          policy.logits, state.params, batch["tokens"], batch["token_mask"]))
+    for _ in range(int(rl.epochs)):
+      state, metrics = supervised_step(state, loss_fn, batch, old_logp)
+    metrics["reward"] = batch["rewards"].mean()
+    return state, metrics
+
+  heldout = problems(config.data.name, "test", int(config.get("heldout", {}).get("num", 128)),
+                     digits)
+  greedy_prompts = _left_pad([policy.prompt_ids(p) for p in heldout], p_len, policy.pad_id,
+                             "held-out prompt")
+
+  def report(state: TrainState, workdir: str | None = None, step: int = 0) -> dict[str, Any]:
+    del workdir, step
+    roll = sample_group(
+        jax.random.key(0), policy.step_fn, nn.unbox(state.params),
+        policy.cache(len(heldout), p_len + m_len), jnp.asarray(greedy_prompts[0]),
+        jnp.asarray(greedy_prompts[1]), group_size=1, max_new_tokens=m_len, greedy=True,
+        stop_tokens=policy.stops, pad_id=policy.pad_id)
+    tokens = to_host(roll.tokens)
+    solved = [arithmetic.reward(policy.completion_text(tokens[i, p_len:]), p.answer)
+              for i, p in enumerate(heldout)]
+    return {"heldout/pass@1": float(np.mean(solved))}
+
+  return Task(init=init, train_step=train_step, report=report, evaluate=report_eval(report),
+              prepare_batch=prepare_batch, experience=experience)
+
+
+def report_eval(report):
+  """--mode=eval: the held-out report of the restored state."""
+  return lambda state, workdir=None: report(state, workdir, int(jax.device_get(state.step)))
+
+
+TASKS.register("rl", build)
