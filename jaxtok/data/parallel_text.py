@@ -141,16 +141,21 @@ def write_mo(path: str, entries: Iterable[MoEntry], *, charset: str = "UTF-8") -
 # Catalogs -> aligned messages
 # --------------------------------------------------------------------------------------------
 
-_PLACEHOLDER = re.compile(r"%%"  # a literal percent sign, matched first so "%%s" stays "%s"
-                          r"|%\([^)]*\)[-#0+]*\d*(?:\.\d+)?[sdifrxXeEgGc]"  # %(name)s
-                          r"|%[-#0+]*\d*(?:\.\d+)?[sdifrxXeEgGc]"  # %s %d %.2f
-                          r"|\{[\w.\[\]]*(?::[^{}]*)?\}"  # {0} {name} {x:>3}
-                          r"|<[^<>]+>")  # HTML tags
+_FORMAT = (r"%\([^)]*\)[-#0+]*\d*(?:\.\d+)?[sdifrxXeEgGc]"  # %(name)s
+           r"|%[-#0+]*\d*(?:\.\d+)?[sdifrxXeEgGc]"  # %s %d %.2f
+           r"|\{[\w.\[\]]*(?::[^{}]*)?\}")  # {0} {name} {x:>3}
+# "%%" first so that "%%s" stays "%s"; then placeholders and HTML tags.
+_PLACEHOLDER = re.compile(rf"%%|{_FORMAT}|<[^<>]+>")
+# A quoted placeholder goes with its quotes ("“%(value)s” value" -> " value", not "“” value").
+_QUOTES = "\"'“”„‟‘’‚«»‹›「」『』"
+_QUOTED = re.compile(rf"[{_QUOTES}]\s*(?:{_FORMAT})\s*[{_QUOTES}]")
 _SPACES = re.compile(r"\s+")
 
 
 def clean_message(text: str) -> str:
-  """``text`` without placeholders and HTML tags, ``%%`` as ``%``, whitespace collapsed."""
+  """``text`` without placeholders (with their quotes) and HTML tags, ``%%`` as ``%``,
+  whitespace collapsed."""
+  text = _QUOTED.sub("", text)
   text = _PLACEHOLDER.sub(lambda m: "%" if m.group() == "%%" else "", text)
   return _SPACES.sub(" ", text).strip()
 

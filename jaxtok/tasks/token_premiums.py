@@ -145,9 +145,10 @@ def run_study(o, workdir: str | None, log=print) -> dict[str, Any]:
   encoders = {name: pretrained_encoder(name) for name in _names(o.pretrained)}
   results["pretrained"] = study.encoder_premiums(encoders, eval_texts)
   t = float(o.transition)
-  results["shared"] = {k: study.shared_grid(train, eval_texts, k, _sizes(o.shared_sizes, "s"),
-                                            transition=t, log=log)
-                       for k in _names(o.shared_kinds)}
+  results["shared"], results["shared_reached"] = {}, {}
+  for k in _names(o.shared_kinds):
+    results["shared"][k], results["shared_reached"][k] = study.shared_grid(
+        train, eval_texts, k, _sizes(o.shared_sizes, "s"), transition=t, log=log)
   results["monolingual"], results["monolingual_reached"] = {}, {}
   for k in _names(o.monolingual_kinds):
     results["monolingual"][k], results["monolingual_reached"][k] = study.monolingual_grid(

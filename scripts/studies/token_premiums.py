@@ -5,6 +5,8 @@
   python scripts/studies/token_premiums.py --config_arg=smoke --workdir=/tmp/jaxtok/premiums_smoke
   python scripts/studies/token_premiums.py --config_arg=raw,languages=es+ja+be+ckb \
       --workdir=/tmp/jaxtok/premiums_raw
+  python scripts/studies/token_premiums.py --set=premiums.transition=0.5 \
+      --set=premiums.shared_kinds=bpe,superbpe --workdir=/tmp/jaxtok/premiums_t05
 
 Runs ``jaxtok.main.run(config, workdir, mode='eval')`` with configs/text/token_premiums.py[:arg]
 (the task trains tokenizers; it has no gradient steps), so the numbers are those of
@@ -31,9 +33,21 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="/tmp/jaxtok/premiums")
   parser.add_argument("--config_arg", default="", help="argument of get_config, e.g. smoke")
+  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="override a config field (like --config.FIELD=VALUE of jaxtok.main)")
   args = parser.parse_args(argv)
   config = load_config(os.path.join(REPO, "configs", "text", "token_premiums.py") +
                        (f":{args.config_arg}" if args.config_arg else ""))
+  for item in args.set:
+    field, _, value = item.partition("=")
+    *parents, leaf = field.split(".")
+    node = config
+    for name in parents:
+      node = node[name]
+    if leaf not in node:
+      raise KeyError(f"--set {item!r}: no config field {field!r}")
+    node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else (
+        value.lower() in ("1", "true", "yes"))
   start = time.perf_counter()
   summary = jaxtok_main.run(config, args.workdir, mode="eval")
   with open(os.path.join(args.workdir, token_premiums.TABLES)) as f:

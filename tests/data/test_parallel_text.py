@@ -113,6 +113,9 @@ def test_clean_message():
   assert pt.clean_message("Delete %(name)s?  {0} left,\n%d  %.2f done") == "Delete ? left, done"
   assert pt.clean_message('100%% sure <a href="x">here</a>, 50%%s') == "100% sure here, 50%s"
   assert not pt.has_letter(pt.clean_message("%(a)s: %(b)s"))
+  # A quoted placeholder leaves no empty quotes; quotes around words stay.
+  assert pt.clean_message("“%(value)s” value, « %(v)s » valeur") == "value, valeur"
+  assert pt.clean_message("users’ “name” %(x)s") == "users’ “name”"
 
 
 def test_messages_align_drop_plurals_and_format_only(tmp_path):

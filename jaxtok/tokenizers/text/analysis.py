@@ -42,8 +42,9 @@ def variance_ratio_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, 
 
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   f = float(np.var(a, ddof=1) / np.var(b, ddof=1))
-  cdf = stats.f.cdf(f, len(a) - 1, len(b) - 1)
-  return f, float(min(1.0, 2 * min(cdf, 1 - cdf)))
+  dfs = (len(a) - 1, len(b) - 1)
+  # sf, not 1 - cdf: a large F's upper tail underflows to 0 by subtraction
+  return f, float(min(1.0, 2 * min(stats.f.cdf(f, *dfs), stats.f.sf(f, *dfs))))
 
 
 def paired_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:

@@ -55,15 +55,18 @@ def monolingual_grid(train: Texts, eval_texts: Texts, kind: str, vocab_sizes: Se
 
 
 def shared_grid(train: Texts, eval_texts: Texts, kind: str, vocab_sizes: Sequence[int], *,
-                transition: float = 0.9, log: Log | None = None) -> Grid:
-  """{V: {language: CTC}} of one multilingual tokenizer per size (trained on all of ``train``)."""
+                transition: float = 0.9, log: Log | None = None) -> tuple[Grid, dict[int, int]]:
+  """({V: {language: CTC}}, {V: vocabulary size reached}) of one multilingual tokenizer per size
+  (trained on all of ``train``)."""
   corpus = [t for lang in sorted(train) for t in train[lang]]
   out: Grid = {}
+  reached: dict[int, int] = {}
   for v in vocab_sizes:
     tok = train_tokenizer(kind, corpus, v, transition=transition)
     out[v] = {lang: tok.count(t) for lang, t in eval_texts.items()}
+    reached[v] = tok.vocab_size
     _log(log, f"shared {kind} V={v}: vocabulary {tok.vocab_size}")
-  return out
+  return out, reached
 
 
 def premiums_of(ctc: Mapping[str, int], reference: str = REFERENCE) -> dict[str, float]:

@@ -37,15 +37,21 @@ def language_table(results: Mapping[str, Any], columns: Mapping[str, Mapping[str
 
 
 def spread_table(results: Mapping[str, Any]) -> str:
+  """Premium statistics per tokenizer; for per-language tokenizers, how many languages' training
+  text ran out of pairs before reaching V (their vocabulary is smaller)."""
   rows = []
   for family in ("shared", "monolingual"):
     for kind, grid in results.get(family, {}).items():
+      reached = results.get(f"{family}_reached", {}).get(kind, {})
       for v, s in sorted(grid_spreads(grid).items()):
-        rows.append([family, kind, v, s["mean"], s["min"], s["max"], s["sd_log"]])
+        got = reached.get(v, {})
+        short = sum(n < v for n in got.values()) if isinstance(got, dict) else int(got < v)
+        rows.append([family, kind, v, s["mean"], s["min"], s["max"], s["sd_log"], short])
   for name, prem in results.get("pretrained", {}).items():
     s = spread_of(prem)
-    rows.append(["pretrained", name, "", s["mean"], s["min"], s["max"], s["sd_log"]])
-  return markdown(["tokenizers", "kind", "V", "mean premium", "min", "max", "sd log premium"], rows)
+    rows.append(["pretrained", name, "", s["mean"], s["min"], s["max"], s["sd_log"], ""])
+  return markdown(["tokenizers", "kind", "V", "mean premium", "min", "max", "sd log premium",
+                   "languages short of V"], rows)
 
 
 def grid_spreads(grid: Mapping[int, Mapping[str, int]]) -> dict[int, dict[str, float]]:
