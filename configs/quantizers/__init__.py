@@ -1,0 +1,1 @@
+"""Quantizer studies: one config, the quantizer chosen by argument."""

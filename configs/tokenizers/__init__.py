@@ -1,0 +1,1 @@
+"""Image-tokenizer configs: one tokenizer family per file."""
