@@ -18,13 +18,15 @@ mask of one decoding step is then one vectorised integer hash (a handful of uint
 entry, no sort), and scoring a token is O(1). Each token is green with probability gamma
 independently of the others (a counter-based PRF in place of torch's seeded ``randperm``); the
 green list of one ``prev`` has Binomial(|V|, gamma) members instead of exactly gamma |V| (49152 x
-0.25 = 12288 +- 96), which leaves the detector's null distribution unchanged: under the null the
-text does not depend on the key, so each scored token is green with probability gamma.
+0.25 = 12288 +- 96), which leaves the detector's null hypothesis intact: a text written without
+the key is independent of it, so over the key each of its distinct bigrams is green with
+probability gamma, independently.
 
-Repeated (prev, tok) bigrams always get the same colour, so a text that repeats itself scores
-each repetition as a fresh coin flip and inflates z (the false positives users of lm-watermarking
-and MarkLLM asked about); ``ignore_repeated=True`` scores each distinct bigram once, as the
-reference implementation's ``ignore_repeated_ngrams``.
+Repeated (prev, tok) bigrams always get the same colour, so the z-test, which treats every
+scored token as an independent coin flip, over-counts a text that repeats itself: one green bigram
+repeated 50 times reads as z ~ 12. ``ignore_repeated=True`` scores each distinct bigram once, like
+the reference implementation's ``ignore_repeated_ngrams`` (its authors name it as what keeps the
+false-positive rate at its nominal value: lm-watermarking issue #20).
 """
 
 from __future__ import annotations
@@ -59,24 +61,32 @@ def green_threshold(gamma: float) -> int:
   return min(int(round(gamma * 2.0**32)), 2**32 - 1)
 
 
-def prev_seed(prev: jnp.ndarray, key: int) -> jnp.ndarray:  # int [...] -> uint32 [...]
+def _key(key) -> jnp.ndarray:  # a Python int in [0, 2^32) or a uint32 array -> uint32
+  return key if isinstance(key, jax.Array) and key.dtype == jnp.uint32 else jnp.uint32(key)
+
+
+def prev_seed(prev: jnp.ndarray, key) -> jnp.ndarray:  # int [...] -> uint32 [...]
   """The per-context seed f(prev): the PRNG seed KGW derives from the previous token."""
-  return _fmix32(_fmix32(_u32(prev) * jnp.uint32(_C_PREV) ^ jnp.uint32(key)) + jnp.uint32(key))
+  key = _key(key)
+  return _fmix32(_fmix32(_u32(prev) * jnp.uint32(_C_PREV) ^ key) + key)
 
 
-def token_code(tok: jnp.ndarray, key: int) -> jnp.ndarray:  # int [...] -> uint32 [...]
+def token_code(tok: jnp.ndarray, key) -> jnp.ndarray:  # int [...] -> uint32 [...]
   """g(tok): a keyed bijection of token ids (a constant table over the vocabulary)."""
-  return _fmix32(_u32(tok) * jnp.uint32(_C_TOK) + jnp.uint32(key ^ 0x5BD1E995))
+  return _fmix32(_u32(tok) * jnp.uint32(_C_TOK) + (_key(key) ^ jnp.uint32(0x5BD1E995)))
 
 
-def is_green(prev: jnp.ndarray, tok: jnp.ndarray, *, key: int = DEFAULT_KEY,
+def is_green(prev: jnp.ndarray, tok: jnp.ndarray, *, key=DEFAULT_KEY,
              gamma: float = 0.25) -> jnp.ndarray:  # bool, broadcast of prev and tok
-  """Whether ``tok`` is on the green list seeded by ``prev`` (elementwise, broadcasting)."""
+  """Whether ``tok`` is on the green list seeded by ``prev`` (elementwise, broadcasting).
+
+  ``key``: a Python int in [0, 2^32) or a uint32 scalar array (traced keys need no recompile).
+  """
   h = _fmix32(token_code(tok, key) ^ prev_seed(prev, key))
   return h < jnp.uint32(green_threshold(gamma))
 
 
-def green_mask(prev: jnp.ndarray, vocab_size: int, *, key: int = DEFAULT_KEY,
+def green_mask(prev: jnp.ndarray, vocab_size: int, *, key=DEFAULT_KEY,
                gamma: float = 0.25) -> jnp.ndarray:  # bool [B, V] for prev int [B]
   """Every token's colour after each ``prev``: one vectorised hash over the vocabulary."""
   return is_green(prev[:, None], jnp.arange(vocab_size, dtype=jnp.int32)[None, :], key=key,
@@ -134,12 +144,11 @@ def first_occurrences(prev: jnp.ndarray, tok: jnp.ndarray, mask: jnp.ndarray) ->
   return jnp.logical_and(mask, jnp.logical_not(seen))
 
 
-@functools.partial(jax.jit, static_argnames=("key", "gamma", "ignore_repeated"))
 def detect(
     tokens: jnp.ndarray,  # int [B, L]: context then the text to test
     scored: jnp.ndarray,  # bool [B, L]: positions to score (each uses tokens[:, i - 1] as prev)
     *,
-    key: int = DEFAULT_KEY,
+    key=DEFAULT_KEY,  # a Python int in [0, 2^32) or a uint32 scalar array
     gamma: float = 0.25,
     ignore_repeated: bool = False,
 ) -> dict[str, jnp.ndarray]:
@@ -150,6 +159,12 @@ def detect(
   with ``ignore_repeated`` a repeated (prev, tok) bigram is counted once). Position 0 has no
   previous token and is never scored.
   """
+  return _detect(jnp.asarray(tokens), jnp.asarray(scored), _key(key), gamma=float(gamma),
+                 ignore_repeated=bool(ignore_repeated))
+
+
+@functools.partial(jax.jit, static_argnames=("gamma", "ignore_repeated"))
+def _detect(tokens, scored, key, *, gamma, ignore_repeated):
   tokens = jnp.asarray(tokens, jnp.int32)
   scored = jnp.asarray(scored, bool).at[:, 0].set(False)
   prev = jnp.concatenate([tokens[:, :1], tokens[:, :-1]], axis=1)  # [B, L]

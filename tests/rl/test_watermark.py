@@ -78,6 +78,11 @@ def test_hash_matches_python_reference_and_is_keyed():
   other = np.asarray(green_mask(jnp.arange(64), 4096, key=7))
   agree = (other == np.asarray(green_mask(jnp.arange(64), 4096))).mean()
   assert abs(agree - 0.625) < 6 * math.sqrt(0.625 * 0.375 / other.size)
+  # detect() takes the key as data (one compile for many keys), any uint32 included.
+  for key in (7, jnp.uint32(7), 2**32 - 1):
+    out = detect(jnp.asarray([prev[:20]]), jnp.ones((1, 20), bool), key=key)
+    want = [reference_is_green(int(prev[i - 1]), int(prev[i]), key=int(key)) for i in range(1, 20)]
+    assert out["green"][0, 1:].tolist() == want
 
 
 def test_z_score_and_p_value_by_hand():
