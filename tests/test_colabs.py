@@ -29,8 +29,8 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_runs(path, tmp_path, shared_data_dir):
-  env = dict(os.environ, JAXTOK_COLAB_SMOKE="1", JAXTOK_COLAB_WORKDIR=str(tmp_path),
-             JAXTOK_COLAB_DATA_DIR=shared_data_dir, MPLBACKEND="Agg",
+  env = dict(os.environ, JAXTOK_SMOKE="1", JAXTOK_NOTEBOOK_WORKDIR=str(tmp_path),
+             JAXTOK_NOTEBOOK_DATA_DIR=shared_data_dir, MPLBACKEND="Agg",
              PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   p = subprocess.run([sys.executable, "-c", notebook_source(path)], capture_output=True,
                      text=True, env=env, cwd=str(tmp_path), timeout=900)
