@@ -123,7 +123,8 @@ def load_texts(o, log=print) -> tuple[dict, dict, dict[str, Any]]:
   if extra:  # more training text where the machine has it; evaluation stays on Django's
     system = pt.load_messages(pt.system_catalogs(extra, languages), clean=bool(o.clean))
     for lang in train:
-      train[lang] += [t for _, t in sorted(system.get(lang, {}).items())]
+      held_out = set(eval_texts[lang])  # the same string ("Save") in glib and in Django's eval
+      train[lang] += [t for _, t in sorted(system.get(lang, {}).items()) if t not in held_out]
   facts = {"django_version": importlib.metadata.version("django"), "languages": languages,
            "messages": {"eval": len(eval_texts[pt.ENGLISH]),
                         "train": {x: len(t) for x, t in train.items()},
