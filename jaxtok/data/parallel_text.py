@@ -12,8 +12,9 @@ A message is keyed by ``(source, context, msgid)`` (``source`` = the catalog, e.
 rather than left to inflate every language's similarity to English; whitespace is collapsed.
 Plural entries are dropped (languages have 1 to 6 plural forms, so ``msgstr[0]`` is not the
 same sentence everywhere), and so are messages with no letter left after cleaning (format-only).
-Messages go to ``train`` or ``eval`` by a hash of their key, so a message is on the same side for
-every language and every language selection.
+Messages go to ``train`` or ``eval`` by a hash of their cleaned English text, so a message is on the
+same side for every language and every language selection, and an English string that occurs in
+several catalogs is never on both sides.
 
 ``.mo`` files are read by :func:`read_mo` (the GNU layout, either byte order, the charset of the
 header entry); a file that is not a catalog, is truncated, or does not decode raises
@@ -231,8 +232,10 @@ def load_messages(catalogs: Mapping[str, Sequence[str]], *, clean: bool = True
 
 
 def split_of(key: Key, eval_fraction: float = 0.5) -> str:
-  """'eval' for about ``eval_fraction`` of keys (by a hash of the key), else 'train'."""
-  h = int(hashlib.sha256("\x1f".join(key).encode()).hexdigest()[:8], 16)
+  """'eval' for about ``eval_fraction`` of keys, else 'train', by a hash of the key's cleaned
+  English text: the same string in two catalogs or contexts ("Save", "%(x)s deleted" and
+  "%(y)s deleted") is one message, so it cannot be both trained on and held out."""
+  h = int(hashlib.sha256(clean_message(key[2]).encode()).hexdigest()[:8], 16)
   return "eval" if h / 2**32 < eval_fraction else "train"
 
 

@@ -150,6 +150,10 @@ def test_split_is_by_key_and_near_the_fraction():
   assert many <= set(few)  # a message stays on its side whatever languages are chosen
   train = pt.own_texts(m, ["fr"], "train")
   assert len(train["fr"]) == sum(pt.split_of(k) == "train" for k in m["fr"]) > 300
+  # Strings repeated across catalogs ("Save" in conf/ and contrib/admin/) stay on one side.
+  held_out = pt.parallel_texts(m, ["fr", "ja", "ru"], "eval")
+  assert not set(train["en"]) & set(held_out["en"])
+  assert pt.split_of(("a", "", "%(x)s deleted")) == pt.split_of(("b", "ctx", "%(y)s deleted"))
 
 
 def test_system_catalogs_use_django_names(tmp_path):
