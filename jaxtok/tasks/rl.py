@@ -67,7 +67,7 @@ def _check(rl) -> None:
     raise ValueError(f"rl.temperature must be > 0 (rollouts sample), got {rl.temperature}")
 
 
-class _Policy:
+class Policy:
   """The model, its tokenizer and prompt format, and the jitted pieces around them."""
 
   def __init__(self, config):
@@ -123,7 +123,7 @@ def build(config) -> Task:
   rl = with_defaults(config, "rl", RL_DEFAULTS)
   _check(rl)
   opt = with_defaults(config, "optimizer", OPT_DEFAULTS)
-  policy = _Policy(config)
+  policy = Policy(config)
   g = 1 if rl.algorithm == "sft" else int(rl.group_size)
   p_len, m_len = int(rl.max_prompt_len), int(rl.max_new_tokens)
   tx = build_optimizer(opt, int(config.num_steps))
@@ -235,17 +235,34 @@ def build(config) -> Task:
   greedy_prompts = _left_pad([policy.prompt_ids(p) for p in heldout], p_len, policy.pad_id,
                              "held-out prompt")
 
+  k = int(config.get("heldout", {}).get("samples", 4))
+
+  def _solved(params, rng, group, greedy):
+    """[num held-out, group] rewards of greedy (group 1) or sampled completions."""
+    prompts, masks = (jnp.asarray(x) for x in greedy_prompts)
+    solved = []
+    for start in range(0, len(heldout), 256):  # bounded sampler batches
+      end = min(start + 256, len(heldout))
+      roll = sample_group(
+          jax.random.fold_in(rng, start), policy.step_fn, params,
+          policy.cache((end - start) * group, p_len + m_len), prompts[start:end],
+          masks[start:end], group_size=group, max_new_tokens=m_len, greedy=greedy,
+          temperature=float(rl.temperature), stop_tokens=policy.stops, pad_id=policy.pad_id)
+      tokens = to_host(roll.tokens)
+      solved += [arithmetic.reward(policy.completion_text(tokens[i, p_len:]),
+                                   heldout[start + i // group].answer)
+                 for i in range((end - start) * group)]
+    return np.asarray(solved).reshape(len(heldout), group)
+
   def report(state: TrainState, workdir: str | None = None, step: int = 0) -> dict[str, Any]:
+    """Held-out pass@1 greedy, and at the rollout temperature (mean over k samples, with
+    pass@k): RL often sharpens the sampled distribution more than it moves the argmax."""
     del workdir, step
-    roll = sample_group(
-        jax.random.key(0), policy.step_fn, nn.unbox(state.params),
-        policy.cache(len(heldout), p_len + m_len), jnp.asarray(greedy_prompts[0]),
-        jnp.asarray(greedy_prompts[1]), group_size=1, max_new_tokens=m_len, greedy=True,
-        stop_tokens=policy.stops, pad_id=policy.pad_id)
-    tokens = to_host(roll.tokens)
-    solved = [arithmetic.reward(policy.completion_text(tokens[i, p_len:]), p.answer)
-              for i, p in enumerate(heldout)]
-    return {"heldout/pass@1": float(np.mean(solved))}
+    params = nn.unbox(state.params)
+    sampled = _solved(params, jax.random.key(0), k, greedy=False)
+    return {"heldout/pass@1": float(_solved(params, jax.random.key(0), 1, True).mean()),
+            "heldout/pass@1_sampled": float(sampled.mean()),
+            f"heldout/pass@{k}_sampled": float(sampled.max(axis=1).mean())}
 
   return Task(init=init, train_step=train_step, report=report, evaluate=report_eval(report),
               prepare_batch=prepare_batch, experience=experience)

@@ -25,6 +25,7 @@ from absl import logging
 from jaxtok import paths
 from jaxtok.data.batches import eval_batches, split_iterator, to_global, to_host
 from jaxtok.train import sharding as shd
+from jaxtok.train import validate
 from jaxtok.train.checkpoint import Checkpointer, CheckpointError, find_checkpoint_dir
 from jaxtok.train.metrics import MetricWriter, Progress
 from jaxtok.train.state import TrainState
@@ -66,6 +67,7 @@ def setup(config, workdir: str, task: Task, *, example_split: str = "train") -> 
   mesh = shd.make_mesh(dict(config.get("mesh", {"data": -1})))
   example = None
   if task.needs_data:
+    validate.check_batch_sizes(config, mesh.shape, jax.process_count())
     it = data_iterator(config, example_split, train=example_split == "train")
     example = to_global(next(iter(it)), mesh, task.prepare_batch)
   rng = jax.random.PRNGKey(config.seed)
@@ -199,6 +201,7 @@ def _finite(metrics: dict[str, Any]) -> bool:
 
 def train(config, workdir: str, task: Task) -> dict[str, float]:
   """Trains ``config.num_steps`` steps (resuming if possible); returns the final metrics."""
+  validate.check_steps(config, train=True)
   s = setup(config, workdir, task)
   if not s.task.needs_data:
     raise ValueError(f"task {config.task!r} as configured has no data to train on (set "
@@ -320,7 +323,9 @@ def run_eval(config, workdir: str, task: Task) -> dict[str, Any]:
   s = setup(config, workdir, task, example_split=config.get("eval_split", "test"))
   state, _, step = restore_or_init(s, allow_init=not s.task.needs_data)
   if s.task.evaluate is not None:
-    return s.task.evaluate(state, workdir)
+    s.checkpointer.close()
+    with jax.set_mesh(s.mesh):
+      return s.task.evaluate(state, workdir)
   with jax.set_mesh(s.mesh):
     results = evaluate(s, state)
     if s.task.report is not None:
