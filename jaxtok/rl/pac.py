@@ -126,7 +126,12 @@ def parse_nodes(program: str) -> list[Node]:
 
 
 def token_owners(program: str, nodes: list[Node], spans: np.ndarray) -> np.ndarray:
-  """Index of the node owning each token (spans int [T, 2] of character offsets)."""
+  """Index of the node owning each token (spans int [T, 2] of character offsets).
+
+  A token belongs to the smallest node holding all of its non-blank text; a whitespace-only token
+  (newline and indent, a space before a digit) to the outermost node that starts where the next
+  token's text starts -- the statement or expression whose placement it decides.
+  """
   owners = np.zeros(len(spans), np.int64)
   pending = []  # whitespace-only tokens waiting for the next real token
   for t, (a, b) in enumerate(np.asarray(spans)):
@@ -135,22 +140,35 @@ def token_owners(program: str, nodes: list[Node], spans: np.ndarray) -> np.ndarr
       pending.append(t)
       continue
     a, b = a + len(text) - len(text.lstrip()), b - len(text) + len(text.rstrip())
-    node = 0
+    path = [0]
     while True:
-      inner = [c for c in nodes[node].children if nodes[c].start <= a and b <= nodes[c].end]
+      inner = [c for c in nodes[path[-1]].children
+               if nodes[c].start <= a and b <= nodes[c].end]
       if not inner:
         break
-      node = inner[-1]  # the last (deepest-starting) child holding the whole token
-    owners[t] = node
-    owners[pending] = node
+      path.append(inner[-1])
+    owners[t] = path[-1]
+    owners[pending] = next((n for n in path if nodes[n].start == a), path[-1])
     pending = []
   return owners  # trailing whitespace stays with the module
 
 
-def node_scores(owners: np.ndarray, confidence: np.ndarray, num_nodes: int) -> np.ndarray:
-  """Per node: the minimum confidence of the tokens it owns (+inf if it owns none)."""
-  scores = np.full(num_nodes, np.inf)
+def node_scores(nodes: list[Node], owners: np.ndarray, confidence: np.ndarray,
+                start: int = 0) -> np.ndarray:
+  """Per node: the minimum confidence of the tokens it owns.
+
+  A node owning no token (an ``Expr`` around a call) takes its children's maximum, so it is a
+  hole once all its children are -- unless it begins before ``start``, in the given text (a
+  ``FunctionDef`` whose signature was the prompt): such a node, like a leaf owning no token,
+  scores +inf and is never a hole.
+  """
+  scores = np.full(len(nodes), np.inf)
   np.minimum.at(scores, owners, np.asarray(confidence, np.float64))
+  owns = np.zeros(len(nodes), bool)
+  owns[owners] = True
+  for i in range(len(nodes) - 1, -1, -1):  # children come after their parents
+    if not owns[i] and nodes[i].children and nodes[i].start >= start:
+      scores[i] = max(scores[c] for c in nodes[i].children)
   return scores
 
 
@@ -182,15 +200,21 @@ class ProgramScores:
     return float(np.mean(self.node_levels >= tau)) if self.node_levels.size else 1.0
 
 
-def score_program(program: str, spans: np.ndarray, confidence: np.ndarray, correct: np.ndarray,
-                  start: int = 0) -> ProgramScores:
-  """Levels of the scored tokens (``spans``) and of the nodes that begin at or after ``start``
-  (the proposal; what precedes it, such as a function's signature, is given, not predicted)."""
+def score_program(program: str, spans: np.ndarray, confidence: np.ndarray,
+                  correct: np.ndarray) -> ProgramScores:
+  """Levels of the scored tokens (``spans``, the proposal) and of the nodes that begin at or
+  after the first of them (what precedes it, such as a function's signature, was given)."""
   nodes = parse_nodes(program)
   owners = token_owners(program, nodes, spans)
-  node_levels = chain_minimum(nodes, node_scores(owners, confidence, len(nodes)))
+  start = _first(spans)
+  node_levels = chain_minimum(nodes, node_scores(nodes, owners, confidence, start))
   scored = [i for i in range(1, len(nodes)) if nodes[i].start >= start]
   return ProgramScores(node_levels[owners], np.asarray(correct, bool), node_levels[scored])
+
+
+def _first(spans: np.ndarray) -> int:
+  spans = np.asarray(spans)
+  return int(spans[:, 0].min()) if len(spans) else 0
 
 
 def body_start(function: str) -> int:
@@ -231,7 +255,7 @@ def partial_program(program: str, spans: np.ndarray, confidence: np.ndarray, tau
   nodes = parse_nodes(program)
   owners = token_owners(program, nodes, spans)
   pieces, cursor = [], 0
-  for i in holes(nodes, node_scores(owners, confidence, len(nodes)), tau):
+  for i in holes(nodes, node_scores(nodes, owners, confidence, _first(spans)), tau):
     pieces += [program[cursor:nodes[i].start], hole]
     cursor = nodes[i].end
   return "".join(pieces) + program[cursor:]

@@ -114,12 +114,33 @@ def test_partial_program_has_whole_subtrees_as_holes(low, expected):
   assert pac.partial_program(PROGRAM, spans, confidence(**low), 0.5) == expected
 
 
+@pytest.mark.parametrize("low,expected", [
+    ({"t0": 0.3}, "def f(x):\n    ??\n    return x"),  # the newline opens the Expr statement
+    ({"t2": 0.3}, "def f(x):\n    ??\n    return x"),  # '(' is the Call's; the Expr holds only it
+    ({"t3": 0.3}, "def f(x):\n    print(??)\n    return x"),
+    # every statement holed under a signature with no arguments: the signature, given, stays
+    ({"t0": 0.3, "t6": 0.3}, "def f():\n    ??\n    ??"),
+])
+def test_wrappers_without_tokens_follow_their_children(low, expected):
+  program = "def f(x):\n    print(x)\n    return x"
+  pieces = ["\n   ", " print", "(", "x", ")", "\n   ", " return", " x"]
+  if "t6" in low:  # the same body under a signature with no arguments
+    program = program.replace("f(x)", "f()")
+  start = pac.body_start(program)
+  assert "".join(pieces) == program[start:]
+  conf = np.full(len(pieces), 0.9)
+  for index, value in low.items():
+    conf[int(index[1:])] = value
+  spans = pac.token_spans(pieces) + start
+  assert pac.partial_program(program, spans, conf, 0.5) == expected
+
+
 def test_true_program_in_set_iff_wrong_tokens_are_in_holes():
   start, spans = body()
   conf = confidence(t10=0.2, t3=0.6)
   correct = np.ones(len(PIECES), bool)
   correct[10] = False  # ' +' was mispredicted, with low confidence: covered once tau > 0.2
-  scores = pac.score_program(PROGRAM, spans, conf, correct, start)
+  scores = pac.score_program(PROGRAM, spans, conf, correct)
   assert scores.cover_level == 0.2
   for tau in (0.1, 0.2, np.nextafter(0.2, 1), 0.5, 0.7, 0.95):
     assert pac.in_set(scores.levels, correct, tau) == (tau > 0.2)
@@ -130,7 +151,7 @@ def test_true_program_in_set_iff_wrong_tokens_are_in_holes():
   body_nodes = [n for n in pac.parse_nodes(PROGRAM)[1:] if n.start >= start]
   assert len(body_nodes) == 11 and scores.kept_nodes(0.5) == 8 / 11
   correct[14] = False  # a confident mistake: only removing everything covers it
-  scores = pac.score_program(PROGRAM, spans, conf, correct, start)
+  scores = pac.score_program(PROGRAM, spans, conf, correct)
   assert scores.cover_level == 0.9
   assert not pac.in_set(scores.levels, correct, 0.9)
   assert pac.in_set(scores.levels, correct, 0.91) and scores.kept_tokens(0.91) == 0.0
@@ -141,7 +162,7 @@ def test_holes_are_nested_in_tau():
   conf = np.random.default_rng(4).uniform(size=len(PIECES))
   nodes = pac.parse_nodes(PROGRAM)
   owners = pac.token_owners(PROGRAM, nodes, spans)
-  scores = pac.node_scores(owners, conf, len(nodes))
+  scores = pac.node_scores(nodes, owners, conf)
   covered = []
   for tau in np.linspace(0, 1, 21):
     inside = set()
