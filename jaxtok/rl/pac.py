@@ -15,10 +15,12 @@ would make k* or fewer errors out of n a tail event of probability <= delta.
 Sets over programs (the threshold version; the paper instead solves an integer program that
 removes the fewest nodes under a budget on the kept nodes' negative log-likelihood and a bound
 m on the number of holes -- not implemented here). Each token belongs to the smallest AST node
-whose span contains it (whitespace-only tokens -- newlines, indents -- to the node of the token
-that follows them: they decide where the next construct goes). A node's score is the minimum
-confidence of the tokens it owns; a node scoring below tau becomes a hole, which replaces its
-whole subtree, so holes are expressions, statements, arguments -- never arbitrary token spans.
+whose span contains it (whitespace-only tokens -- newlines, indents -- to the outermost node
+starting where the next token starts: they decide where the next construct goes). A node's
+score is the minimum confidence of the tokens it owns (a node owning none, such as an ``Expr``
+around a call, takes its children's maximum: it goes once they all have); a node scoring below
+tau becomes a hole, which replaces its whole subtree, so holes are expressions, statements,
+arguments -- never arbitrary token spans.
 Why the minimum: it makes "every kept token has confidence >= tau" an invariant, so the holes
 at tau' > tau contain those at tau (the family is nested, which the PAC argument needs) and a
 token is kept iff its *level* -- the least score on its chain of enclosing nodes -- is >= tau.
