@@ -1,6 +1,15 @@
 """Experiment families. Importing this package registers every task in ``TASKS``."""
 
-from jaxtok.tasks import distill, generator, lm, rl, speculative, sudoku, tokenizer  # noqa: F401
+from jaxtok.tasks import (  # noqa: F401
+  distill,
+  generator,
+  lm,
+  rl,
+  speculative,
+  sudoku,
+  token_premiums,
+  tokenizer,
+)
 from jaxtok.tasks.base import TASKS, Task
 
 
