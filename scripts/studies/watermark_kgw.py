@@ -45,6 +45,8 @@ from jaxtok.pretrained.lms import load_pretrained_lm  # noqa: E402
 from jaxtok.rl.watermark import DEFAULT_KEY, KGWWatermark, detect, substitute_tokens  # noqa: E402
 from jaxtok.tasks.prompt_set import CHAT_PROMPTS  # noqa: E402
 
+SAMPLING_ARGS = ("num", "new_tokens", "temperature", "gamma", "delta", "seed")
+
 
 @dataclasses.dataclass(frozen=True)
 class Processor:
@@ -119,6 +121,8 @@ def main():
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--show", type=int, default=1, help="print this many example completions")
   parser.add_argument("--save", default="", help="write the sampled tokens to this .npz")
+  parser.add_argument("--load", default="", help="analyse the texts of a --save file instead "
+                      "of sampling (its sampling settings replace the flags)")
   args = parser.parse_args()
   if args.num % args.batch:
     raise SystemExit(f"--num ({args.num}) must be a multiple of --batch ({args.batch})")
@@ -128,14 +132,23 @@ def main():
   params = jax.tree.map(jnp.asarray, lm.params)
   mark = KGWWatermark(key=DEFAULT_KEY, gamma=args.gamma, delta=args.delta)
   texts, prompt_mask = {}, None
+  if args.load:  # texts sampled by an earlier run (with its settings): only the analysis reruns
+    saved = np.load(args.load)
+    texts = {arm: saved[arm] for arm in ("plain", "watermarked")}
+    prompt_mask = saved["prompt_mask"]
+    for name in SAMPLING_ARGS:
+      setattr(args, name, type(getattr(args, name))(saved[name]))
+    mark = KGWWatermark(key=DEFAULT_KEY, gamma=args.gamma, delta=args.delta)
   for arm, m in (("plain", None), ("watermarked", mark)):
-    texts[arm], prompt_mask = sample_texts(
-        lm, model, params, CHAT_PROMPTS, args.num, args.batch, args.new_tokens,
-        args.temperature, Processor(tuple(lm.stop_tokens), m), args.seed)
+    if arm not in texts:
+      texts[arm], prompt_mask = sample_texts(
+          lm, model, params, CHAT_PROMPTS, args.num, args.batch, args.new_tokens,
+          args.temperature, Processor(tuple(lm.stop_tokens), m), args.seed)
   p, t = prompt_mask.shape[1], args.new_tokens
   gen_seconds = time.perf_counter() - start
   if args.save:
-    np.savez(args.save, prompt_mask=prompt_mask, **texts)
+    np.savez(args.save, prompt_mask=prompt_mask, **texts,
+             **{name: getattr(args, name) for name in SAMPLING_ARGS})
   for arm in texts:
     for row in texts[arm][:args.show]:
       print(f"--- {arm}: {lm.tokenizer.decode(row[p:], skip_special_tokens=True)!r}\n")
@@ -174,20 +187,26 @@ def main():
     print(f"| {arm} | {np.median(np.exp(x.mean(1))):.2f} | {np.exp(x.mean()):.2f} | "
           f"{x.mean():.3f} |")
 
-  print("\n| eps (substituted) | mean z | TPR at z=4 | TPR at clean 1% FPR | "
+  print("\n| eps (substituted) | mean z | predicted mean z | TPR at z=4 | TPR at clean 1% FPR | "
         "mean z, each bigram once | TPR at z=4, once | TPR at 1% FPR, once |")
-  print("|---|---|---|---|---|---|---|")
+  print("|---|---|---|---|---|---|---|---|")
+  green = float(np.mean(scores(texts["watermarked"], p, DEFAULT_KEY, args.gamma, False)))
+  green = args.gamma + green * np.sqrt(args.gamma * (1 - args.gamma) / t)  # clean green fraction
   gen_mask = np.zeros(texts["watermarked"].shape, bool)
   gen_mask[:, p:] = True
   for eps in (float(e) for e in args.eps.split(",")):
     attacked, _ = substitute_tokens(jax.random.key(args.seed + 7), texts["watermarked"],
                                     gen_mask, eps, lm.config.vocab_size)
     attacked = np.asarray(attacked)
+    kept = (1 - eps) ** 2  # tokens whose own token and seeding token both survived
+    predicted = (green * kept + args.gamma * (1 - kept) - args.gamma) * np.sqrt(
+        t / (args.gamma * (1 - args.gamma)))
     cells = []
     for ignore in (False, True):
       z = scores(attacked, p, DEFAULT_KEY, args.gamma, ignore)
       tpr = np.mean(z > thresholds[ignore])
-      cells += [f"{z.mean():.2f}", f"{np.mean(z > 4):.3f}", f"{tpr:.3f}"]
+      cells += [f"{z.mean():.2f}"] + ([f"{predicted:.2f}"] if not ignore else []) + [
+          f"{np.mean(z > 4):.3f}", f"{tpr:.3f}"]
     print(f"| {eps:.2f} | " + " | ".join(cells) + " |")
   print(f"\n{time.perf_counter() - start:.0f} s in all ({gen_seconds:.0f} s loading and sampling, "
         f"{detect_seconds:.0f} s null detection)")
