@@ -16,7 +16,8 @@ Two on-disk layouts are read:
   the object itself, the list of storage keys -- followed, per storage key, by an int64 element
   count and the raw bytes.
 
-Tensors come back as numpy arrays (views respect offset/stride, then copied to be contiguous).
+Tensors come back as numpy arrays (views respect offset/stride, then copied to be contiguous). A
+truncated or corrupt file raises :class:`~jaxtok.pretrained.errors.CorruptFileError` naming it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import zipfile
 from typing import Any
 
 import numpy as np
+
+from jaxtok.pretrained.errors import CorruptFileError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -118,8 +121,11 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-  """Resolves only allow-listed globals; storages come from ``storage_for(persistent_id)``."""
+class _RestrictedUnpickler(pickle._Unpickler):
+  """Resolves only allow-listed globals; storages come from ``storage_for(persistent_id)``.
+
+  The pure-Python unpickler, not the C one: its memo is a dict, where the C unpickler grows an
+  array to the largest memo index it sees -- one flipped bit in a PUT index asks for gigabytes."""
 
   def __init__(self, file, storage_for, overrides: dict[tuple[str, str], Any] | None = None):
     super().__init__(file, encoding="utf-8")
@@ -173,6 +179,9 @@ def _load_zip(zf: zipfile.ZipFile) -> Any:
     if key not in storages:
       st = _Storage(dtype, int(numel))
       raw = zf.read(f"{root}data/{key}")
+      if len(raw) < st.numel * dtype.itemsize:
+        raise pickle.UnpicklingError(f"storage {key} holds {len(raw)} bytes, expected "
+                                     f"{st.numel * dtype.itemsize} ({st.numel} x {dtype})")
       st.array = np.frombuffer(raw, dtype=dtype, count=len(raw) // dtype.itemsize)
       storages[key] = st
     return storages[key]
@@ -224,13 +233,15 @@ def _load_legacy(f) -> Any:
                ("torch._utils", "_rebuild_tensor"): defer}
   result = _RestrictedUnpickler(f, storage_for, overrides).load()
   keys = header()
+  size = os.fstat(f.fileno()).st_size
   for key in keys:
     st = storages[str(key)]
     (count,) = struct.unpack("<q", f.read(8))
-    raw = f.read(count * st.dtype.itemsize)
-    if len(raw) != count * st.dtype.itemsize:
-      raise ValueError(f"truncated checkpoint: storage {key} wants {count} elements")
-    st.array = np.frombuffer(raw, dtype=st.dtype)
+    want, left = count * st.dtype.itemsize, size - f.tell()
+    if not 0 <= want <= left:  # checked before reading: a flipped count must not allocate
+      raise ValueError(f"storage {key} wants {count} elements ({want} bytes) but {left} bytes "
+                       "are left in the file")
+    st.array = np.frombuffer(f.read(want), dtype=st.dtype)
 
   def resolve(obj):
     if isinstance(obj, _Deferred):
@@ -256,8 +267,19 @@ def load_torch_pickle(path: str | os.PathLike) -> Any:
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"no torch checkpoint at {path}")
-  if zipfile.is_zipfile(path):
-    with zipfile.ZipFile(path) as zf:
-      return _load_zip(zf)
-  with open(path, "rb") as f:
-    return _load_legacy(f)
+  try:
+    if zipfile.is_zipfile(path):
+      with zipfile.ZipFile(path) as zf:
+        return _load_zip(zf)
+    with open(path, "rb") as f:
+      return _load_legacy(f)
+  except UnsafePickleError as e:
+    raise UnsafePickleError(f"{path}: {e}") from None
+  except _CORRUPT as e:
+    raise CorruptFileError(path, f"not a readable torch checkpoint (truncated or corrupt?): "
+                                 f"{type(e).__name__}: {e}") from e
+
+
+# What unpickling and unzipping damaged bytes raise (a refused global stays UnsafePickleError).
+_CORRUPT = (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError, struct.error, zipfile.BadZipFile, UnicodeDecodeError, OverflowError)
