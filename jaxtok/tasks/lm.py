@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from jaxtok import paths
-from jaxtok.generators.causal_lm import CausalLM, init_cache, lm_config
+from jaxtok.generators.causal_lm import DTYPES, CausalLM, init_cache, lm_config
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.pretrained.chat import chatml
 from jaxtok.pretrained.lms import load_pretrained_lm
@@ -37,6 +37,7 @@ from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.common import boxed_init
 from jaxtok.train.state import TrainState
 from jaxtok.train.steps import supervised_step
+from jaxtok.train.validate import UserError, check_choice, check_context, check_exists, check_int
 
 DEFAULT_EVAL_TEXT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pretrained", "data",
                                  "passage.txt")
@@ -61,6 +62,33 @@ def next_token_loss(
   return loss, {"nll_sum": (nll * weights).sum(), "count": weights.sum(), "accuracy": accuracy}
 
 
+def check_options(config, *, needs_data: bool) -> None:
+  """What the lm task reads, checked before any weights are loaded."""
+  check_choice("dtype", config.get("dtype", "float32"), sorted(DTYPES))
+  check_int("max_new_tokens", config.get("max_new_tokens", 64), 1)
+  check_int("eval_seq_len", config.get("eval_seq_len", 1024), 1)
+  temperature, top_k, top_p = (config.get("temperature", 0.0), config.get("top_k", 0),
+                               config.get("top_p", 1.0))
+  if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
+    raise UserError(f"config.temperature={temperature}, top_k={top_k}, top_p={top_p}: need "
+                    "temperature >= 0 (0 = greedy), top_k >= 0 (0 = off), 0 < top_p <= 1")
+  if config.get("eval_text_file"):
+    check_exists("eval_text_file", config.eval_text_file)
+  if needs_data and "seq_len" in config.data:
+    check_int("data.seq_len", config.data.seq_len, 2, " (inputs and targets: T + 1 tokens)")
+
+
+def prompt_ids(config, tokenizer, chat: bool, max_len: int, model: str) -> list[int]:
+  """``config.prompt`` as token ids (ChatML for chat models), checked against the context: the KV
+  cache holds the prompt and ``max_new_tokens``."""
+  text = config.get("prompt", "The capital of France is")
+  ids = tokenizer.encode(chatml(text) if chat else text)
+  if not ids:
+    raise UserError("config.prompt is empty: generation needs at least one prompt token")
+  check_context("config.prompt", len(ids), int(config.get("max_new_tokens", 64)), max_len, model)
+  return ids
+
+
 def build(config) -> Task:
   """Builds the ``lm`` Task; pretrained weights are read on the host (numpy) once, here."""
   model_cfg = config.model
@@ -68,6 +96,7 @@ def build(config) -> Task:
   dtype = config.get("dtype", "float32")
   data = config.get("data")
   needs_data = bool(data and data.get("name"))
+  check_options(config, needs_data=needs_data)
   if pretrained:
     lm = load_pretrained_lm(pretrained)
     arch, tokenizer, chat, stops = lm.config, lm.tokenizer, lm.chat, lm.stop_tokens
@@ -78,6 +107,11 @@ def build(config) -> Task:
     if tokenizer.vocab_size > arch.vocab_size:
       raise ValueError(f"the byte tokenizer needs vocab_size >= {tokenizer.vocab_size}, "
                        f"variant {model_cfg.get('variant')!r} has {arch.vocab_size}")
+  model_name = repr(pretrained) if pretrained else f"variant {model_cfg.get('variant', 'tiny')!r}"
+  sample_ids = prompt_ids(config, tokenizer, chat, arch.max_len, model_name)
+  if needs_data and "seq_len" in data and data.seq_len - 1 > arch.max_len:
+    raise UserError(f"config.data.seq_len={data.seq_len}: T + 1 tokens with T = {data.seq_len - 1} "
+                    f"> {arch.max_len}, the context (max_len) of {model_name}")
   model = CausalLM.from_config(arch, dtype=dtype)
   tx = optax.adamw(config.get("lr", 1e-4), weight_decay=config.get("weight_decay", 0.0)) if (
       needs_data) else optax.identity()
@@ -111,21 +145,21 @@ def build(config) -> Task:
     params = nn.unbox(state.params)
     prompt = config.get("prompt", "The capital of France is")
     text = chatml(prompt) if chat else prompt
-    ids = tokenizer.encode(text)
     n = int(config.get("max_new_tokens", 64))
     temperature = float(config.get("temperature", 0.0))
-    tokens = jnp.asarray([ids], jnp.int32)
+    tokens = jnp.asarray([sample_ids], jnp.int32)
     start = time.perf_counter()
     out, stats = generate(
         jax.random.key(int(config.get("seed", 0))), step_fn, params,
-        init_cache(model, 1, len(ids) + n), tokens, jnp.ones_like(tokens, bool),
+        init_cache(model, 1, len(sample_ids) + n), tokens, jnp.ones_like(tokens, bool),
         max_new_tokens=n, temperature=temperature if temperature > 0 else 1.0,
         top_k=int(config.get("top_k", 0)), top_p=float(config.get("top_p", 1.0)),
         stop_tokens=stops, greedy=temperature <= 0)
     out = np.asarray(out)
     seconds = time.perf_counter() - start
     count = int(stats["num_generated"][0])
-    completion = tokenizer.decode(out[0, len(ids):len(ids) + count], skip_special_tokens=True)
+    p = len(sample_ids)
+    completion = tokenizer.decode(out[0, p:p + count], skip_special_tokens=True)
     print(f"{text}{completion}" if not chat else f"[user] {prompt}\n[assistant] {completion}")
     if workdir:
       paths.write_text(paths.join(workdir, "sample.txt"), completion)
@@ -145,7 +179,8 @@ def build(config) -> Task:
     with open(path, encoding="utf-8") as f:
       ids = tokenizer.encode(f.read())
     if len(ids) < 2:
-      raise ValueError(f"{path!r} has fewer than 2 tokens")
+      raise UserError(f"config.eval_text_file={path!r} has {len(ids)} tokens; perplexity needs "
+                      "at least 2")
     # Non-overlapping windows of eval_seq_len targets; the last one is right-padded and masked.
     window = min(int(config.get("eval_seq_len", 1024)), arch.max_len - 1)
     params = nn.unbox(state.params)

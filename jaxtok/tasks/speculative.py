@@ -31,7 +31,7 @@ from jaxtok import paths
 from jaxtok.decoding.engine import VERIFIERS, cache_slots_needed, speculative_generate
 from jaxtok.decoding.proposers import PROPOSERS, DraftModel, LMStep, PromptLookup, TokenRecycling
 from jaxtok.decoding.trees import best_tree
-from jaxtok.generators.causal_lm import CausalLM, init_cache, lm_config
+from jaxtok.generators.causal_lm import DTYPES, CausalLM, init_cache, lm_config
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.pretrained.chat import chatml
 from jaxtok.pretrained.lms import load_pretrained_lm
@@ -40,6 +40,7 @@ from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.distill import restore_student
 from jaxtok.tasks.prompt_set import prompt_set
 from jaxtok.train.state import TrainState
+from jaxtok.train.validate import UserError, check_choice
 
 # Top-2 logit gaps up to which a greedy mismatch is float rounding (verify pass vs 1-token step).
 ROUNDING_GAP = {"float32": 1e-3, "bfloat16": 0.5}
@@ -72,6 +73,7 @@ def _params(model, rng, host, scale):
 
 
 def _check_options(config, p) -> None:
+  check_choice("dtype", config.get("dtype", "float32"), sorted(DTYPES))
   if p.name not in PROPOSERS:
     raise ValueError(f"unknown proposer {p.name!r}; valid: {', '.join(PROPOSERS)}")
   verifier, temperature = config.verifier, float(config.temperature)
@@ -134,21 +136,26 @@ def build(config) -> Task:
     raise ValueError(f"the rejection verifier checks one chain of drafts, but proposer "
                      f"{p.name!r} makes a tree of {tree.size} nodes: use verifier='greedy'")
   n = int(config.max_new_tokens)
-  room = arch.max_len - n - tree.size  # the longest prompt (the KV cache holds prompt + N + T)
+  # The KV caches (the target's, and a draft model's of the same length) hold the prompt, the N
+  # new tokens and one tree: the shorter context of the two bounds the prompt.
+  limit, max_len = "target", arch.max_len
+  if d_model is not None and d_arch.max_len < max_len:
+    limit, max_len = "draft", d_arch.max_len
+  room = max_len - n - tree.size  # the longest prompt
   if room < 1:
-    raise ValueError(f"a tree deeper than the cache can hold: the proposer's tree ({tree.size} "
-                     f"nodes, depth {tree.max_depth}) + max_new_tokens {n} + a prompt > the "
-                     f"target's max_len {arch.max_len}")
+    raise UserError(f"a tree deeper than the cache can hold: the proposer's tree ({tree.size} "
+                    f"nodes, depth {tree.max_depth}) + max_new_tokens {n} + a prompt > the "
+                    f"{limit}'s max_len {max_len}")
 
   def encode(text: str, what: str, as_chat: bool = True) -> list[int]:
     ids = tokenizer.encode(chatml(text) if chat and as_chat else text)
-    if len(ids) > room:
-      raise ValueError(f"{what} has {len(ids)} tokens, longer than the target's max_len "
-                       f"{arch.max_len} minus max_new_tokens {n} minus the tree size {tree.size} "
-                       f"(= {room})")
+    if not 1 <= len(ids) <= room:
+      raise UserError(f"{what} has {len(ids)} tokens, longer than the {limit}'s max_len "
+                      f"{max_len} minus max_new_tokens {n} minus the tree size {tree.size} "
+                      f"(= {room})" if ids else f"{what} is empty: decoding needs a prompt token")
     return ids
 
-  sample_ids = encode(config.prompt, "the prompt")
+  sample_ids = encode(config.prompt, "config.prompt: the prompt")
   greedy = config.verifier == "greedy"
   temperature = float(config.temperature) if not greedy else 1.0
   options = dict(temperature=temperature, top_k=int(config.top_k), top_p=float(config.top_p))
