@@ -8,10 +8,17 @@ r"""Verifiable-reward RL on arithmetic: supervised warm-up, then GRPO (or REINFO
   python -m jaxtok.main --config=configs/rl/arithmetic.py:model=smollm2,algorithm=sft ...
   python -m jaxtok.main --config=configs/rl/arithmetic.py:smoke --workdir=/tmp/ar_smoke
 
-Arguments: ``algorithm`` (grpo, reinforce, sft), ``model`` (small: a 4-layer byte-level LM
-trained here; tiny: the 2-layer test model; smollm2: SmolLM2-135M-Instruct), ``digits``
-(operands of up to that many digits), ``steps``, ``seed``, ``smoke`` (tiny model, a few steps,
-seconds). The held-out report (``heldout/pass@1``, greedy) runs every ``report_every`` steps.
+  # online DPO on correct-vs-incorrect rollout pairs, then TGDPO guided by that DPO policy
+  python -m jaxtok.main --config=configs/rl/arithmetic.py:algorithm=dpo \
+      --config.init_from=/tmp/ar_sft --workdir=/tmp/ar_dpo
+  python -m jaxtok.main --config=configs/rl/arithmetic.py:algorithm=tgdpo \
+      --config.init_from=/tmp/ar_sft --config.rl.reward_model=/tmp/ar_dpo --workdir=/tmp/ar_tgdpo
+
+Arguments: ``algorithm`` (grpo, reinforce, sft, dpo, tgdpo), ``model`` (small: a 4-layer
+byte-level LM trained here; tiny: the 2-layer test model; smollm2: SmolLM2-135M-Instruct),
+``digits`` (operands of up to that many digits), ``steps``, ``seed``, ``smoke`` (tiny model, a
+few steps, seconds). The held-out report (``heldout/pass@1``, greedy) runs every
+``report_every`` steps.
 """
 
 import ml_collections
@@ -59,6 +66,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "normalise_std": True,
       "epochs": 1,
   })
+  if args.algorithm in ("dpo", "tgdpo"):
+    # TGDPO's beta and alpha; beta is also DPO's KL strength, so no separate KL term.
+    config.rl.update({"dpo_beta": 0.1, "tgdpo_alpha": 0.5, "reward_model": "", "kl_beta": 0.0})
   config.optimizer = ml_collections.ConfigDict({
       "lr": m["lr"] if sft else m["rl_lr"], "warmup_steps": 20, "grad_clip": 1.0,
       "final_lr_fraction": 0.1 if sft else 1.0})

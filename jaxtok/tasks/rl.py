@@ -1,12 +1,16 @@
-"""The ``rl`` task: a causal LM policy trained on verifiable rewards (GRPO, REINFORCE), or
-supervised on the reference answers first (``sft``, the warm-up that lets a policy answer at all).
+"""The ``rl`` task: a causal LM policy trained on verifiable rewards (GRPO, REINFORCE, online
+DPO and TGDPO on correct-vs-incorrect rollout pairs), or supervised on the reference answers
+first (``sft``, the warm-up that lets a policy answer at all).
 
 Every step: a batch of prompts from the data set (``arithmetic``), ``group_size`` sampled
 completions each with the KV-cache sampler (``experience``, jitted), rewards checked on the host,
 group-relative advantages, reference-policy log-probs once per rollout, then ``epochs`` policy
 updates on the clipped surrogate (``train_step``). ``sft`` uses the same update with the
 reference answer as the only completion and advantage 1, which is exactly next-token
-cross-entropy on the answer. ``report`` scores greedy held-out pass@1.
+cross-entropy on the answer. ``dpo`` / ``tgdpo`` turn each prompt's group into one preference
+pair, a correct over an incorrect rollout (``tasks/rl_pairs.py``), scored by the reference policy
+and, for ``tgdpo``, by the reward model ``rl.reward_model`` (a finished ``dpo`` run).
+``report`` scores greedy held-out pass@1.
 
 The reference policy is the one training starts from: the ``init_from`` run's weights, else
 the pretrained or seed-initialised model, loaded once on first use.
@@ -36,17 +40,21 @@ from jaxtok.pretrained.text_tokenizer import ByteTokenizer
 from jaxtok.rl import arithmetic
 from jaxtok.rl.grpo import LOSS_NORMS, group_advantages, policy_loss
 from jaxtok.rl.rollout import sample_group, sequence_logprobs
+from jaxtok.tasks import rl_pairs
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.common import boxed_init, build_optimizer
+from jaxtok.tasks.rl_pairs import PREFERENCE
 from jaxtok.train import loop
 from jaxtok.train.state import TrainState
 from jaxtok.train.steps import supervised_step
 
-ALGORITHMS = ("grpo", "reinforce", "sft")
+ALGORITHMS = ("grpo", "reinforce", "sft", *PREFERENCE)
 RL_DEFAULTS = {
     "algorithm": "grpo", "group_size": 8, "max_new_tokens": 8, "max_prompt_len": 32,
     "temperature": 1.0, "top_k": 0, "top_p": 1.0, "clip_eps": 0.2, "clip_eps_high": 0.2,
     "kl_beta": 0.04, "loss_norm": "token", "normalise_std": True, "epochs": 1,
+    # dpo / tgdpo (TGDPO's paper: beta .1, alpha .5); reward_model: a finished dpo run's workdir
+    "dpo_beta": 0.1, "tgdpo_alpha": 0.5, "reward_model": "",
 }
 OPT_DEFAULTS = {"lr": 1e-4, "warmup_steps": 10, "grad_clip": 1.0, "b1": 0.9, "b2": 0.99,
                 "weight_decay": 0.0, "final_lr_fraction": 1.0}
@@ -65,6 +73,10 @@ def _check(rl) -> None:
                      f"advantages), got {rl.group_size}")
   if rl.temperature <= 0:
     raise ValueError(f"rl.temperature must be > 0 (rollouts sample), got {rl.temperature}")
+  if rl.algorithm in PREFERENCE and rl.dpo_beta <= 0:
+    raise ValueError(f"rl.dpo_beta must be > 0, got {rl.dpo_beta}")
+  if rl.algorithm == "tgdpo":
+    rl_pairs.require_run(rl.reward_model, "rl.reward_model")
 
 
 class Policy:
@@ -162,6 +174,13 @@ def build(config) -> Task:
       reference["params"] = nn.unbox(state.params)
     return reference["params"]
 
+  def reward_model_params():
+    """TGDPO's pi_rm: the latest checkpoint of the dpo run ``rl.reward_model``."""
+    if "reward_model" not in reference:
+      state, _ = loop.restore_state(config, rl.reward_model, build(config))
+      reference["reward_model"] = nn.unbox(state.params)
+    return reference["reward_model"]
+
   ref_logprobs = jax.jit(lambda params, tokens, mask: sequence_logprobs(
       policy.logits, params, tokens, mask))
 
@@ -197,6 +216,9 @@ def build(config) -> Task:
           policy.completion_text(tokens[i, p_len:]),
           problem_of({k: v[rows[i]] for k, v in host.items()}).answer)
           for i in range(n * g)], np.float32)
+      if rl.algorithm in PREFERENCE:
+        return preference_experience(tokens, token_mask, completion, rewards,
+                                     to_host(batch["mask"]), put)
       advantages = np.asarray(group_advantages(jnp.asarray(rewards), g,
                                                normalise_std=rl.algorithm == "grpo"
                                                and bool(rl.normalise_std)))
@@ -205,6 +227,16 @@ def build(config) -> Task:
     out = {k: put(v) for k, v in out.items()}
     if rl.kl_beta and rl.algorithm != "sft":
       out["ref_logp"] = ref_logprobs(reference_params(), out["tokens"], out["token_mask"])
+    return out
+
+  def preference_experience(tokens, token_mask, completion, rewards, data_mask, put):
+    """One (correct, incorrect) pair per prompt, with reference (and reward-model) log-probs."""
+    pairs = rl_pairs.pair_rollouts(tokens, token_mask, completion, rewards, g, data_mask)
+    out = {k: put(v) for k, v in {**pairs, "rewards": rewards}.items()}
+    scored = (out["tokens"], out["token_mask"])
+    out["ref_logp"] = rl_pairs.pair_logprobs(ref_logprobs, reference_params(), *scored)
+    if rl.algorithm == "tgdpo":
+      out["rm_logp"] = rl_pairs.pair_logprobs(ref_logprobs, reward_model_params(), *scored)
     return out
 
   def loss_fn(params, batch, old_logp):
@@ -220,7 +252,16 @@ def build(config) -> Task:
     metrics["nll"] = -(logp * mask).sum() / jnp.maximum(mask.sum(), 1)  # per completion token
     return loss, metrics
 
+  def pair_loss_fn(params, batch):
+    return rl_pairs.preference_loss(policy.logits, params, batch, algorithm=rl.algorithm,
+                                    beta=float(rl.dpo_beta), alpha=float(rl.tgdpo_alpha))
+
   def train_step(state: TrainState, batch):
+    if rl.algorithm in PREFERENCE:  # no ratio: several epochs are plain repeated DPO steps
+      for _ in range(int(rl.epochs)):
+        state, metrics = supervised_step(state, pair_loss_fn, batch)
+      metrics["reward"] = batch["rewards"].mean()
+      return state, metrics
     old_logp = None
     if rl.epochs > 1:  # the rollout's own log-probs, before this step's first update
       old_logp = jax.lax.stop_gradient(sequence_logprobs(

@@ -29,11 +29,11 @@ def pair_rollouts(
     group_size: int,
     data_mask: np.ndarray,  # [N]: real rows of the data batch
 ) -> dict[str, np.ndarray]:
-  """Host-side: the [N, 2, L] winner/loser arrays and ``pair_mask`` [N]."""
+  """Host-side: the [N, 2, L] winner/loser arrays, their rewards [N, 2] and ``pair_mask`` [N]."""
   winner, loser, valid = (np.asarray(x) for x in select_pairs(jnp.asarray(rewards), group_size))
   rows = np.stack([winner, loser], axis=1)
   return {"tokens": tokens[rows], "token_mask": token_mask[rows],
-          "completion_mask": completion_mask[rows],
+          "completion_mask": completion_mask[rows], "pair_rewards": np.asarray(rewards)[rows],
           "pair_mask": (valid & (np.asarray(data_mask) > 0)).astype(np.float32)}
 
 

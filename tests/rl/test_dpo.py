@@ -141,6 +141,7 @@ def test_pair_rollouts_stack_winner_and_loser_rows():
                                np.array([1, 0, 1]))
   np.testing.assert_array_equal(out["tokens"][:, :, 0], [[10, 0], [20, 30], [40, 40]])
   np.testing.assert_array_equal(out["token_mask"], tokens[[[1, 0], [2, 3], [4, 4]]] > 0)
+  np.testing.assert_array_equal(out["pair_rewards"], [[1, 0], [1, 0], [1, 1]])
   np.testing.assert_array_equal(out["pair_mask"], [1, 0, 0])  # row 1 is padding, group 2 equal
 
 
