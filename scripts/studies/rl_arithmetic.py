@@ -1,8 +1,8 @@
 """Does GRPO raise held-out pass@1 beyond more supervised training? Arithmetic, several seeds.
 
   python scripts/studies/rl_arithmetic.py --sft=/tmp/jaxtok/rl_study/warmup [--model=small]
-      [--labelled=2000] [--sft_steps=600] [--steps=200] [--seeds=0,1,2]
-      [--arms=grpo,sft,reinforce] [--root=/tmp/jaxtok/rl_study]
+      [--labelled=2000] [--sft_steps=600] [--steps=200] [--seeds=0,1,2] [--lr=0]
+      [--arms=grpo,sft,reinforce,dpo,tgdpo] [--root=/tmp/jaxtok/rl_study]
 
 The setting RL with verifiable rewards is for: answers are scarce, a checker is not. The warm-up
 (``configs/rl/arithmetic.py:algorithm=sft``, trained here when ``--sft`` holds no checkpoint)
@@ -14,6 +14,10 @@ sees ``--labelled`` train problems with their answers; then every arm starts fro
 * ``reinforce``: the same rollouts, advantage r - group mean, no clip, no KL;
 * ``sft``: the competent baseline -- the same number of further supervised steps on the
   labelled problems, at the same learning rate.
+* ``dpo``: online DPO (beta .1) on the same rollouts, one pair per prompt: a correct over an
+  incorrect completion (prompts whose 8 rollouts all agree give no pair), reference = warm-up;
+* ``tgdpo``: TGDPO (beta .1, alpha .5), its token rewards from the ``dpo`` run of the same seed
+  (``<root>/dpo_seed<seed>``, so list ``dpo`` first or run it before).
 
 Held-out problems (1,000; none equals a train problem, the split is a content hash) are scored
 greedy and at temperature 1 (mean over 4 samples, and pass@4). The table gives the mean and the
@@ -67,6 +71,8 @@ def main():
                       help="train problems with answers (warm-up and the sft arm); the RL arms "
                            "see every train prompt but only the checker's reward (0 = all)")
   parser.add_argument("--sft_steps", type=int, default=600)
+  parser.add_argument("--lr", type=float, default=0.0,
+                      help="every arm's learning rate (0 = the config's RL rate)")
   args = parser.parse_args()
   def labelled_only(cfg):
     if args.labelled:
@@ -93,6 +99,13 @@ def main():
           cfg.optimizer.lr = load_config(f"model={args.model}").optimizer.lr
           cfg.optimizer.warmup_steps = 20
           cfg.optimizer.final_lr_fraction = 1.0
+        if args.lr:
+          cfg.optimizer.lr = args.lr
+        if arm == "tgdpo":
+          cfg.rl.reward_model = os.path.join(args.root, f"dpo_seed{seed}")
+          if not has_checkpoint(cfg.rl.reward_model):
+            raise SystemExit(f"tgdpo seed {seed} needs the dpo run {cfg.rl.reward_model} "
+                             f"first: --arms=dpo,tgdpo")
         cfg.report_every = args.steps
       workdir = os.path.join(args.root, f"{arm}_seed{seed}")
       start = time.perf_counter()
