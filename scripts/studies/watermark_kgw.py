@@ -2,13 +2,14 @@
 
   python scripts/studies/watermark_kgw.py [--num=64] [--batch=8] [--new_tokens=150]
       [--temperature=1.0] [--gamma=0.25] [--delta=2.0] [--eps=0,0.1,0.2,0.3,0.5]
-      [--null_keys=64] [--seed=0]
+      [--null_keys=64] [--seed=0] [--show=1] [--save=texts.npz | --load=texts.npz]
 
 "A Watermark for Large Language Models" (Kirchenbauer et al., 2023) with jaxtok.rl.watermark.
 ``num`` completions of the eight chat prompts of jaxtok.tasks.prompt_set (ChatML), each exactly
 ``new_tokens`` long (the stop tokens are banned through the same logits hook, in both arms, so
 every text has the same T, like the paper's T = 200 +- 5 filter), are sampled without and with
-the watermark (multinomial sampling at ``temperature``, same seeds). Printed:
+the watermark (multinomial sampling at ``temperature``, same seeds). ``--save`` keeps the texts;
+``--load`` re-analyses saved texts without sampling. Printed:
 
 (a) detection: mean z, TPR at z = 4 and at the empirical 1% FPR threshold. The null sample is the
     unwatermarked texts scored under ``null_keys`` keys (the watermark's own and others; under the
