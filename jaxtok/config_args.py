@@ -32,6 +32,9 @@ def _convert(text: str, default: Any, key: str) -> Any:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):
     raise ValueError(f"config argument {key}={text!r}: expected {type(default).__name__}") from None
+  if isinstance(value, bool):  # bool is an int subclass: `steps=True` is not an int
+    raise ValueError(f"config argument {key}={text!r}: expected {type(default).__name__}, "
+                     f"got bool")
   if isinstance(default, float) and isinstance(value, int):
     value = float(value)
   if not isinstance(value, type(default)):

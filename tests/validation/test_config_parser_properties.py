@@ -54,9 +54,6 @@ def test_well_formed_values_round_trip(steps, lr, smoke, name, chosen):
     assert out[key] == want and type(out[key]) is type(want), (text, key, out[key])
 
 
-@pytest.mark.xfail(strict=True, reason="found by the property test above: `steps=True` passes "
-                   "_convert's isinstance(value, int) check (bool is an int subclass) and sets an "
-                   "int argument to True; config_args.py is not this issue's file")
 def test_a_bool_is_not_an_int():
   with pytest.raises(ValueError, match="expected int"):
     parse_arg("steps=True", **DEFAULTS)

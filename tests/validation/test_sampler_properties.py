@@ -107,10 +107,6 @@ def test_filter_logits_keeps_a_token_and_the_argmax(logits, temperature, top_k, 
     np.testing.assert_array_equal(np.isfinite(out), np.broadcast_to(np.arange(V) == 2, (2, V)))
 
 
-@pytest.mark.xfail(strict=True, reason="found by the property test above: a top_p that float32 "
-                   "rounds to 0 (here 1e-50, which generate() accepts as > 0) keeps no token, "
-                   "and categorical() then draws from a row of -inf; the fix (always keep the "
-                   "sorted first token) is in generators/samplers/autoregressive.py")
 def test_filter_logits_with_a_top_p_below_float32():
   out = filter_logits(jnp.zeros((1, V)), top_p=1e-50)
   assert np.isfinite(np.asarray(out)).any()

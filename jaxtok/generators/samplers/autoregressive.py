@@ -67,7 +67,8 @@ def filter_logits(
     probs = jax.nn.softmax(sorted_logits, axis=-1)
     mass_before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly better tokens
     # The smallest logit that is kept: the last sorted entry whose preceding mass is < p.
-    keep = mass_before < top_p
+    # The most likely token always stays, even when top_p rounds to 0 in float32.
+    keep = (mass_before < top_p) | (jnp.arange(logits.shape[-1]) == 0)
     cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
     logits = jnp.where(logits < cutoff, -jnp.inf, logits)
   return logits
