@@ -1,0 +1,1 @@
+"""Token-level RL configs (see docs/rl.md)."""
