@@ -19,14 +19,14 @@ SQUARE = "def f(x):\n  return x * x\n"
 def processes_with(text: str) -> list[int]:
   """Live processes whose command line contains ``text`` (read from /proc)."""
   found = []
-  for entry in os.listdir("/proc"):
-    if entry.isdigit():
-      try:
-        with open(f"/proc/{entry}/cmdline", "rb") as f:
-          if text.encode() in f.read():
-            found.append(int(entry))
-      except OSError:
-        pass
+  for entry in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{entry}/cmdline", "rb") as f:
+        cmdline = f.read()
+    except OSError:  # the process exited between listdir and open: it is not alive
+      continue
+    if text.encode() in cmdline:
+      found.append(int(entry))
   return found
 
 
