@@ -7,6 +7,7 @@ from jaxtok.tasks import (  # noqa: F401
   rl,
   speculative,
   sudoku,
+  token_adapt,
   token_premiums,
   tokenizer,
 )
