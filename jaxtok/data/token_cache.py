@@ -17,10 +17,10 @@ The generator task keeps the data pipeline of the image set (its shuffling, shar
 checkpointed iterator state) and gathers each host batch's codes by ``index`` on the host
 (:meth:`TokenCache.lookup`, the task's ``prepare_batch``), so a run resumes exactly and the cache
 is only a function of (tokenizer checkpoint, data set). A data set needs an ``index`` feature to
-be cached this way (``digits`` and ``natural_patches`` have one). With several processes,
-process 0 builds the cache and the others wait, then map the same files: ``cache_dir`` must be on
-a file system every process sees, or a bucket (``gs://...``): then each process memory-maps a
-local copy (:func:`local_mirror`), fetched once.
+be cached this way (``digits`` and ``natural_patches`` have one). With several processes, each
+encodes its own rows and process 0 assembles them (:mod:`jaxtok.data.token_cache_build`):
+``cache_dir`` must be on a file system every process sees, or a bucket (``gs://...``): then each
+process memory-maps a local copy (:func:`local_mirror`), fetched once.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxtok import paths
-from jaxtok.data.pipeline import make_iterator
+from jaxtok.data import token_cache_build as build
+from jaxtok.data.token_cache_build import CACHE_FILE, LABELS_FILE, PRESENT_FILE
 
-CACHE_FILE = "codes.npy"
-LABELS_FILE = "labels.npy"
-PRESENT_FILE = "present.npy"
 META_FILE = "meta.json"
 LEGACY_FILE = "tokens.npz"  # the old single-file cache: rebuilt as the files above
+PARTS_DIR = ".parts"  # the per-process parts of a build in progress (token_cache_build)
+TABLES = (CACHE_FILE, LABELS_FILE, PRESENT_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,67 +100,17 @@ def build_token_cache(
     splits: tuple[str, ...] = ("train", "test"),
     batch_size: int = 64,
 ) -> None:
-  """Encodes every example of ``splits`` once (this process reads all of them) into
-  ``directory``/{codes,labels,present}.npy, streaming: one batch of codes in memory at a time.
+  """Encodes every example of ``splits`` in this process into ``directory``/{codes,labels,
+  present}.npy (no meta.json: :func:`load_or_build` writes it), one batch in memory at a time.
 
-  Rows are allocated for as many examples as the splits hold (``index`` is dense for the data
-  sets here); if an ``index`` lies beyond, the file is grown (doubling, then cut back to the
-  largest index + 1). Rows no example maps to stay absent (``present`` False).
+  Rows = the largest ``index`` + 1; rows no example maps to stay absent (``present`` False).
   """
-  kwargs = dict(data)
-  name = kwargs.pop("name")
-  its = [make_iterator(name, split, global_batch_size=batch_size, seed=0, shuffle=False,
-                       num_epochs=1, process_index=0, process_count=1, **kwargs)
-         for split in splits]
-  rows = sum(int(it.fingerprint["num_examples"]) for it in its)
-  if "index" not in its[0].element_spec:
-    raise ValueError(f"data set {name!r} has no 'index' feature; the token cache keys codes by it "
-                     f"(features: {sorted(its[0].element_spec)})")
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, CACHE_FILE)
-  codes = None  # opened at the first batch, when the grid [h, w] is known
-  grown = False
-  labels = np.full((rows,), -1, np.int32)
-  present = np.zeros((rows,), bool)
-  for it in its:
-    for batch in it:
-      real = np.flatnonzero(np.asarray(batch["mask"]))
-      index = np.asarray(batch["index"])[real].astype(np.int64)
-      batch_codes = encode(np.asarray(batch["image"]))[real]  # [b, h, w]
-      if codes is None:
-        codes = np.lib.format.open_memmap(path, mode="w+", dtype=np.int32,
-                                          shape=(rows,) + batch_codes.shape[1:])
-      if index.size and index.max() >= len(codes):
-        rows = max(2 * len(codes), int(index.max()) + 1)
-        codes, grown = _grow(codes, path, rows), True
-        labels = np.concatenate([labels, np.full((rows - len(labels),), -1, np.int32)])
-        present = np.concatenate([present, np.zeros((rows - len(present),), bool)])
-      codes[index] = batch_codes
-      if "label" in batch:
-        labels[index] = np.asarray(batch["label"])[real]
-      present[index] = True
-  if grown:  # the doubling overshot: keep rows up to the largest index seen
-    rows = int(np.flatnonzero(present)[-1]) + 1
-    codes, labels, present = _grow(codes, path, rows), labels[:rows], present[:rows]
-  codes.flush()
-  del codes
-  np.save(os.path.join(directory, LABELS_FILE), labels)
-  np.save(os.path.join(directory, PRESENT_FILE), present)
-
-
-def _grow(codes: np.memmap, path: str, rows: int) -> np.memmap:
-  """The first ``rows`` rows of ``codes`` (zero-padded) as a new memory-mapped file at ``path``."""
-  codes.flush()
-  tmp = path + ".grow.npy"
-  bigger = np.lib.format.open_memmap(tmp, mode="w+", dtype=codes.dtype,
-                                     shape=(rows,) + codes.shape[1:])
-  n = min(len(codes), rows)
-  for i in range(0, n, 65536):
-    bigger[i:min(i + 65536, n)] = codes[i:min(i + 65536, n)]
-  bigger.flush()
-  del codes
-  os.replace(tmp, path)
-  return bigger
+  parts = os.path.join(directory, PARTS_DIR)
+  shutil.rmtree(parts, ignore_errors=True)
+  build.encode_part(encode, data, parts, splits, process_index=0, process_count=1, tag="",
+                    batch_size=batch_size)
+  build.assemble(parts, 1, directory)
+  shutil.rmtree(parts)
 
 
 def local_mirror(remote_dir: str) -> str:
@@ -175,90 +125,128 @@ def local_mirror(remote_dir: str) -> str:
 def load_or_build(cache_dir: str, meta: dict[str, Any],
                   make_encode: Callable[[], Callable[[np.ndarray], np.ndarray]],
                   data: Mapping[str, Any],
-                  splits: tuple[str, ...] = ("train", "test")) -> TokenCache:
+                  splits: tuple[str, ...] = ("train", "test"), *,
+                  batch_size: int = 64) -> TokenCache:
   """The cache in ``cache_dir`` (local, shared, or remote such as ``gs://...``), (re)built with
-  ``make_encode()`` unless its meta equals ``meta`` (see :func:`_load_or_build_local`).
+  ``make_encode()`` unless its meta equals ``meta``.
 
-  A remote cache is built or fetched in :func:`local_mirror` and memory-mapped from there; a
-  build is uploaded once, its meta.json last, so a half-uploaded cache is never used.
+  ``meta`` (JSON-able) says what the codes are a function of: the tokenizer checkpoint, the data
+  set and the splits; a cache whose meta differs, or an old ``tokens.npz`` cache, is rebuilt.
+  Every process encodes its own rows into a part (:mod:`jaxtok.data.token_cache_build`;
+  ``make_encode`` is called only where a part is missing), process 0 assembles the parts and
+  writes meta.json last, so a half-built cache is never used. Every process must call this.
+
+  A remote cache is memory-mapped from :func:`local_mirror`: parts are encoded there and uploaded
+  to ``<cache_dir>/.parts``, process 0 assembles in its mirror and uploads the tables, and each
+  process fetches them into its own mirror. A local ``cache_dir`` with several processes must
+  be on a file system they all see.
   """
-  if not paths.is_remote(cache_dir):
-    return _load_or_build_local(cache_dir, meta, make_encode, data, splits)
-  meta = json.loads(json.dumps(meta))
-  local = local_mirror(cache_dir)
-  remote = paths.path(cache_dir)
-  if jax.process_index() == 0 and _remote_meta(remote) != meta:
-    _load_or_build_local(local, meta, make_encode, data, splits, single_process=True)
-    remote.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-      (remote / META_FILE).unlink()
-    for name in (CACHE_FILE, LABELS_FILE, PRESENT_FILE, META_FILE):  # meta last
-      with open(os.path.join(local, name), "rb") as src, (remote / name).open("wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 24)  # streamed: the table may be gigabytes
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(f"token_cache:{cache_dir}")
-  if _remote_meta(remote) != meta:
-    raise FileNotFoundError(f"the token cache in {cache_dir!r} is missing or was built for "
-                            "another tokenizer / data set")
-  if _meta(local) != meta:  # fetch into the local mirror, meta last
-    os.makedirs(local, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(os.path.join(local, META_FILE))
-    for name in (CACHE_FILE, LABELS_FILE, PRESENT_FILE, META_FILE):
-      with (remote / name).open("rb") as src, open(os.path.join(local, name + ".part"),
-                                                    "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 24)
-      os.replace(os.path.join(local, name + ".part"), os.path.join(local, name))
+  meta = json.loads(json.dumps(meta))  # the form it has after a round trip through meta.json
+  remote = paths.is_remote(cache_dir)
+  local = local_mirror(cache_dir) if remote else cache_dir
+  count = jax.process_count()
+  need = _stored_meta(cache_dir) != meta
+  if count > 1:  # every process must take the same branch: process 0's view decides
+    need = bool(multihost_utils.broadcast_one_to_all(np.int32(need)))
+  if need:
+    _build(cache_dir, local, meta, make_encode, data, splits, batch_size)
+  if _stored_meta(cache_dir) != meta:
+    raise FileNotFoundError(f"process {jax.process_index()} cannot see the token cache in "
+                            f"{cache_dir!r} that process 0 built: put tokenizer.cache_dir on a "
+                            "file system every process sees, or a bucket")
+  if remote and _meta(local) != meta:  # fetch into the local mirror, meta last
+    _copy_from(paths.path(cache_dir), local, TABLES + (META_FILE,))
   return TokenCache.load(local)
 
 
-def _remote_meta(remote) -> dict[str, Any] | None:
+def _build(cache_dir: str, local: str, meta: dict[str, Any],
+           make_encode: Callable[[], Callable[[np.ndarray], np.ndarray]],
+           data: Mapping[str, Any], splits: tuple[str, ...], batch_size: int) -> None:
+  index, count = jax.process_index(), jax.process_count()
+  remote = paths.path(cache_dir) if paths.is_remote(cache_dir) else None
+  parts, tag = os.path.join(local, PARTS_DIR), build.meta_tag(meta)
+  mine = build.part_files(index, count)
+  if remote is None or _remote_text(remote / PARTS_DIR / mine[-1]) != tag:
+    build.encode_part(_Lazy(make_encode), data, parts, splits, process_index=index,
+                      process_count=count, tag=tag, batch_size=batch_size)
+    if remote is not None:  # marker last: a part cut short in the upload is encoded again
+      _copy_to(parts, remote / PARTS_DIR, mine)
+  if count > 1:
+    multihost_utils.sync_global_devices(f"token_cache parts: {cache_dir}")
+  if index == 0:
+    for p in range(count):  # another host's part: fetched from the bucket
+      if remote is not None and not build.part_done(parts, p, count, tag):
+        _copy_from(remote / PARTS_DIR, parts, build.part_files(p, count))
+      if not build.part_done(parts, p, count, tag):
+        raise FileNotFoundError(f"process 0 cannot see the token cache part of process {p} in "
+                                f"{parts!r}: put tokenizer.cache_dir on a file system every "
+                                "process sees, or a bucket")
+    # Meta goes first and comes back last: a reader of the old meta never gets the new tables.
+    for name in (META_FILE, LEGACY_FILE):
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(local, name))
+    build.assemble(parts, count, local)
+    paths.write_text(os.path.join(local, META_FILE), json.dumps(meta))
+    if remote is not None:
+      with contextlib.suppress(FileNotFoundError):
+        (remote / META_FILE).unlink()
+      _copy_to(local, remote, TABLES + (META_FILE,))
+      with contextlib.suppress(FileNotFoundError):
+        (remote / PARTS_DIR).rmtree()
+    shutil.rmtree(parts, ignore_errors=True)
+  if count > 1:
+    multihost_utils.sync_global_devices(f"token_cache built: {cache_dir}")
+    if index and remote is not None:
+      shutil.rmtree(parts, ignore_errors=True)
+
+
+class _Lazy:
+  """``make_encode()`` on the first call only: a process whose part is done restores nothing."""
+
+  def __init__(self, make_encode):
+    self._make, self._fn = make_encode, None
+
+  def __call__(self, images):
+    if self._fn is None:
+      self._fn = self._make()
+    return self._fn(images)
+
+
+def _copy_to(src_dir: str, dst, names) -> None:  # local -> remote, streamed, in order
+  dst.mkdir(parents=True, exist_ok=True)
+  for name in names:
+    with open(os.path.join(src_dir, name), "rb") as src, (dst / name).open("wb") as out:
+      shutil.copyfileobj(src, out, 1 << 24)  # the table may be gigabytes
+
+
+def _copy_from(src, dst_dir: str, names) -> None:  # remote -> local, each file renamed whole
+  os.makedirs(dst_dir, exist_ok=True)
+  for name in names:
+    part = os.path.join(dst_dir, name + ".part")
+    with (src / name).open("rb") as f, open(part, "wb") as out:
+      shutil.copyfileobj(f, out, 1 << 24)
+    os.replace(part, os.path.join(dst_dir, name))
+
+
+def _remote_text(p) -> str | None:
   try:
-    return json.loads((remote / META_FILE).read_text())
+    return p.read_text()
+  except FileNotFoundError:
+    return None
+
+
+def _stored_meta(cache_dir: str) -> dict[str, Any] | None:
+  """The meta of the complete cache in ``cache_dir`` (local or remote), or None."""
+  if not paths.is_remote(cache_dir):
+    return _meta(cache_dir)
+  try:
+    return json.loads(paths.read_text(paths.join(cache_dir, META_FILE)))
   except (FileNotFoundError, json.JSONDecodeError):
     return None
 
 
-def _load_or_build_local(cache_dir: str, meta: dict[str, Any],
-                         make_encode: Callable[[], Callable[[np.ndarray], np.ndarray]],
-                         data: Mapping[str, Any],
-                         splits: tuple[str, ...] = ("train", "test"), *,
-                         single_process: bool = False) -> TokenCache:
-  """The cache in local ``cache_dir``, (re)built unless its meta equals ``meta``.
-
-  ``meta`` (JSON-able) says what the codes are a function of: the tokenizer checkpoint, the data
-  set and the splits; a cache whose meta differs, or an old ``tokens.npz`` cache, is rebuilt.
-  ``make_encode`` is called only when a build is needed. With several processes, process 0
-  builds while the others wait at a barrier; for a data set the size of ImageNet, build it once
-  beforehand in a single-process run, so a pod's processes do not wait on it.
-  """
-  meta = json.loads(json.dumps(meta))  # the form it has after a round trip through meta.json
-  # Every process reaches the barrier below, whether or not process 0 had to build.
-  if jax.process_index() == 0 and _meta(cache_dir) != meta:
-    # Meta goes first and comes back last: an interrupted build is never taken for a cache.
-    for name in (META_FILE, LEGACY_FILE):
-      if os.path.exists(os.path.join(cache_dir, name)):
-        os.remove(os.path.join(cache_dir, name))
-    tmp = os.path.join(cache_dir, ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_token_cache(make_encode(), data, tmp, splits)
-    for name in (CACHE_FILE, LABELS_FILE, PRESENT_FILE):
-      os.replace(os.path.join(tmp, name), os.path.join(cache_dir, name))
-    with open(os.path.join(tmp, META_FILE), "w") as f:
-      json.dump(meta, f)
-    os.replace(os.path.join(tmp, META_FILE), os.path.join(cache_dir, META_FILE))
-    os.rmdir(tmp)
-  if jax.process_count() > 1 and not single_process:
-    multihost_utils.sync_global_devices(f"token_cache:{cache_dir}")
-  if _meta(cache_dir) != meta:
-    raise FileNotFoundError(f"process {jax.process_index()} cannot see the token cache process 0 "
-                            f"built in {cache_dir!r}: put tokenizer.cache_dir on a shared file "
-                            "system")
-  return TokenCache.load(cache_dir)
-
-
 def _meta(cache_dir: str) -> dict[str, Any] | None:
-  """The meta of a complete cache in ``cache_dir``, or None."""
+  """The meta of a complete cache in local ``cache_dir``, or None."""
   path = os.path.join(cache_dir, META_FILE)
   if not os.path.exists(path):
     return None

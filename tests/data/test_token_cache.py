@@ -1,11 +1,14 @@
 """The token cache's files: built batch by batch into memory-mapped ``codes.npy`` (+ labels,
-present), read back with ``mmap_mode='r'``, looked up on the host; rows grow when an ``index``
-lies beyond the splits' size; a data set without ``index`` is refused."""
+present), read back with ``mmap_mode='r'``, looked up on the host; rows reach the largest
+``index``; a data set without ``index`` is refused; a bucket cache is built in a local mirror and
+an interrupted build resumes from its finished parts. Two processes: tests/data/
+test_token_cache_processes.py."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import ml_collections
 import numpy as np
@@ -65,8 +68,8 @@ def test_build_streams_to_memmap_and_loads_lazily(tiny, tmp_path):
     cache.lookup(np.zeros((2, 2), np.int32))
 
 
-def test_rows_grow_past_the_splits_size(tiny, tmp_path):
-  """Only the test split (21 examples, index 48..68): 21 rows allocated, grown to 69."""
+def test_rows_reach_the_largest_index(tiny, tmp_path):
+  """Only the test split (21 examples, index 48..68): 69 rows, 48 of them absent."""
   directory = str(tmp_path / "cache")
   token_cache.build_token_cache(fake_encode, data_cfg(tiny), directory, ("test",), batch_size=8)
   write_meta(directory)
@@ -74,8 +77,8 @@ def test_rows_grow_past_the_splits_size(tiny, tmp_path):
   e = all_examples(tiny, "test")
   assert len(cache.codes) == 69 and np.flatnonzero(cache.present).tolist() == list(range(48, 69))
   np.testing.assert_array_equal(cache.codes[e["index"]], fake_encode(e["image"]))
-  assert (cache.labels[:48] == -1).all() and not os.path.exists(
-      os.path.join(directory, token_cache.CACHE_FILE + ".grow.npy"))
+  assert (cache.labels[:48] == -1).all()
+  assert sorted(os.listdir(directory)) == ["codes.npy", "labels.npy", "meta.json", "present.npy"]
 
 
 def test_missing_index_and_incomplete_cache_are_refused(tiny, tmp_path):
@@ -114,10 +117,46 @@ def test_remote_cache_is_built_in_a_local_mirror_uploaded_once_and_fetched(tiny,
   np.testing.assert_array_equal(again.codes, cache.codes)
   assert os.path.dirname(again.codes.filename) == token_cache.local_mirror(bucket)
   os.remove(os.path.join(bucket, token_cache.META_FILE))  # an upload cut short: not a cache
-  os.remove(os.path.join(bucket, token_cache.CACHE_FILE))
   token_cache.load_or_build(bucket, meta, make_encode, data_cfg(tiny))
-  assert calls == [1]  # uploaded again from the valid local mirror, not encoded again
+  assert calls == [1, 1]
   assert sorted(os.listdir(bucket)) == ["codes.npy", "labels.npy", "meta.json", "present.npy"]
   token_cache.load_or_build(bucket, {"tokenizer_step": 4}, make_encode, data_cfg(tiny))
-  assert calls == [1, 1]
+  assert calls == [1, 1, 1]
   assert json.loads(open(os.path.join(bucket, "meta.json")).read()) == {"tokenizer_step": 4}
+
+
+def test_a_build_cut_short_after_encoding_resumes_from_its_parts(tiny, tmp_path, monkeypatch):
+  """The encoded part survives a failure in the assembly (in the bucket and in the mirror), so
+  the next call assembles without encoding again; a part made for another meta is not reused."""
+  monkeypatch.setattr(token_cache.paths, "is_remote", lambda p: True)
+  monkeypatch.setenv("JAXTOK_CACHE_DIR", str(tmp_path / "mirror"))
+  bucket = str(tmp_path / "bucket")
+  calls = []
+
+  def make_encode():
+    calls.append(1)
+    return fake_encode
+
+  def crash(*a, **k):
+    raise KeyboardInterrupt("preempted")
+
+  real = token_cache.build.assemble
+  monkeypatch.setattr(token_cache.build, "assemble", crash)
+  with pytest.raises(KeyboardInterrupt):
+    token_cache.load_or_build(bucket, {"step": 1}, make_encode, data_cfg(tiny))
+  assert calls == [1] and "meta.json" not in os.listdir(bucket)
+  assert sorted(os.listdir(os.path.join(bucket, ".parts"))) == [
+      "part-00000-of-00001." + s for s in ("codes.npy", "done", "index.npy", "labels.npy")]
+  monkeypatch.setattr(token_cache.build, "assemble", real)
+  shutil.rmtree(token_cache.local_mirror(bucket))  # resumed on another host: parts in the bucket
+  cache = token_cache.load_or_build(bucket, {"step": 1}, make_encode, data_cfg(tiny))
+  assert calls == [1]
+  ex = all_examples(tiny, "test")
+  np.testing.assert_array_equal(cache.codes[ex["index"]], fake_encode(ex["image"]))
+  assert sorted(os.listdir(bucket)) == ["codes.npy", "labels.npy", "meta.json", "present.npy"]
+  monkeypatch.setattr(token_cache.build, "assemble", crash)
+  with pytest.raises(KeyboardInterrupt):
+    token_cache.load_or_build(bucket, {"step": 2}, make_encode, data_cfg(tiny))
+  monkeypatch.setattr(token_cache.build, "assemble", real)
+  token_cache.load_or_build(bucket, {"step": 3}, make_encode, data_cfg(tiny))
+  assert calls == [1, 1, 1]  # step 3's build did not take step 2's part
