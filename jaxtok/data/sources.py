@@ -4,17 +4,23 @@ Local (embedded) data sets are generated into ``data_dir`` on first use -- under
 several processes on one host can start together -- and read from there afterwards. Any other
 tfds data set must already be prepared under ``data_dir`` in array_record format: nothing is
 downloaded at run time, and a missing set fails with the command that prepares it.
+
+``data_dir`` may be a bucket (``gs://...``): tfds and array_record read it directly, record by
+record, so a pod's hosts share one copy. A local set missing from the bucket is generated in a
+local directory and uploaded (array_record cannot write to a bucket).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 from typing import Any
 
 import tensorflow_datasets as tfds
 
+from jaxtok import paths
 from jaxtok.data.registry import DATASETS
 from jaxtok.data.spec import DatasetSpec
 
@@ -26,9 +32,10 @@ class MissingDataError(FileNotFoundError):
 
 
 def resolve_data_dir(data_dir: str | None) -> str:
-  """``data_dir``, else $TFDS_DATA_DIR, else ~/tensorflow_datasets (what tfds would use)."""
-  return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR")
-                            or "~/tensorflow_datasets")
+  """``data_dir``, else $TFDS_DATA_DIR, else ~/tensorflow_datasets (what tfds would use); a
+  bucket (``gs://...``) as given."""
+  d = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+  return d if paths.is_remote(d) else os.path.expanduser(d)
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -71,13 +78,39 @@ def _prepare_local(spec: DatasetSpec, data_dir: str, image_size: int,
   config = spec.builder.config_for(image_size, **builder_overrides)
   kwargs = {"config": config, "file_format": "array_record"}
   builder = spec.builder(data_dir=data_dir, **kwargs)
-  if not builder.is_prepared():
-    with _file_lock(os.path.join(data_dir, f".{spec.tfds_name}-{config.name}.lock")):
-      builder = spec.builder(data_dir=data_dir, **kwargs)  # Another process may have built it.
-      if not builder.is_prepared():
-        builder.download_and_prepare(
+  if builder.is_prepared():
+    return kwargs
+  # array_record reads gs:// but cannot write it: a remote data_dir gets a local build, uploaded.
+  build_dir = _local_build_dir(data_dir) if paths.is_remote(data_dir) else data_dir
+  with _file_lock(os.path.join(build_dir, f".{spec.tfds_name}-{config.name}.lock")):
+    builder = spec.builder(data_dir=data_dir, **kwargs)  # Another process may have built it.
+    if not builder.is_prepared():
+      local = spec.builder(data_dir=build_dir, **kwargs)
+      if not local.is_prepared():
+        local.download_and_prepare(
             download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+      if build_dir != data_dir:
+        _upload(os.path.join(build_dir, spec.tfds_name), paths.join(data_dir, spec.tfds_name))
   return kwargs
+
+
+def _local_build_dir(remote_data_dir: str) -> str:
+  root = os.environ.get("JAXTOK_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                            "jaxtok")
+  return os.path.join(root, "data_build", hashlib.sha1(remote_data_dir.encode()).hexdigest()[:16])
+
+
+def _upload(local_dir: str, remote_dir: str) -> None:
+  """Copies a prepared data set up, each version's dataset_info.json last: tfds takes a
+  directory without it for unprepared, so a reader never opens half an upload. Processes on
+  other hosts may upload the same deterministic files at the same time; any finished copy is
+  whole."""
+  files = sorted(os.path.relpath(os.path.join(d, f), local_dir)
+                 for d, _, fs in os.walk(local_dir) for f in fs)
+  files.sort(key=lambda f: os.path.basename(f) == "dataset_info.json")
+  for rel in files:
+    with open(os.path.join(local_dir, rel), "rb") as f:
+      paths.write_bytes(paths.join(remote_dir, *rel.split(os.sep)), f.read())
 
 
 def _prepare_instructions(tfds_name: str, data_dir: str) -> str:

@@ -5,19 +5,23 @@
 process needs to send gcsfs (epath's gs:// backend), tensorstore (orbax's array data) and
 array_record to it, with no credentials and no real network.
 
-The stock emulator needs three fixes for these clients:
+The stock emulator needs four fixes for these clients:
 * gcsfs renames with ``POST .../o/SRC/moveTo/o/DST``, which it answers 501 (gcsfs then retries
   for ~30 s per rename before copying): served here as copy + delete;
 * tensorstore's conditional writes need ``x-goog-generation`` on downloads and
   ``ifGeneration(Not)Match`` enforced (412 / 304 / 404 as GCS does); without them a
   read-modify-write fails with "Malformed StorageGeneration";
-* tensorstore opens many connections at once: a listen backlog of 256 instead of 5.
+* tensorstore opens many connections at once: a listen backlog of 256 instead of 5;
+* array_record leaves downloads half-read: a thread per connection instead of one for all,
+  and it reads a file's footer with a suffix range (``bytes=-N``), answered here.
 """
 
 from __future__ import annotations
 
 import http.server
+import re
 import signal
+import socketserver
 import sys
 import threading
 from http import HTTPStatus
@@ -71,11 +75,24 @@ def _patch(srv, objects) -> None:
       return False
     return True
 
+  def suffix_range(request, storage, name) -> None:
+    """``Range: bytes=-N`` (the last N bytes, how array_record finds a file's footer) as the
+    ``bytes=S-`` the stock handler understands; it would send the whole object instead."""
+    headers = request._request_handler.headers
+    m = re.fullmatch(r"\s*bytes=-(\d+)\s*", headers.get("range", "") or "")
+    if m:
+      size = len(storage.get_file(request.params["bucket_name"], name))
+      headers.replace_header("range", f"bytes={max(size - int(m.group(1)), 0)}-")
+
   def reading(fn):
     def handler(request, response, storage, *args, **kwargs):
       name = request.params["object_id"]
       if not allowed(request, response, storage, name, True):
         return None
+      try:
+        suffix_range(request, storage, name)
+      except NotFound:
+        pass
       out = fn(request, response, storage, *args, **kwargs)
       if response.status in (HTTPStatus.OK, HTTPStatus.PARTIAL_CONTENT):
         try:
@@ -105,10 +122,23 @@ def _patch(srv, objects) -> None:
           objects.delete: writing(objects.delete, lambda r: r.params["object_id"])}
   move_route = (r"^/storage/v1/b/(?P<bucket_name>[-.\w]+)/o/(?P<object_id>.*[^/]+)"
                 r"/moveTo/o/(?P<dest_object_id>.*[^/]+)$", {srv.POST: move})
-  srv.HANDLERS = (move_route,) + tuple(
-      (rx, {m: swap.get(f, f) for m, f in h.items()}) for rx, h in srv.HANDLERS)
+  lock = threading.Lock()  # the in-memory storage is not thread-safe: one handler at a time
 
-  class Server(http.server.HTTPServer):
+  def locked(fn):
+    def handler(*args, **kwargs):
+      with lock:  # the response body is written after the handler returns, outside the lock
+        return fn(*args, **kwargs)
+    return handler
+
+  srv.HANDLERS = tuple((rx, {m: locked(f) for m, f in h.items()}) for rx, h in (
+      (move_route,) + tuple((rx, {m: swap.get(f, f) for m, f in h.items()})
+                            for rx, h in srv.HANDLERS)))
+  objects.insert = locked(swap[objects.insert])  # the router's fallback for upload URLs
+
+  class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    # One thread per connection: array_record's reader opens a download and reads only what it
+    # needs, so a single-threaded server blocks on that write and stalls every other client.
+    daemon_threads = True
     request_queue_size = 256
 
     def handle_error(self, request, client_address):  # clients hang up on raced requests

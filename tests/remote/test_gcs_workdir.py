@@ -70,14 +70,27 @@ def _bucket(emulator, script: str) -> str:
   return p.stdout
 
 
-def test_quickstart_smoke_writes_everything_to_the_bucket(emulator, shared_data_dir, tmp_path):
-  workdir = f"gs://{BUCKET}/runs/qs"
+def test_quickstart_smoke_writes_everything_to_the_bucket(emulator, tmp_path):
+  """Its data_dir is on the bucket too: the data set, missing there, is generated in a local
+  build directory and uploaded (dataset_info.json last); a second run, on a host with an empty
+  cache, reads it from the bucket without building."""
+  workdir, data_dir = f"gs://{BUCKET}/runs/qs", f"gs://{BUCKET}/data"
   cwd = tmp_path / "cwd"
   cwd.mkdir()
-  p = subprocess.run(_cmd(workdir, shared_data_dir), capture_output=True, text=True,
-                     env=_env(emulator), cwd=cwd, timeout=900)
+  env = dict(_env(emulator), JAXTOK_CACHE_DIR=str(tmp_path / "host_a"))
+  p = subprocess.run(_cmd(workdir, data_dir), capture_output=True, text=True, env=env, cwd=cwd,
+                     timeout=900)
   assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
   assert os.listdir(cwd) == []  # nothing written locally (e.g. a "gs:" directory)
+  assert os.listdir(tmp_path / "host_a") == ["data_build"]
+  data = json.loads(_bucket(emulator, f"import json; print(json.dumps(ls('{data_dir}')))"))
+  assert sum(f.endswith("/dataset_info.json") for f in data) == 1, data
+  assert sum(".array_record-" in f for f in data) == 2, data  # train and test
+  e = subprocess.run(_cmd(workdir, data_dir, "--mode=eval"), capture_output=True, text=True,
+                     env=dict(env, JAXTOK_CACHE_DIR=str(tmp_path / "host_b")), cwd=cwd,
+                     timeout=900)
+  assert e.returncode == 0, e.stderr[-4000:]
+  assert not (tmp_path / "host_b").exists() and os.listdir(cwd) == []
   files = json.loads(_bucket(emulator, f"import json; print(json.dumps(ls('{workdir}')))"))
   names = {f.split("runs/qs/", 1)[-1] for f in files}
   for want in ("metrics.jsonl", "train_results.json", "report/reconstructions.png"):
