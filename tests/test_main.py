@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,6 +115,17 @@ def test_eval_without_checkpoint_fails_clearly(tmp_path, shared_data_dir):
   p = run_main(str(tmp_path), shared_data_dir, mode="eval", check=False)
   assert p.returncode != 0
   assert "no checkpoint in" in p.stderr and "init_from" in p.stderr
+
+
+def test_a_workdir_past_num_steps_is_refused(baseline, shared_data_dir, tmp_path):
+  """A 30-step run's workdir asked for 20 steps: no silent 'result' of the longer run."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(baseline[0], workdir)
+  p = run_main(workdir, shared_data_dir, "--config.num_steps=20", check=False)
+  assert p.returncode == 2, p.stderr[-3000:]
+  assert (f"jaxtok: error: workdir {workdir} holds a checkpoint at step 30, past num_steps=20"
+          in p.stderr), p.stderr[-2000:]
+  assert metrics(workdir) == metrics(baseline[0])  # nothing truncated or appended
 
 
 @pytest.mark.parametrize("override,message", [

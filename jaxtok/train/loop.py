@@ -215,6 +215,12 @@ def train(config, workdir: str, task: Task) -> dict[str, float]:
   if data_state is not None:
     train_iter.set_state(data_state)
   start = int(jax.device_get(state.step))
+  if restored_step is not None and start > int(config.num_steps):
+    s.checkpointer.close()  # a study would otherwise report a longer run as this one
+    raise validate.UserError(
+        f"workdir {workdir} holds a checkpoint at step {start}, past num_steps="
+        f"{int(config.num_steps)}: its model is not a {int(config.num_steps)}-step run's. Use a "
+        f"fresh workdir, or num_steps >= {start} to continue it")
   if restored_step is not None:
     writer.truncate_after(start)
   elif is_main and start == 0 and paths.exists(writer.path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -44,7 +45,7 @@ class MetricWriter:
     self.path = paths.join(workdir, "metrics.jsonl")
     self._remote = paths.is_remote(workdir)
     self._tb_dir = paths.join(workdir, "tensorboard")
-    self._tb_local = tempfile.mkdtemp(prefix="jaxtok_tb_") if self._remote else self._tb_dir
+    self._tb_local = None if self._remote else self._tb_dir  # remote: a temp dir, made lazily
     self._tensorboard = enabled and tensorboard
     self._tb = None
     self._purge_step = None
@@ -74,6 +75,8 @@ class MetricWriter:
     if self._tb is None and self._tensorboard:
       try:
         from tensorboardX import SummaryWriter  # optional at import time of this module
+        if self._tb_local is None:
+          self._tb_local = tempfile.mkdtemp(prefix="jaxtok_tb_")
         self._tb = SummaryWriter(self._tb_local, purge_step=self._purge_step)
       except ImportError:  # pragma: no cover -- tensorboardX is a dependency; be lenient anyway.
         logging.warning("tensorboardX not installed; TensorBoard logging disabled")
@@ -113,6 +116,10 @@ class MetricWriter:
     if self._tb is not None:
       self._tb.close()
       self._sync_board()
+      self._tb = None
+    if self._remote and self._tb_local is not None:  # copied up: the local files are spent
+      shutil.rmtree(self._tb_local, ignore_errors=True)
+      self._tb_local = None
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:

@@ -72,10 +72,15 @@ def test_metric_writer_object_store_mode(tmp_path, monkeypatch):
     return real_open(path, mode, *a, **k)
 
   monkeypatch.setattr("builtins.open", no_append)
+  monkeypatch.setattr(metrics_lib.tempfile, "tempdir", str(tmp_path / "local_tmp"))
+  os.makedirs(tmp_path / "local_tmp")
   w = metrics_lib.MetricWriter(workdir)
+  assert not os.listdir(tmp_path / "local_tmp")  # nothing local until TensorBoard writes
   for step in (1, 2, 3):
     w.write(step, {"loss": 1.0 / step})
+  assert len(os.listdir(tmp_path / "local_tmp")) == 1
   w.close()
+  assert not os.listdir(tmp_path / "local_tmp")  # the local event files, copied up, are removed
   assert not appended
   assert [r["step"] for r in metrics_lib.read_metrics(workdir)] == [1, 2, 3]
   events = os.listdir(tmp_path / "tensorboard")
