@@ -52,3 +52,18 @@ def test_replace_dead_codes_only_replaces_dead_rows_with_weighted_batch_rows():
   np.testing.assert_array_equal(dead, [False, True, False, True])
   np.testing.assert_array_equal(new[jnp.array([0, 2])], codebook[jnp.array([0, 2])])
   np.testing.assert_array_equal(new[jnp.array([1, 3])], [[100.0, 100.0], [100.0, 100.0]])
+
+
+def test_sample_rows_draws_in_proportion_to_the_weights():
+  """Inverse-CDF sampling: frequencies match w / sum(w) (chi-square, 4 dof), zero-weight rows
+  (first, middle, last) never drawn."""
+  w = np.array([0.0, 1.0, 3.0, 0.0, 2.0, 4.0, 0.0])
+  z = jnp.arange(7.0)[:, None]
+  n = 40_000
+  rows = np.asarray(cs.sample_rows(jax.random.PRNGKey(3), z, jnp.asarray(w), n))[:, 0]
+  counts = np.bincount(rows.astype(int), minlength=7)
+  assert counts[[0, 3, 6]].sum() == 0
+  expected = n * w / w.sum()
+  live = w > 0
+  chi2 = ((counts[live] - expected[live]) ** 2 / expected[live]).sum()
+  assert chi2 < 18.5, (counts, chi2)  # p = 0.001 at 3 dof; a wrong weighting gives thousands
