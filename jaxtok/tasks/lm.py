@@ -11,12 +11,14 @@ the perplexity exp(mean NLL) of ``config.eval_text_file``, by default
 Config fields (see ``configs/lm/smollm2.py``): ``model.variant`` (a ``LM_VARIANTS`` name),
 ``model.pretrained`` (None, a ``PRETRAINED_LMS`` name or a path), ``dtype``, ``prompt``,
 ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``eval_text_file``,
-``eval_seq_len``, ``seed``, and for fine-tuning ``data.name`` (a token data set), ``lr``,
-``weight_decay``.
+``eval_seq_len``, ``seed``, ``watermark`` (None, or ``key``/``gamma``/``delta`` of a KGW green-list
+watermark applied while sampling, whose z-test on the completion is reported: docs/rl_watermark.md),
+and for fine-tuning ``data.name`` (a token data set), ``lr``, ``weight_decay``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any
@@ -33,6 +35,7 @@ from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.pretrained.chat import chatml
 from jaxtok.pretrained.lms import load_pretrained_lm
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
+from jaxtok.rl.watermark import KGWWatermark, detect
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.common import boxed_init
 from jaxtok.train.state import TrainState
@@ -112,6 +115,9 @@ def build(config) -> Task:
   if needs_data and "seq_len" in data and data.seq_len - 1 > arch.max_len:
     raise UserError(f"config.data.seq_len={data.seq_len}: T + 1 tokens with T = {data.seq_len - 1} "
                     f"> {arch.max_len}, the context (max_len) of {model_name}")
+  wm_cfg = config.get("watermark")
+  watermark = KGWWatermark(**{k: wm_cfg[k] for k in ("key", "gamma", "delta") if k in wm_cfg}) if (
+      wm_cfg) else None  # built here: a bad gamma / delta / key fails before anything compiles
   model = CausalLM.from_config(arch, dtype=dtype)
   tx = optax.adamw(config.get("lr", 1e-4), weight_decay=config.get("weight_decay", 0.0)) if (
       needs_data) else optax.identity()
@@ -154,7 +160,7 @@ def build(config) -> Task:
         init_cache(model, 1, len(sample_ids) + n), tokens, jnp.ones_like(tokens, bool),
         max_new_tokens=n, temperature=temperature if temperature > 0 else 1.0,
         top_k=int(config.get("top_k", 0)), top_p=float(config.get("top_p", 1.0)),
-        stop_tokens=stops, greedy=temperature <= 0)
+        stop_tokens=stops, greedy=temperature <= 0, logits_processor=watermark)
     out = np.asarray(out)
     seconds = time.perf_counter() - start
     count = int(stats["num_generated"][0])
@@ -163,8 +169,19 @@ def build(config) -> Task:
     print(f"{text}{completion}" if not chat else f"[user] {prompt}\n[assistant] {completion}")
     if workdir:
       paths.write_text(paths.join(workdir, "sample.txt"), completion)
-    return {"prompt": prompt, "completion": completion, "tokens_generated": count,
-            "forward_passes": int(stats["forward_passes"]), "seconds": seconds}
+    result = {"prompt": prompt, "completion": completion, "tokens_generated": count,
+              "forward_passes": int(stats["forward_passes"]), "seconds": seconds}
+    if watermark is not None:  # the detector's view of the completion (each token after the 1st
+      # prompt token scored against its predecessor, as generation saw it)
+      scored = np.zeros(out[:, :p + count].shape, bool)
+      scored[0, p:p + count] = True
+      d = detect(out[:, :p + count], scored, key=watermark.key, gamma=watermark.gamma)
+      z = float(d["z"][0])  # p in float64 here: float32 underflows to 0 beyond z ~ 13
+      result.update({"watermark_z": z, "watermark_p_value": 0.5 * math.erfc(z / math.sqrt(2)),
+                     "green_fraction": int(d["num_green"][0]) / max(count, 1)})
+      print(f"watermark: z = {result['watermark_z']:.2f}, p = {result['watermark_p_value']:.2e}, "
+            f"green {result['green_fraction']:.2f} of {count} tokens (gamma {watermark.gamma})")
+    return result
 
   @jax.jit
   def _window_nll(params, tokens, mask):  # [1, L + 1] -> (nll sum, count)

@@ -74,3 +74,35 @@ def test_config_rejects_unknown_argument():
   config = smollm2_config()
   assert config.model.pretrained == "smollm2-135m" and "data" not in config
   assert not build(smollm2_config("smoke")).needs_data
+
+
+def _watermark_config(arg):
+  spec = importlib.util.spec_from_file_location(
+      "watermark_kgw", os.path.join(REPO, "configs", "rl", "watermark_kgw.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_watermarked_sampling_reports_the_detectors_z():
+  """delta = 50 makes every sampled token green: z = sqrt(T (1 - gamma) / gamma) exactly; with
+  delta = 0 the completion is the unwatermarked one (same seed) and the green fraction is the
+  detector's count on it."""
+  results = {}
+  for delta in (50.0, 0.0):
+    config = _watermark_config(f"smoke,delta={delta},gamma=0.25")
+    task = build(config)
+    state = task.init(jax.random.PRNGKey(0))
+    results[delta] = task.sample(state)
+  strong = results[50.0]
+  t = strong["tokens_generated"]
+  assert t == 16 and strong["green_fraction"] == 1.0
+  assert strong["watermark_z"] == pytest.approx(np.sqrt(t * 0.75 / 0.25), rel=1e-5)
+  config = _watermark_config("smoke")
+  config.watermark = None
+  plain = build(config).sample(build(config).init(jax.random.PRNGKey(0)))
+  assert "watermark_z" not in plain
+  assert results[0.0]["completion"] == plain["completion"]
+  assert results[0.0]["green_fraction"] < 1.0  # a random model's text is not all green
+  with pytest.raises(ValueError, match="delta must be >= 0"):
+    build(_watermark_config("smoke,delta=-1"))
