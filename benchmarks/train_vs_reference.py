@@ -1,0 +1,200 @@
+"""TiTok training step: jaxtok against the PyTorch reference (bytedance/1d-tokenizer), same
+architecture and batch, timed alternately in one run.
+
+  pip install torch einops   # the reference's own dependencies (not jaxtok's)
+  git clone https://github.com/bytedance/1d-tokenizer /path/to/1d-tokenizer
+  python benchmarks/train_vs_reference.py --reference=/path/to/1d-tokenizer [--steps=10]
+
+The model of issue #16: 32 px images, 4x4 patches, ViT width 64, depth 2 + 2, 4 heads, MLP 256,
+32 latent tokens, VQ 256 x 12, batch 32, AdamW, L2 + VQ losses (jaxtok: ``configs/tokenizers/
+titok.py:variant=cpu,tokens=32`` with the L1 term off). The reference is the repository's own
+``TiTokEncoder`` / ``TiTokDecoder`` (``modeling/modules/blocks.py``, non-legacy pixel head) and
+``VectorQuantizer`` (``modeling/quantizer/quantizer.py``), loaded from the checkout by file path;
+their size tables get one row for this width (``"cpu": 64`` / 2 layers / 4 heads), added to the
+source text at load time, and nothing else is changed. ``accelerate`` (used by the quantizer's
+``clustering_vq`` option only, which is off) is stubbed when it is not installed. PyTorch runs
+eagerly with as many threads as this machine has cores.
+
+Rows: the whole train step (forward, backward, AdamW), the forward with losses alone, and
+forward + backward without the optimizer. Medians over ``--repeats`` rounds of ``--steps`` steps.
+Skips, saying why, when torch or the checkout is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import sys
+import time
+import types
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from benchmarks import machine  # noqa: E402
+
+WIDTH, DEPTH, HEADS, TOKENS, CODES, CODE_DIM, BATCH, SIZE, PATCH = 64, 2, 4, 32, 256, 12, 32, 32, 4
+
+
+class _Cfg(dict):
+  """The attribute-and-.get() config object the reference modules read (OmegaConf stand-in)."""
+
+  def __getattr__(self, k):
+    return self[k]
+
+
+def _load(path: str, name: str, patch=None):
+  with open(path) as f:
+    src = f.read()
+  if patch:
+    src = patch(src)
+  module = types.ModuleType(name)
+  module.__file__ = path
+  exec(compile(src, path, "exec"), module.__dict__)  # noqa: S102 -- the user's own checkout
+  return module
+
+
+def _add_size_row(src: str) -> str:
+  rows = {"512": WIDTH, "8": DEPTH}
+  out, n = re.subn(r'"small": (512|8),', lambda m: f'"cpu": {rows[m.group(1)]}, "small": '
+                   f'{m.group(1)},', src)
+  # num_heads also reads "small": 8 -> the second 8-valued table; fix the heads row explicitly.
+  out = re.sub(r'self\.num_heads = \{\s*"cpu": \d+,', f'self.num_heads = {{"cpu": {HEADS},', out)
+  if n < 6:
+    raise RuntimeError(f"the reference's size tables changed ({n} rows patched, 6 expected)")
+  return out
+
+
+def reference_model(checkout: str):
+  """(model, optimizer, train_step, forward, forward_backward) of the PyTorch reference."""
+  import torch
+
+  if importlib.util.find_spec("accelerate") is None:
+    acc = types.ModuleType("accelerate")
+    acc.utils = types.ModuleType("accelerate.utils")
+    acc.utils.operations = types.ModuleType("accelerate.utils.operations")
+    acc.utils.operations.gather = lambda x: x
+    sys.modules.update({"accelerate": acc, "accelerate.utils": acc.utils,
+                        "accelerate.utils.operations": acc.utils.operations})
+  blocks = _load(os.path.join(checkout, "modeling", "modules", "blocks.py"), "ref_blocks",
+                 _add_size_row)
+  quant = _load(os.path.join(checkout, "modeling", "quantizer", "quantizer.py"), "ref_quant")
+  vq = _Cfg(vit_enc_patch_size=PATCH, vit_dec_patch_size=PATCH, vit_enc_model_size="cpu",
+            vit_dec_model_size="cpu", num_latent_tokens=TOKENS, token_size=CODE_DIM,
+            is_legacy=False)
+  cfg = _Cfg(dataset=_Cfg(preprocessing=_Cfg(crop_size=SIZE)), model=_Cfg(vq_model=vq))
+
+  class TiTok(torch.nn.Module):  # the wiring of modeling/titok.py's TiTok, VQ mode
+    def __init__(self):
+      super().__init__()
+      self.encoder = blocks.TiTokEncoder(cfg)
+      self.decoder = blocks.TiTokDecoder(cfg)
+      self.latent_tokens = torch.nn.Parameter(WIDTH**-0.5 * torch.randn(TOKENS, WIDTH))
+      self.quantize = quant.VectorQuantizer(codebook_size=CODES, token_size=CODE_DIM,
+                                            commitment_cost=0.25)
+
+    def forward(self, x):
+      z = self.encoder(pixel_values=x, latent_tokens=self.latent_tokens)
+      zq, out = self.quantize(z)
+      return self.decoder(zq), out["quantizer_loss"]
+
+  torch.manual_seed(0)
+  model = TiTok()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+  x = torch.rand(BATCH, 3, SIZE, SIZE)
+
+  def loss():
+    recon, q = model(x)
+    return torch.mean((recon - x) ** 2) + q
+
+  def train_step():
+    opt.zero_grad(set_to_none=True)
+    loss().backward()
+    opt.step()
+
+  def forward():
+    with torch.no_grad():
+      loss()
+
+  def forward_backward():
+    model.zero_grad(set_to_none=True)
+    loss().backward()
+
+  n = sum(p.numel() for p in model.parameters())
+  return n, {"train step": train_step, "forward": forward, "forward + backward": forward_backward}
+
+
+def jaxtok_model():
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from benchmarks.tokenizer_train import load_config
+  from jaxtok.tasks import tokenizer as tok
+
+  c = load_config("titok", f"variant=cpu,tokens={TOKENS}")
+  c.batch_size = BATCH
+  c.loss.l1 = 0.0  # L2 + VQ, as the reference
+  task = tok.build(c)
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.integers(0, 256, (BATCH, SIZE, SIZE, 3), np.uint8))}
+  state = jax.jit(lambda r, b: nn.meta.unbox(task.init(r, b)))(jax.random.PRNGKey(0), batch)
+  n = sum(x.size for x in jax.tree.leaves(state.params))
+  step = jax.jit(task.train_step, donate_argnums=(0,)).lower(state, batch).compile()
+  fwd = jax.jit(task.eval_step).lower(state, batch).compile()
+  holder = {"state": state}
+
+  def train_step():
+    holder["state"], m = step(holder["state"], batch)
+    jax.block_until_ready(m)
+
+  def forward():
+    jax.block_until_ready(fwd(holder["state"], batch))
+
+  return n, {"train step": train_step, "forward": forward}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--reference", default=os.environ.get("TITOK_REFERENCE", ""),
+                      help="a checkout of github.com/bytedance/1d-tokenizer")
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--repeats", type=int, default=5)
+  args = parser.parse_args(argv)
+  if importlib.util.find_spec("torch") is None:
+    print("skipped: torch is not installed (pip install torch einops)")
+    return
+  if not os.path.isfile(os.path.join(args.reference, "modeling", "modules", "blocks.py")):
+    print(f"skipped: --reference={args.reference!r} is not a checkout of bytedance/1d-tokenizer")
+    return
+  import torch
+
+  torch.set_num_threads(os.cpu_count() or 1)
+  print(f"machine: {machine.describe()}; torch {torch.__version__}, {torch.get_num_threads()} "
+        "threads")
+  n_ref, ref = reference_model(args.reference)
+  n_jax, jx = jaxtok_model()
+  print(f"parameters: jaxtok {n_jax}, reference {n_ref} ({100 * (n_jax / n_ref - 1):+.1f}%)")
+  times = {(side, row): [] for side, fns in (("jaxtok", jx), ("reference", ref)) for row in fns}
+  for _ in range(args.repeats + 1):  # the first round warms up and is dropped
+    for side, fns in (("jaxtok", jx), ("reference", ref)):
+      for row, fn in fns.items():
+        t = time.perf_counter()
+        for _ in range(args.steps):
+          fn()
+        times[(side, row)].append((time.perf_counter() - t) / args.steps)
+  print(f"{'ms per step':20s} {'jaxtok':>8s} {'reference':>10s} {'jaxtok speed':>13s}")
+  for row in ref:
+    r = 1e3 * float(np.median(times[("reference", row)][1:]))
+    if ("jaxtok", row) in times:
+      j = 1e3 * float(np.median(times[("jaxtok", row)][1:]))
+      print(f"{row:20s} {j:8.1f} {r:10.1f} {r / j:12.2f}x")
+    else:
+      print(f"{row:20s} {'-':>8s} {r:10.1f}")
+
+
+if __name__ == "__main__":
+  main()
