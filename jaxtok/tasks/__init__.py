@@ -1,6 +1,7 @@
 """Experiment families. Importing this package registers every task in ``TASKS``."""
 
 from jaxtok.tasks import (  # noqa: F401
+  any_subset,
   distill,
   generator,
   lm,

@@ -1,7 +1,12 @@
 """The AS-ARM: two-stream masks (by brute force and by perturbing a random model), the joint loss
-against hand-computed and exact NLLs, the masking order and the rho curriculum."""
+against hand-computed and exact NLLs, the masking order, the rho curriculum, and the any_subset
+task's smoke run through ``python -m jaxtok.main``."""
 
 from __future__ import annotations
+
+import fcntl
+import json
+import os
 
 import flax.linen as nn
 import jax
@@ -9,9 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs.generators.python_assd import get_config
+from jaxtok.data.pipeline import make_iterator
 from jaxtok.decoding import assd
 from jaxtok.generators import any_subset as asm
+from jaxtok.tasks import any_subset as task
+from tests.conftest import SHARED_DATA_DIR
 from tests.decoding.test_assd import joint_logits_fn, random_joint
+from tests.test_main import run_main
 
 L, VOCAB = 8, 11
 RANKS = np.array([5, 1, 7, 0, 3, 6, 2, 4])  # position -> rank
@@ -184,3 +194,60 @@ def test_wrong_shapes_raise(tiny):
   with pytest.raises(ValueError, match=r"tokens and ranks \[B, 8\]"):
     model.apply({"params": params}, jnp.asarray(tokens)[None, :5], jnp.arange(5)[None],
                 jnp.asarray([0]))
+
+
+# ----------------------------------------------------------------------------------------------
+# The task, end to end
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def python_source_data_dir():
+  """The smoke config's python_source build (64 / 16 windows of 32 bytes) in the shared test
+  data dir, under its lock."""
+  os.makedirs(SHARED_DATA_DIR, exist_ok=True)
+  data = get_config("smoke").data
+  with open(os.path.join(SHARED_DATA_DIR, ".lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      for split in ("train", "test"):
+        make_iterator(data.name, split, global_batch_size=8, seed=0, shuffle=False, num_epochs=1,
+                      data_dir=SHARED_DATA_DIR, seq_len=data.seq_len, num_train=data.num_train,
+                      num_test=data.num_test)
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+  return SHARED_DATA_DIR
+
+
+@pytest.mark.slow  # ~35 s on 2 shared cores: a subprocess compiling 8 decoders
+def test_smoke_run_end_to_end(tmp_path, python_source_data_dir):
+  workdir = str(tmp_path / "assd")
+  run_main(workdir, python_source_data_dir, config="configs/generators/python_assd.py:smoke")
+  with open(os.path.join(workdir, "train_results.json")) as f:
+    results = json.load(f)
+  for rho in ("0.50", "0.90"):
+    for name in ("sequential", "sequential_seed_2"):  # one call, one token
+      assert results[f"assd/nfe_per_token/{rho}/{name}"] == 1.0
+      assert results[f"assd/tokens_per_round/{rho}/{name}"] == 1.0
+    for k in (2, 5):  # a 2-NFE round commits 2..k tokens; only a last round commits 1 for 1 NFE
+      per_round = results[f"assd/tokens_per_round/{rho}/assd_k={k}"]
+      assert 1.5 < per_round <= k and results[f"assd/nfe_per_token/{rho}/assd_k={k}"] <= 1.0
+      assert 0 <= results[f"assd/tv/{rho}/assd_k={k}"] <= 1
+  with open(os.path.join(workdir, "report", "assd.md")) as f:
+    table = f.read()
+  assert table.count("| assd k=") == 6 and table.count("| held-out text |") == 3
+
+
+def test_bad_config_fails_when_the_task_is_built():
+  cfg = get_config("smoke")
+  cfg.curriculum.lo = 0.0
+  with pytest.raises(ValueError, match="curriculum needs"):
+    task.make_task(cfg)
+  cfg = get_config("smoke")
+  cfg.model.depth = 3
+  with pytest.raises(ValueError, match=r"model.\['depth'\]"):
+    task.make_task(cfg)
+  cfg = get_config("smoke")
+  cfg.eval.ks = (0,)
+  with pytest.raises(ValueError, match="eval.ks"):
+    task.make_task(cfg)
