@@ -191,10 +191,9 @@ def build(config) -> Task:
   def evaluate(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
     del workdir
     path = config.get("eval_text_file") or DEFAULT_EVAL_TEXT
-    if not os.path.isfile(path):
+    if not paths.exists(path):  # local, shared or gs://
       raise FileNotFoundError(f"eval_text_file {path!r} does not exist")
-    with open(path, encoding="utf-8") as f:
-      ids = tokenizer.encode(f.read())
+    ids = tokenizer.encode(paths.read_text(path))
     if len(ids) < 2:
       raise UserError(f"config.eval_text_file={path!r} has {len(ids)} tokens; perplexity needs "
                       "at least 2")
