@@ -160,3 +160,29 @@ def test_a_build_cut_short_after_encoding_resumes_from_its_parts(tiny, tmp_path,
   monkeypatch.setattr(token_cache.build, "assemble", real)
   token_cache.load_or_build(bucket, {"step": 3}, make_encode, data_cfg(tiny))
   assert calls == [1, 1, 1]  # step 3's build did not take step 2's part
+
+
+def test_token_cache_build_parts_skip_when_done_and_refuse_overlaps(tiny, tmp_path):
+  """token_cache_build directly: a part whose marker holds the tag is not encoded again; a
+  different tag re-encodes; two parts claiming the same index are refused at assembly."""
+  from jaxtok.data import token_cache_build as tcb
+
+  parts = str(tmp_path / "parts")
+  calls = []
+
+  def encode(images):
+    calls.append(len(images))
+    return fake_encode(images)
+
+  kw = dict(process_index=0, process_count=2, batch_size=4)
+  assert tcb.encode_part(encode, data_cfg(tiny), parts, ("test",), tag="a", **kw)
+  n = len(calls)
+  assert not tcb.encode_part(encode, data_cfg(tiny), parts, ("test",), tag="a", **kw)
+  assert len(calls) == n  # done under "a": nothing encoded
+  assert tcb.encode_part(encode, data_cfg(tiny), parts, ("test",), tag="b", **kw)
+  assert len(calls) == 2 * n
+  # Part 1 of 2 made as a copy of part 0: every index claimed twice.
+  for src, dst in zip(tcb.part_files(0, 2), tcb.part_files(1, 2)):
+    shutil.copy(os.path.join(parts, src), os.path.join(parts, dst))
+  with pytest.raises(ValueError, match="repeats indices"):
+    tcb.assemble(parts, 2, str(tmp_path / "out"))

@@ -77,8 +77,8 @@ if os.fork() == 0:
   os.execvp("sleep", ["sleep", "{tag}"])
 print("spawned", flush=True)
 def f(x):
-  while True:
-    pass
+  while True:  # busy until the time limit
+    x += 1
 """
   result = run_tests(program, SQUARE_TESTS, 1.0, allow_processes=True)
   assert result.status == "timeout" and "spawned" in result.output

@@ -103,3 +103,17 @@ def test_bad_options_fail_at_build():
     config.adapt[field] = value
     with pytest.raises(ValueError, match=message):
       token_adapt.build(config)
+
+
+def test_report_tables_give_byte_perplexity_ratios_against_the_untouched_model():
+  """token_adapt_report: ratio = 2^(bpb - bpb_untouched); rows keep the arms' counts."""
+  from jaxtok.tasks import token_adapt_report as rep
+
+  results = {"untouched": {"zero_shot": {"bits_per_byte": 0.5, "bytes_per_token": 3.0},
+                           "tuned": {"bits_per_byte": 0.25}},
+             "arms": {"hybrid": {"zero_shot": {"bits_per_byte": 1.5, "bytes_per_token": 3.5},
+                                 "tuned": {"bits_per_byte": 0.5},
+                                 "counts": {"shared": 7, "estimated": 2, "random": 1}}}}
+  rows = rep.arm_rows(results)
+  assert rows[0] == ["untouched", "—", "—", "—", "0.5000", "1.000", "0.2500", "0.841", "3.00"]
+  assert rows[1] == ["hybrid", "7", "2", "1", "1.5000", "2.000", "0.5000", "1.000", "3.50"]
