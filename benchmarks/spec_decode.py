@@ -8,9 +8,10 @@
 Greedy, float32, on the offline prompt set (``jaxtok/tasks/prompt_set.py``: chat questions in
 ChatML and held-out standard-library code). The baseline is jaxtok's own jitted KV-cache decode
 (``generators/samplers/autoregressive.generate``), which runs at about half the machine's
-memory-bandwidth bound at batch 1 (benchmarks/lm_decode.py). Batch-1 prompts are not padded;
-the batch of 8 is left-padded to a multiple of 128 tokens. Every program is run once before
-timing (so compilation is excluded), and each time is the best of ``--repeats`` runs. Rows:
+memory-bandwidth bound at batch 1 (benchmarks/lm_decode.py). Batch-1 prompts are not padded
+unless ``--bucket`` says so; the batch of 8 is left-padded to a multiple of 128 tokens. Every
+program is run once before timing (so compilation is excluded), and each time is the best of
+``--repeats`` runs. Rows:
 
 - ``ngram``: prompt lookup (vLLM's n-gram proposer) with draft length G;
 - ``recycling``: Token Recycling with trees of N nodes (``trees.best_tree``), the sweep the
@@ -149,19 +150,25 @@ def main():
   parser.add_argument("--tree_sizes", default="2,4,8,12,16,24,32,48,80")
   parser.add_argument("--draft", default="", help="a draft_distill workdir")
   parser.add_argument("--draft_lengths", default="2,3,4,5")
+  parser.add_argument("--bucket", type=int, default=1,
+                      help="left-pad batch-1 prompts to a multiple of this (1: no padding, one "
+                           "program per prompt length; on an accelerator, where padding is cheap "
+                           "and compiles are not, 512 makes one program for all)")
   parser.add_argument("--cpu_dot", default="xla", choices=sorted(_DOT_FLAGS),
                       help="which library runs XLA:CPU's dots (read before jax starts)")
   args = parser.parse_args()
   only = set(args.only.split(","))
 
   print(f"machine: {describe()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  start = time.perf_counter()
   lm = load_pretrained_lm("smollm2-135m")
+  print(f"SmolLM2 loaded in {time.perf_counter() - start:.1f} s", flush=True)
   tok = lm.tokenizer
   texts = [chatml(t) if kind == "chat" else t for kind, t in prompt_set(args.prompts,
                                                                          args.num_prompts)]
   rows = [tok.encode(t) for t in texts]
   runner = Runner(lm, args.new_tokens, args.repeats, tuple(lm.stop_tokens))
-  singles = [padded([r], bucket=1) for r in rows]  # batch 1: no padding, one program each
+  singles = [padded([r], bucket=args.bucket) for r in rows]
   print(f"SmolLM2-135M float32, greedy, {len(rows)} {args.prompts} prompts "
         f"({min(map(len, rows))}-{max(map(len, rows))} tokens), up to {args.new_tokens} new "
         f"tokens, best of {args.repeats}")

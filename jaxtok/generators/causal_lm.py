@@ -127,7 +127,7 @@ class CausalLM(nn.Module):
         num_kv_heads=self.num_kv_heads, head_dim=self.head_dim, causal=True,
         rope_base=self.rope_base, norm="rmsnorm", norm_eps=self.norm_eps, mlp="swiglu",
         use_bias=False, dtype=self.dtype, attention_impl=self.attention_impl, remat=self.remat,
-        tree_attention=tree_attention,  # tree verification: Pallas on TPU/GPU, jnp on CPU
+        tree_attention=tree_attention,  # tree verification: Pallas on TPU, jnp elsewhere
         name="transformer")
     if not self.tie_embeddings:
       self.lm_head = nn.Dense(

@@ -179,7 +179,7 @@ class Attention(nn.Module):
         raise ValueError(f"a decode-time mask must be [B|1, 1, T, T] with T={t}, got "
                          f"{new_mask.shape}")
       # Tree verification: every new token sees the prefix and the new tokens new_mask allows
-      # (its ancestors). The injected op picks a Pallas kernel on TPU/GPU.
+      # (its ancestors). The injected op picks a Pallas kernel on TPU.
       if kv_mask is not None and kv_mask.shape != (b, max_len):
         raise ValueError(f"kv_mask must be [B, max_len]={(b, max_len)}, got {kv_mask.shape}")
       if self.tree_attention is not None:

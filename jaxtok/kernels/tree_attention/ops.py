@@ -21,13 +21,15 @@ zeros. The output has ``q.dtype``. A lower-triangular ``tree_mask`` (a chain) is
 decode attention of T new tokens. ``tree_mask`` may be [T, T] (one tree for the batch) or
 [B, T, T].
 
-``backend=None`` picks the Mosaic kernel on TPU, the Triton kernel on GPU and the jnp reference
-elsewhere (CPU); ``'reference' | 'tpu' | 'gpu'`` forces one, and ``interpret=True`` runs a kernel
-in Pallas interpret mode (TPU semantics via ``pltpu.InterpretParams()``), which is how the
-kernels are tested on CPU. The kernels read only the prefix blocks before ``tree_start`` plus the
-T gathered node slots; S is padded to the block size here (a copy of the cache unless S is a
-multiple of ``BlockSizes.block_s`` / ``gpu_block_s``). Not differentiable through the kernels
-(there is no backward kernel); the reference is.
+``backend=None`` picks the Mosaic kernel on TPU and the jnp reference elsewhere: on a GPU the
+Triton kernel is correct but was measured slower than the XLA-compiled reference (one H200,
+docs/decoding.md), so it runs only when asked for; ``'reference' | 'tpu' | 'gpu'`` forces one,
+and ``interpret=True`` runs a kernel in Pallas interpret mode (TPU semantics via
+``pltpu.InterpretParams()``), which is how the kernels are tested on CPU. The kernels read only
+the prefix blocks before ``tree_start`` plus the T gathered node slots; S is padded to the block
+size here (a copy of the cache unless S is a multiple of ``BlockSizes.block_s`` /
+``gpu_block_s``). Not differentiable through the kernels (there is no backward kernel); the
+reference is.
 """
 
 from __future__ import annotations
@@ -135,8 +137,9 @@ def tree_attention(
   _check(q, k, v, kv_mask, tree_start, tree_mask, backend)
   scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
   if backend is None:
-    platform = jax.default_backend()
-    backend = platform if platform in ("tpu", "gpu") else "reference"
+    # GPU: the reference, because on an H200 the Triton kernel measured 1.7-17x slower than it
+    # (docs/decoding.md, "On a GPU"); backend="gpu" still runs the kernel.
+    backend = "tpu" if jax.default_backend() == "tpu" else "reference"
   kv_mask = jnp.asarray(kv_mask, bool)
   tree_start = jnp.asarray(tree_start, jnp.int32)
   tree_mask = jnp.asarray(tree_mask, bool)
