@@ -25,6 +25,7 @@ import sys
 import traceback
 
 import jax
+import jaxlib
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -189,7 +190,28 @@ def _main(argv):
                      json.dumps(printable, indent=1, sort_keys=True))
 
 
+# XLA:CPU in jaxlib 0.10 hands convolutions (and element-wise fusions) to YNNPACK; keeping YNNPACK
+# for dots only runs the quickstart's conv tokenizer step about 20% faster on these 2-core machines
+# (benchmarks/train_step.py, docs/tokenizers.md) and leaves the transformer steps unchanged. Set
+# only for the jaxlib series it was measured on (an unknown flag aborts XLA), only when the user's
+# XLA_FLAGS say nothing about YNNPACK, and never with JAXTOK_XLA_DEFAULTS=0.
+CPU_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+CPU_FLAGS_JAXLIB = "0.10."
+
+
+def default_xla_flags(environ: dict[str, str], jaxlib_version: str) -> str | None:
+  """The XLA_FLAGS jaxtok's entry point runs with, or None to leave them as they are."""
+  current = environ.get("XLA_FLAGS", "")
+  if (environ.get("JAXTOK_XLA_DEFAULTS", "1") == "0" or "ynn_fusion_type" in current
+      or not jaxlib_version.startswith(CPU_FLAGS_JAXLIB)):
+    return None
+  return f"{current} {CPU_FLAGS}".strip()
+
+
 def entry(argv: list[str] | None = None) -> None:
+  flags_env = default_xla_flags(dict(os.environ), jaxlib.__version__)
+  if flags_env is not None:
+    os.environ["XLA_FLAGS"] = flags_env
   app.run(main, argv=argv, flags_parser=_parse_flags)
 
 

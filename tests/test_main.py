@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from jaxtok import main
 from jaxtok.train import loop
 from tests.subproc import REPO
 
@@ -232,3 +233,16 @@ def test_same_loss_curve_on_8_devices_and_2_processes(baseline, tmp_path, shared
   assert p.returncode == 0, p.stdout[-5000:]
   np.testing.assert_allclose(_losses(wmp), ref_losses, rtol=2e-4)
   assert abs(metrics(wmp)[-1]["test/psnr"] - metrics(baseline[0])[-1]["test/psnr"]) < 0.05
+
+
+def test_default_xla_flags_keep_ynnpack_for_dots_only_unless_told_otherwise():
+  flag = main.CPU_FLAGS
+  assert main.default_xla_flags({}, "0.10.2") == flag
+  assert main.default_xla_flags({"XLA_FLAGS": "--xla_dump_to=/tmp/d"}, "0.10.2") == (
+      "--xla_dump_to=/tmp/d " + flag)
+  # The user's own YNNPACK choice, an opt-out, or an unmeasured jaxlib: leave XLA_FLAGS alone.
+  assert main.default_xla_flags(
+      {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_ELTWISE"},
+      "0.10.2") is None
+  assert main.default_xla_flags({"JAXTOK_XLA_DEFAULTS": "0"}, "0.10.2") is None
+  assert main.default_xla_flags({}, "0.11.0") is None
