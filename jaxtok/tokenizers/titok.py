@@ -18,6 +18,19 @@ With either, ``decode(codes[:, :k])`` works for every k (the tail is padded with
 ``matryoshka_sizes`` (M3, Cai et al., 2024) pools the K latents to fewer tokens instead.
 ``binary_latent_tokenizer`` wires a binary quantizer as in Instella-T2I (AMD, 2025): code_dim =
 bits per token, each token a vector of {0, 1} bits linearly embedded in the decoder.
+
+Differences from the reference code (bytedance/1d-tokenizer, ``modeling/modules/blocks.py``,
+``TiTokEncoder`` / ``TiTokDecoder``, non-legacy pixel head), none yet measured for quality:
+no class token in either ViT (the sequence is P + K, not 1 + P + K); no ``ln_pre`` (the blocks
+are pre-norm and the stack ends in one LayerNorm, the reference's ``ln_post``); the latent tokens
+are one learned table (the reference adds a learned positional table to learned tokens: the
+same function class); the pixel head is one linear map to p * p * 3 per patch slot, where the
+reference follows its 1 x 1 conv with a 3 x 3 conv on the image; tanh-approximate GELU (torch:
+exact erf), LayerNorm eps 1e-6 (torch: 1e-5); initialisers xavier-uniform for dense layers and
+N(0, 0.02) for tables (the reference: torch's Linear default and width^-0.5 * N(0, 1)); the VQ
+distance is plain L2 on raw codes (the reference's VectorQuantizer optionally l2-normalises
+codes and codebook, ``use_l2_norm``). The patch embedding is a linear map of flattened patches,
+the same function as the reference's stride-p convolution.
 """
 
 from __future__ import annotations
