@@ -18,6 +18,9 @@ program is run once before timing (so compilation is excluded), and each time is
   issue asks for (on a CPU a verify pass over N tokens costs more than a 1-token step once N
   tokens of matmul outweigh reading the weights, so the best tree is small);
 - ``draft``: a distilled draft model (``--draft`` = a ``configs/decoding/draft_distill.py`` run);
+- ``vocabtrim``: the same draft with its head cut to the ``--trim_sizes`` ids SmolLM2 generates
+  most often on train-split code prompts (``jaxtok/decoding/vocab_trim.py``; only with ``--draft``;
+  the counts are made once and cached under ``$JAXTOK_CACHE_DIR/vocab_trim``);
 - ``batch8``: all prompts in one left-padded batch of 8, plain vs speculative (ragged
   acceptance: each row keeps its own cache length).
 
@@ -56,11 +59,18 @@ from jaxtok.decoding.engine import cache_slots_needed, speculative_generate  # n
 from jaxtok.decoding.proposers import DraftModel, LMStep, PromptLookup, TokenRecycling  # noqa: E402
 from jaxtok.decoding.trees import DEFAULT_RANK_ACCEPT as RANK_ACCEPT  # noqa: E402
 from jaxtok.decoding.trees import best_tree  # noqa: E402
+from jaxtok.decoding.vocab_trim import (  # noqa: E402
+  TrimmedLMStep,
+  VocabTrimDraft,
+  kept_ids,
+  trim_params,
+)
 from jaxtok.generators.causal_lm import CausalLM, init_cache  # noqa: E402
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate  # noqa: E402
 from jaxtok.pretrained import load_pretrained_lm  # noqa: E402
 from jaxtok.pretrained.chat import chatml  # noqa: E402
 from jaxtok.tasks.prompt_set import prompt_set  # noqa: E402
+from jaxtok.tasks.vocab_trim_counts import target_counts  # noqa: E402
 
 HEADER = ("| method (batch {}) | tokens/s | speed-up | decode tokens/s | decode speed-up | "
           "mean acceptance length | identical |\n|---|---|---|---|---|---|---|")
@@ -150,6 +160,8 @@ def main():
   parser.add_argument("--tree_sizes", default="2,4,8,12,16,24,32,48,80")
   parser.add_argument("--draft", default="", help="a draft_distill workdir")
   parser.add_argument("--draft_lengths", default="2,3,4,5")
+  parser.add_argument("--trim_sizes", default="", help="VocabTrim head sizes (with --draft), "
+                      "e.g. 4096,8192,16384: a row per size after each draft row")
   parser.add_argument("--bucket", type=int, default=1,
                       help="left-pad batch-1 prompts to a multiple of this (1: no padding, one "
                            "program per prompt length; on an accelerator, where padding is cheap "
@@ -201,9 +213,29 @@ def main():
     config, params = restore_student(args.draft)
     draft = CausalLM.from_config(config)
     params = nn.unbox(params)
+    trims, trimmed = [int(k) for k in args.trim_sizes.split(",") if k], {}
+    if trims:  # the target's counts on 32 train-split code prompts x 64 tokens (as the config)
+      start = time.perf_counter()
+      counts = target_counts(runner.model, runner.params, tok.encode, runner.stops,
+                             vocab_size=lm.config.vocab_size, num_prompts=32, new_tokens=64,
+                             max_prompt_tokens=256, cache_name="smollm2-135m")
+      made = np.concatenate([  # plain greedy's new tokens on these prompts
+          np.asarray(out)[0, w[0].shape[1]:][:int(stats["num_generated"][0])]
+          for (_, (out, stats)), w in zip(base, singles)])
+      print(f"VocabTrim counts: {int(counts.sum())} target tokens, {int((counts > 0).sum())} "
+            f"distinct ({time.perf_counter() - start:.1f} s, cached after the first run)")
+      for k in trims:
+        trimmed[k] = trim_params(params, kept_ids(counts, k, runner.stops))
+        cover = np.isin(made, np.flatnonzero(np.asarray(trimmed[k]["slot"]) < k)).mean()
+        print(f"k={k}: the kept ids hold {cover:.3f} of plain greedy's new tokens here")
+      print()
     for g in map(int, args.draft_lengths.split(",")):
       prop = DraftModel(LMStep(draft), length=g)
       report(f"draft G={g}", [runner.spec(*s, prop, params) for s in singles], base, prefill)
+      for k in trims:
+        prop = VocabTrimDraft(TrimmedLMStep(draft), length=g)
+        report(f"vocabtrim k={k} G={g}", [runner.spec(*s, prop, trimmed[k]) for s in singles],
+               base, prefill)
   if "batch8" in only and len(rows) > 1:
     batch = padded(rows)
     plain8 = runner.plain(*batch)

@@ -31,6 +31,7 @@ from jaxtok import paths
 from jaxtok.decoding.engine import VERIFIERS, cache_slots_needed, speculative_generate
 from jaxtok.decoding.proposers import PROPOSERS, DraftModel, LMStep, PromptLookup, TokenRecycling
 from jaxtok.decoding.trees import best_tree
+from jaxtok.decoding.vocab_trim import TrimmedLMStep, VocabTrimDraft, kept_ids, trim_params
 from jaxtok.generators.causal_lm import DTYPES, CausalLM, init_cache, lm_config
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.pretrained.chat import chatml
@@ -39,6 +40,7 @@ from jaxtok.pretrained.text_tokenizer import ByteTokenizer
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.distill import restore_student
 from jaxtok.tasks.prompt_set import prompt_set
+from jaxtok.tasks.vocab_trim_counts import target_counts
 from jaxtok.train.state import TrainState
 from jaxtok.train.validate import UserError, check_choice
 
@@ -108,7 +110,7 @@ def build(config) -> Task:
                      f"vocab_size {arch.vocab_size}")
   model = CausalLM.from_config(arch, dtype=dtype)
   d_model = d_host = None
-  if p.name == "draft":
+  if p.name in ("draft", "vocabtrim"):  # vocabtrim: the draft with a trimmed output head
     d = config.draft
     if d.get("workdir"):
       if not paths.exists(d.workdir):
@@ -123,8 +125,10 @@ def build(config) -> Task:
       raise ValueError(f"the {d_name} has vocab_size {d_arch.vocab_size} but the target "
                        f"{t_name!r} has {arch.vocab_size}: a draft must share the vocabulary")
     d_model = CausalLM.from_config(d_arch, dtype=dtype)
-    proposer = DraftModel(LMStep(d_model), length=int(p.length), num_drafts=int(p.num_drafts),
-                          temperature=float(p.draft_temperature))
+    trim = p.name == "vocabtrim"
+    proposer = (VocabTrimDraft if trim else DraftModel)(
+        (TrimmedLMStep if trim else LMStep)(d_model), length=int(p.length),
+        num_drafts=int(p.num_drafts), temperature=float(p.draft_temperature))
   elif p.name == "ngram":
     proposer = PromptLookup(length=int(p.length), max_ngram=int(p.max_ngram),
                             min_ngram=int(p.min_ngram))
@@ -206,6 +210,17 @@ def build(config) -> Task:
     how = "" if greedy else f", sampled at temperature {temperature}"
     return f"proposer {p.name} ({shape}), verifier {config.verifier}{how}"
 
+  trimmed = {}  # VocabTrim's proposer params: counted, trimmed and gathered once
+
+  def draft_params(params):
+    if p.name == "vocabtrim" and not trimmed:
+      counts = target_counts(
+          model, params["target"], tokenizer.encode, stops, vocab_size=arch.vocab_size,
+          num_prompts=int(p.count_prompts), new_tokens=int(p.count_new_tokens),
+          max_prompt_tokens=int(p.count_prompt_tokens), cache_name=t.get("pretrained"))
+      trimmed.update(trim_params(params["draft"], kept_ids(counts, int(p.trim_size), stops)))
+    return trimmed or params["draft"]
+
   def run(params, group, width, adjacency, warm):
     """Both decoders on prompts left-padded to ``width``: (per-row results, new tokens under
     ``new``; the speculative stats). Times are of second calls (``warm``: the programs ran)."""
@@ -213,7 +228,7 @@ def build(config) -> Task:
     for r, row in enumerate(group):
       tokens[r, width - len(row):], mask[r, width - len(row):] = row, True
     tokens, mask, rng = jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(int(config.seed))
-    prop_params = params.get("draft") if d_model is not None else (
+    prop_params = draft_params(params) if d_model is not None else (
         {"adjacency": adjacency} if p.name == "recycling" else None)
     # Empty caches are built outside the timed calls: init_cache traces the model on the host.
     plain_cache = init_cache(model, len(group), width + n)
