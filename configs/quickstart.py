@@ -4,7 +4,7 @@
   python -m jaxtok.main --config=configs/quickstart.py --workdir=/tmp/jaxtok/quickstart --mode=eval
   python -m jaxtok.main --config=configs/quickstart.py:smoke --workdir=/tmp/jaxtok/qs_smoke
 
-About 5 minutes on 2 CPU cores. Writes <workdir>/report/reconstructions.png (originals above
+5 to 8 minutes on 2 CPU cores (the CPU model decides; README). Writes <workdir>/report/reconstructions.png (originals above
 reconstructions), test PSNR and codebook usage into <workdir>/metrics.jsonl, and checkpoints.
 Arguments: ``smoke`` (seconds, for tests), ``size=32|64``, ``steps=N``.
 """
