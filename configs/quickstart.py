@@ -4,8 +4,9 @@
   python -m jaxtok.main --config=configs/quickstart.py --workdir=/tmp/jaxtok/quickstart --mode=eval
   python -m jaxtok.main --config=configs/quickstart.py:smoke --workdir=/tmp/jaxtok/qs_smoke
 
-5 to 8 minutes on 2 CPU cores (the CPU model decides; README). Writes <workdir>/report/reconstructions.png (originals above
-reconstructions), test PSNR and codebook usage into <workdir>/metrics.jsonl, and checkpoints.
+5 to 8 minutes on 2 CPU cores (the CPU model decides; README). Writes
+<workdir>/report/reconstructions.png (originals above reconstructions), test PSNR and codebook
+usage into <workdir>/metrics.jsonl, and checkpoints.
 Arguments: ``smoke`` (seconds, for tests), ``size=32|64``, ``steps=N``.
 """
 
