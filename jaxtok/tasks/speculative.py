@@ -90,8 +90,9 @@ def _check_options(config, p) -> None:
   if temperature == 0 and verifier != "greedy":
     raise ValueError(f"temperature 0 is greedy decoding; the {verifier!r} verifier samples: use "
                      "verifier='greedy' or a temperature > 0")
-  if verifier == "spectr" and (p.name != "draft" or p.num_drafts < 2):
-    raise ValueError(f"the spectr verifier needs proposer.name='draft' with num_drafts >= 2 "
+  if verifier == "spectr" and (p.name not in ("draft", "vocabtrim") or p.num_drafts < 2):
+    raise ValueError(f"the spectr verifier needs proposer.name='draft' or 'vocabtrim' with "
+                     f"num_drafts >= 2 "
                      f"(got {p.name!r}, num_drafts={p.num_drafts}); with one draft use 'rejection'")
   if min(int(config.max_new_tokens), int(config.eval_batch_size)) < 1:
     raise ValueError(f"need max_new_tokens, eval_batch_size >= 1; got {config.max_new_tokens}, "
@@ -204,7 +205,8 @@ def build(config) -> Task:
             "per_position": [float(r) / max(drafts, 1) for r in reached]}
 
   def describe() -> str:
-    shape = (f"{proposer.num_drafts} x {proposer.length} tokens" if p.name == "draft" else
+    shape = (f"{proposer.num_drafts} x {proposer.length} tokens"
+             if p.name in ("draft", "vocabtrim") else
              f"{tree.size - 1} tokens" if tree.is_chain else
              f"{tree.size}-node tree, depth {tree.max_depth}")
     how = "" if greedy else f", sampled at temperature {temperature}"

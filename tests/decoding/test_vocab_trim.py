@@ -167,3 +167,18 @@ def test_vocabtrim_smoke_config_is_identical_to_plain(tmp_path, capsys):
   assert result["identical"] is True and "proposer vocabtrim" in out, out
   assert result["tokens"] == config.max_new_tokens
 
+
+
+def test_vocabtrim_drafts_k_chains_for_spectr(tmp_path, capsys):
+  # SpecTr verifies k sampled chains of the trimmed draft: q is a proper full-vocabulary
+  # distribution (test above), so K-SEQ's exactness for any q (tests/decoding/test_verify.py)
+  # carries over; here the task must accept the pairing and draft k chains.
+  config = load_config(os.path.join(REPO, "configs", "decoding", "vocabtrim.py") + ":smoke")
+  with config.unlocked():
+    config.verifier, config.temperature = "spectr", 1.0
+    config.proposer.num_drafts, config.proposer.draft_temperature = 3, 1.0
+  result = main.run(config, str(tmp_path), "sample")
+  out = capsys.readouterr().out
+  assert "proposer vocabtrim (3 x 2 tokens), verifier spectr" in out, out
+  assert result["tokens"] == config.max_new_tokens
+  assert result["drafted"] == 3 * 2 * result["rounds"]
