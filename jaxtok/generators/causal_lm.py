@@ -85,8 +85,9 @@ class CausalLM(nn.Module):
   """Decoder-only transformer LM. ``__call__(tokens [B, T]) -> logits [B, T, V]`` (float32).
 
   Attributes mirror :class:`LMConfig`; ``dtype`` is the computation dtype (parameters stay
-  float32), ``attention_impl`` goes to ``jax.nn.dot_product_attention`` and ``remat``
-  recomputes each block in the backward pass.
+  float32), ``attention_impl`` goes to ``jaxtok.nn.attention.dot_product_attention`` (None:
+  the explicit matmul form on CPU, jax.nn's choice elsewhere) and ``remat`` recomputes each block
+  in the backward pass.
   """
 
   vocab_size: int
