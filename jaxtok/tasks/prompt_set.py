@@ -26,21 +26,27 @@ CHAT_PROMPTS = (
 KINDS = ("chat", "code", "mixed")
 
 
-def code_prompts(num: int, code_lines: int = 24, max_chars: int = 1600) -> list[str]:
-  """Prefixes of ``num`` held-out standard-library files (test split), ending before a ``def``."""
+def file_prefixes(split: str, code_lines: int):
+  """Yields (lines, cut) for each standard-library file of ``python_source``'s ``split``: its
+  lines and the index of the first ``def`` line at or after ``code_lines`` (None if there is
+  none), where a prompt that leaves the model a function to write can end."""
   root = sysconfig.get_paths()["stdlib"]
-  out = []
   for path in corpus_files(root):
-    if split_of(path, root) != "test":
+    if split_of(path, root) != split:
       continue
     with open(path, encoding="utf-8", errors="replace") as f:
       lines = f.read().splitlines()
+    yield lines, next((i for i in range(code_lines, len(lines))
+                       if lines[i].lstrip().startswith("def ")), None)
+
+
+def code_prompts(num: int, code_lines: int = 24, max_chars: int = 1600) -> list[str]:
+  """Prefixes of ``num`` held-out standard-library files (test split), ending before a ``def``."""
+  out = []
+  for lines, cut in file_prefixes("test", code_lines):
     if len(lines) < code_lines * 2:
       continue
-    # End on the header of the next function so the model has something to write.
-    cut = next((i for i in range(code_lines, len(lines)) if lines[i].lstrip().startswith("def ")),
-               code_lines)
-    text = "\n".join(lines[:cut + 1]) + "\n"
+    text = "\n".join(lines[:(code_lines if cut is None else cut) + 1]) + "\n"
     if len(text) <= max_chars:  # a few hundred tokens: long prompts would dominate the timing
       out.append(text)
     if len(out) == num:

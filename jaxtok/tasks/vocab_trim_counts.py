@@ -12,28 +12,20 @@ from __future__ import annotations
 import os
 import re
 import sys
-import sysconfig
 from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import numpy as np
 
-from jaxtok.data.python_source import corpus_files, split_of
 from jaxtok.decoding.vocab_trim import cached_counts, count_generated_tokens
+from jaxtok.tasks.prompt_set import file_prefixes
 
 
 def train_code_prompts(num: int, code_lines: int = 24) -> list[str]:
   """Prefixes of ``num`` *train*-split standard-library files, each ending on a ``def`` line."""
-  root = sysconfig.get_paths()["stdlib"]
   out = []
-  for path in corpus_files(root):
-    if split_of(path, root) != "train":
-      continue
-    with open(path, encoding="utf-8", errors="replace") as f:
-      lines = f.read().splitlines()
-    cut = next((i for i in range(code_lines, len(lines)) if lines[i].lstrip().startswith("def ")),
-               None)
+  for lines, cut in file_prefixes("train", code_lines):
     if cut is not None:  # end on a function header, so the target writes code
       out.append("\n".join(lines[:cut + 1]) + "\n")
     if len(out) == num:
