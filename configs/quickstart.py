@@ -31,6 +31,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.async_checkpoint = True
   c.init_from = ""
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  # XLA:CPU's own convolutions instead of YNNPACK's: about 20% faster steps here (jaxtok.main)
+  c.ynnpack_dots_only = True
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "natural_patches"

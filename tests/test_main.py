@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from jaxtok import main
+from jaxtok.config_args import load_config
 from jaxtok.train import loop
 from tests.subproc import REPO
 
@@ -235,14 +236,18 @@ def test_same_loss_curve_on_8_devices_and_2_processes(baseline, tmp_path, shared
   assert abs(metrics(wmp)[-1]["test/psnr"] - metrics(baseline[0])[-1]["test/psnr"]) < 0.05
 
 
-def test_default_xla_flags_keep_ynnpack_for_dots_only_unless_told_otherwise():
+def test_default_xla_flags_keep_ynnpack_for_dots_only_when_the_config_asks():
   flag = main.CPU_FLAGS
-  assert main.default_xla_flags({}, "0.10.2") == flag
-  assert main.default_xla_flags({"XLA_FLAGS": "--xla_dump_to=/tmp/d"}, "0.10.2") == (
+  assert main.default_xla_flags({}, "0.10.2", True) == flag
+  assert main.default_xla_flags({"XLA_FLAGS": "--xla_dump_to=/tmp/d"}, "0.10.2", True) == (
       "--xla_dump_to=/tmp/d " + flag)
-  # The user's own YNNPACK choice, an opt-out, or an unmeasured jaxlib: leave XLA_FLAGS alone.
+  # A config that does not ask, the user's own YNNPACK choice, an opt-out, or an unmeasured
+  # jaxlib: leave XLA_FLAGS alone.
+  assert main.default_xla_flags({}, "0.10.2", False) is None
   assert main.default_xla_flags(
       {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_ELTWISE"},
-      "0.10.2") is None
-  assert main.default_xla_flags({"JAXTOK_XLA_DEFAULTS": "0"}, "0.10.2") is None
-  assert main.default_xla_flags({}, "0.11.0") is None
+      "0.10.2", True) is None
+  assert main.default_xla_flags({"JAXTOK_XLA_DEFAULTS": "0"}, "0.10.2", True) is None
+  assert main.default_xla_flags({}, "0.11.0", True) is None
+  # The quickstart (conv tokenizer) asks; the transformer tokenizers do not.
+  assert load_config(os.path.join(REPO, "configs", "quickstart.py")).ynnpack_dots_only is True
