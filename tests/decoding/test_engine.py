@@ -12,6 +12,7 @@ from jaxtok.decoding.proposers import DraftModel, LMStep, PromptLookup, TokenRec
 from jaxtok.decoding.trees import best_tree, chain
 from jaxtok.generators.causal_lm import CausalLM, LMConfig, init_cache
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
+from tests.decoding.chi2 import chi2_pvalue
 
 CFG = LMConfig(vocab_size=64, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, mlp_dim=64,
                max_len=256)
@@ -128,18 +129,6 @@ def exact_joint(model, params, prompt):
   x1, x2 = jnp.repeat(jnp.arange(v), v), jnp.tile(jnp.arange(v), v)
   p3 = jnp.exp(logp(grid(x1, x2))).reshape(v, v, v)  # p(x_3 | x_1, x_2)
   return np.asarray(p1[:, None, None] * p2[:, :, None] * p3, np.float64)
-
-
-def chi2_pvalue(samples, probs):
-  from scipy import stats as st
-  counts = np.bincount(samples, minlength=len(probs)).astype(np.float64)
-  expected = probs / probs.sum() * len(samples)
-  big = expected >= 5  # pool the rare tokens into one bin
-  obs = np.append(counts[big], counts[~big].sum())
-  exp = np.append(expected[big], expected[~big].sum())
-  if exp[-1] == 0:
-    obs, exp = obs[:-1], exp[:-1]
-  return st.chisquare(obs, exp).pvalue
 
 
 @pytest.mark.parametrize("verifier,num_drafts,draft_temperature",

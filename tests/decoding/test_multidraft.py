@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import optimize, stats
+from scipy import optimize
 
 from jaxtok.decoding.multidraft import (
     kseq_accept,
@@ -24,6 +24,7 @@ from jaxtok.decoding.multidraft import (
     spectr_rho,
     verify_spectr,
 )
+from tests.decoding.chi2 import chi2_pvalue
 
 N = 200_000
 
@@ -31,14 +32,6 @@ N = 200_000
 def dist(seed: int, v: int, floor: float = 0.3, size=None) -> np.ndarray:
   rows = np.random.default_rng(seed).dirichlet(np.ones(v), size=size)
   return ((1 - floor) * rows + floor / v).astype(np.float32)
-
-
-def chi2_pvalue(samples: np.ndarray, probs: np.ndarray) -> float:
-  probs = np.asarray(probs, np.float64).reshape(-1)
-  counts = np.bincount(samples, minlength=len(probs))
-  assert counts[probs == 0].sum() == 0  # impossible outcomes never happen
-  keep = probs > 0
-  return stats.chisquare(counts[keep], probs[keep] / probs.sum() * len(samples)).pvalue
 
 
 def residual_min(p, q, k, rho) -> float:  # numpy float64: min of p - c m, >= 0 iff feasible

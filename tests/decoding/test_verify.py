@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
 
 from jaxtok.decoding.verify import residual_or, verify_greedy, verify_rejection
+from tests.decoding.chi2 import chi2_pvalue
 
 V, G, N = 5, 2, 200_000
 BOS = V
@@ -24,12 +24,6 @@ BOS = V
 def chain(seed: int, floor: float = 0.3) -> np.ndarray:  # [V + 1, V] transition rows
   rows = np.random.default_rng(seed).dirichlet(np.ones(V), size=V + 1)
   return ((1 - floor) * rows + floor / V).astype(np.float32)
-
-
-def chi2_pvalue(samples: np.ndarray, probs: np.ndarray) -> float:
-  probs = np.asarray(probs, np.float64).reshape(-1)
-  counts = np.bincount(samples, minlength=len(probs))
-  return stats.chisquare(counts, probs / probs.sum() * len(samples)).pvalue
 
 
 @functools.partial(jax.jit, static_argnames=("exact",))
