@@ -300,13 +300,14 @@ def build(config) -> Task:
               eval_step=eval_step, report=report, sample=sample, evaluate=evaluate)
 
 
-def restore_student(workdir: str, config_path: str | None = None) -> tuple[LMConfig, Any]:
-  """(architecture, params as numpy) of the latest checkpoint of a ``distill`` run in ``workdir``.
+def student_record(workdir: str, config_path: str | None = None
+                   ) -> tuple[LMConfig, ml_collections.ConfigDict]:
+  """(architecture, config) of the ``distill`` run in ``workdir``, without reading a checkpoint.
 
-  The architecture and the config come from ``<workdir>/distill_student.json`` (written by the
-  run's report); a run without it needs ``config_path`` (``'configs/x.py[:args]'``), and then a
-  student initialised from teacher layers loads the teacher once to learn its architecture.
-  The state is read by the loop's own restore (``loop.restore_state``); no teacher, no data.
+  Both come from ``<workdir>/distill_student.json`` (written by the run's report); a run without
+  it needs ``config_path`` (``'configs/x.py[:args]'``), and then a student initialised from
+  teacher layers loads the teacher once to learn its architecture. Callers check the architecture
+  (a vocabulary that must match, say) here, before :func:`restore_student` compiles anything.
   """
   record_path = paths.join(workdir, STUDENT_FILE)
   if paths.exists(record_path):
@@ -323,6 +324,13 @@ def restore_student(workdir: str, config_path: str | None = None) -> tuple[LMCon
                             "the run's config_path")
   if config.get("task") != "distill":
     raise ValueError(f"{workdir!r} is a {config.get('task')!r} run, not a distill run")
+  return arch, config
+
+
+def restore_student(workdir: str, config_path: str | None = None) -> tuple[LMConfig, Any]:
+  """(architecture, params as numpy) of the latest checkpoint of a ``distill`` run in ``workdir``
+  (see :func:`student_record`), read by the loop's own restore: no teacher, no data."""
+  arch, config = student_record(workdir, config_path)
   config.async_checkpoint = False
   config.init_from = ""
   model = CausalLM.from_config(arch, dtype=config.get("dtype", "float32"))

@@ -38,7 +38,7 @@ from jaxtok.pretrained.chat import chatml
 from jaxtok.pretrained.lms import load_pretrained_lm
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
 from jaxtok.tasks.base import TASKS, Task
-from jaxtok.tasks.distill import restore_student
+from jaxtok.tasks.distill import restore_student, student_record
 from jaxtok.tasks.prompt_set import prompt_set
 from jaxtok.tasks.vocab_trim_counts import target_counts
 from jaxtok.train.state import TrainState
@@ -72,6 +72,12 @@ def _params(model, rng, host, scale):
   return jax.tree.map(lambda box, v: box.replace_boxed(v) if isinstance(
       box, nn.LogicallyPartitioned) else v, boxed, values,
       is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def _check_draft_vocab(d_arch, arch, d_name: str, t_name: str) -> None:
+  if d_arch.vocab_size != arch.vocab_size:
+    raise ValueError(f"the {d_name} has vocab_size {d_arch.vocab_size} but the target "
+                     f"{t_name!r} has {arch.vocab_size}: a draft must share the vocabulary")
 
 
 def _check_options(config, p) -> None:
@@ -117,14 +123,14 @@ def build(config) -> Task:
       if not paths.exists(d.workdir):
         raise FileNotFoundError(f"draft.workdir {d.workdir!r} does not exist: train a draft there "
                                 "first (configs/decoding/draft_distill.py)")
-      d_arch, d_host = restore_student(d.workdir)
+      d_arch, _ = student_record(d.workdir)
       d_name = f"draft.workdir {d.workdir!r}"
+      _check_draft_vocab(d_arch, arch, d_name, t_name)  # before the restore compiles anything
+      d_host = restore_student(d.workdir)[1]
     else:
       d_arch, d_host, *_, d_name = _load(d.get("pretrained"), d.get("variant"), "draft")
       d_name = f"draft {d_name!r}"
-    if d_arch.vocab_size != arch.vocab_size:
-      raise ValueError(f"the {d_name} has vocab_size {d_arch.vocab_size} but the target "
-                       f"{t_name!r} has {arch.vocab_size}: a draft must share the vocabulary")
+    _check_draft_vocab(d_arch, arch, d_name, t_name)
     d_model = CausalLM.from_config(d_arch, dtype=dtype)
     trim = p.name == "vocabtrim"
     proposer = (VocabTrimDraft if trim else DraftModel)(

@@ -65,6 +65,7 @@ def test_draft_workdir_self_draft_accepts_everything(tmp_path, capsys, monkeypat
   params = model.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, 8), jnp.int32))["params"]
   params = jax.tree.map(lambda x: np.asarray(x) * config.random_scale, nn.unbox(params))
   seen = []
+  monkeypatch.setattr(speculative, "student_record", lambda workdir: (lm_config("tiny"), None))
   monkeypatch.setattr(speculative, "restore_student",
                       lambda workdir: seen.append(workdir) or (lm_config("tiny"), params))
   result = main.run(config, str(tmp_path / "run"), "sample")
@@ -150,11 +151,15 @@ def test_bad_draft_workdir_and_eval_prompts(tmp_path, monkeypatch):
   missing = str(tmp_path / "never_trained")
   with pytest.raises(FileNotFoundError, match=f"draft.workdir '{missing}' does not exist: train"):
     build(smoke("draft", draft__workdir=missing))
-  monkeypatch.setattr(speculative, "restore_student",
+  # The vocabulary is checked from the run's record, before any checkpoint is restored.
+  monkeypatch.setattr(speculative, "student_record",
                       lambda workdir: (lm_config("smollm2-draft"), None))
+  restored = []
+  monkeypatch.setattr(speculative, "restore_student", lambda workdir: restored.append(workdir))
   with pytest.raises(ValueError, match=f"draft.workdir '{tmp_path}' has vocab_size 49152 but the "
                      "target 'tiny' has 384"):
     build(smoke("draft", draft__workdir=str(tmp_path)))
+  assert restored == []
   # Byte-level code prompts are longer than the tiny target's room; evaluate says so before it
   # reads the state (nothing compiles).
   task = build(smoke("ngram", eval_prompts="code"))
