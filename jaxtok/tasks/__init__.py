@@ -2,15 +2,19 @@
 
 from jaxtok.tasks import (  # noqa: F401
   any_subset,
+  audio,
   distill,
   generator,
   lm,
   rl,
+  setrec,
   speculative,
   sudoku,
+  svg,
   token_adapt,
   token_premiums,
   tokenizer,
+  word_lm,
 )
 from jaxtok.tasks.base import TASKS, Task
 
