@@ -2,15 +2,12 @@
 
 from jaxtok.tasks import (  # noqa: F401
   any_subset,
-  audio,
   distill,
   generator,
   lm,
   rl,
-  setrec,
   speculative,
   sudoku,
-  svg,
   token_adapt,
   token_premiums,
   tokenizer,
