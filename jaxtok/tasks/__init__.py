@@ -6,6 +6,7 @@ from jaxtok.tasks import (  # noqa: F401
   generator,
   lm,
   rl,
+  setrec,
   speculative,
   sudoku,
   token_adapt,

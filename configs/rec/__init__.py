@@ -1,0 +1,1 @@
+"""Recommendation configs (SETRec set identifiers vs ordered RQ semantic IDs)."""
