@@ -1,0 +1,1 @@
+"""SVG icon configs (HiVG tokens: configs/svg/hivg.py)."""
