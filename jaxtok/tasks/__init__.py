@@ -9,6 +9,7 @@ from jaxtok.tasks import (  # noqa: F401
   setrec,
   speculative,
   sudoku,
+  svg,
   token_adapt,
   token_premiums,
   tokenizer,
