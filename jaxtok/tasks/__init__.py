@@ -13,6 +13,7 @@ from jaxtok.tasks import (  # noqa: F401
   token_adapt,
   token_premiums,
   tokenizer,
+  unmasking,
   word_lm,
 )
 from jaxtok.tasks.base import TASKS, Task
