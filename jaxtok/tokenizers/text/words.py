@@ -60,10 +60,12 @@ def chunk_words(text: str, max_words: int, max_bytes: int) -> list[str]:
 
   Cuts fall between words, so every piece re-splits into the same words; a cut inside a
   multi-byte character (only possible at a ``max_bytes`` split) moves back to the character's
-  start, so every piece is valid UTF-8 (it then holds at most ``max_words`` words).
+  start (or, when that would leave the piece empty, forward past the character), so every
+  piece is valid UTF-8 and still splits into at most ``max_words`` words (``max_bytes`` >= 4, the
+  longest UTF-8 character).
   """
-  if max_words < 1:
-    raise ValueError(f"max_words must be >= 1, got {max_words}")
+  if max_words < 1 or max_bytes < 4:
+    raise ValueError(f"need max_words >= 1 and max_bytes >= 4, got {max_words}, {max_bytes}")
   data = text.encode("utf-8")
   ends = np.cumsum([len(w) for w in split_words(data, max_bytes)]).tolist()
   out, start = [], 0
@@ -72,8 +74,10 @@ def chunk_words(text: str, max_words: int, max_bytes: int) -> list[str]:
     end = ends[min(i + max_words, len(ends)) - 1]
     while start < end < len(data) and (data[end] & 0xC0) == 0x80:  # a continuation byte
       end -= 1
-    while end < len(data) and (data[end] & 0xC0) == 0x80:  # max_bytes < 4 cut one character
+    if end == start:  # the piece's only word ends inside a character: keep that character
       end += 1
+      while end < len(data) and (data[end] & 0xC0) == 0x80:
+        end += 1
     out.append(data[start:end].decode("utf-8"))
     start = end
   return out
