@@ -2,6 +2,7 @@
 
 from jaxtok.tasks import (  # noqa: F401
   any_subset,
+  audio,
   distill,
   generator,
   lm,
