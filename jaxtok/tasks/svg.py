@@ -32,8 +32,8 @@ from jaxtok.train.state import TrainState
 from jaxtok.train.steps import supervised_step
 
 MODEL_KEYS = ("dim", "num_layers", "num_heads", "num_kv_heads", "mlp_dim")
-REPORT_DEFAULTS = {"num_samples": 16, "cols": 8, "temperature": 1.0, "top_k": 0, "pixels": 64,
-                   "seed": 0}
+REPORT_DEFAULTS = {"num_samples": 16, "cols": 8, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
+                   "pixels": 64, "seed": 0}
 
 
 def build_model(model_cfg, vocab_size: int, seq_len: int) -> CausalLM:
@@ -54,13 +54,14 @@ def token_nll(model, params, tokens, row_mask):
 
 
 def sample_icons(model, params, tokenizer: HiVGTokenizer, *, num: int, seq_len: int,
-                 temperature: float, top_k: int, seed: int) -> tuple[list, np.ndarray]:
+                 temperature: float, top_k: int = 0, top_p: float = 1.0,
+                 seed: int = 0) -> tuple[list, np.ndarray]:
   """``num`` sampled rows decoded: ([(Quantised, well_formed)], tokens int [num, seq_len])."""
   prompt = jnp.full((num, 1), BOS, jnp.int32)
   out, _ = generate(jax.random.key(seed), ModelStep(model), params,
                     init_cache(model, num, seq_len), prompt, jnp.ones_like(prompt, bool),
                     max_new_tokens=seq_len - 1, temperature=temperature, top_k=top_k,
-                    stop_tokens=(EOS,), pad_id=PAD)
+                    top_p=top_p, stop_tokens=(EOS,), pad_id=PAD)
   out = np.asarray(out)
   decoded = []
   for row in out:
@@ -110,7 +111,8 @@ def make_task(config) -> Task:
       icons += float(to_host(batch["mask"]).sum())
     decoded, _ = sample_icons(model, params, tokenizer, num=int(rep["num_samples"]),
                               seq_len=seq_len, temperature=float(rep["temperature"]),
-                              top_k=int(rep["top_k"]), seed=int(rep["seed"]))
+                              top_k=int(rep["top_k"]), top_p=float(rep["top_p"]),
+                              seed=int(rep["seed"]))
     out = {"svg/test_nll_per_token": total / max(count, 1.0),
            "svg/test_nll_per_icon": total / max(icons, 1.0),
            "svg/test_icons": icons,

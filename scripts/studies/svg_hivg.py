@@ -31,6 +31,7 @@ from jaxtok.tokenizers.svg import (  # noqa: E402
   normalise,
   parse_svg,
   to_svg,
+  train_segments,
 )
 from jaxtok.tokenizers.svg.render import (  # noqa: E402
   normalised_svg,
@@ -69,6 +70,9 @@ def main():
   # SVG text, so the 4096 ones merge across them (no pre-tokenization).
   bpe_small = train_bpe([flat[i] for i in train], tok.vocab_size)
   bpe_big = train_bpe([flat[i] for i in train], 4096, pretokenize=False)
+  bpe_matched = train_bpe([flat[i] for i in train], tok.vocab_size, pretokenize=False)
+  train_q = [quantised[i] for i in train]
+  tok_big = train_segments(atomic, train_q, 4096 - atomic.vocab_size, svg_icons.MIN_COUNT)
   raw_bpe = train_bpe([texts[i] for i in train], 4096, pretokenize=False)
   rows = [
       ("file text (licence comment removed), UTF-8 bytes", 256, lambda i: len(texts[i].encode())),
@@ -79,18 +83,22 @@ def main():
       ("quantised icon as SVG text, cl100k", cl100k.n_vocab, lambda i: len(cl100k.encode(flat[i]))),
       ("quantised icon as SVG text, byte BPE (GPT-2 pre-tokens)", bpe_small.vocab_size,
        lambda i: len(bpe_small.encode(flat[i]))),
+      ("quantised icon as SVG text, byte BPE (no pre-tokens)", bpe_matched.vocab_size,
+       lambda i: len(bpe_matched.encode(flat[i]))),
       ("quantised icon as SVG text, byte BPE (no pre-tokens)", bpe_big.vocab_size,
        lambda i: len(bpe_big.encode(flat[i]))),
       ("HiVG atomic", atomic.vocab_size, lambda i: len(atomic.encode_quantised(quantised[i]))),
       ("HiVG segments", tok.vocab_size, lambda i: len(tok.encode_quantised(quantised[i]))),
+      ("HiVG segments", tok_big.vocab_size,
+       lambda i: len(tok_big.encode_quantised(quantised[i]))),
   ]
-  counts = {name: np.array([fn(i) for i in test]) for name, _, fn in rows}
-  hivg = counts["HiVG segments"]
+  counts = {(name, v): np.array([fn(i) for i in test]) for name, v, fn in rows}
+  hivg = counts[("HiVG segments", tok.vocab_size)]
   print(f"Tokens per icon, {len(test)} test-split icons:\n")
   print("| tokenizer | vocabulary | mean tokens / icon | median | x HiVG segments |")
   print("|---|---|---|---|---|")
   for name, vocab, _ in rows:
-    c = counts[name]
+    c = counts[(name, vocab)]
     print(f"| {name} | {vocab} | {c.mean():.1f} | {np.median(c):.0f} | "
           f"{c.sum() / hivg.sum():.2f} |")
   fits = [int(np.sum(np.array([len(tok.encode_quantised(quantised[i])) for i in split]) + 2

@@ -17,9 +17,9 @@ Segment level ("structure segment learning", HiVG Eq. 2-3): the unit is one comm
 its coordinate tokens, never a part of one. Training is greedy: at each step either one unit
 becomes a token (it binds a command and its coordinates: ``<v> d_-8`` -> one id) or two
 adjacent symbols merge into one token, whichever saves more tokens on the training icons, among
-those seen at least ``min_count`` times (HiVG's f_min). Encoding replays the pair merges by rank (standard BPE) and
-then writes each symbol as its token, or as its atomic tokens when it has none. ``<path>``
-is a boundary. Decoding expands segments back to atomic tokens.
+those seen at least ``min_count`` times (HiVG's f_min). Encoding replays the pair merges by
+rank (standard BPE), then writes each symbol as its token, or as its atomic tokens when it has
+none. ``<path>`` is a boundary. Decoding expands segments back to atomic tokens.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import heapq
 
 import numpy as np
 
-from jaxtok.tokenizers.svg.parser import Command, Icon, Path, SVGError, normalise, parse_svg
+from jaxtok.tokenizers.svg.parser import Command, Icon, Path, normalise, parse_svg
 
 PAD, BOS, EOS, PATH = 0, 1, 2, 3
 OPS = ("M", "L", "H", "V", "C", "Z")  # emitted commands: M absolute, the others relative
@@ -395,6 +395,3 @@ def max_coordinate_error(normalised: Icon, q: Quantised) -> float:
       worst = max([worst, *(abs(v - w) for v, w in zip(path.commands[j].args, args, strict=True))])
   return worst
 
-
-__all__ = ["BOS", "EOS", "PAD", "PATH", "HiVGTokenizer", "Quantised", "SVGError", "TokenError",
-           "max_coordinate_error", "quantise", "train_segments"]
