@@ -20,13 +20,13 @@ from jaxtok.config_args import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, steps=150, step_weight=0.5, seed=0)
+  a = parse_arg(arg, smoke=False, steps=80, step_weight=0.5, seed=0)
   c = sudoku_config("mdm", smoke=a.smoke, steps=a.steps)  # the MDM's data: the same puzzles
   del c.model, c.loss, c.eval, c.augment
   c.task = "unmasking"
   c.seed = a.seed
   c.num_steps = 3 if a.smoke else a.steps
-  c.batch_size = 4 if a.smoke else 16  # puzzles per step; each decoded group_size times
+  c.batch_size = 4 if a.smoke else 8  # puzzles per step; each decoded group_size times
   c.log_every = 1 if a.smoke else 10
   c.eval_every = 0
   c.report_every = c.num_steps
@@ -34,8 +34,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.unmask = ml_collections.ConfigDict({
       "mdm_config": "generators/sudoku_mdm.py" + (":smoke" if a.smoke else ""),
       "mdm_workdir": "", "group_size": 4 if a.smoke else 8, "max_steps": 64,
-      "step_weight": a.step_weight, "clip_eps": 0.2, "epochs": 1 if a.smoke else 2,
-      "loss_norm": "token", "dim": 16 if a.smoke else 32, "num_heads": 2, "init_bias": -2.0})
+      "step_weight": a.step_weight, "clip_eps": 0.2, "epochs": 1,
+      "loss_norm": "token", "dim": 16 if a.smoke else 32, "num_heads": 2,
+      # the untrained policy is a soft threshold rule at 0.9 (0: a constant init_bias instead)
+      "init_threshold": 0.9, "init_slope": 4.0, "init_bias": -2.0})
   c.unmask_eval = ml_collections.ConfigDict({
       "num_puzzles": 8 if a.smoke else 128,
       "biases": "0" if a.smoke else "-2,-1,0,1,2",

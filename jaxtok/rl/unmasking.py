@@ -32,6 +32,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxtok.nn.transformer import TransformerBlock
 
@@ -41,26 +42,46 @@ PolicyFn = Callable[[jnp.ndarray], jnp.ndarray]  # features [B, N, F] -> logits 
 
 
 class UnmaskPolicy(nn.Module):
-  """features [B, N, F] -> unmask logits [B, N]: a projection, learned positions, one
-  bidirectional transformer block, a linear head (initialised to a bias of ``init_bias``)."""
+  """features [B, N, F] -> unmask logits [B, N]: a linear "prior" on each position's own
+  features plus a projection, learned positions, one bidirectional transformer block and a
+  linear head (initialised to zero) over all positions.
+
+  With ``init_threshold`` the prior starts as a soft threshold rule, logit =
+  ``init_slope * (log(1 - init_threshold) - log(1 - p))``: positive exactly when p exceeds the
+  threshold, so the untrained policy behaves like Fast-dLLM threshold decoding and GRPO sees
+  solved puzzles (hence a reward signal) from its first rollouts; a policy that unmasks cells at
+  random never solves a sudoku and gets no gradient at all. ``init_threshold=None`` starts from
+  the constant logit ``init_bias`` instead (every masked cell equally likely).
+  """
 
   length: int
   dim: int = 32
   num_heads: int = 2
-  init_bias: float = -2.0  # starts cautious: about one cell in nine per step
+  init_threshold: float | None = 0.9
+  init_slope: float = 4.0
+  init_bias: float = -2.0
 
   @nn.compact
   def __call__(self, features: jnp.ndarray) -> jnp.ndarray:
     if features.shape[-2:] != (self.length, NUM_FEATURES):
       raise ValueError(f"UnmaskPolicy wants features [B, {self.length}, {NUM_FEATURES}], got "
                        f"{features.shape}")
+    if self.init_threshold is None:
+      kernel, bias = nn.initializers.zeros, nn.initializers.constant(self.init_bias)
+    else:
+      if not 0.0 < self.init_threshold < 1.0:
+        raise ValueError(f"init_threshold must be in (0, 1), got {self.init_threshold}")
+      # feature 1 is log(1 - p) / 10 (see features()), hence the factor 10
+      kernel = lambda key, shape, dtype=jnp.float32: jnp.zeros(shape, dtype).at[1, 0].set(  # noqa: E731
+          -10.0 * self.init_slope)
+      bias = nn.initializers.constant(self.init_slope * float(np.log1p(-self.init_threshold)))
+    prior = nn.Dense(1, kernel_init=kernel, bias_init=bias, name="prior")(features)[..., 0]
     pos = self.param("pos", nn.initializers.normal(0.02), (self.length, self.dim))
     h = nn.Dense(self.dim, name="embed")(features) + pos
     h = TransformerBlock(num_heads=self.num_heads, mlp_dim=2 * self.dim, name="block")(h)
     h = nn.LayerNorm(name="norm")(h)
-    head = nn.Dense(1, kernel_init=nn.initializers.zeros,
-                    bias_init=nn.initializers.constant(self.init_bias), name="head")
-    return head(h)[..., 0]
+    head = nn.Dense(1, kernel_init=nn.initializers.zeros, name="head")
+    return prior + head(h)[..., 0]
 
 
 def features(logits: jnp.ndarray, masked: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:

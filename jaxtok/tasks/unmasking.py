@@ -42,7 +42,7 @@ from jaxtok.train.steps import supervised_step
 UNMASK_DEFAULTS = {
     "mdm_config": "generators/sudoku_mdm.py", "mdm_workdir": "", "group_size": 8,
     "max_steps": 64, "step_weight": 0.5, "clip_eps": 0.2, "epochs": 1, "loss_norm": "token",
-    "dim": 32, "num_heads": 2, "init_bias": -2.0,
+    "dim": 32, "num_heads": 2, "init_threshold": 0.9, "init_slope": 4.0, "init_bias": -2.0,
 }
 EVAL_DEFAULTS = {"num_puzzles": 128, "biases": "-2,-1,0,1,2", "maskgit_steps": "4,8,12,16,24,32",
                  "thresholds": "0.5,0.7,0.8,0.9,0.95,0.99", "seed": 0}
@@ -68,6 +68,9 @@ def _check(u, ev) -> None:
   if int(u.max_steps) < 1 or int(u.epochs) < 1:
     raise ValueError(f"unmask.max_steps and unmask.epochs must be >= 1, got {u.max_steps}, "
                      f"{u.epochs}")
+  if not 0.0 <= float(u.init_threshold) < 1.0:
+    raise ValueError(f"unmask.init_threshold must be in [0, 1) (0: start from init_bias "
+                     f"instead), got {u.init_threshold}")
   for what in ("biases", "maskgit_steps", "thresholds"):
     _floats(ev[what], what)
 
@@ -137,7 +140,8 @@ def build(config) -> Task:
   opt = with_defaults(config, "optimizer", OPT_DEFAULTS)
   mdm, mdm_params, mdm_step = load_mdm(u.mdm_config, u.mdm_workdir, int(config.seed))
   policy = um.UnmaskPolicy(length=sudoku.CELLS, dim=int(u.dim), num_heads=int(u.num_heads),
-                           init_bias=float(u.init_bias))
+                           init_threshold=float(u.init_threshold) or None,
+                           init_slope=float(u.init_slope), init_bias=float(u.init_bias))
   tx = build_optimizer(opt, int(config.num_steps))
   g, max_steps = int(u.group_size), int(u.max_steps)
 

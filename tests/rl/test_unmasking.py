@@ -90,6 +90,19 @@ def test_step_logprobs_recompute_the_rollouts_own():
   assert float(jnp.abs(roll.logp).sum()) > 0
 
 
+def test_untrained_policy_is_a_soft_threshold_rule():
+  """logit = slope * (log(1 - tau) - log(1 - p)) before training: its sign is p > tau."""
+  model = um.UnmaskPolicy(length=N, dim=8, num_heads=2, init_threshold=0.9, init_slope=4.0)
+  p = jnp.asarray([0.5, 0.8, 0.89, 0.91, 0.95, 0.999])
+  logits = jnp.log(jnp.stack([p, (1 - p) / 2, (1 - p) / 2], -1))[None]  # [1, N, 3]
+  feats, _ = um.features(logits, jnp.ones((1, N), bool))
+  out = model.apply(model.init(jax.random.PRNGKey(0), feats), feats)[0]
+  np.testing.assert_allclose(np.asarray(out), 4.0 * (np.log(0.1) - np.log1p(-np.asarray(p))),
+                             rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match=r"init_threshold must be in \(0, 1\)"):
+    um.UnmaskPolicy(length=N, init_threshold=1.5).init(jax.random.PRNGKey(0), feats)
+
+
 def test_features_and_bad_shapes():
   logits = jnp.log(jnp.asarray([[[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]]))
   feats, proposal = um.features(logits, jnp.asarray([[True, False]]))
@@ -118,7 +131,7 @@ def test_grpo_learns_to_unmask_everything_when_the_model_is_always_right():
   """Toy environment: the 'model' is always correct, so the best policy unmasks every cell in
   the first call. From a cautious start (bias -2: about 6 calls for 6 masks) GRPO on the
   multiplicative reward must cut the NFE to below 2."""
-  model = um.UnmaskPolicy(length=N, dim=8, num_heads=2, init_bias=-2.0)
+  model = um.UnmaskPolicy(length=N, dim=8, num_heads=2, init_threshold=None, init_bias=-2.0)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, N, um.NUM_FEATURES)))["params"]
   tx = optax.adam(3e-2)
   opt = tx.init(params)
