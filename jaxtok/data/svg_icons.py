@@ -31,6 +31,8 @@ from jaxtok.data.registry import DATASETS
 from jaxtok.data.spec import DatasetSpec
 from jaxtok.tokenizers.svg import BOS, EOS, PAD, HiVGTokenizer, train_segments
 
+# The built rows hold tokens of this tokenizer: bump SVGIcons.VERSION when any of these (or the
+# tokenizer's code) changes, so a cached build is not read with a different vocabulary.
 GRID = 128
 MARGIN = 16
 MERGES = 200
