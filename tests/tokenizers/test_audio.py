@@ -177,9 +177,11 @@ def test_probe_learns_separable_tokens_and_not_random_labels():
     return np.stack([c0, rng.integers(0, 32, (n, 12))], -1)  # codebook 1 is noise
 
   ytr, yte = rng.integers(0, 4, 200), rng.integers(0, 4, 80)
-  acc = fit_probe(make(200, ytr), ytr, make(80, yte), yte, num_codes=32, num_classes=4,
-                  steps=150, dim=16)
+  train, test = make(200, ytr), make(80, yte)
+  kept = train.copy()
+  acc = fit_probe(train, ytr, test, yte, num_codes=32, num_classes=4, steps=150, dim=16)
   assert acc["test_accuracy"] == 1.0
+  np.testing.assert_array_equal(train, kept)  # offsets not added in place (DASB's reuse bug)
   noise = fit_probe(rng.integers(0, 32, (200, 12, 2)), ytr, rng.integers(0, 32, (80, 12, 2)),
                     yte, num_codes=32, num_classes=4, steps=150, dim=16)
   assert noise["test_accuracy"] < 0.5  # chance is 0.25
