@@ -200,7 +200,7 @@ class Interactions(LocalBuilder):
 
   @staticmethod
   def world(size: int) -> World:
-    return World(num_items=size, num_categories=min(len(NOUNS) // 2 + 4, max(2, size // 20)))
+    return World(num_items=size, num_categories=min(20, max(2, size // 20)))
 
   def features(self, size: int):
     max_len = self.world(size).max_len
