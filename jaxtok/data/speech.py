@@ -13,6 +13,8 @@ Labels: ``speaker`` = the variant's index in ``VARIANTS`` (the same variant in e
 message goes to test by a hash of its English text (``TEST_PERCENT``), so test sentences are
 never heard in training, in any language or voice. Clips are ordered by a hash of (message,
 language, variant), so the first n of a split (``num_train`` / ``num_test``) mix all labels.
+The message list depends on the installed Django's catalogs (224 messages with Django 5.x here)
+and the audio on espeak-ng's version: bump ``VERSION`` when either changes what a build holds.
 
 WAV files that ship with installed packages (scipy's and CPython's test data) are tones and
 plucks at odd rates and layouts, not speech: they serve the reader's tests, not the corpus.
