@@ -11,8 +11,9 @@ runs only). Every step: a batch of training puzzles, ``group_size`` policy-drive
 knob), and with the confidence samplers already in jaxtok at several budgets (MaskGIT with
 ``num_steps`` K, Fast-dLLM threshold decoding), all with greedy tokens and per-row NFE; it writes
 ``report/unmasking.md`` and ``report/unmasking.png`` (solve rate against mean NFE) and returns the
-policy's solve rate beside the best baseline's at the same NFE (interpolated on the baselines'
-upper envelope).
+policy's solve rate beside threshold decoding's at the same NFE (linear between its two nearest
+thresholds) and the best baselines' (their upper concave hull: what a random per-puzzle mix of two
+baseline settings reaches).
 """
 
 from __future__ import annotations
@@ -96,18 +97,34 @@ def load_mdm(config_path: str, workdir: str, seed: int):
 
 
 def _envelope_at(curve: list[tuple[float, float]], nfe: float) -> float:
-  """The best baseline solve rate reachable at mean NFE <= ``nfe``, linearly interpolated along
-  the upper envelope of (nfe, solve rate) points; nan below the cheapest point."""
+  """The best baseline solve rate reachable at mean NFE <= ``nfe``: the upper concave hull of the
+  (nfe, solve rate) points (a mixture of two decoders, chosen per puzzle at random, reaches any
+  point on the segment between them), made non-decreasing (a larger budget can always run a
+  cheaper decoder). nan below the cheapest point."""
+  hull: list[tuple[float, float]] = []
+  for p in sorted(curve):
+    while len(hull) >= 2 and ((hull[-1][0] - hull[-2][0]) * (p[1] - hull[-2][1])
+                              >= (p[0] - hull[-2][0]) * (hull[-1][1] - hull[-2][1])):
+      hull.pop()  # hull[-1] lies on or under the segment hull[-2] -> p
+    hull.append(p)
+  if not hull or nfe < hull[0][0]:
+    return float("nan")
+  best = hull[0][1]
+  for (x0, y0), (x1, y1) in zip(hull, hull[1:]):
+    if nfe <= x1:
+      return max(best, y0 + (y1 - y0) * (nfe - x0) / max(x1 - x0, 1e-9))
+    best = max(best, y1)
+  return max(best, hull[-1][1])
+
+
+def _curve_at(curve: list[tuple[float, float]], nfe: float) -> float:
+  """One decoder family's solve rate at ``nfe``, linear between its two nearest settings; nan
+  outside the family's range."""
   pts = sorted(curve)
-  best, out = [], float("nan")
-  for x, y in pts:  # running maximum: more NFE can always buy at least the cheaper rate
-    best.append((x, max(y, best[-1][1]) if best else y))
-  for (x0, y0), (x1, y1) in zip(best, best[1:]):
+  for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
     if x0 <= nfe <= x1:
       return y0 + (y1 - y0) * (nfe - x0) / max(x1 - x0, 1e-9)
-  if best and nfe >= best[-1][0]:
-    out = best[-1][1]
-  return out
+  return float("nan")
 
 
 def _plot(rows: list[dict[str, Any]]) -> bytes:
@@ -232,17 +249,20 @@ def build(config) -> Task:
       rows.append({"family": family, "spec": spec, "solve_rate": float(solved.mean()),
                    "nfe": float(nfe.mean())})
     curve = [(r["nfe"], r["solve_rate"]) for r in rows if r["family"] in ("maskgit", "threshold")]
+    thresholds = [(r["nfe"], r["solve_rate"]) for r in rows if r["family"] == "threshold"]
     policy_rows = [r for r in rows if r["family"] == "policy"]
     at0 = min(policy_rows, key=lambda r: abs(r["bias"]))  # the trained policy, no bias
     out = {"heldout/policy_solve_rate": at0["solve_rate"], "heldout/policy_nfe": at0["nfe"],
+           "heldout/threshold_at_policy_nfe": _curve_at(thresholds, at0["nfe"]),
            "heldout/baseline_at_policy_nfe": _envelope_at(curve, at0["nfe"]),
            "heldout/puzzles": int(puzzle.shape[0])}
     if workdir is not None and jax.process_index() == 0:
       lines = [f"held-out puzzles: {int(puzzle.shape[0])}; MDM step {mdm_step}", "",
-               "| decoder | solve rate | mean NFE | best baseline at this NFE |",
-               "|---|---|---|---|"]
+               "| decoder | solve rate | mean NFE | threshold curve at this NFE | "
+               "best mix of baselines at this NFE |", "|---|---|---|---|---|"]
       for r in rows:
         lines.append(f"| `{r['spec']}` | {r['solve_rate']:.3f} | {r['nfe']:.2f} | "
+                     f"{_curve_at(thresholds, r['nfe']):.3f} | "
                      f"{_envelope_at(curve, r['nfe']):.3f} |")
       paths.write_text(paths.join(workdir, "report", "unmasking.md"), "\n".join(lines) + "\n")
       paths.write_bytes(paths.join(workdir, "report", "unmasking.png"), _plot(rows))

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxtok.generators.samplers.threshold import threshold_sample
 from jaxtok.rl import unmasking as um
 from jaxtok.rl.grpo import group_advantages, policy_loss
 
@@ -101,6 +102,32 @@ def test_untrained_policy_is_a_soft_threshold_rule():
                              rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match=r"init_threshold must be in \(0, 1\)"):
     um.UnmaskPolicy(length=N, init_threshold=1.5).init(jax.random.PRNGKey(0), feats)
+
+
+def test_untrained_greedy_policy_decodes_exactly_like_threshold_decoding():
+  """Greedy decisions of the untrained policy are p > tau, plus the top-1 rule: Fast-dLLM's
+  threshold sampler. On a model whose confidence grows as cells are revealed, both give the same
+  tokens and the same per-row NFE (registry sampler NFE read from its commit record)."""
+  base = jnp.asarray([0.35, 0.6, 0.2, 0.85, 0.5, 0.45])
+
+  def logits_fn(tokens):  # confidence rises by 0.25 per revealed cell
+    known = jnp.sum(tokens != MASK, axis=-1, keepdims=True)
+    conf = jnp.clip(base[None] + 0.25 * known, 0.0, 0.995)  # [B, N]
+    target = jax.nn.one_hot(jnp.arange(N) % V, V) > 0
+    probs = jnp.where(target[None], conf[..., None], ((1 - conf) / (V - 1))[..., None])
+    return jnp.log(probs)
+
+  model = um.UnmaskPolicy(length=N, dim=8, num_heads=2, init_threshold=0.9)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, N, um.NUM_FEATURES)))
+  roll = um.rollout(jax.random.PRNGKey(1), logits_fn, lambda f: model.apply(params, f), INIT,
+                    mask_id=MASK, max_steps=8, greedy=True)
+  tokens, stats = threshold_sample(jax.random.PRNGKey(1), logits_fn, INIT, mask_id=MASK,
+                                   threshold=0.9)
+  assert np.asarray(roll.tokens).tolist() == np.asarray(tokens).tolist()
+  assert np.asarray(roll.nfe).tolist() == np.asarray(um.row_nfe(stats["committed"])).tolist()
+  # By hand, row 0: cell 3 (top-1 at .85), cell 1 (top-1 at .85), cells 4 and 5 (.995, .95 >
+  # .9), then cells 0 and 2; row 1 (4 cells known): both masks at .995 in one call.
+  assert np.asarray(roll.nfe).tolist() == [4, 1]
 
 
 def test_features_and_bad_shapes():

@@ -9,7 +9,7 @@ import pytest
 from jaxtok import main
 from jaxtok.config_args import load_config
 from jaxtok.tasks import TASKS
-from jaxtok.tasks.unmasking import _envelope_at, build
+from jaxtok.tasks.unmasking import _curve_at, _envelope_at, build
 from tests.subproc import REPO
 from tests.tasks.test_sudoku_task import sudoku_data_dir  # noqa: F401  (the fixture)
 
@@ -22,13 +22,19 @@ def smoke(**unmask):
   return config
 
 
-def test_envelope_interpolates_the_best_reachable_rate():
-  curve = [(4.0, 0.2), (8.0, 0.5), (16.0, 0.4), (32.0, 0.9)]
+def test_envelope_is_the_monotone_upper_concave_hull():
+  # (16, .4) is under the segment (8, .5) -> (32, .9): a per-puzzle mix of those two does better.
+  curve = [(4.0, 0.2), (8.0, 0.5), (16.0, 0.4), (32.0, 0.9), (40.0, 0.8)]
   assert np.isnan(_envelope_at(curve, 3.0))  # cheaper than every baseline
   assert _envelope_at(curve, 6.0) == pytest.approx(0.35)
-  assert _envelope_at(curve, 12.0) == pytest.approx(0.5)  # 16 steps' 0.4 cannot beat 8 steps'
-  assert _envelope_at(curve, 24.0) == pytest.approx(0.7)
+  assert _envelope_at(curve, 12.0) == pytest.approx(0.5 + 0.4 * 4 / 24)
+  assert _envelope_at(curve, 16.0) == pytest.approx(0.5 + 0.4 * 8 / 24)
+  assert _envelope_at(curve, 36.0) == pytest.approx(0.9)  # more budget never hurts
   assert _envelope_at(curve, 50.0) == pytest.approx(0.9)
+  assert _envelope_at([(4.0, 0.3), (4.0, 0.1), (8.0, 0.3)], 6.0) == pytest.approx(0.3)
+  # One family's own curve: linear between neighbours, dominated points included.
+  assert _curve_at(curve, 12.0) == pytest.approx(0.45)
+  assert np.isnan(_curve_at(curve, 41.0)) and np.isnan(_curve_at(curve, 3.0))
 
 
 def test_smoke_run_reports_policy_and_baselines_with_per_row_nfe(tmp_path,
@@ -38,7 +44,7 @@ def test_smoke_run_reports_policy_and_baselines_with_per_row_nfe(tmp_path,
   config.data.data_dir = sudoku_data_dir
   result = main.run(config, str(tmp_path), "train")
   table = (tmp_path / "report" / "unmasking.md").read_text()
-  rows = {line.split("`")[1]: [float(x) for x in line.split("|")[2:5]]
+  rows = {line.split("`")[1]: [float(x) for x in line.split("|")[2:6]]
           for line in table.splitlines() if line.startswith("| `")}
   assert set(rows) == {"policy bias=+0", "policy greedy (p > 1/2)",
                        "maskgit:num_steps=4,temperature=0.0", "threshold:threshold=0.9"}, table
