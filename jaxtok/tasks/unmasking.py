@@ -135,10 +135,11 @@ def _plot(rows: list[dict[str, Any]]) -> bytes:
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(6, 4))
-  for family, style in (("policy", "o-"), ("maskgit", "s--"), ("threshold", "^--")):
+  for family, style in (("policy", "o-"), ("policy_greedy", "*"), ("maskgit", "s--"),
+                        ("threshold", "^--")):
     pts = sorted((r["nfe"], r["solve_rate"]) for r in rows if r["family"] == family)
     if pts:
-      ax.plot(*zip(*pts), style, label=family)
+      ax.plot(*zip(*pts), style, label=family, markersize=12 if style == "*" else 6)
   ax.set_xlabel("mean NFE per puzzle (model calls)")
   ax.set_ylabel("held-out solve rate")
   ax.grid(alpha=0.3)
