@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -12,6 +12,8 @@ import optax
 
 from jaxtok.data import batches
 from jaxtok.data.batches import Prepare
+from jaxtok.train.state import TrainState
+from jaxtok.train.task import Task
 
 
 def eval_batches(config, split: str | None = None,
@@ -48,3 +50,23 @@ def boxed_init(model: nn.Module, rng: jax.Array, tokens: jax.Array, host_params:
   return jax.tree.map(
       lambda box, v: box.replace_boxed(v) if isinstance(box, nn.LogicallyPartitioned) else v,
       boxed, values, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def study_task(why: str, run: Callable[[str | None], dict[str, Any]]) -> Task:
+  """A Task whose whole job runs in ``--mode=eval``: ``run(workdir) -> summary`` trains and
+  scores what it needs itself (tokenizers, several small models), so the loop's train step
+  refuses with ``why`` and the state is a placeholder."""
+  tx = optax.identity()  # one object: the loop compares the state's static fields
+
+  def init(rng: jax.Array, example_batch: Any = None) -> TrainState:
+    del example_batch
+    return TrainState.create(params={"unused": jnp.zeros(())}, tx=tx, rng=rng)
+
+  def train_step(state, batch):
+    raise ValueError(f"{why}: run --mode=eval")
+
+  def evaluate(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
+    del state
+    return run(workdir)
+
+  return Task(init=init, train_step=train_step, evaluate=evaluate, needs_data=False)

@@ -31,7 +31,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxtok import paths
 from jaxtok.config_args import with_defaults
@@ -41,11 +40,11 @@ from jaxtok.pretrained.lms import load_pretrained_lm
 from jaxtok.pretrained.minilm import load_minilm
 from jaxtok.tasks import token_adapt_lm as tl
 from jaxtok.tasks.base import TASKS, Task
+from jaxtok.tasks.common import study_task
 from jaxtok.tasks.token_adapt_report import report_markdown
 from jaxtok.tokenizers.text import supertokens as st
 from jaxtok.tokenizers.text import transplant as tp
 from jaxtok.tokenizers.text.trainers import train_bpe
-from jaxtok.train.state import TrainState
 
 DEFAULTS = dict(base="smollm2-135m", old_vocab_size=383, tokenizer="bpe", vocab_size=16384,
                 train_bytes=4_000_000, eval_bytes=49_152, segment_bytes=1024,
@@ -285,17 +284,8 @@ def build(config) -> Task:
   """The ``token_adapt`` Task (``--mode=eval``); bad options fail here."""
   o = with_defaults(config, "adapt", DEFAULTS)
   check_options(o)
-  tx = optax.identity()
 
-  def init(rng: jax.Array, example_batch: Any = None) -> TrainState:
-    del example_batch
-    return TrainState.create(params={"unused": jnp.zeros(())}, tx=tx, rng=rng)
-
-  def train_step(state, batch):
-    raise ValueError("token_adapt transplants and tunes inside evaluate: run --mode=eval")
-
-  def evaluate(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
-    del state
+  def summarise(workdir: str | None) -> dict[str, Any]:
     results = run(o, workdir, seed=int(config.get("seed", 0)))
     summary = {"untouched/bits_per_byte": results["untouched"]["zero_shot"]["bits_per_byte"],
                "shared": results["shared"]}
@@ -305,7 +295,7 @@ def build(config) -> Task:
         summary[f"{name}/tuned_bits_per_byte"] = row["tuned"]["bits_per_byte"]
     return summary
 
-  return Task(init=init, train_step=train_step, evaluate=evaluate, needs_data=False)
+  return study_task("token_adapt transplants and tunes inside evaluate", summarise)
 
 
 TASKS.register("token_adapt", build)

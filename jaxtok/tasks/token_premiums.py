@@ -28,18 +28,14 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import optax
-
 from jaxtok import paths
 from jaxtok.config_args import with_defaults
 from jaxtok.data import parallel_text as pt
 from jaxtok.data.python_source import SmolLM2Codec
 from jaxtok.tasks.base import TASKS, Task
+from jaxtok.tasks.common import study_task
 from jaxtok.tokenizers.text import plots, study, tables
 from jaxtok.tokenizers.text.trainers import KINDS
-from jaxtok.train.state import TrainState
 
 DEFAULTS = dict(languages="", min_messages=790, eval_fraction=0.5, clean=True, system_domains="",
                 monolingual_kinds="bpe,superbpe,unigram",
@@ -205,17 +201,8 @@ def build(config) -> Task:
   """The ``token_premiums`` Task (``--mode=eval``); bad options fail here."""
   o = with_defaults(config, "premiums", DEFAULTS)
   check_options(o)
-  tx = optax.identity()  # one object: the loop compares the state's static fields
 
-  def init(rng: jax.Array, example_batch: Any = None) -> TrainState:
-    del example_batch
-    return TrainState.create(params={"unused": jnp.zeros(())}, tx=tx, rng=rng)
-
-  def train_step(state, batch):
-    raise ValueError("token_premiums trains tokenizers, not parameters: run --mode=eval")
-
-  def evaluate(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
-    del state
+  def summarise(workdir: str | None) -> dict[str, Any]:
     results = run_study(o, workdir)
     summary = {"languages": len(results["languages"]),
                "eval_messages": results["messages"]["eval"]}
@@ -223,7 +210,7 @@ def build(config) -> Task:
       summary[f"{name}/mean_premium"] = study.spread_of(prem)["mean"]
     return summary
 
-  return Task(init=init, train_step=train_step, evaluate=evaluate, needs_data=False)
+  return study_task("token_premiums trains tokenizers, not parameters", summarise)
 
 
 TASKS.register("token_premiums", build)

@@ -47,7 +47,7 @@ from jaxtok.data import python_source as ps
 from jaxtok.generators.causal_lm import CausalLM, LMConfig, count_params
 from jaxtok.generators.word_pooled import WordPooledLM, word_loss
 from jaxtok.tasks.base import TASKS, Task
-from jaxtok.tasks.common import build_optimizer
+from jaxtok.tasks.common import build_optimizer, study_task
 from jaxtok.tasks.lm import next_token_loss
 from jaxtok.tokenizers.text import words as wd
 from jaxtok.tokenizers.text.trainers import train_bpe
@@ -308,17 +308,8 @@ def build(config) -> Task:
   """The ``word_lm`` Task (``--mode=eval`` trains and scores); bad options fail here."""
   o = with_defaults(config, "word_lm", DEFAULTS)
   check_options(o)
-  tx = optax.identity()
 
-  def init(rng: jax.Array, example_batch: Any = None) -> TrainState:
-    del example_batch
-    return TrainState.create(params={"unused": jnp.zeros(())}, tx=tx, rng=rng)
-
-  def train_step(state, batch):
-    raise ValueError("word_lm trains and scores inside evaluate: run --mode=eval")
-
-  def evaluate(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
-    del state
+  def summarise(workdir: str | None) -> dict[str, Any]:
     results = run(o, workdir, seed=int(config.get("seed", 0)))
     summary = {"params": results["params"], "seconds_per_step": results["seconds_per_step"],
                "flops_per_train_byte": results["flops_per_train_byte"]}
@@ -326,7 +317,7 @@ def build(config) -> Task:
       summary[f"noise_{rate}/bits_per_byte"] = row["bits_per_byte"]
     return summary
 
-  return Task(init=init, train_step=train_step, evaluate=evaluate, needs_data=False)
+  return study_task("word_lm trains and scores inside evaluate", summarise)
 
 
 TASKS.register("word_lm", build)
