@@ -67,5 +67,6 @@ def test_smoke_run_reports_policy_and_baselines_with_per_row_nfe(tmp_path,
     ({"gruop_size": 4}, ValueError, r"unknown config keys unmask.\['gruop_size'\]"),
 ])
 def test_bad_settings_fail_at_build(change, error, message):
-  with pytest.raises(error, match=message):
+  with pytest.raises(error, match=message) as caught:
     build(smoke(**change))
+  assert "unmask." in str(caught.value)  # the message names the config key to fix
