@@ -70,7 +70,7 @@ def dot_product_attention(
     *,
     mask: jnp.ndarray | None = None,  # bool [B, 1 or H, T, S]; True = attend
     causal: bool = False,
-    implementation: str | None = None,
+    implementation: str | Callable | None = None,
 ) -> jnp.ndarray:  # [B, T, H, D]
   """Scaled dot-product attention.
 
@@ -78,8 +78,12 @@ def dot_product_attention(
   ``jax.nn.dot_product_attention``); ``None`` picks ``'matmul'`` on CPU and lets
   ``jax.nn.dot_product_attention`` choose elsewhere (cuDNN flash attention on GPU where it
   applies). With ``causal``, query t sees keys 0..t (jax.nn's convention).
-  Rows whose mask is all False produce zeros rather than NaNs.
+  Rows whose mask is all False produce zeros rather than NaNs. A callable
+  ``implementation(q, k, v, mask=, causal=)`` replaces all of this (e.g.
+  ``jaxtok.kernels.block_sparse_attention.SparseAttention``, Sparse VideoGen2).
   """
+  if callable(implementation):
+    return implementation(q, k, v, mask=mask, causal=causal)
   if implementation not in _IMPLEMENTATIONS:
     raise ValueError(f"attention implementation must be one of {_IMPLEMENTATIONS}, "
                      f"got {implementation!r}")
