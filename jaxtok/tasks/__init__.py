@@ -6,6 +6,7 @@ from jaxtok.tasks import (  # noqa: F401
   distill,
   generator,
   lm,
+  post_train,
   rl,
   setrec,
   speculative,
