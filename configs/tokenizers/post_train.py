@@ -17,7 +17,8 @@ on the same tokens: reconstruction PSNR, teacher-forced PSNR, and class accuracy
 samples under the generator report's digits classifier (<workdir>/report/post_training.png).
 The data block is the generator config's (the images its tokens came from).
 Arguments: ``smoke`` (the smoke generator config; tests), ``imagenet`` (the paper's settings with
-configs/generators/imagenet_maskgit.py, for real hardware), ``steps=N``, ``sigma=X``,
+configs/generators/imagenet_maskgit.py, for real hardware), ``steps=N``, ``sigma=X`` (1.0: the
+control, the same fine-tune on the encoder's own tokens),
 ``feed=ids|reencode``, ``generator=CONFIG`` (the generator run's config file). A run trained
 with command-line overrides that change its parameters needs them here too: the Token-Critic
 (``--config.critic.enabled=True``) is ``--config.generator.critic=True``.

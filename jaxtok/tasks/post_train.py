@@ -6,7 +6,8 @@ outputs turns its slips into artefacts. Post-training freezes the encoder and fi
 decoder on *teacher-forced* generations paired with the real images they came from: each token
 of a real image's map is kept with probability ``post.sigma`` (the paper's 0.7) and the rest are
 generated, conditioned on the kept ones and the class; the decoder learns to map that mostly-real,
-partly-generated map back to the real image.
+partly-generated map back to the real image. ``post.sigma = 1`` is the control: the same
+fine-tune, as long, on the encoder's own tokens (so a gain is not just more decoder training).
 
 The reference code samples its AR generator in raster order with the coin per position; here the
 generator is jaxtok's class-conditional MaskGIT (``configs/generators/digits_maskgit.py``), so the
@@ -125,8 +126,8 @@ def teacher_forced_init(rng, tokens: jnp.ndarray, sigma: float, mask_id: int) ->
 def make_task(config) -> Task:
   """The tokenizer post-training Task of ``config`` (configs/tokenizers/post_train.py)."""
   post, loss_cfg, rep_cfg, clf_cfg = (options(config, b) for b in DEFAULTS)
-  if not 0.0 <= float(post.sigma) < 1.0:
-    raise ValueError(f"post.sigma (the kept fraction of real tokens) must be in [0, 1); got "
+  if not 0.0 <= float(post.sigma) <= 1.0:
+    raise ValueError(f"post.sigma (the kept fraction of real tokens) must be in [0, 1]; got "
                      f"{post.sigma}")
   if post.feed not in FEEDS:
     raise ValueError(f"post.feed must be one of {FEEDS}; got {post.feed!r}")
@@ -174,6 +175,8 @@ def make_task(config) -> Task:
   def forced_tokens(rng, gen_params, x, labels):
     """(teacher-forced tokens, real tokens) of real images ``x`` with ``labels``."""
     real = encode(original, x)
+    if float(post.sigma) == 1.0:  # the control: the same fine-tune on the encoder's own tokens
+      return real, real
     k_coin, k_fill = jax.random.split(rng)
     init = teacher_forced_init(k_coin, real, float(post.sigma), mask_id)
     tokens = generate(k_fill, gen_params, init, labels, fill, float(post.guidance_scale))
