@@ -8,6 +8,7 @@ from jaxtok.data import (  # noqa: F401
   arithmetic,
   digits,
   interactions,
+  layouts,
   natural_patches,
   python_source,
   shapes,

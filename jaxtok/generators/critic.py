@@ -132,8 +132,12 @@ def critic_loss(
     target: str = "masked",
     row_mask: jnp.ndarray | None = None,  # [B]: 1 on real rows, 0 on padding (eval batches)
     precision: str = "float32_log1p",  # of the Gumbel noise that samples the generator's fakes
+    rate_input: bool = False,
 ) -> tuple[jnp.ndarray, dict]:
   """Token-Critic's training loss (see the module docstring); padded rows count nowhere.
+
+  ``rate_input``: the critic is called as ``critic_fn(x^_0, rate [B])`` with each row's fraction
+  of masked positions (Layout-Corrector conditions its corrector on the diffusion step).
 
   ``logits_fn(x_t [B, N]) -> [B, N, V(+1)]`` is the generator (gradients are stopped);
   ``critic_fn(x^_0 [B, N]) -> [B, N]`` the critic. aux: ``accuracy``, ``auc`` (real vs
@@ -157,7 +161,8 @@ def critic_loss(
   filled = jnp.where(masked, sampled, tokens.astype(jnp.int32))  # x^_0 [B, N]
   changed = filled != tokens
   real = ~masked if target == "masked" else ~changed
-  scores = critic_fn(filled)  # [B, N]
+  scores = (critic_fn(filled, jnp.mean(masked, axis=-1)) if rate_input
+            else critic_fn(filled))  # [B, N]
   if scores.shape != (b, n):
     raise ValueError(f"critic_fn must return scores [B, N]={(b, n)}, got {scores.shape}")
   loss, aux = critic_bce(scores, real, row_mask)

@@ -5,6 +5,7 @@ from jaxtok.tasks import (  # noqa: F401
   audio,
   distill,
   generator,
+  layout,
   lm,
   post_train,
   rl,

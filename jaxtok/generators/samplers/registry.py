@@ -28,6 +28,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from jaxtok.generators.layout_corrector import layout_corrector_sample
 from jaxtok.generators.samplers.autoregressive import generate
 from jaxtok.generators.samplers.categorical import PRECISIONS
 from jaxtok.generators.samplers.confidence import CONFIDENCES
@@ -100,6 +101,8 @@ register("fhs", first_hitting_sample, "logits", "first-hitting sampler: one toke
 register("threshold", threshold_sample, "logits", "commit every token above a confidence")
 register("dcd", deferred_commitment_sample, "logits", "deferred commitment in a sliding window")
 register("token_critic", token_critic_sample, "critic", "Token-Critic re-masking")
+register("layout_corrector", layout_corrector_sample, "critic",
+         "Layout-Corrector: a corrector re-masks low-scoring tokens at chosen steps")
 register("recap", recap_sample, "recap", "ReCAP: cheap partial passes between full ones")
 register("ar", generate, "lm", "autoregressive decoding with a KV cache (temperature/top-k/p)")
 
