@@ -8,7 +8,8 @@
 (natural_patches) the grid is 8x8 (``tokens=64``) or 4x4 (``tokens=16``); ImageNet-256 uses a
 16x16 grid of a 1024-code VQ with L2 + perceptual + hinge GAN with LeCAM and an EMA of the weights.
 Arguments: ``smoke``, ``imagenet``, ``tokens=64|16``, ``steps=N``, ``seed=S``, ``gan`` (switch the
-adversarial loss on at 32 px, from half-way).
+adversarial loss on at 32 px, from half-way), ``depth=D`` (D >= 1: a residual VQ of D levels,
+codes [B, h, w, D], as ResGen's generator needs; 0, the default: one VQ).
 """
 
 import ml_collections
@@ -20,9 +21,11 @@ GRIDS = {64: (1, 2, 2), 16: (1, 2, 2, 2)}  # 32 px -> 8x8 or 4x4 cells
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, imagenet=False, steps=0, seed=0, tokens=64, gan=False)
+  a = parse_arg(arg, smoke=False, imagenet=False, steps=0, seed=0, tokens=64, gan=False, depth=0)
   if a.tokens not in GRIDS:
     raise ValueError(f"tokens must be one of {sorted(GRIDS)} at 32 px; got {a.tokens}")
+  if a.depth < 0:
+    raise ValueError(f"depth must be >= 1 (residual VQ levels) or 0 (one VQ); got {a.depth}")
   c = tokenizer_base_config(a)
   c.model = ml_collections.ConfigDict()
   c.model.kind = "conv2d"
@@ -33,6 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.quantizer = ml_collections.ConfigDict({
       "name": "vq", "num_codes": 1024 if a.imagenet else 256, "dim": 8,
       "commitment_weight": 0.25, "kmeans_init": True, "dead_code_threshold": 0.1})
+  if a.depth:
+    c.model.quantizer.update(name="rvq", num_levels=a.depth)
   if a.smoke or a.gan:  # the adversarial part of the recipe (smoke: from step 1)
     if not a.smoke:  # (the perceptual loss costs 15 s of compile: tested on its own)
       c.loss.perceptual = 0.1

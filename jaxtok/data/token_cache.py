@@ -52,7 +52,7 @@ TABLES = (CACHE_FILE, LABELS_FILE, PRESENT_FILE)
 class TokenCache:
   """The cached tokens of one data set under one tokenizer checkpoint."""
 
-  codes: np.ndarray  # int32 [R, h, w] (a read-only memory map when loaded from disk)
+  codes: np.ndarray  # int32 [R, h, w] or [R, h, w, D] (read-only memory map from disk)
   labels: np.ndarray  # int32 [R]
   present: np.ndarray  # bool [R]
   meta: dict[str, Any]
@@ -74,7 +74,9 @@ class TokenCache:
     labels = np.load(os.path.join(directory, LABELS_FILE))
     present = np.load(os.path.join(directory, PRESENT_FILE))
     rows = (len(codes),)
-    if codes.ndim != 3 or codes.dtype != np.int32 or labels.shape != rows or present.shape != rows:
+    # [R, h, w], or [R, h, w, D] for residual codes (D levels per cell; lookup flattens them)
+    if (codes.ndim not in (3, 4) or codes.dtype != np.int32 or labels.shape != rows
+        or present.shape != rows):
       raise ValueError(f"token cache {directory!r} is malformed: codes {codes.shape} "
                        f"{codes.dtype}, labels {labels.shape}, present {present.shape}")
     return cls(codes, labels, present, meta)

@@ -8,6 +8,7 @@ from jaxtok.tasks import (  # noqa: F401
   layout,
   lm,
   post_train,
+  resgen,
   rl,
   setrec,
   speculative,

@@ -71,7 +71,7 @@ from jaxtok.tasks.generator_report import (
   commit_steps,
   unmasking_strip,
 )
-from jaxtok.tasks.tokenizer_source import load_tokens
+from jaxtok.tasks.tokenizer_source import check_tokens, prepare_fn, tokens_of_config
 from jaxtok.train.state import TrainState
 from jaxtok.train.steps import supervised_step
 
@@ -153,22 +153,21 @@ def make_task(config) -> Task:
   order_sampler = parse_sampler("maskgit", sample_cfg, critic_cfg)  # the unmasking-order strip
   eval_split = config.get("eval_split", "test")
   classes = np.asarray(rep_cfg.classes or range(num_classes), np.int32)
-  tok = config.tokenizer
-  cache_dir = tok.get("cache_dir") or os.path.join(
-      tok.init_from, "token_cache", f"{config.data.name}_{config.data.get('image_size', 0)}")
-  cache, tok_model, tok_vars = load_tokens(cache_dir, tok.config, tok.init_from, config.data,
-                                           ("train", eval_split))
+  cache, tok_model, tok_vars = tokens_of_config(config, eval_split)
   # An out-of-range class id in nn.Embed is silently clamped by JAX: check the labels here.
   seen = cache.labels[cache.present]
   if seen.size and (seen.min() < 0 or seen.max() >= num_classes):
     raise ValueError(f"data set {config.data.name!r} has labels in [{seen.min()}, {seen.max()}] "
                      f"but num_classes={num_classes}: set num_classes above the largest label")
   h, w = cache.grid
-  vocab = int(tok.get("vocab_size", 0)) or int(cache.codes.max()) + 1
-  model = MaskedTransformer(vocab_size=vocab, seq_len=h * w, num_classes=num_classes,
+  # Residual codes [h, w, D] are modelled flattened, depth-minor: h * w * D tokens.
+  shape = tuple(cache.codes.shape[1:])
+  n_tokens = int(np.prod(shape))
+  vocab = int(config.tokenizer.get("vocab_size", 0)) or int(cache.codes.max()) + 1
+  model = MaskedTransformer(vocab_size=vocab, seq_len=n_tokens, num_classes=num_classes,
                             **dict(model_cfg))
   critic = TokenCritic(
-      vocab_size=vocab, seq_len=h * w, num_classes=num_classes,
+      vocab_size=vocab, seq_len=n_tokens, num_classes=num_classes,
       **{k: critic_cfg[k] for k in ("dim", "num_layers", "num_heads", "mlp_dim", "cond_dropout",
                                     "dropout")})
   tx = build_optimizer(config.optimizer, int(config.num_steps))
@@ -180,17 +179,10 @@ def make_task(config) -> Task:
   def generator_params(params):
     return params["generator"] if critic_on else params
 
-  def prepare_batch(batch):  # host rows: + tokens int32 [b, h * w], - image
-    if "index" not in batch:
-      raise ValueError(f"the generator gathers tokens by the batch's 'index'; got {sorted(batch)}")
-    out = {k: v for k, v in batch.items() if k != "image"}
-    out["tokens"] = cache.lookup(batch["index"])
-    return out
+  prepare_batch = prepare_fn(cache, "the generator")  # host rows: + tokens [b, N], - image
 
   def init(rng, batch):
-    if "tokens" not in batch:
-      raise ValueError(f"the generator's batches need 'tokens' (added by its prepare_batch from "
-                       f"'index'); got {sorted(batch)}")
+    check_tokens(batch, "the generator")
     k_init, k_critic, k_state = jax.random.split(rng, 3)
     tokens = batch["tokens"]  # [B, h * w]
     params = model.init(k_init, tokens, batch["label"])["params"]
@@ -239,7 +231,7 @@ def make_task(config) -> Task:
   def sample(spec, params, rng, labels, record=None):
     sampler, opts = samplers[spec] if record is None else order_sampler
     gen = {"params": generator_params(params)}
-    init = jnp.full((labels.shape[0], h * w), model.mask_id, jnp.int32)
+    init = jnp.full((labels.shape[0], n_tokens), model.mask_id, jnp.int32)
     logits_fn = make_logits_fn(model, gen, labels, sample_cfg.guidance_scale)
     if record is not None:
       inner = logits_fn
@@ -255,7 +247,7 @@ def make_task(config) -> Task:
     return registry.run(sampler, opts, rng, init, mask_id=model.mask_id, logits_fn=logits_fn,
                         critic_fn=critic_fn, recap=recap)
 
-  decode = jax.jit(lambda codes: tok_model.apply(tok_vars, codes.reshape(-1, h, w),
+  decode = jax.jit(lambda codes: tok_model.apply(tok_vars, codes.reshape((-1,) + shape),
                                                  method="decode"))
 
   def report(state, workdir, step):
@@ -288,6 +280,7 @@ def make_task(config) -> Task:
         params, rng, labels[::rep_cfg.per_class][:k])
     jax.effects_barrier()
     order = commit_steps(np.stack(inputs))
+    order = order.reshape(len(order), h * w, -1).max(-1)  # a cell is done with its last depth
     if jax.process_index() == 0:
       for i, (name, imgs) in enumerate(images.items()):
         rows = imgs.reshape((len(classes), rep_cfg.per_class) + imgs.shape[1:])

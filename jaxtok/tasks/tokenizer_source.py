@@ -46,7 +46,9 @@ def restore_tokenizer(config_path: str, init_from: str,
   ema = tok_task.options(config, "ema").decay > 0
   params = state.extra["ema_params"] if ema else state.params
   others = {k: v for k, v in state.extra.items() if k not in tok_task.EXTRA_KEYS}
-  variables = jax.device_get({"params": nn.meta.unbox(params), **others})
+  # Device arrays, not numpy: a VQ codebook held as numpy cannot be indexed by traced codes in jit.
+  variables = jax.tree.map(jnp.asarray, jax.device_get({"params": nn.meta.unbox(params),
+                                                        **others}))
   return model, variables, step
 
 
@@ -73,3 +75,34 @@ def load_tokens(cache_dir: str, config_path: str, init_from: str, data: Mapping[
   cache = token_cache.load_or_build(cache_dir, meta, lambda: encode_fn(model, variables), data,
                                     splits)
   return cache, model, variables
+
+
+def prepare_fn(cache: token_cache.TokenCache, who: str) -> Callable[[dict], dict]:
+  """A task's host-side ``prepare_batch``: + ``tokens`` int32 [b, prod(code shape)] gathered by
+  the rows' ``index``, - ``image``. ``who`` names the task in the error."""
+
+  def prepare_batch(batch):
+    if "index" not in batch:
+      raise ValueError(f"{who} gathers tokens by the batch's 'index'; got {sorted(batch)}")
+    out = {k: v for k, v in batch.items() if k != "image"}
+    out["tokens"] = cache.lookup(batch["index"])
+    return out
+
+  return prepare_batch
+
+
+def check_tokens(batch, who: str) -> None:
+  """Refuses a batch that did not go through :func:`prepare_fn` (before anything compiles)."""
+  if "tokens" not in batch:
+    raise ValueError(f"{who}'s batches need 'tokens' (added by its prepare_batch from 'index'); "
+                     f"got {sorted(batch)}")
+
+
+def tokens_of_config(config, eval_split: str) -> tuple[token_cache.TokenCache, nn.Module, Any]:
+  """:func:`load_tokens` of a generator config: ``config.tokenizer`` ({config, init_from,
+  cache_dir}, default ``<init_from>/token_cache/<data>_<size>``) on ``config.data``, splits
+  ``train`` and ``eval_split``."""
+  tok = config.tokenizer
+  cache_dir = tok.get("cache_dir") or os.path.join(
+      tok.init_from, "token_cache", f"{config.data.name}_{config.data.get('image_size', 0)}")
+  return load_tokens(cache_dir, tok.config, tok.init_from, config.data, ("train", eval_split))
