@@ -19,7 +19,9 @@ with the high-scoring ones as context.
   what is re-masked instead of the generator's confidence: ``mode='threshold'`` (the reference's
   default) re-masks every generated token with ``sigmoid(score) < threshold``, committed ones
   included; ``mode='topk'`` re-masks exactly the schedule's number of lowest-scoring generated
-  tokens (Token-Critic's rule at that step). Tokens given in ``init`` (padding, a prompt) are never
+  tokens (Token-Critic's rule at that step); ``mode='union'`` (ours, not the paper's) keeps
+  MaskGIT's re-masking of that step and adds every token below the threshold, so no more tokens
+  are committed than the schedule allows. Tokens given in ``init`` (padding, a prompt) are never
   re-masked. The corrector's Gumbel noise is ``corrector_temperature * (1 - r)`` (0: none, the
   reference's default ``use_gumbel_noise=False``).
 
@@ -49,7 +51,7 @@ from jaxtok.generators.samplers.contract import (
 from jaxtok.generators.samplers.maskgit import scheduled_mask_len
 from jaxtok.generators.samplers.schedules import SCHEDULES
 
-MODES = ("threshold", "topk")
+MODES = ("threshold", "topk", "union")
 _NEVER = -1e9  # logit of a token a position may not hold
 
 
@@ -197,7 +199,9 @@ def layout_corrector_sample(
       if mode == "topk":
         n_mask = scheduled_mask_len(t, num_steps, unknown0, unknown0, schedule, exponent)
         return lowest_k(jnp.where(given, jnp.inf, scores), n_mask)
-      return (jax.nn.sigmoid(scores) < threshold) & ~given
+      low = (jax.nn.sigmoid(scores) < threshold) & ~given
+      # union: the generator's own re-masking keeps its pace; the corrector only adds to it.
+      return low | by_confidence(None) if mode == "union" else low
 
     apply = is_corrector[t]
     # Without corrector steps there is no corrector to trace (critic_fn may be None).

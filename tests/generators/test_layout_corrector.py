@@ -71,6 +71,16 @@ def test_threshold_remasks_every_generated_token_below_it():
   np.testing.assert_array_equal(out[0, [0, 8, 9]], [3, 0, 0])
 
 
+def test_union_keeps_the_schedule_and_adds_the_low_scored():
+  inputs, out, _ = _run(corrector_steps=(1,), mode="union", threshold=0.7)
+  masked = set(np.flatnonzero(inputs[2][0] == MASK))
+  assert {2, 4, 6, 7} <= masked  # every generated token below the threshold ...
+  # ... and the schedule's 4 of the 6 still-unknown positions, so at least 4 + 1 (position 2,
+  # committed at step 0) and never a given one.
+  assert len(masked & {1, 3, 4, 5, 6, 7}) >= 4 and not masked & {0, 8, 9}
+  np.testing.assert_array_equal(out[0, [0, 8, 9]], [3, 0, 0])
+
+
 def test_without_corrector_steps_it_is_maskgit():
   rec = Recorder(peak=5)
   kw = dict(mask_id=MASK, num_steps=4, choice_temperature=1.0)
