@@ -70,5 +70,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del c.loss.label_smoothing, c.critic
   c.sample = ml_collections.ConfigDict({
       "steps": steps_list, "temperature": 1.0, "choice_temperature": 4.5,
-      "guidance_scale": c.sample.guidance_scale, "schedule": "cosine", "seed": 0})
+      "guidance_scale": c.sample.guidance_scale, "schedule": "cosine", "commit": "depth",
+      "seed": 0})
   return c

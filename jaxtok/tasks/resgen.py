@@ -43,7 +43,7 @@ DEFAULTS = {
               "dropout": 0.0, "num_mixtures": 8},
     "loss": {"schedule": "cosine"},
     "sample": {"steps": (8, 16), "temperature": 1.0, "choice_temperature": 4.5,
-               "guidance_scale": 1.0, "schedule": "cosine", "seed": 0},
+               "guidance_scale": 1.0, "schedule": "cosine", "commit": "depth", "seed": 0},
     "report": GENERATOR_DEFAULTS["report"],
     "classifier": GENERATOR_DEFAULTS["classifier"],
 }
@@ -126,7 +126,7 @@ def make_task(config) -> Task:
     return resgen_sample(rng, mog_fn, codebooks, labels.shape[0], n, num_steps=num_steps,
                          temperature=sample_cfg.temperature,
                          choice_temperature=sample_cfg.choice_temperature,
-                         schedule=sample_cfg.schedule)
+                         schedule=sample_cfg.schedule, commit=sample_cfg.commit)
 
   decode = jax.jit(lambda codes: tok_model.apply(tok_vars, codes.reshape(-1, h, w, depth),
                                                  method="decode"))
