@@ -204,8 +204,18 @@ def make_task(config) -> Task:
     return TrainState.create(params=jax.tree.map(jnp.asarray, tok_vars["params"]), tx=tx,
                              rng=jax.random.PRNGKey(config.seed), extra=extra)
 
+  def images_and_labels(batch):
+    if "image" not in batch or "label" not in batch:
+      raise ValueError(f"post-training needs batches with 'image' and 'label' (the generator's "
+                       f"class); got {sorted(batch)}")
+    x = batch["image"]
+    if x.ndim != 4 or x.shape[1:3] != (size, size):
+      raise ValueError(f"batch['image'] must be [B, {size}, {size}, C] (data.image_size); got "
+                       f"{x.shape}")
+    return to_float(x), batch["label"].astype(jnp.int32)
+
   def train_step(state, batch):
-    x, labels = to_float(batch["image"]), batch["label"].astype(jnp.int32)
+    x, labels = images_and_labels(batch)
     tokens, _ = forced_tokens(state.step_rng(), state.extra["generator"], x, labels)
     tokens = jax.lax.stop_gradient(tokens)
 
@@ -215,7 +225,7 @@ def make_task(config) -> Task:
     return supervised_step(state, loss_fn)
 
   def eval_step(state, batch):
-    x, labels = to_float(batch["image"]), batch["label"].astype(jnp.int32)
+    x, labels = images_and_labels(batch)
     rng = jax.random.PRNGKey(config.seed + int(rep_cfg.forced_seed))  # the same maps each eval
     tokens, real = forced_tokens(rng, state.extra["generator"], x, labels)
     w = batch["mask"].astype(jnp.float32) if "mask" in batch else jnp.ones(x.shape[0])

@@ -77,6 +77,12 @@ def test_only_the_decoder_moves_and_reencode_feeds_encoder_tokens(runs, shared_d
   moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), before["decoder"],
                        after["decoder"])
   assert max(jax.tree.leaves(moved)) > 0, "the decoder did not train"
+  with pytest.raises(ValueError, match="'image' and 'label'") as e:
+    task.train_step(state, {"image": batch["image"]})
+  assert "['image']" in str(e.value)
+  with pytest.raises(ValueError, match=r"\[B, 32, 32, C\]") as e:
+    task.train_step(state, {"image": batch["image"][:, :16], "label": batch["label"]})
+  assert "(8, 16, 32, 3)" in str(e.value)
 
 
 def test_post_train_smoke_through_main(runs, shared_data_dir, tmp_path):
