@@ -137,15 +137,25 @@ class CausalLM(nn.Module):
 
   def __call__(
       self,
-      tokens: jnp.ndarray,  # int [B, T]
+      tokens: jnp.ndarray | None,  # int [B, T]; None when `embeddings` are given
       positions: jnp.ndarray | None = None,  # int [B, T]; default arange (+ cache index)
       kv_mask: jnp.ndarray | None = None,  # bool [B, S]: real key slots (S = T, or cache length)
       decode: bool = False,
       mask: jnp.ndarray | None = None,  # bool [B|1, 1, T, T] in decode: which new tokens each sees
+      embeddings: jnp.ndarray | None = None,  # float [B, T, M]: inputs instead of tokens
   ) -> jnp.ndarray:  # float32 [B, T, V]
-    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
-      raise ValueError(f"CausalLM wants integer tokens [B, T], got {tokens.dtype}{tokens.shape}")
-    x = self.embed(tokens)  # [B, T, M]
+    # `embeddings` feeds points of the embedding space that are no token's row: Soft Thinking's
+    # probability-weighted mixtures (jaxtok/rl/soft_thinking.py).
+    if embeddings is not None:
+      if embeddings.ndim != 3 or embeddings.shape[-1] != self.dim:
+        raise ValueError(f"CausalLM embeddings must be [B, T, {self.dim}], got "
+                         f"{embeddings.shape}")
+      x = embeddings.astype(self.dtype)
+    elif tokens is None or tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+      got = None if tokens is None else f"{tokens.dtype}{tokens.shape}"
+      raise ValueError(f"CausalLM wants integer tokens [B, T] (or embeddings), got {got}")
+    else:
+      x = self.embed(tokens)  # [B, T, M]
     x = self.transformer(x, positions=positions, mask=mask, kv_mask=kv_mask, decode=decode)
     logits = self.embed.attend(x) if self.tie_embeddings else self.lm_head(x)
     return logits.astype(jnp.float32)
