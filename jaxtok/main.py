@@ -88,6 +88,7 @@ def run(config, workdir: str, mode: str = "train", *, shared_workdir: bool = Fal
   paths.makedirs(workdir)
   if mode == "train":
     with workdir_lib.lease(workdir):
+      workdir_lib.record_config(workdir, config.to_json_best_effort(indent=2, sort_keys=True))
       return loop.train(config, workdir, task)
   if mode == "eval":
     return loop.run_eval(config, workdir, task)

@@ -99,6 +99,10 @@ def test_smoke_run_end_to_end(baseline):
   assert sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
                 if d.isdigit()) == [20, 30]  # keep_checkpoints=2
   assert "steps/s" in p.stdout and "ETA" in p.stdout
+  # The resolved config (file defaults plus overrides) is kept with the run.
+  with open(os.path.join(workdir, "config.json")) as f:
+    saved = json.load(f)
+  assert saved["task"] == "tokenizer" and saved["num_steps"] == 30
 
 
 def test_eval_mode_reports_psnr_and_usage(baseline, shared_data_dir):

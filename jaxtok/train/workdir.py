@@ -103,3 +103,34 @@ def lease(workdir: str) -> Iterator[None]:
     thread.join(timeout=5)
     with contextlib.suppress(OSError):
       paths.path(lease_path).unlink()
+
+
+CONFIG_FILE = "config.json"
+
+
+def record_config(workdir: str, config_json: str) -> str | None:
+  """Writes the resolved config of a training run to ``<workdir>/config.json`` (process 0).
+
+  A run is only reproducible from what it actually ran with: the config file's defaults may
+  change later and ``--config.*`` overrides live only in a shell history. A resumed run with a
+  different config keeps the earlier one as ``config.<k>.json`` (k = 1, 2, ...) before writing
+  its own, so every setting a workdir's checkpoints saw is still there. Returns the path of the
+  set-aside file, if any.
+  """
+  if jax.process_index() != 0:
+    return None
+  target = paths.join(workdir, CONFIG_FILE)
+  kept = None
+  if paths.exists(target):
+    old = paths.read_text(target)
+    if old == config_json:
+      return None
+    k = 1
+    while paths.exists(paths.join(workdir, f"config.{k}.json")):
+      k += 1
+    kept = paths.join(workdir, f"config.{k}.json")
+    paths.write_text(kept, old)
+    logging.warning("%s: the config differs from the one this workdir was run with; the old one "
+                    "is kept as %s", workdir, kept)
+  paths.write_text(target, config_json)
+  return kept

@@ -113,3 +113,19 @@ def read_events(data: bytes):
     out.append(event)
     i += 12 + n + 4
   return out
+
+
+def test_record_config_writes_the_resolved_config_and_keeps_a_changed_one(tmp_path):
+  workdir = str(tmp_path)
+  first = json.dumps({"num_steps": 10, "optimizer": {"lr": 1e-3}})
+  assert wd.record_config(workdir, first) is None
+  assert json.loads((tmp_path / wd.CONFIG_FILE).read_text())["optimizer"]["lr"] == 1e-3
+  assert wd.record_config(workdir, first) is None  # a plain resume: nothing set aside
+  assert not (tmp_path / "config.1.json").exists()
+  second = json.dumps({"num_steps": 20, "optimizer": {"lr": 1e-3}})
+  kept = wd.record_config(workdir, second)
+  assert kept.endswith("config.1.json")
+  assert json.loads((tmp_path / "config.1.json").read_text())["num_steps"] == 10
+  assert json.loads((tmp_path / wd.CONFIG_FILE).read_text())["num_steps"] == 20
+  wd.record_config(workdir, first)
+  assert json.loads((tmp_path / "config.2.json").read_text())["num_steps"] == 20
