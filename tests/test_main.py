@@ -115,6 +115,8 @@ def test_eval_mode_reports_psnr_and_usage(baseline, shared_data_dir):
   assert 0 < res["test/codebook_usage"] <= 1
   assert res["test/codebook_usage"] == pytest.approx(metrics(workdir)[-1]["test/codebook_usage"])
   assert "test/psnr" in p.stdout
+  # Restoring reads the tree metadata without orbax's warning about a missing file.
+  assert "resumed from" in p.stderr and "Metadata file does not exist" not in p.stderr
 
 
 def test_eval_without_checkpoint_fails_clearly(tmp_path, shared_data_dir):

@@ -90,7 +90,10 @@ class Checkpointer:
     target = _abstract(state_shapes, shardings)
     for s in steps:
       try:
-        stored = ocp.StandardCheckpointer().metadata(self.directory / str(s) / "state")
+        # The handler reads the item's tree metadata; a StandardCheckpointer would also look for
+        # a checkpoint-level metadata file inside the item directory (the manager writes it one
+        # level up) and warn "Metadata file does not exist" on every restore.
+        stored = ocp.StandardCheckpointHandler().metadata(self.directory / str(s) / "state")
         stored = getattr(stored, "item_metadata", stored)
         stored = getattr(stored, "tree", stored)
       except Exception as e:  # noqa: BLE001 -- unreadable metadata: a corrupt checkpoint
