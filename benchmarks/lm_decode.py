@@ -1,6 +1,7 @@
 """Greedy decode throughput of SmolLM2-135M: jaxtok vs the memory-bandwidth bound vs transformers.
 
-  python benchmarks/lm_decode.py [--new_tokens=64] [--batches=1,8] [--dtypes=float32,bfloat16]
+  python benchmarks/lm_decode.py [--new_tokens=64] [--batches=1,8]
+      [--dtypes=float32,bfloat16,int8]
 
 At small batch, decoding is bound by reading the weights once per step: a step reads every
 parameter (the tied embedding doubles as the output head) plus the KV cache, so
@@ -10,12 +11,16 @@ jitted matvec over a 512 MiB float32 array, re-measured between each row's timed
 speed is (N2 - N1) * batch / (t(N2) - t(N1)) from two generation lengths, which removes prefill
 and dispatch; every time is the best of ``--repeats`` runs. The baseline is transformers'
 ``generate`` (torch, CPU, greedy) on the same dequantized GGUF weights when transformers and torch
-are installed.
+are installed. The ``int8`` rows are W8A8 (``jaxtok/nn/int8.py``: int8 weights per output
+channel, activations quantised per token) against torch's dynamic quantisation of every Linear
+(the same scheme); their bound counts the int8 weights and float32 scales, and the float32 KV
+cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -27,7 +32,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.machine import describe  # noqa: E402
 from jaxtok.generators.causal_lm import CausalLM, count_params, init_cache  # noqa: E402
-from jaxtok.generators.samplers.autoregressive import ModelStep, generate  # noqa: E402
+from jaxtok.generators.samplers.autoregressive import Int8ModelStep, ModelStep, generate  # noqa: E402
+from jaxtok.nn import int8  # noqa: E402
 from jaxtok.pretrained import load_pretrained_lm  # noqa: E402
 
 
@@ -61,17 +67,24 @@ def read_bandwidth(nbytes: int = 512 << 20) -> tuple[dict[str, float], object]:
 
 
 def jaxtok_decode(lm, dtype: str, batch: int, prompt_len: int, n1: int, n2: int,
-                  repeats: int, matvec_bw) -> tuple[float, float]:
-  """(decode tokens/s of jaxtok's jitted while-loop generation, best read bandwidth seen).
+                  repeats: int, matvec_bw) -> tuple[float, float, int]:
+  """(decode tokens/s of jaxtok's jitted while-loop generation, best read bandwidth seen,
+  bytes of the weights one step reads).
 
   Bandwidth and the two generation lengths are timed in turn, ``repeats`` times, and the best of
-  each is kept: on a shared machine both then come from its quietest moments.
+  each is kept: on a shared machine both then come from its quietest moments. ``int8``: W8A8
+  (jaxtok/nn/int8.py), float32 elsewhere.
   """
-  model = CausalLM.from_config(lm.config, dtype=dtype)
-  params = jax.tree.map(lambda x: jnp.asarray(x, model.dtype), lm.params)
   prompt = jax.random.randint(jax.random.key(0), (batch, prompt_len), 100, 20000)
   mask = jnp.ones_like(prompt, bool)
-  step = ModelStep(model)
+  if dtype == "int8":
+    model = CausalLM.from_config(lm.config)
+    params = int8.quantize(model, lm.params, prompt)
+    step = Int8ModelStep(model)
+  else:
+    model = CausalLM.from_config(lm.config, dtype=dtype)
+    params = jax.tree.map(lambda x: jnp.asarray(x, model.dtype), lm.params)
+    step = ModelStep(model)
 
   def run(n):
     cache = init_cache(model, batch, prompt_len + n)
@@ -85,12 +98,18 @@ def jaxtok_decode(lm, dtype: str, batch: int, prompt_len: int, n1: int, n2: int,
     bw = max(bw or 0.0, matvec_bw())
     t1 = min(t1 or float("inf"), best_time(lambda: run(n1), 1))
     t2 = min(t2 or float("inf"), best_time(lambda: run(n2), 1))
-  return batch * (n2 - n1) / (t2 - t1), bw
+  return batch * (n2 - n1) / (t2 - t1), bw, int8.nbytes(params)
 
 
 def torch_decode(hf_model, torch, dtype: str, batch: int, prompt_len: int, n1: int, n2: int,
                  repeats: int) -> float:
-  model = hf_model.to(getattr(torch, dtype))
+  """transformers' greedy ``generate``; ``int8``: torch's dynamic quantisation of every Linear
+  (int8 weights, activations quantised per token at run time: W8A8 like jaxtok's)."""
+  if dtype == "int8":
+    model = torch.ao.quantization.quantize_dynamic(
+        copy.deepcopy(hf_model.to(torch.float32)), {torch.nn.Linear}, dtype=torch.qint8)
+  else:
+    model = hf_model.to(getattr(torch, dtype))
   gen = torch.Generator().manual_seed(0)
   prompt = torch.randint(100, 20000, (batch, prompt_len), generator=gen)
   mask = torch.ones_like(prompt)
@@ -110,7 +129,7 @@ def main():
   parser.add_argument("--new_tokens", type=int, default=64, help="N2 - N1 decode steps timed")
   parser.add_argument("--prompt_len", type=int, default=16)
   parser.add_argument("--batches", default="1,8")
-  parser.add_argument("--dtypes", default="float32,bfloat16")
+  parser.add_argument("--dtypes", default="float32,bfloat16,int8")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--no_torch", action="store_true", help="skip the transformers baseline")
   args = parser.parse_args()
@@ -156,14 +175,14 @@ def main():
   print(header)
   print("-" * len(header))
   for dtype in dtypes:
-    itemsize = jnp.dtype(dtype).itemsize
+    itemsize = 4 if dtype == "int8" else jnp.dtype(dtype).itemsize  # of the KV cache
     for batch in batches:
       kv_bytes = (2 * cfg.num_layers * batch * (args.prompt_len + n2) * cfg.num_kv_heads
                   * cfg.resolved_head_dim * itemsize)
-      ours, row_bw = jaxtok_decode(lm, dtype, batch, args.prompt_len, n1, n2, args.repeats,
-                                   matvec_bw)
+      ours, row_bw, weight_bytes = jaxtok_decode(lm, dtype, batch, args.prompt_len, n1, n2,
+                                                 args.repeats, matvec_bw)
       row_bw = max(row_bw, bandwidth)
-      bound = batch * row_bw / (n_params * itemsize + kv_bytes)
+      bound = batch * row_bw / (weight_bytes + kv_bytes)
       theirs = (torch_decode(hf_model, torch, dtype, batch, args.prompt_len, n1, n2,
                              args.repeats) if hf_model is not None else float("nan"))
       print(f"{dtype:9} {batch:5d} {row_bw / 1e9:5.1f} {ours:12.1f} {bound:11.1f} "

@@ -9,7 +9,8 @@ the perplexity exp(mean NLL) of ``config.eval_text_file``, by default
 1863, and the opening of Jane Austen's "Pride and Prejudice", 1813).
 
 Config fields (see ``configs/lm/smollm2.py``): ``model.variant`` (a ``LM_VARIANTS`` name),
-``model.pretrained`` (None, a ``PRETRAINED_LMS`` name or a path), ``dtype``, ``prompt``,
+``model.pretrained`` (None, a ``PRETRAINED_LMS`` name or a path), ``dtype`` (float32, bfloat16,
+or int8 for eval/sample: W8A8, jaxtok/nn/int8.py), ``prompt``,
 ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``eval_text_file``,
 ``eval_seq_len``, ``seed``, ``watermark`` (None, or ``key``/``gamma``/``delta`` of a KGW green-list
 watermark applied while sampling, whose z-test on the completion is reported: docs/rl_watermark.md),
@@ -31,7 +32,8 @@ import optax
 
 from jaxtok import paths
 from jaxtok.generators.causal_lm import DTYPES, CausalLM, init_cache, lm_config
-from jaxtok.generators.samplers.autoregressive import ModelStep, generate
+from jaxtok.generators.samplers.autoregressive import Int8ModelStep, ModelStep, generate
+from jaxtok.nn import int8
 from jaxtok.pretrained.chat import chatml
 from jaxtok.pretrained.lms import load_pretrained_lm
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
@@ -67,7 +69,10 @@ def next_token_loss(
 
 def check_options(config, *, needs_data: bool) -> None:
   """What the lm task reads, checked before any weights are loaded."""
-  check_choice("dtype", config.get("dtype", "float32"), sorted(DTYPES))
+  check_choice("dtype", config.get("dtype", "float32"), sorted(DTYPES) + ["int8"])
+  if config.get("dtype") == "int8" and needs_data:
+    raise UserError("config.dtype='int8' (W8A8, jaxtok/nn/int8.py) is for --mode=eval and "
+                    "--mode=sample; fine-tune in float32 or bfloat16")
   check_int("max_new_tokens", config.get("max_new_tokens", 64), 1)
   check_int("eval_seq_len", config.get("eval_seq_len", 1024), 1)
   temperature, top_k, top_p = (config.get("temperature", 0.0), config.get("top_k", 0),
@@ -118,10 +123,25 @@ def build(config) -> Task:
   wm_cfg = config.get("watermark")
   watermark = KGWWatermark(**{k: wm_cfg[k] for k in ("key", "gamma", "delta") if k in wm_cfg}) if (
       wm_cfg) else None  # built here: a bad gamma / delta / key fails before anything compiles
-  model = CausalLM.from_config(arch, dtype=dtype)
+  # int8: the float32 model, its dense layers run W8A8 on weights quantised when evaluated.
+  int8_mode = dtype == "int8"
+  model = CausalLM.from_config(arch, dtype="float32" if int8_mode else dtype)
   tx = optax.adamw(config.get("lr", 1e-4), weight_decay=config.get("weight_decay", 0.0)) if (
       needs_data) else optax.identity()
-  step_fn = ModelStep(model)
+  step_fn = Int8ModelStep(model) if int8_mode else ModelStep(model)
+
+  def variables_of(params):
+    """What ``model.apply`` and ``step_fn`` take: {'params'} or the int8 variables."""
+    params = nn.unbox(params)
+    if int8_mode:
+      return int8.quantize(model, params, jnp.zeros((1, 8), jnp.int32))
+    return {"params": params}
+
+  def forward(variables, tokens, **kwargs):
+    if int8_mode:
+      with int8.apply_int8():
+        return model.apply(variables, tokens, **kwargs)
+    return model.apply(variables, tokens, **kwargs)
 
   def init(rng: jax.Array, example_batch: Any = None) -> TrainState:
     del example_batch
@@ -136,8 +156,8 @@ def build(config) -> Task:
     if tokens.ndim != 2:
       raise ValueError(f"the lm task wants batch['tokens'] [B, T + 1], got {tokens.shape}")
     mask = batch.get("token_mask")
-    logits = model.apply({"params": params}, tokens[:, :-1],
-                         kv_mask=None if mask is None else mask[:, :-1])
+    variables = params if int8_mode else {"params": params}  # int8: already the variables
+    logits = forward(variables, tokens[:, :-1], kv_mask=None if mask is None else mask[:, :-1])
     return next_token_loss(logits, tokens, mask, batch.get("mask"))
 
   def train_step(state: TrainState, batch):
@@ -148,7 +168,8 @@ def build(config) -> Task:
     return {"loss": loss, "perplexity": jnp.exp(loss), "accuracy": aux["accuracy"]}
 
   def sample(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
-    params = nn.unbox(state.params)
+    variables = variables_of(state.params)
+    params = variables if int8_mode else variables["params"]
     prompt = config.get("prompt", "The capital of France is")
     text = chatml(prompt) if chat else prompt
     n = int(config.get("max_new_tokens", 64))
@@ -199,7 +220,8 @@ def build(config) -> Task:
                       "at least 2")
     # Non-overlapping windows of eval_seq_len targets; the last one is right-padded and masked.
     window = min(int(config.get("eval_seq_len", 1024)), arch.max_len - 1)
-    params = nn.unbox(state.params)
+    variables = variables_of(state.params)
+    params = variables if int8_mode else variables["params"]
     total, count = 0.0, 0.0
     for start in range(0, len(ids) - 1, window):
       chunk = ids[start:start + window + 1]

@@ -106,3 +106,23 @@ def test_watermarked_sampling_reports_the_detectors_z():
   assert results[0.0]["green_fraction"] < 1.0  # a random model's text is not all green
   with pytest.raises(ValueError, match="delta must be >= 0"):
     build(_watermark_config("smoke,delta=-1"))
+
+
+def test_int8_eval_and_sample_follow_the_float32_model(tmp_path):
+  # dtype=int8 quantises the weights when evaluating (W8A8, jaxtok/nn/int8.py): the perplexity
+  # of the same state moves little, and fine-tuning in int8 is refused with a clear message.
+  f32 = build(smollm2_config("smoke"))
+  config = smollm2_config("smoke")
+  config.dtype = "int8"
+  q = build(config)
+  state = f32.init(jax.random.key(0))
+  # Sharpen the random model so its perplexity is far from uniform: int8 must keep that.
+  state = state.replace(params=jax.tree.map(lambda x: x * 4.0, state.params))
+  ref, got = f32.evaluate(state)["perplexity"], q.evaluate(state)["perplexity"]
+  assert abs(np.log(ref / 384)) > 1 and abs(np.log(got / ref)) < 0.05, (ref, got)
+  out = q.sample(state, str(tmp_path))
+  assert 0 < out["tokens_generated"] <= config.max_new_tokens
+  bad = smollm2_config("smoke,finetune")
+  bad.dtype = "int8"
+  with pytest.raises(Exception, match="int8"):
+    build(bad)

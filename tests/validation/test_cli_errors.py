@@ -104,7 +104,7 @@ def rows(tmp):
        f"config.init_from='{tmp}/no_run': no such run directory or checkpoint"),
       # Values the tasks check.
       ("dtype", [f"{LM}:smoke", "--mode=sample", "--config.dtype=float33"],
-       "config.dtype='float33': valid values: 'bfloat16', 'float32'"),
+       "config.dtype='float33': valid values: 'bfloat16', 'float32', 'int8'"),
       ("top_p", [f"{LM}:smoke", "--mode=sample", "--config.top_p=0.0"],
        "config.temperature=0.0, top_k=0, top_p=0.0: need temperature >= 0 (0 = greedy), top_k >= "
        "0 (0 = off), 0 < top_p <= 1"),

@@ -34,6 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtok.nn import int8
+
 StepFn = Callable[..., tuple[jnp.ndarray, Any]]
 
 
@@ -47,6 +49,21 @@ class ModelStep:
     logits, mutated = self.model.apply(
         {"params": params, "cache": cache}, tokens, positions=positions, kv_mask=kv_mask,
         decode=True, mutable=["cache"])
+    return logits, mutated["cache"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8ModelStep:
+  """:class:`ModelStep` for int8 variables (``jaxtok.nn.int8.quantize``): ``params`` is the
+  ``{'params', 'int8_scales'}`` dict, and the model's dense layers compute in int8 (W8A8)."""
+
+  model: nn.Module
+
+  def __call__(self, params, cache, tokens, positions, kv_mask):
+    with int8.apply_int8():  # the interceptor acts while the step is traced
+      logits, mutated = self.model.apply(
+          {**params, "cache": cache}, tokens, positions=positions, kv_mask=kv_mask,
+          decode=True, mutable=["cache"])
     return logits, mutated["cache"]
 
 
