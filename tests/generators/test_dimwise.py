@@ -163,3 +163,4 @@ def test_channel_ar_learns_correlated_channels_the_factorised_head_cannot():
     assert marg.min() > 0.15 * marg.sum()
   assert agree_ar > 0.9
   assert agree_fac < 0.45  # independent uniform channels agree 1/4 of the time
+
