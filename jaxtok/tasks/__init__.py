@@ -4,6 +4,7 @@ from jaxtok.tasks import (  # noqa: F401
   any_subset,
   audio,
   distill,
+  ecar,
   generator,
   layout,
   lm,
