@@ -60,8 +60,11 @@ def test_codebooks_requantise_the_tokenizers_latents_into_its_codes(rvq_tokenize
                                   num_epochs=1, data_dir=shared_data_dir, image_size=32)))
   z = model.apply(variables, to_float(batch["image"]), method="encode_latents")  # [16, 8, 8, 8]
   codes, _ = requantize(books, z.reshape(16, 64, 8), jnp.zeros((16, 64), jnp.int32))
-  np.testing.assert_array_equal(np.asarray(codes).reshape(16, 8, 8, 2),
-                                cache.codes[batch["index"]])
+  # The cache was encoded in other batch shapes, so a latent almost equidistant from two
+  # codewords may round to the other one (CI saw 1 code of 2048 differ); wrong codebooks or a
+  # wrong residual order would disagree almost everywhere.
+  agree = np.mean(np.asarray(codes).reshape(16, 8, 8, 2) == cache.codes[batch["index"]])
+  assert agree > 0.99, agree
   with pytest.raises(ValueError, match="residual-VQ tokenizer with 2 levels"):
     resgen.rvq_codebooks(type("Tok", (), {"quantizer": FSQ(levels=(8, 5))})(), variables, 2)
 
