@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.machine import describe  # noqa: E402
 from jaxtok.generators.causal_lm import CausalLM, count_params, init_cache  # noqa: E402
-from jaxtok.generators.samplers.autoregressive import Int8ModelStep, ModelStep, generate  # noqa: E402
+from jaxtok.generators.samplers.autoregressive import ModelStep, generate  # noqa: E402
 from jaxtok.nn import int8  # noqa: E402
 from jaxtok.pretrained import load_pretrained_lm  # noqa: E402
 
@@ -80,7 +80,7 @@ def jaxtok_decode(lm, dtype: str, batch: int, prompt_len: int, n1: int, n2: int,
   if dtype == "int8":
     model = CausalLM.from_config(lm.config)
     params = int8.quantize(model, lm.params, prompt)
-    step = Int8ModelStep(model)
+    step = ModelStep(model, int8=True)
   else:
     model = CausalLM.from_config(lm.config, dtype=dtype)
     params = jax.tree.map(lambda x: jnp.asarray(x, model.dtype), lm.params)

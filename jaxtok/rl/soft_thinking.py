@@ -152,11 +152,13 @@ def _soft_generate(rng, embed_step, params, table, cache, prompt, prompt_mask, *
     token = jnp.where(s["thinking"] & ends, think_end,
                       jnp.where(is_soft, top, hard))
     token = jnp.where(s["done"], pad_id, token)
-    concept = w @ table.astype(jnp.float32)  # [B, M]
-    if noise_std > 0:
-      concept = concept + noise_std * jax.random.normal(jax.random.fold_in(key, 1),
-                                                        concept.shape)
-    inputs = jnp.where(is_soft[:, None], concept, table[token].astype(jnp.float32))
+    inputs = table[token].astype(jnp.float32)
+    if soft:  # the [B, V] x [V, M] mixture only where it can be used
+      concept = w @ table.astype(jnp.float32)  # [B, M]
+      if noise_std > 0:
+        concept = concept + noise_std * jax.random.normal(jax.random.fold_in(key, 1),
+                                                          concept.shape)
+      inputs = jnp.where(is_soft[:, None], concept, inputs)
     answering = ~s["thinking"] & ~s["done"]
     done = s["done"] | (answering & jnp.isin(token, stops))
     return dict(

@@ -32,7 +32,7 @@ import optax
 
 from jaxtok import paths
 from jaxtok.generators.causal_lm import DTYPES, CausalLM, init_cache, lm_config
-from jaxtok.generators.samplers.autoregressive import Int8ModelStep, ModelStep, generate
+from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.nn import int8
 from jaxtok.pretrained.chat import chatml
 from jaxtok.pretrained.lms import load_pretrained_lm
@@ -128,7 +128,7 @@ def build(config) -> Task:
   model = CausalLM.from_config(arch, dtype="float32" if int8_mode else dtype)
   tx = optax.adamw(config.get("lr", 1e-4), weight_decay=config.get("weight_decay", 0.0)) if (
       needs_data) else optax.identity()
-  step_fn = Int8ModelStep(model) if int8_mode else ModelStep(model)
+  step_fn = ModelStep(model, int8=True) if int8_mode else ModelStep(model)
 
   def variables_of(params):
     """What ``model.apply`` and ``step_fn`` take: {'params'} or the int8 variables."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxtok.generators.causal_lm import CausalLM, LMConfig, init_cache
-from jaxtok.generators.samplers.autoregressive import Int8ModelStep, generate
+from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.nn import int8
 
 
@@ -76,7 +76,7 @@ def test_cached_int8_decoding_matches_the_int8_full_forward():
   model = CausalLM.from_config(cfg)
   prompt = jax.random.randint(jax.random.key(5), (2, 6), 0, 61)
   variables = int8.quantize(model, model.init(jax.random.key(6), prompt)["params"], prompt)
-  tokens, _ = generate(jax.random.key(0), Int8ModelStep(model), variables,
+  tokens, _ = generate(jax.random.key(0), ModelStep(model, int8=True), variables,
                        init_cache(model, 2, 12), prompt, jnp.ones_like(prompt, bool),
                        max_new_tokens=6, greedy=True)
   with int8.apply_int8():  # activations are quantised per token, so the two agree

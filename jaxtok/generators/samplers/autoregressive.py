@@ -25,6 +25,7 @@ mass reaches p), then a categorical draw; or argmax when ``greedy``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
@@ -41,29 +42,20 @@ StepFn = Callable[..., tuple[jnp.ndarray, Any]]
 
 @dataclasses.dataclass(frozen=True)
 class ModelStep:
-  """Adapts a Flax LM with a ``'cache'`` collection to the step-function contract (hashable)."""
+  """Adapts a Flax LM with a ``'cache'`` collection to the step-function contract (hashable).
+
+  ``int8``: ``params`` is the ``{'params', 'int8_scales'}`` dict of ``jaxtok.nn.int8.quantize``
+  and the model's dense layers compute in int8 (W8A8) while the step is traced."""
 
   model: nn.Module
+  int8: bool = False
 
   def __call__(self, params, cache, tokens, positions, kv_mask):
-    logits, mutated = self.model.apply(
-        {"params": params, "cache": cache}, tokens, positions=positions, kv_mask=kv_mask,
-        decode=True, mutable=["cache"])
-    return logits, mutated["cache"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Int8ModelStep:
-  """:class:`ModelStep` for int8 variables (``jaxtok.nn.int8.quantize``): ``params`` is the
-  ``{'params', 'int8_scales'}`` dict, and the model's dense layers compute in int8 (W8A8)."""
-
-  model: nn.Module
-
-  def __call__(self, params, cache, tokens, positions, kv_mask):
-    with int8.apply_int8():  # the interceptor acts while the step is traced
+    variables = {**params, "cache": cache} if self.int8 else {"params": params, "cache": cache}
+    with int8.apply_int8() if self.int8 else contextlib.nullcontext():
       logits, mutated = self.model.apply(
-          {**params, "cache": cache}, tokens, positions=positions, kv_mask=kv_mask,
-          decode=True, mutable=["cache"])
+          variables, tokens, positions=positions, kv_mask=kv_mask, decode=True,
+          mutable=["cache"])
     return logits, mutated["cache"]
 
 
