@@ -9,7 +9,10 @@
 16x16 grid of a 1024-code VQ with L2 + perceptual + hinge GAN with LeCAM and an EMA of the weights.
 Arguments: ``smoke``, ``imagenet``, ``tokens=64|16``, ``steps=N``, ``seed=S``, ``gan`` (switch the
 adversarial loss on at 32 px, from half-way), ``depth=D`` (D >= 1: a residual VQ of D levels,
-codes [B, h, w, D], as ResGen's generator needs; 0, the default: one VQ).
+codes [B, h, w, D], as ResGen's generator needs; 0, the default: one VQ), ``gq=L`` (L >= 2: no VQ
+but a continuous 16-channel latent binned per channel into L Gaussian quantiles after the fact,
+TokenBridge's post-training quantisation: codes [B, h, w, 16], as CubiD's and TokenBridge's
+generators need, configs/generators/digits_cubid.py).
 """
 
 import ml_collections
@@ -21,7 +24,8 @@ GRIDS = {64: (1, 2, 2), 16: (1, 2, 2, 2)}  # 32 px -> 8x8 or 4x4 cells
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, imagenet=False, steps=0, seed=0, tokens=64, gan=False, depth=0)
+  a = parse_arg(arg, smoke=False, imagenet=False, steps=0, seed=0, tokens=64, gan=False, depth=0,
+                gq=0)
   if a.tokens not in GRIDS:
     raise ValueError(f"tokens must be one of {sorted(GRIDS)} at 32 px; got {a.tokens}")
   if a.depth < 0:
@@ -38,6 +42,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "commitment_weight": 0.25, "kmeans_init": True, "dead_code_threshold": 0.1})
   if a.depth:
     c.model.quantizer.update(name="rvq", num_levels=a.depth)
+  if a.gq:
+    if a.gq < 2 or a.depth:
+      raise ValueError(f"gq (Gaussian-quantile levels) must be >= 2 and exclude depth; got {a.gq}")
+    # scripts/studies/cubid_tokenbridge.py's AE: 16 channels, latent noise 0.05, L2 1e-4, no VQ
+    c.model.latent_dim = 16
+    c.model.quantizer = ml_collections.ConfigDict({
+        "name": "gaussian_quantile", "dim": 16, "levels": a.gq, "noise": 0.05, "l2": 1e-4})
   if a.smoke or a.gan:  # the adversarial part of the recipe (smoke: from step 1)
     if not a.smoke:  # (the perceptual loss costs 15 s of compile: tested on its own)
       c.loss.perceptual = 0.1

@@ -5,7 +5,8 @@
     q = QUANTIZERS.get("fsq")(levels=(8, 5, 5, 5))
 
 Not in the registry (not trained modules): :class:`GaussianQuantizer` (post-training
-Gaussian-quantile scalar quantization) and the latent perturbation functions.
+Gaussian-quantile scalar quantization, which the registered ``gaussian_quantile`` bottleneck
+wraps) and the latent perturbation functions.
 """
 
 from jaxtok.quantizers.base import STATS, QuantizerOutput
@@ -14,6 +15,7 @@ from jaxtok.quantizers.bsq import BSQ
 from jaxtok.quantizers.fsq import FSQ
 from jaxtok.quantizers.gaussian_quantile import GaussianQuantizer, gaussian_bins
 from jaxtok.quantizers.grouped import GroupedVQ
+from jaxtok.quantizers.latent_gaussian import LatentGaussianQuantizer
 from jaxtok.quantizers.lfq import LFQ
 from jaxtok.quantizers.perturbation import codebook_neighbors, perturb_codes
 from jaxtok.quantizers.residual import ResidualVQ
@@ -30,6 +32,7 @@ QUANTIZERS.register("lfq", LFQ)
 QUANTIZERS.register("bsq", BSQ)
 QUANTIZERS.register("binary", BinaryQuantizer)
 QUANTIZERS.register("simvq", SimVQ)
+QUANTIZERS.register("gaussian_quantile", LatentGaussianQuantizer)  # continuous, binned after
 
 __all__ = [
     "BSQ",
@@ -40,6 +43,7 @@ __all__ = [
     "BinaryQuantizer",
     "GaussianQuantizer",
     "GroupedVQ",
+    "LatentGaussianQuantizer",
     "QuantizerOutput",
     "ResidualVQ",
     "SimVQ",

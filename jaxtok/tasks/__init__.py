@@ -3,6 +3,7 @@
 from jaxtok.tasks import (  # noqa: F401
   any_subset,
   audio,
+  dimwise,
   distill,
   ecar,
   generator,
