@@ -217,14 +217,20 @@ def ecar_loss(rng: jax.Array, model: ECAR, params, images: jnp.ndarray, labels: 
 
 
 def ecar_sample(rng: jax.Array, model: ECAR, params, labels: jnp.ndarray,
-                steps: tuple[int, ...]):
+                steps: tuple[int, ...], *, forced=None, from_stage: int = 0):
   """Euler over each stage's window with ``steps[k]`` head calls, re-noising between stages.
 
+  ``forced`` (the :func:`stage_targets` of real images) with ``from_stage`` j > 0 starts at stage
+  j from the real images' start point, with the real backbone inputs of stages <= j: sampling
+  teacher-forced on the coarse stages, to tell error built up across stages from a weak stage.
   Returns (images [B, S, S, C], :func:`sample_cost`).
   """
   if len(steps) != model.stages or min(steps) < 1:
     raise ValueError(f"steps must give >= 1 Euler step for each of the {model.stages} stages; "
                      f"got {steps}")
+  if not 0 <= from_stage < model.stages or (from_stage and forced is None):
+    raise ValueError(f"from_stage must be in [0, {model.stages}) and > 0 only with forced "
+                     f"stage targets; got {from_stage}")
   sizes = stage_sizes(model.size, model.stages, model.patch)
   windows = stage_windows(model.stages)
   lengths = [(s // model.patch) ** 2 for s in sizes]
@@ -233,9 +239,15 @@ def ecar_sample(rng: jax.Array, model: ECAR, params, labels: jnp.ndarray,
   inputs = jnp.zeros((b, sum(lengths), token))
   rng, k0 = jax.random.split(rng)
   x = jax.random.normal(k0, (b, sizes[0], sizes[0], model.channels))
-  offset = 0
-  for k, ((a, e), n) in enumerate(zip(windows, lengths)):
-    if k:
+  if from_stage:
+    for k in range(1, from_stage + 1):
+      start = sum(lengths[:k])
+      inputs = inputs.at[:, start:start + lengths[k]].set(patchify(forced[k][0], model.patch))
+    x = forced[from_stage][1]
+  offset = sum(lengths[:from_stage])
+  for k in range(from_stage, model.stages):
+    (a, e), n = windows[k], lengths[k]
+    if k > from_stage:
       rng, k_n = jax.random.split(rng)
       inputs = inputs.at[:, offset:offset + n].set(patchify(upsample(x), model.patch))
       x = renoise(k_n, x, windows[k - 1][1])
@@ -243,7 +255,6 @@ def ecar_sample(rng: jax.Array, model: ECAR, params, labels: jnp.ndarray,
     cond = cond[:, offset:offset + n]
     tok = patchify(x, model.patch)
     dt = (e - a) / steps[k]
-
     for i in range(steps[k]):  # unrolled: XLA's cost analysis counts a loop body once
       t = jnp.full(tok.shape[:2], a + i * dt)
       tok = tok + dt * model.apply({"params": params}, tok, t, cond, method="velocity")

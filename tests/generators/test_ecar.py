@@ -143,3 +143,26 @@ def test_sampler_counts_head_calls_and_runs_each_window(stages, steps, token_nfe
   assert calls.count("velocity") == sum(steps)
   with pytest.raises(ValueError, match="each of the"):
     ecar_sample(jax.random.PRNGKey(2), model, params, labels, steps + (1,))
+
+
+def test_teacher_forced_sampling_starts_from_the_real_images_stage():
+  """The head's output layer starts at zero, so an untrained model moves nothing: sampling from
+  the last stage returns the real images' start point of that stage, and from the stage before
+  it that point re-noised with the sampler's key; without forced targets it is refused."""
+  model = ECAR(size=16, stages=3, dim=16, num_layers=1, num_heads=2, mlp_dim=32, head_width=16,
+               head_depth=1)
+  n = 1 + 4 + 16
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((2, n, 16)), jnp.zeros(2, jnp.int32),
+                      jnp.zeros((2, n, 16)), jnp.zeros((2, n)))["params"]
+  images = jax.random.uniform(jax.random.PRNGKey(1), (2, 16, 16, 1), minval=-0.3, maxval=0.3)
+  forced = stage_targets(jax.random.PRNGKey(2), images, 3)
+  labels = jnp.array([3, 4])
+  last, _ = ecar_sample(jax.random.PRNGKey(5), model, params, labels, (2, 2, 2), forced=forced,
+                        from_stage=2)
+  np.testing.assert_allclose(last, jnp.clip(forced[2][1], -1, 1), atol=1e-6)
+  mid, _ = ecar_sample(jax.random.PRNGKey(5), model, params, labels, (2, 2, 2), forced=forced,
+                       from_stage=1)
+  k_n = jax.random.split(jax.random.split(jax.random.PRNGKey(5))[0])[1]
+  np.testing.assert_allclose(mid, jnp.clip(renoise(k_n, forced[1][1], 2 / 3), -1, 1), atol=1e-6)
+  with pytest.raises(ValueError, match="forced"):
+    ecar_sample(jax.random.PRNGKey(5), model, params, labels, (2, 2, 2), from_stage=1)
