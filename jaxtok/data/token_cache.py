@@ -52,13 +52,16 @@ TABLES = (CACHE_FILE, LABELS_FILE, PRESENT_FILE)
 class TokenCache:
   """The cached tokens of one data set under one tokenizer checkpoint."""
 
-  codes: np.ndarray  # int32 [R, h, w] or [R, h, w, D] (read-only memory map from disk)
+  codes: np.ndarray  # int32 [R, h, w], [R, h, w, D] or 1D tokens [R, K] (read-only memory map)
   labels: np.ndarray  # int32 [R]
   present: np.ndarray  # bool [R]
   meta: dict[str, Any]
 
   @property
   def grid(self) -> tuple[int, int]:
+    if self.codes.ndim < 3:
+      raise ValueError(f"the cached codes {self.codes.shape[1:]} are a 1D token sequence "
+                       "(TiTok / FlexTok), not a grid: use a 1D-token generator")
     return tuple(self.codes.shape[1:3])
 
   @classmethod
@@ -74,8 +77,9 @@ class TokenCache:
     labels = np.load(os.path.join(directory, LABELS_FILE))
     present = np.load(os.path.join(directory, PRESENT_FILE))
     rows = (len(codes),)
-    # [R, h, w], or [R, h, w, D] for residual codes (D levels per cell; lookup flattens them)
-    if (codes.ndim not in (3, 4) or codes.dtype != np.int32 or labels.shape != rows
+    # [R, h, w], [R, h, w, D] for residual codes (D levels per cell; lookup flattens them), or
+    # [R, K] for a 1D tokenizer's sequence
+    if (codes.ndim not in (2, 3, 4) or codes.dtype != np.int32 or labels.shape != rows
         or present.shape != rows):
       raise ValueError(f"token cache {directory!r} is malformed: codes {codes.shape} "
                        f"{codes.dtype}, labels {labels.shape}, present {present.shape}")

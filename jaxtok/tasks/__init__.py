@@ -9,6 +9,7 @@ from jaxtok.tasks import (  # noqa: F401
   generator,
   layout,
   lm,
+  ordered_ar,
   post_train,
   resgen,
   rl,
