@@ -36,7 +36,13 @@ from jaxtok.config_args import load_config  # noqa: E402
 from jaxtok.data.pipeline import make_iterator  # noqa: E402
 from jaxtok.eval.image_metrics import to_float  # noqa: E402
 from jaxtok.eval.pictures import save_png, tile  # noqa: E402
-from jaxtok.generators.ecar import ECAR, ecar_sample, stage_targets  # noqa: E402
+from jaxtok.generators.ecar import (  # noqa: E402
+  ECAR,
+  downsample,
+  ecar_sample,
+  stage_targets,
+  upsample,
+)
 from jaxtok.tasks import TASKS  # noqa: E402
 from jaxtok.train import loop  # noqa: E402
 
@@ -72,6 +78,9 @@ def diagnose(stages: int, args, count: int = 80, euler: int = 16) -> None:
   forced = stage_targets(jax.random.PRNGKey(1), real, stages)
   rows = [real]
   print(f"K={stages}, step {step}, {count} test digits, N={euler} Euler steps per stage")
+  coarse = upsample(downsample(real, 2))  # all the last stage is given, without its noise
+  print(f"| the real images at half size, upsampled | mse to the real images "
+        f"{float(jnp.mean(jnp.square(coarse - real))):.4f} |")
   for j in reversed(range(stages)):
     out, _ = jax.jit(lambda p, j=j: ecar_sample(jax.random.PRNGKey(2), model, p, labels,
                                                 (euler,) * stages, forced=forced,
