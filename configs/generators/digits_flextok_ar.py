@@ -14,6 +14,10 @@ without nested dropout as the baseline, then the AR model on each:
   python -m jaxtok.main --config=configs/generators/digits_flextok_ar.py:ordering=none \
       --config.tokenizer.init_from=/tmp/jaxtok/digits_titok16 --workdir=/tmp/jaxtok/titok16_ar
 
+Steps: 400 (batch 64). The 1500 training digits are memorised fast: at 2000 steps the held-out
+next-token loss climbs from its minimum 2.44 (step 300 of a 700-step run) to 4.12 while the
+training loss falls to 0.34.
+
 Each reports, for k = 1, 2, 4, 8, 16 generated tokens, class accuracy under the digits classifier
 and ``fd_classifier`` (a stand-in for FID) of the decoded k-token prefixes of the same samples.
 Arguments: ``smoke`` (a tiny model; the test trains a tiny tokenizer first), ``steps=N``,
@@ -33,7 +37,7 @@ TOKENIZER = "configs/tokenizers/flextok.py"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, imagenet=False, steps=2000, ordering="nested_dropout",
+  a = parse_arg(arg, smoke=False, imagenet=False, steps=400, ordering="nested_dropout",
                 cfg=1.0, prefixes="1+2+4+8+16")
   if a.ordering not in ("nested_dropout", "none"):
     raise ValueError(f"ordering must be nested_dropout or none; got {a.ordering!r}")
