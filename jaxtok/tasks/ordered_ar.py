@@ -7,7 +7,10 @@ cross-entropy on the token cache of a TiTok-family run (``configs/tokenizers/fle
 [R, K]). One sample of K tokens gives an image at every k <= K: its first k tokens decoded
 (``decode_prefix``: the rest replaced by the tokenizer's mask token, what nested dropout trained
 it for). A tokenizer trained without nested dropout (``flextok.py:ordering=none``) is the
-baseline: its prefixes mean nothing, so only k = K should give digits.
+baseline: its prefixes mean nothing, so only k = K should give digits. A tokenizer whose codes are
+bit vectors [R, K, bits] (Instella-T2I's binary latents, ``configs/tokenizers/
+instella_binary.py``) is modelled by :class:`~jaxtok.generators.token_ar.BitAR`, one Bernoulli per
+bit given the prefix.
 
 ``report`` samples ``report.per_class`` sequences per class and reports, for each k of
 ``sample.prefixes``, ``gen/ar_k<k>/`` class accuracy and ``fd_classifier`` (or ``fd_enl0``)
@@ -31,7 +34,14 @@ from jaxtok.config_args import with_defaults
 from jaxtok.eval.pictures import save_png, tile
 from jaxtok.generators.causal_lm import CausalLM, init_cache
 from jaxtok.generators.samplers.autoregressive import generate
-from jaxtok.generators.token_ar import GuidedStep, ar_loss, class_token
+from jaxtok.generators.token_ar import (
+  BitAR,
+  GuidedStep,
+  ar_loss,
+  bit_loss,
+  class_token,
+  sample_bits,
+)
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.common import build_optimizer
 from jaxtok.tasks.generator import DEFAULTS as GENERATOR_DEFAULTS
@@ -64,37 +74,49 @@ def make_task(config) -> Task:
   eval_split = config.get("eval_split", "test")
   classes = np.asarray(rep_cfg.classes or range(num_classes), np.int32)
   cache, tok_model, tok_vars = tokens_of_config(config, eval_split)
-  if cache.codes.ndim != 2:
-    raise ValueError(f"ordered_ar needs a 1D tokenizer's codes [rows, K] (configs/tokenizers/"
-                     f"flextok.py or titok.py); {config.tokenizer.config!r} gives "
-                     f"{cache.codes.shape}")
+  bits = bool(getattr(tok_model.quantizer, "codes_are_bits", False))
+  if cache.codes.ndim != (3 if bits else 2):
+    raise ValueError(f"ordered_ar needs a 1D tokenizer's codes [rows, K] (or bit codes [rows, K, "
+                     f"bits]; configs/tokenizers/flextok.py, titok.py, instella_binary.py); "
+                     f"{config.tokenizer.config!r} gives {cache.codes.shape}")
   seq = int(cache.codes.shape[1])
   prefixes = tuple(int(k) for k in sample_cfg.prefixes)
   if not prefixes or min(prefixes) < 1 or max(prefixes) > seq:
     raise ValueError(f"sample.prefixes must be token counts in [1, {seq}]; got {prefixes}")
-  vocab = int(config.tokenizer.get("vocab_size", 0)) or int(cache.codes.max()) + 1
-  if int(cache.codes.max()) >= vocab:
-    raise ValueError(f"tokenizer.vocab_size={vocab} but the cache holds code "
-                     f"{int(cache.codes.max())}")
-  null_id = vocab + num_classes
-  model = CausalLM(vocab_size=null_id + 1, dim=int(model_cfg.dim),
-                   num_layers=int(model_cfg.num_layers), num_heads=int(model_cfg.num_heads),
-                   num_kv_heads=int(model_cfg.num_heads), mlp_dim=int(model_cfg.mlp_dim),
-                   max_len=seq + 1)
-  step_fn = GuidedStep(model, vocab, null_id, float(sample_cfg.guidance_scale))
+  arch = {k: int(model_cfg[k]) for k in ("dim", "num_layers", "num_heads", "mlp_dim")}
+  if bits:
+    num_bits = int(cache.codes.shape[2])
+    model = BitAR(num_bits=num_bits, seq_len=seq, num_classes=num_classes, **arch)
+  else:
+    vocab = int(config.tokenizer.get("vocab_size", 0)) or int(cache.codes.max()) + 1
+    if int(cache.codes.max()) >= vocab:
+      raise ValueError(f"tokenizer.vocab_size={vocab} but the cache holds code "
+                       f"{int(cache.codes.max())}")
+    null_id = vocab + num_classes
+    model = CausalLM(vocab_size=null_id + 1, num_kv_heads=arch["num_heads"], max_len=seq + 1,
+                     **arch)
+    step_fn = GuidedStep(model, vocab, null_id, float(sample_cfg.guidance_scale))
   tx = build_optimizer(config.optimizer, int(config.num_steps))
   prepare_batch = prepare_fn(cache, "ordered_ar")  # host rows: + tokens [b, K], - image
 
   def init(rng, batch):
     check_tokens(batch, "ordered_ar")
     k_init, k_state = jax.random.split(rng)
-    params = model.init(k_init, batch["tokens"].astype(jnp.int32))["params"]
+    tokens = batch["tokens"].astype(jnp.int32)
+    params = (model.init(k_init, batch["label"], tokens.reshape(len(tokens), seq, -1)[:, :-1])
+              if bits else model.init(k_init, tokens))["params"]
     return TrainState.create(params=params, tx=tx, rng=k_state)
 
   def losses(params, rng, batch, train):
-    logits_fn = lambda tokens: model.apply({"params": params}, tokens)
-    loss, aux = ar_loss(logits_fn, batch["tokens"], batch["label"], vocab, num_classes, rng,
-                        float(model_cfg.label_dropout) if train else 0.0, batch.get("mask"))
+    drop = float(model_cfg.label_dropout) if train else 0.0
+    if bits:
+      loss, aux = bit_loss(lambda y, prev: model.apply({"params": params}, y, prev),
+                           batch["tokens"].reshape(-1, seq, num_bits), batch["label"],
+                           num_classes, rng, drop, batch.get("mask"))
+    else:
+      loss, aux = ar_loss(lambda tokens: model.apply({"params": params}, tokens),
+                          batch["tokens"], batch["label"], vocab, num_classes, rng, drop,
+                          batch.get("mask"))
     per_k = aux.pop("loss_at_k")
     aux.update({f"loss_at_k{i + 1}": per_k[i] for i in sorted({0, seq // 2 - 1, seq - 1})})
     return loss, aux
@@ -107,6 +129,11 @@ def make_task(config) -> Task:
     return {"loss": loss, **aux}
 
   def sample(params, rng, labels):
+    if bits:
+      out = sample_bits(rng, lambda y, prev: model.apply({"params": params}, y, prev), labels,
+                        seq, num_bits, num_classes, temperature=float(sample_cfg.temperature),
+                        scale=float(sample_cfg.guidance_scale))
+      return out, {"forward_passes": seq * (1 if sample_cfg.guidance_scale == 1.0 else 2)}
     prompt = class_token(labels, vocab)[:, None]
     cache0 = init_cache(model, labels.shape[0] * step_fn.rows_per_sample, seq + 1)
     tokens, stats = generate(rng, step_fn, params, cache0, prompt, jnp.ones_like(prompt, bool),

@@ -18,7 +18,14 @@ from jaxtok.config_args import load_config
 from jaxtok.data.pipeline import make_iterator
 from jaxtok.generators.causal_lm import CausalLM, init_cache
 from jaxtok.generators.samplers.autoregressive import generate
-from jaxtok.generators.token_ar import GuidedStep, ar_loss, class_token
+from jaxtok.generators.token_ar import (
+  BitAR,
+  GuidedStep,
+  ar_loss,
+  bit_loss,
+  class_token,
+  sample_bits,
+)
 from jaxtok.tasks import ordered_ar, tokenizer_source
 from tests.tasks.test_generator_task import digits_data
 from tests.test_main import metrics, run_main
@@ -85,6 +92,41 @@ def test_guided_step_mixes_logits_and_never_samples_a_class_token():
   assert not np.allclose(cond, uncond)
 
 
+def test_bit_ar_is_causal_and_its_loss_and_sampler_follow_the_bits():
+  model = BitAR(num_bits=3, seq_len=4, num_classes=2, dim=16, num_layers=1, num_heads=2,
+                mlp_dim=32)
+  labels = jnp.array([0, 1])
+  prev = jax.random.bernoulli(jax.random.PRNGKey(0), 0.5, (2, 3, 3)).astype(jnp.float32)
+  params = model.init(jax.random.PRNGKey(1), labels, prev)["params"]
+  logits = model.apply({"params": params}, labels, prev)
+  assert logits.shape == (2, 4, 3)
+  flipped = model.apply({"params": params}, labels, prev.at[:, 1].set(1 - prev[:, 1]))
+  # token j is predicted from bits < j: flipping token 1's bits (input slot 1) moves only 2, 3
+  np.testing.assert_allclose(flipped[:, :2], logits[:, :2], atol=1e-6)
+  assert not np.allclose(flipped[:, 2:], logits[:, 2:])
+  # the loss: per-bit Bernoulli NLL summed over a token's bits, against a closed form
+  bits = jnp.array([[[1, 0, 1], [0, 0, 1]]])
+  fixed = jnp.array([[[2.0, -1.0, 0.0], [0.5, 0.5, -3.0]]])
+  loss, aux = bit_loss(lambda y, p: fixed, bits, jnp.array([1]), num_classes=2)
+  p1 = jax.nn.sigmoid(fixed)
+  nll = -jnp.sum(jnp.where(bits == 1, jnp.log(p1), jnp.log1p(-p1)), -1)[0]
+  np.testing.assert_allclose(aux["loss_at_k"], nll, rtol=1e-5)
+  np.testing.assert_allclose(loss, nll.mean(), rtol=1e-5)
+  # the sampler: near-certain logits give their bits; guidance mixes u + s (c - u)
+  def toy(y, prev):  # class 0 says bit = 1 (+8), the null class says 0 (-8)
+    sign = jnp.where(y == 0, 8.0, -8.0)[:, None, None]
+    return jnp.broadcast_to(sign, (y.shape[0], 4, 3)) + 0.0 * prev.sum()
+  out = sample_bits(jax.random.PRNGKey(2), toy, jnp.array([0, 0]), 4, 3, num_classes=1)
+  assert out.shape == (2, 4, 3) and int(out.sum()) == 24
+  # scale 0.5: u + 0.5 (c - u) = 0 -> fair coins; scale 1.5: +16 -> ones again
+  coins = sample_bits(jax.random.PRNGKey(3), toy, jnp.zeros(400, jnp.int32), 4, 3,
+                      num_classes=1, scale=0.5)
+  assert 0.45 < float(coins.mean()) < 0.55
+  ones = sample_bits(jax.random.PRNGKey(3), toy, jnp.zeros(4, jnp.int32), 4, 3, num_classes=1,
+                     scale=1.5)
+  assert int(ones.sum()) == 48
+
+
 def test_cache_holds_1d_codes_and_the_task_reads_them(flextok_run, shared_data_dir, tmp_path):
   cfg = load_config(SMOKE)
   cfg.data.data_dir = shared_data_dir
@@ -115,6 +157,10 @@ def test_configs():
   assert full.model.num_layers == 24 and full.sample.prefixes[-1] == 256
   with pytest.raises(ValueError, match="ordering must be"):
     load_config("configs/generators/digits_flextok_ar.py:ordering=raster")
+  binary = load_config("configs/generators/digits_instella_ar.py:cfg=2.0")
+  assert binary.task == "ordered_ar" and binary.sample.prefixes == (16,)
+  assert binary.tokenizer.config.endswith("instella_binary.py:bits=16")
+  assert binary.sample.guidance_scale == 2.0 and "vocab_size" not in binary.tokenizer
 
 
 @pytest.mark.slow
@@ -132,3 +178,26 @@ def test_smoke_run_end_to_end(flextok_run, shared_data_dir, tmp_path):
   assert all(np.isfinite(losses))
   for name in ("samples.png", "prefixes.png"):
     assert os.path.exists(os.path.join(workdir, "report", name))
+
+
+@pytest.mark.slow
+def test_binary_latents_smoke_run_end_to_end(shared_data_dir, tmp_path):
+  """digits_instella_ar:smoke: a 3-step binary tokenizer, then the bit AR through jaxtok.main."""
+  from jaxtok import main
+
+  config = "configs/generators/digits_instella_ar.py:smoke"
+  tok = load_config(load_config(config).tokenizer.config)
+  tok.data = digits_data(shared_data_dir)
+  tok.num_steps = tok.checkpoint_every = 3
+  tok.report_every = 0
+  tok.async_checkpoint = False
+  main.run(tok, str(tmp_path / "tok"))
+  workdir = str(tmp_path / "gen")
+  run_main(workdir, shared_data_dir, f"--config.tokenizer.init_from={tmp_path / 'tok'}",
+           f"--config.tokenizer.cache_dir={tmp_path / 'cache'}", config=config)
+  with open(os.path.join(workdir, "train_results.json")) as f:
+    results = json.load(f)
+  assert results["gen/ar_k16/nfe"] == 16
+  assert results["gen/ar_k16/fd_classifier"] > results["gen/real/fd_classifier"]
+  losses = [r["train/loss"] for r in metrics(workdir) if "train/loss" in r]
+  assert losses and all(np.isfinite(losses))
