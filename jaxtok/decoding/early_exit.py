@@ -1,0 +1,188 @@
+"""DEL-style self-speculation: early-exit heads of the target draft for it (LayerSkip family).
+
+An exit at layer L is the target's own first L blocks, an exit RMSNorm (trained, target frozen)
+and the target's tied output head: ``logits_L = RMSNorm_L(h_L) E^T``. As a ``CausalLM`` it is the
+target truncated to L blocks with ``final_norm`` replaced by the exit norm (``exit_params``), so
+:class:`ConfidentDraft` (a ``DraftModel``) drafts with it through the usual engine; its KV cache
+is its own (the engine's step interface hides the target's cache from the proposer), so the
+first L layers' keys/values are recomputed rather than shared as in LayerSkip.
+
+DEL ("Context-Aware Dynamic Exit Layer", Zarch et al., 2025) picks the exit layer and draft
+length per context from *shadow tokens*: wherever the target's hidden states at every exit layer
+are available, each exit's argmax is compared with the target's token (``shadow_matches``),
+giving per-layer acceptance rates ``alpha_L``; with i.i.d. acceptance a chain of ``gamma`` drafts
+yields ``1 + sum_{i<=gamma} alpha_L^i`` tokens per round at a cost of ``gamma * L + N`` layer
+passes (``tokens_per_cost``), and ``select_exit`` takes the argmax. Drafting stops early when the
+draft's top-1 probability falls below ``threshold`` (``ConfidentDraft``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxtok.decoding.proposers import Context, DraftModel
+from jaxtok.generators.causal_lm import CausalLM
+
+
+def exit_model(target: CausalLM, layer: int) -> CausalLM:
+  """The target truncated to its first ``layer`` blocks (same width, vocabulary, dtype)."""
+  if not 1 <= layer <= target.num_layers:
+    raise ValueError(f"layer must be in 1..{target.num_layers}, got {layer}")
+  return target.clone(num_layers=layer, parent=None)
+
+
+def exit_params(target_params: dict, layer: int, scale: jnp.ndarray) -> dict:
+  """Params of ``exit_model(target, layer)``: the target's embedding and first ``layer`` blocks,
+  and the exit norm's ``scale`` [M] as the final norm (the output head stays tied)."""
+  t = target_params["transformer"]
+  blocks = {f"layer_{i}": t[f"layer_{i}"] for i in range(layer)}
+  out = {"embed": target_params["embed"],
+         "transformer": blocks | {"final_norm": {"scale": jnp.asarray(scale)}}}
+  if "lm_head" in target_params:
+    out["lm_head"] = target_params["lm_head"]
+  return out
+
+
+def hidden_states(model: CausalLM, params: dict, tokens: jnp.ndarray, layers: tuple[int, ...]
+                  ) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """One pass of the target: (residual stream after each of ``layers`` [K, B, T, M], logits)."""
+  names = {f"layer_{i - 1}" for i in layers}
+  logits, state = model.apply({"params": params}, tokens, capture_intermediates=lambda m, _: (
+      m.name in names), mutable=["intermediates"])
+  inter = state["intermediates"]["transformer"]
+  return jnp.stack([inter[f"layer_{i - 1}"]["__call__"][0] for i in layers]), logits
+
+
+def exit_logits(scale: jnp.ndarray, hidden: jnp.ndarray, embed: jnp.ndarray, eps: float
+                ) -> jnp.ndarray:
+  """RMSNorm(hidden) * scale @ embed^T, float32 [..., V] (the tied head of the target)."""
+  h = hidden.astype(jnp.float32)
+  h = h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + eps) * scale
+  return h @ embed.astype(jnp.float32).T
+
+
+def exit_kl(scales: jnp.ndarray, hiddens: jnp.ndarray, target_logits: jnp.ndarray,
+            embed: jnp.ndarray, eps: float, mask: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Mean KL(target || exit) per exit, [K]: scales [K, M], hiddens [K, N, M], target [N, V]."""
+  logp = jax.nn.log_softmax(target_logits, axis=-1)
+  w = jnp.ones(logp.shape[:1]) if mask is None else mask.astype(jnp.float32)
+
+  def one(scale, hidden):
+    logq = jax.nn.log_softmax(exit_logits(scale, hidden, embed, eps), axis=-1)
+    kl = jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
+    return jnp.sum(kl * w) / jnp.maximum(w.sum(), 1.0)
+
+  return jax.vmap(one)(scales, hiddens)
+
+
+def train_exit_norms(scales: jnp.ndarray, hiddens: jnp.ndarray, target_logits: jnp.ndarray,
+                     embed: jnp.ndarray, eps: float, *, steps: int, batch: int = 256,
+                     learning_rate: float = 1e-2, seed: int = 0) -> tuple[jnp.ndarray, list]:
+  """Adam on the exit norms' scales [K, M] by KL to the frozen target on cached states
+  (hiddens [K, N, M], target logits [N, V]); returns (scales, per-step mean KL)."""
+  if hiddens.shape[1] != target_logits.shape[0]:
+    raise ValueError(f"hiddens [K, N, M] and target_logits [N, V] disagree on N: "
+                     f"{hiddens.shape} vs {target_logits.shape}")
+  tx = optax.adam(learning_rate)
+  opt = tx.init(scales)
+
+  @jax.jit
+  def step(scales, opt, idx):
+    loss, grad = jax.value_and_grad(lambda s: exit_kl(s, hiddens[:, idx], target_logits[idx],
+                                                      embed, eps).mean())(scales)
+    updates, opt = tx.update(grad, opt)
+    return optax.apply_updates(scales, updates), opt, loss
+
+  rng = np.random.default_rng(seed)
+  losses = []
+  for _ in range(steps):
+    idx = jnp.asarray(rng.integers(0, hiddens.shape[1], min(batch, hiddens.shape[1])))
+    scales, opt, loss = step(scales, opt, idx)
+    losses.append(float(loss))
+  return scales, losses
+
+
+def shadow_matches(scales: jnp.ndarray, hiddens: jnp.ndarray, target_tokens: jnp.ndarray,
+                   embed: jnp.ndarray, eps: float, mask: jnp.ndarray) -> jnp.ndarray:
+  """Shadow tokens: per exit, how many masked positions' exit argmax equals the target's token.
+
+  scales [K, M], hiddens [K, B, T, M], target_tokens [B, T] (the target's argmax at the same
+  positions), mask bool [B, T] -> int [K]."""
+  def one(scale, hidden):
+    pred = jnp.argmax(exit_logits(scale, hidden, embed, eps), axis=-1)
+    return jnp.sum((pred == target_tokens) & mask)
+
+  return jax.vmap(one)(scales, hiddens).astype(jnp.int32)
+
+
+def acceptance_rates(matches, total, prior_rates, prior_weight: float = 8.0) -> np.ndarray:
+  """Running per-layer acceptance estimates: shadow counts shrunk toward prior rates
+  (``prior_weight`` pseudo-positions), so a short context does not give rate 0 or 1."""
+  matches, prior = np.asarray(matches, np.float64), np.asarray(prior_rates, np.float64)
+  return (matches + prior_weight * prior) / (float(total) + prior_weight)
+
+
+def tokens_per_cost(alpha, layer, gamma, num_layers):
+  """Expected tokens per layer-pass of one round: (1 + sum_{i=1..gamma} alpha^i) /
+  (gamma * layer + num_layers) — gamma draft steps through ``layer`` blocks, one full verify."""
+  alpha = np.asarray(alpha, np.float64)
+  expected = sum(alpha ** i for i in range(1, int(gamma) + 1))
+  return (1.0 + expected) / (gamma * layer + num_layers)
+
+
+def select_exit(alphas, layers, gammas, num_layers) -> tuple[int, int, float]:
+  """(layer, gamma, tokens per cost) maximising ``tokens_per_cost`` over layers x gammas."""
+  if len(alphas) != len(layers):
+    raise ValueError(f"alphas ({len(alphas)}) must give one rate per layer ({len(layers)})")
+  best = max(((tokens_per_cost(a, lay, g, num_layers), lay, g)
+              for a, lay in zip(alphas, layers) for g in gammas))
+  return best[1], best[2], float(best[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfidentDraft(DraftModel):
+  """A greedy ``DraftModel`` that stops drafting a round once its top-1 probability falls below
+  ``threshold`` in every row: the remaining draft steps are skipped (``lax.cond``) and their
+  slots hold the last draft token repeated (verification judges them like any draft)."""
+
+  threshold: float = 0.0
+
+  def __post_init__(self):
+    if self.num_drafts != 1 or self.temperature > 0:
+      raise ValueError("ConfidentDraft drafts one greedy chain (num_drafts=1, temperature=0)")
+
+  def propose(self, params, state, ctx: Context, rng):
+    del rng
+    g, kv_mask = self.length, ctx.kv_mask
+    first = jnp.stack([state["prev"], ctx.root], axis=1)
+    pos = jnp.stack([ctx.position - 1, ctx.position], axis=1)
+    logits, cache = self.step(params, state["cache"], first, pos, kv_mask)
+
+    def pick(logits):
+      probs = jax.nn.softmax(logits, axis=-1)
+      return jnp.argmax(logits, axis=-1).astype(jnp.int32), jnp.max(probs, axis=-1)
+
+    tok, conf = pick(logits[:, 1])
+
+    def body(carry, j):
+      cache, tok, go = carry
+
+      def run(cache):
+        logits, cache = self.step(params, cache, tok[:, None], ctx.position[:, None] + j,
+                                  kv_mask)
+        nxt, conf = pick(logits[:, 0])
+        return cache, nxt, jnp.any(conf >= self.threshold)
+
+      cache, nxt, go_next = jax.lax.cond(go, run, lambda c: (c, tok, jnp.array(False)), cache)
+      return (cache, nxt, go_next), nxt
+
+    go = jnp.any(conf >= self.threshold)
+    (cache, _, _), toks = jax.lax.scan(body, (cache, tok, go), jnp.arange(1, g))
+    drafts = jnp.concatenate([tok[None], toks], axis=0).swapaxes(0, 1)  # [B, G]
+    tree = jnp.concatenate([ctx.root[:, None], drafts], axis=1)
+    return tree, None, {"cache": cache, "prev": state["prev"]}

@@ -1,0 +1,123 @@
+"""DEL self-speculation (jaxtok/decoding/early_exit.py) on a tiny random Llama: lossless greedy
+decoding with an early-exit draft, the closed-form exit/length choice, shadow-token counts, and
+exit-norm training lowering the KL to the final logits."""
+
+import itertools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtok.decoding import early_exit as ee
+from jaxtok.decoding.engine import speculative_generate
+from jaxtok.decoding.proposers import LMStep
+from jaxtok.generators.causal_lm import CausalLM, LMConfig, init_cache
+from jaxtok.generators.samplers.autoregressive import ModelStep, generate
+
+CFG = LMConfig(vocab_size=64, dim=32, num_layers=4, num_heads=4, num_kv_heads=2, mlp_dim=64,
+               max_len=256)
+
+
+@pytest.fixture(scope="module")
+def target():
+  model = CausalLM.from_config(CFG)
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
+  return model, jax.tree.map(lambda x: x * 3.0, params)
+
+
+def test_exit_model_equals_the_target_truncated(target):
+  model, params = target
+  tokens = jax.random.randint(jax.random.key(1), (2, 7), 0, CFG.vocab_size)
+  hiddens, logits = ee.hidden_states(model, params, tokens, (2, 4))
+  scale = params["transformer"]["final_norm"]["scale"]
+  # The last exit with the final norm is the target itself.
+  last = ee.exit_logits(scale, hiddens[1], params["embed"]["embedding"], CFG.norm_eps)
+  np.testing.assert_allclose(last, logits, rtol=1e-4, atol=1e-4)
+  small = ee.exit_model(model, 2)
+  direct = small.apply({"params": ee.exit_params(params, 2, scale * 0.5)}, tokens)
+  via_hidden = ee.exit_logits(scale * 0.5, hiddens[0], params["embed"]["embedding"], CFG.norm_eps)
+  np.testing.assert_allclose(direct, via_hidden, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layer,threshold", [(1, 0.0), (2, 0.5), (4, 0.0)])
+def test_early_exit_greedy_is_token_identical_to_plain_greedy(target, layer, threshold):
+  model, params = target
+  prompt = jnp.array([[0, 0, 5, 9, 3, 7], [1, 2, 3, 1, 2, 3]])
+  mask = jnp.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], bool)
+  n = 20
+  ref, _ = generate(jax.random.key(0), ModelStep(model), params,
+                    init_cache(model, 2, prompt.shape[1] + n), prompt, mask, max_new_tokens=n,
+                    greedy=True)
+  scale = params["transformer"]["final_norm"]["scale"]
+  prop = ee.ConfidentDraft(LMStep(ee.exit_model(model, layer)), length=3, threshold=threshold)
+  out, stats = speculative_generate(jax.random.key(0), LMStep(model), params, prop,
+                                    ee.exit_params(params, layer, scale), prompt, mask,
+                                    max_new_tokens=n, target_model=model)
+  np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
+  if layer == CFG.num_layers:  # the full model drafting for itself accepts every draft
+    assert int(stats["num_accepted_tokens"].sum()) == int(stats["num_draft_tokens"].sum())
+
+
+def test_confident_draft_stops_below_threshold(target):
+  model, params = target
+  scale = params["transformer"]["final_norm"]["scale"]
+  prompt, mask = jnp.array([[5, 9, 3, 7]]), jnp.ones((1, 4), bool)
+  # No draft is ever confident at 1.01: every round repeats the first draft token.
+  prop = ee.ConfidentDraft(LMStep(ee.exit_model(model, 2)), length=4, threshold=1.01)
+  p2 = ee.exit_params(params, 2, scale)
+  state = prop.init(p2, prompt, mask, jnp.arange(4)[None], jnp.ones((1, 16), bool))
+  ctx = ee.Context(tokens=prompt, valid=mask, length=jnp.array([5]), root=jnp.array([1]),
+                   position=jnp.array([4]), slot=jnp.array([4]), kv_mask=jnp.ones((1, 16), bool))
+  tree, _, _ = prop.propose(p2, state, ctx, jax.random.key(0))
+  assert np.all(np.asarray(tree[0, 1:]) == int(tree[0, 1]))
+
+
+def test_select_exit_is_the_argmax_of_tokens_per_cost():
+  layers, gammas, n = (2, 6, 12), (1, 2, 4, 8), 30
+  for alphas in ([0.3, 0.6, 0.9], [0.8, 0.85, 0.9], [0.1, 0.2, 0.95]):
+    layer, gamma, value = ee.select_exit(alphas, layers, gammas, n)
+    brute = {(lay, g): (1 + sum(a ** i for i in range(1, g + 1))) / (g * lay + n)
+             for (a, lay), g in itertools.product(zip(alphas, layers), gammas)}
+    assert (layer, gamma) == max(brute, key=brute.get)
+    assert value == pytest.approx(max(brute.values()))
+  # A useless exit (alpha 0) never pays: any gamma only adds cost.
+  assert ee.tokens_per_cost(0.0, 4, 3, 30) < ee.tokens_per_cost(0.0, 4, 1, 30)
+
+
+def test_shadow_matches_equal_a_direct_count(target):
+  model, params = target
+  tokens = jax.random.randint(jax.random.key(2), (2, 9), 0, CFG.vocab_size)
+  mask = jnp.arange(9)[None] >= jnp.array([[0], [3]])
+  hiddens, logits = ee.hidden_states(model, params, tokens, (1, 2, 3))
+  scales = jnp.stack([params["transformer"]["final_norm"]["scale"]] * 3)
+  targ = jnp.argmax(logits, -1)
+  got = ee.shadow_matches(scales, hiddens, targ, params["embed"]["embedding"], CFG.norm_eps, mask)
+  for k, layer in enumerate((1, 2, 3)):
+    small = ee.exit_model(model, layer)
+    pred = np.argmax(small.apply({"params": ee.exit_params(params, layer, scales[k])}, tokens), -1)
+    assert int(got[k]) == int(np.sum((pred == np.asarray(targ)) & np.asarray(mask)))
+
+
+def test_training_exit_norms_lowers_kl(target):
+  model, params = target
+  tokens = jax.random.randint(jax.random.key(3), (8, 16), 0, CFG.vocab_size)
+  hiddens, logits = ee.hidden_states(model, params, tokens, (1, 2))
+  hiddens = hiddens.reshape(2, -1, CFG.dim)
+  logits = logits.reshape(-1, CFG.vocab_size)
+  embed = params["embed"]["embedding"]
+  scales = jnp.stack([params["transformer"]["final_norm"]["scale"]] * 2)
+  before = ee.exit_kl(scales, hiddens, logits, embed, CFG.norm_eps)
+  trained, losses = ee.train_exit_norms(scales, hiddens, logits, embed, CFG.norm_eps, steps=60,
+                                        batch=64, learning_rate=3e-2)
+  after = ee.exit_kl(trained, hiddens, logits, embed, CFG.norm_eps)
+  assert np.all(np.asarray(after) < 0.9 * np.asarray(before)), (before, after)
+
+
+def test_bad_arguments_raise(target):
+  model, _ = target
+  with pytest.raises(ValueError, match="layer"):
+    ee.exit_model(model, 0)
+  with pytest.raises(ValueError, match="alphas"):
+    ee.select_exit([0.5], (1, 2), (1,), 4)
