@@ -91,8 +91,8 @@ def train_exit_norms(scales: jnp.ndarray, hiddens: jnp.ndarray, target_logits: j
   tx = optax.adam(learning_rate)
   opt = tx.init(scales)
 
-  @jax.jit
-  def step(scales, opt, idx):
+  @jax.jit  # the cached states are arguments, not constants folded into the program
+  def step(scales, opt, hiddens, target_logits, embed, idx):
     loss, grad = jax.value_and_grad(lambda s: exit_kl(s, hiddens[:, idx], target_logits[idx],
                                                       embed, eps).mean())(scales)
     updates, opt = tx.update(grad, opt)
@@ -102,7 +102,7 @@ def train_exit_norms(scales: jnp.ndarray, hiddens: jnp.ndarray, target_logits: j
   losses = []
   for _ in range(steps):
     idx = jnp.asarray(rng.integers(0, hiddens.shape[1], min(batch, hiddens.shape[1])))
-    scales, opt, loss = step(scales, opt, idx)
+    scales, opt, loss = step(scales, opt, hiddens, target_logits, embed, idx)
     losses.append(float(loss))
   return scales, losses
 
