@@ -74,7 +74,7 @@ def _average(per_token: jnp.ndarray, mask: jnp.ndarray, norm: str) -> jnp.ndarra
 def policy_loss(
     logp: jnp.ndarray,  # float [B, T] log pi(x_t) under the parameters being trained
     old_logp: jnp.ndarray,  # float [B, T] under the parameters that sampled the rollout
-    advantages: jnp.ndarray,  # float [B]
+    advantages: jnp.ndarray,  # float [B], or [B, T] per token (DECS's shaped advantages)
     mask: jnp.ndarray,  # bool/float [B, T]: completion tokens (the policy's own actions)
     *,
     ref_logp: jnp.ndarray | None = None,  # float [B, T] under the reference policy
@@ -94,7 +94,8 @@ def policy_loss(
   if kl_beta and ref_logp is None:
     raise ValueError("kl_beta > 0 needs ref_logp (the reference policy's log-probs)")
   mask = mask.astype(jnp.float32)
-  adv = advantages.astype(jnp.float32)[:, None]
+  adv = advantages.astype(jnp.float32)
+  adv = adv if adv.ndim == 2 else adv[:, None]
   ratio = jnp.exp(logp - old_logp)
   surrogate = ratio * adv
   if clip_eps is not None:

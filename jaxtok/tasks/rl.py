@@ -22,6 +22,7 @@ Config (see ``configs/rl/arithmetic.py``): ``model.{variant, pretrained, chat}``
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import flax.linen as nn
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtok.config_args import with_defaults
+from jaxtok.data import arithmetic_cot
 from jaxtok.data.arithmetic import problem_of, problems
 from jaxtok.data.batches import batch_sharding, to_host
 from jaxtok.generators.causal_lm import CausalLM, init_cache, lm_config
@@ -37,7 +39,7 @@ from jaxtok.generators.samplers.autoregressive import ModelStep
 from jaxtok.pretrained.chat import chatml
 from jaxtok.pretrained.lms import load_pretrained_lm
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
-from jaxtok.rl import arithmetic
+from jaxtok.rl import arithmetic, decs
 from jaxtok.rl.grpo import LOSS_NORMS, group_advantages, policy_loss
 from jaxtok.rl.rollout import sample_group, sequence_logprobs
 from jaxtok.tasks import rl_pairs
@@ -48,19 +50,39 @@ from jaxtok.train import loop
 from jaxtok.train.state import TrainState
 from jaxtok.train.steps import supervised_step
 
-ALGORITHMS = ("grpo", "reinforce", "sft", *PREFERENCE)
+ALGORITHMS = ("grpo", "reinforce", "sft", "decs", *PREFERENCE)
 RL_DEFAULTS = {
     "algorithm": "grpo", "group_size": 8, "max_new_tokens": 8, "max_prompt_len": 32,
     "temperature": 1.0, "top_k": 0, "top_p": 1.0, "clip_eps": 0.2, "clip_eps_high": 0.2,
     "kl_beta": 0.04, "loss_norm": "token", "normalise_std": True, "epochs": 1,
     # dpo / tgdpo (TGDPO's paper: beta .1, alpha .5); reward_model: a finished dpo run's workdir
     "dpo_beta": 0.1, "tgdpo_alpha": 0.5, "reward_model": "",
+    # decs: curriculum (jaxtok.rl.decs.easy_fraction); length_penalty: grpo's baseline for
+    # length, reward of a correct rollout minus length_penalty * tokens / max_new_tokens
+    "decs_kappa": 0.5, "decs_easy_start": 0.0, "decs_easy_end": 0.5, "length_penalty": 0.0,
 }
+# The environment by data set: problems, prompt and trace text, checker, record fields.
+ENVS = {
+    "arithmetic": SimpleNamespace(
+        problem_of=problem_of, prompt_text=arithmetic.prompt_text,
+        answer_text=arithmetic.answer_text,
+        reward=lambda text, answer: arithmetic.reward(text, answer),  # late: tests patch it
+        problems=problems, fields=("a", "b", "op", "template")),
+    "arithmetic_cot": SimpleNamespace(
+        problem_of=arithmetic_cot.problem_of, prompt_text=arithmetic_cot.prompt_text,
+        answer_text=arithmetic_cot.answer_text, reward=arithmetic_cot.reward,
+        problems=lambda name, split, num, digits: arithmetic_cot.problems(split, num, digits),
+        fields=("a", "b", "c", "checks")),
+}
+
+
+def env_of(name: str) -> SimpleNamespace:
+  return ENVS.get(name, ENVS["arithmetic"])
 OPT_DEFAULTS = {"lr": 1e-4, "warmup_steps": 10, "grad_clip": 1.0, "b1": 0.9, "b2": 0.99,
                 "weight_decay": 0.0, "final_lr_fraction": 1.0}
 
 
-def _check(rl) -> None:
+def _check(rl, config) -> None:
   if rl.algorithm not in ALGORITHMS:
     raise ValueError(f"rl.algorithm={rl.algorithm!r}; valid: {ALGORITHMS}")
   if rl.loss_norm not in LOSS_NORMS:
@@ -77,6 +99,9 @@ def _check(rl) -> None:
     raise ValueError(f"rl.dpo_beta must be > 0, got {rl.dpo_beta}")
   if rl.algorithm == "tgdpo":
     rl_pairs.require_run(rl.reward_model, "rl.reward_model")
+  if rl.algorithm == "decs" and config.data.name != "arithmetic_cot":
+    raise ValueError(f"rl.algorithm=decs needs chunked traces (data.name=arithmetic_cot), got "
+                     f"data.name={config.data.name!r}")
 
 
 class Policy:
@@ -97,6 +122,7 @@ class Policy:
     self.pad_id = int(self.tokenizer.pad_id if self.tokenizer.pad_id is not None
                       else self.stops[0])
     self._caches: dict[tuple[int, int], Any] = {}
+    self.env = env_of(config.data.name)
 
   def logits(self, params, tokens, positions, kv_mask):
     return self.model.apply({"params": params}, tokens, positions=positions, kv_mask=kv_mask)
@@ -107,8 +133,8 @@ class Policy:
       self._caches[rows, length] = init_cache(self.model, rows, length)
     return self._caches[rows, length]
 
-  def prompt_ids(self, problem: arithmetic.Problem) -> list[int]:
-    text = arithmetic.prompt_text(problem)
+  def prompt_ids(self, problem) -> list[int]:
+    text = self.env.prompt_text(problem)
     return self.tokenizer.encode(chatml(text) if self.chat else text)
 
   def completion_text(self, ids) -> str:
@@ -133,9 +159,10 @@ def _left_pad(rows: list[list[int]], length: int, pad: int, what: str):
 
 def build(config) -> Task:
   rl = with_defaults(config, "rl", RL_DEFAULTS)
-  _check(rl)
+  _check(rl, config)
   opt = with_defaults(config, "optimizer", OPT_DEFAULTS)
   policy = Policy(config)
+  env = policy.env
   g = 1 if rl.algorithm == "sft" else int(rl.group_size)
   p_len, m_len = int(rl.max_prompt_len), int(rl.max_new_tokens)
   tx = build_optimizer(opt, int(config.num_steps))
@@ -148,10 +175,10 @@ def build(config) -> Task:
     return TrainState.create(params=params, tx=tx, rng=rng)
 
   def prepare_batch(rows):
-    probs = [problem_of({k: v[i] for k, v in rows.items()}) for i in range(len(rows["a"]))]
+    probs = [env.problem_of({k: v[i] for k, v in rows.items()}) for i in range(len(rows["a"]))]
     prompt, prompt_mask = _left_pad([policy.prompt_ids(p) for p in probs], p_len,
                                     policy.pad_id, "prompt")
-    answers = [policy.tokenizer.encode(arithmetic.answer_text(p)) + [policy.stops[0]]
+    answers = [policy.tokenizer.encode(env.answer_text(p)) + [policy.stops[0]]
                for p in probs]
     answer = np.full((len(probs), m_len), policy.pad_id, np.int32)
     for i, a in enumerate(answers):
@@ -160,8 +187,7 @@ def build(config) -> Task:
       answer[i, :len(a)] = a
     return {"prompt": prompt, "prompt_mask": prompt_mask, "answer": answer,
             "answer_len": np.asarray([len(a) for a in answers], np.int32),
-            "a": rows["a"], "b": rows["b"], "op": rows["op"], "template": rows["template"],
-            "mask": rows["mask"]}
+            **{k: rows[k] for k in env.fields}, "mask": rows["mask"]}
 
   reference: dict[str, Any] = {}
 
@@ -211,23 +237,50 @@ def build(config) -> Task:
           pad_id=policy.pad_id)
       tokens, token_mask = to_host(roll.tokens), to_host(roll.token_mask)
       completion = to_host(roll.completion_mask)
-      host = {k: to_host(batch[k]) for k in ("a", "b", "op", "template")}
-      rewards = np.asarray([arithmetic.reward(
-          policy.completion_text(tokens[i, p_len:]),
-          problem_of({k: v[rows[i]] for k, v in host.items()}).answer)
-          for i in range(n * g)], np.float32)
+      host = {k: to_host(batch[k]) for k in env.fields}
+      probs = [env.problem_of({k: v[r] for k, v in host.items()}) for r in rows]
+      texts = [policy.completion_text(tokens[i, p_len:]) for i in range(n * g)]
+      rewards = np.asarray([env.reward(t, p.answer) for t, p in zip(texts, probs)], np.float32)
       if rl.algorithm in PREFERENCE:
         return preference_experience(tokens, token_mask, completion, rewards,
                                      to_host(batch["mask"]), put)
-      advantages = np.asarray(group_advantages(jnp.asarray(rewards), g,
-                                               normalise_std=rl.algorithm == "grpo"
+      lengths = completion[:, p_len:].sum(axis=1)
+      shaped = rewards - float(rl.length_penalty) * rewards * lengths / m_len
+      advantages = np.asarray(group_advantages(jnp.asarray(shaped), g,
+                                               normalise_std=rl.algorithm in ("grpo", "decs")
                                                and bool(rl.normalise_std)))
+      if rl.algorithm == "decs":
+        advantages = decs_advantages(state, advantages, tokens, texts, probs, lengths,
+                                     rewards, rows)
+    data_mask = to_host(batch["mask"])[rows]
     out = {"tokens": tokens, "token_mask": token_mask, "completion_mask": completion,
-           "advantages": advantages * to_host(batch["mask"])[rows], "rewards": rewards}
+           "advantages": advantages * (data_mask[:, None] if advantages.ndim == 2
+                                       else data_mask), "rewards": rewards}
     out = {k: put(v) for k, v in out.items()}
     if rl.kl_beta and rl.algorithm != "sft":
       out["ref_logp"] = ref_logprobs(reference_params(), out["tokens"], out["token_mask"])
     return out
+
+  def decs_advantages(state, base, tokens, texts, probs, lengths, rewards, rows):
+    """[N * G, P + M - 1] per-token advantages (aligned with the log-probs): GRPO's plus DECS's
+    deltas, and the curriculum: easy prompts beyond the scheduled share get advantage 0."""
+    delim = policy.tokenizer.encode(arithmetic_cot.DELIMITER)[0]
+    deltas = np.zeros((len(texts), m_len), np.float32)
+    for i, (text, p) in enumerate(zip(texts, probs)):
+      chunks = decs.split_chunks(text, arithmetic_cot.DELIMITER)
+      first = decs.first_correct(chunks, lambda c, a=p.answer: arithmetic_cot.value_of(c) == a)
+      stop = int(lengths[i]) - int(tokens[i, p_len + int(lengths[i]) - 1] in policy.stops)
+      deltas[i] = decs.token_deltas(decs.chunk_index(tokens[i, p_len:], stop, delim), first,
+                                    rewards[i] > 0)
+    step = int(jax.device_get(state.step))
+    share = decs.easy_fraction(step, int(config.num_steps), kappa=float(rl.decs_kappa),
+                               start=float(rl.decs_easy_start), end=float(rl.decs_easy_end))
+    keep = np.random.default_rng([config.seed, step]).random(rows.max() + 1) < min(
+        1.0, share / arithmetic_cot.EASY_FRACTION)
+    used = np.asarray([not p.easy or keep[r] for p, r in zip(probs, rows)], np.float32)
+    out = np.repeat(base[:, None], tokens.shape[1] - 1, axis=1)
+    out[:, p_len - 1:] = decs.shaped_advantages(base, deltas)
+    return out * used[:, None]
 
   def preference_experience(tokens, token_mask, completion, rewards, data_mask, put):
     """One (correct, incorrect) pair per prompt, with reference (and reward-model) log-probs."""
@@ -271,17 +324,18 @@ def build(config) -> Task:
     metrics["reward"] = batch["rewards"].mean()
     return state, metrics
 
-  heldout = problems(config.data.name, "test", int(config.get("heldout", {}).get("num", 128)),
-                     digits)
+  heldout = env.problems(config.data.name, "test",
+                         int(config.get("heldout", {}).get("num", 128)), digits)
   greedy_prompts = _left_pad([policy.prompt_ids(p) for p in heldout], p_len, policy.pad_id,
                              "held-out prompt")
 
   k = int(config.get("heldout", {}).get("samples", 4))
 
-  def _solved(params, rng, group, greedy):
-    """[num held-out, group] rewards of greedy (group 1) or sampled completions."""
+  def _solved(params, rng, group, greedy, stats=None):
+    """[num held-out, group] rewards of greedy (group 1) or sampled completions; ``stats``
+    (a dict) gets the mean completion tokens and the share of them after the answer is known."""
     prompts, masks = (jnp.asarray(x) for x in greedy_prompts)
-    solved = []
+    solved, texts = [], []
     for start in range(0, len(heldout), 256):  # bounded sampler batches
       end = min(start + 256, len(heldout))
       roll = sample_group(
@@ -290,9 +344,13 @@ def build(config) -> Task:
           masks[start:end], group_size=group, max_new_tokens=m_len, greedy=greedy,
           temperature=float(rl.temperature), stop_tokens=policy.stops, pad_id=policy.pad_id)
       tokens = to_host(roll.tokens)
-      solved += [arithmetic.reward(policy.completion_text(tokens[i, p_len:]),
-                                   heldout[start + i // group].answer)
-                 for i in range((end - start) * group)]
+      texts += [policy.completion_text(tokens[i, p_len:]) for i in range((end - start) * group)]
+      if stats is not None:
+        stats.setdefault("tokens", []).extend(to_host(roll.completion_mask).sum(axis=1))
+    solved = [env.reward(t, heldout[i // group].answer) for i, t in enumerate(texts)]
+    if stats is not None and env is ENVS["arithmetic_cot"]:
+      stats["after_answer"] = _after_answer(texts, [heldout[i // group] for i in
+                                                    range(len(texts))])
     return np.asarray(solved).reshape(len(heldout), group)
 
   def report(state: TrainState, workdir: str | None = None, step: int = 0) -> dict[str, Any]:
@@ -301,12 +359,29 @@ def build(config) -> Task:
     del workdir, step
     params = nn.unbox(state.params)
     sampled = _solved(params, jax.random.key(0), k, greedy=False)
-    return {"heldout/pass@1": float(_solved(params, jax.random.key(0), 1, True).mean()),
-            "heldout/pass@1_sampled": float(sampled.mean()),
-            f"heldout/pass@{k}_sampled": float(sampled.max(axis=1).mean())}
+    stats: dict[str, Any] = {}
+    out = {"heldout/pass@1": float(_solved(params, jax.random.key(0), 1, True, stats).mean()),
+           "heldout/pass@1_sampled": float(sampled.mean()),
+           f"heldout/pass@{k}_sampled": float(sampled.max(axis=1).mean()),
+           "heldout/tokens": float(np.mean(stats["tokens"]))}
+    if "after_answer" in stats:
+      out["heldout/after_answer"] = stats["after_answer"]
+    return out
 
   return Task(init=init, train_step=train_step, report=report, evaluate=report_eval(report),
               prepare_batch=prepare_batch, experience=experience)
+
+
+def _after_answer(texts: list[str], probs: list) -> float:
+  """Share of the completions' characters (bytes) in chunks after the first that holds the
+  answer (the redundancy DECS removes); a completion that never states it has none."""
+  total = redundant = 0
+  for text, p in zip(texts, probs):
+    chunks = decs.split_chunks(text, arithmetic_cot.DELIMITER)
+    first = decs.first_correct(chunks, lambda c, a=p.answer: arithmetic_cot.value_of(c) == a)
+    total += len(text)
+    redundant += sum(len(c) for c in chunks[first + 1:]) if first >= 0 else 0
+  return redundant / max(total, 1)
 
 
 def report_eval(report):
