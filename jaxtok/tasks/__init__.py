@@ -9,6 +9,7 @@ from jaxtok.tasks import (  # noqa: F401
   generator,
   layout,
   lm,
+  neodiff,
   ordered_ar,
   post_train,
   resgen,
