@@ -6,6 +6,7 @@ Importing this package registers every data set in ``DATASETS``.
 # Importing a data-set module registers it in DATASETS.
 from jaxtok.data import (  # noqa: F401
   arithmetic,
+  arithmetic_cot,
   digits,
   interactions,
   layouts,
