@@ -104,8 +104,8 @@ class LatentGaussianQuantizer(IndexCodes, nn.Module):
         zq = zq + self.noise * jax.random.normal(self.make_rng("quantizer"), zq.shape)
       losses = {"latent_l2": self.l2 * jnp.sum(w @ jnp.square(flat)) / jnp.maximum(
           jnp.sum(w) * self.dim, 1.0)}
-    else:
-      zq, losses = deq, {}
+    else:  # a NaN latent bins to level 0: keep it NaN so the loop's guard sees it
+      zq, losses = jnp.where(jnp.isnan(zf), jnp.nan, deq), {}
     return zq.astype(z.dtype), QuantizerOutput(codes=codes, losses=losses, metrics=metrics)
 
   def encode(self, z):

@@ -44,8 +44,8 @@ def test_registry_lists_every_data_set():
   assert not DATASETS.get("imagenet2012").is_local
   from jaxtok.data import tfds_catalog  # every catalog entry is registered, none is local
   assert all(DATASETS.get(s.name) is s and not s.is_local for s in tfds_catalog._CATALOG)
-  with pytest.raises(KeyError, match="valid dataset names: arithmetic, arithmetic_words, cifar10, "
-                     "cifar100, digits"):
+  with pytest.raises(KeyError, match="valid dataset names: arithmetic, arithmetic_cot, "
+                     "arithmetic_words, cifar10, cifar100, digits"):
     get_spec("imagenet")
   with pytest.raises(dataclasses_frozen_error()):
     spec.image_size = 64

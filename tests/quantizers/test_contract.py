@@ -18,6 +18,7 @@ CONFIGS = {
     "bsq": (dict(num_bits=6), 6),
     "binary": (dict(num_bits=6), 6),
     "simvq": (dict(num_codes=16, dim=6), 6),
+    "gaussian_quantile": (dict(dim=6, levels=8), 6),
 }
 
 
@@ -58,7 +59,8 @@ def test_contract(name):
 # element takes (None: bits), bits per element, and whether a code is one point of the latent.
 CODES = {"vq": (16, 4.0, True), "rvq": (16, 4.0, False), "grouped_vq": (16, 4.0, False),
          "fsq": (200, np.log2(200), True), "lfq": (64, 6.0, True), "bsq": (64, 6.0, True),
-         "binary": (None, 1.0, False), "simvq": (16, 4.0, True)}
+         "binary": (None, 1.0, False), "simvq": (16, 4.0, True),
+         "gaussian_quantile": (8, 3.0, False)}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

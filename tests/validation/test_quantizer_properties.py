@@ -28,6 +28,7 @@ SPECS = {  # name -> (kwargs, values one code element takes (None: bits), code s
     "bsq": ({"num_bits": D}, 16, ()),
     "binary": ({"num_bits": D}, 2, (D,)),
     "simvq": ({"num_codes": 16, "dim": D}, 16, ()),
+    "gaussian_quantile": ({"dim": D, "levels": 8}, 8, (D,)),
 }
 LEADING = [(), (2, 3)]  # no leading dims, and two odd ones; few shapes, few compiles
 HOSTILE = [np.nan, np.inf, -np.inf, 3.0e38, -3.0e38, 1e30, 0.0]
