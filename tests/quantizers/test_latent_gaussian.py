@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtok.quantizers import QUANTIZERS, STATS, GaussianQuantizer, LatentGaussianQuantizer
+from jaxtok.quantizers import QUANTIZERS, STATS, GaussianQuantizer
+from jaxtok.quantizers.latent_gaussian import LatentGaussianQuantizer
 
 
 def _train(q, variables, z, steps, mask=None, seed=0):

@@ -32,6 +32,20 @@ def digits_data(data_dir):
   return ml_collections.ConfigDict({"name": "digits", "image_size": 32, "data_dir": data_dir})
 
 
+def train_generator_tokenizer(generator_config: str, data_dir: str, workdir: str) -> str:
+  """The tokenizer run a generator config restores (its ``tokenizer.config``), trained 3 steps
+  in-process on digits: the shared fixture of the generator-family task tests."""
+  from jaxtok import main
+
+  cfg = load_config(load_config(generator_config).tokenizer.config)
+  cfg.data = digits_data(data_dir)
+  cfg.num_steps = cfg.checkpoint_every = 3
+  cfg.report_every = 0
+  cfg.async_checkpoint = False
+  main.run(cfg, workdir)
+  return workdir
+
+
 def train_tiny_tokenizer(workdir, data=None):
   """A quickstart-smoke FSQ tokenizer trained 3 steps (in-process) on ``data`` (default: its own
   natural_patches build)."""

@@ -27,7 +27,7 @@ from jaxtok.generators.token_ar import (
   sample_bits,
 )
 from jaxtok.tasks import ordered_ar, tokenizer_source
-from tests.tasks.test_generator_task import digits_data
+from tests.tasks.test_generator_task import train_generator_tokenizer
 from tests.test_main import metrics, run_main
 
 SMOKE = "configs/generators/digits_flextok_ar.py:smoke"
@@ -36,16 +36,8 @@ SMOKE = "configs/generators/digits_flextok_ar.py:smoke"
 @pytest.fixture(scope="module")
 def flextok_run(tmp_path_factory, shared_data_dir):
   """flextok:smoke (the config the smoke generator restores) trained 3 steps on digits."""
-  from jaxtok import main
-
-  workdir = str(tmp_path_factory.mktemp("flextok"))
-  cfg = load_config(load_config(SMOKE).tokenizer.config)
-  cfg.data = digits_data(shared_data_dir)
-  cfg.num_steps = cfg.checkpoint_every = 3
-  cfg.report_every = 0
-  cfg.async_checkpoint = False
-  main.run(cfg, workdir)
-  return workdir
+  return train_generator_tokenizer(SMOKE, shared_data_dir,
+                                   str(tmp_path_factory.mktemp("flextok")))
 
 
 def test_loss_is_next_token_cross_entropy_after_the_class_token():
@@ -183,15 +175,8 @@ def test_smoke_run_end_to_end(flextok_run, shared_data_dir, tmp_path):
 @pytest.mark.slow
 def test_binary_latents_smoke_run_end_to_end(shared_data_dir, tmp_path):
   """digits_instella_ar:smoke: a 3-step binary tokenizer, then the bit AR through jaxtok.main."""
-  from jaxtok import main
-
   config = "configs/generators/digits_instella_ar.py:smoke"
-  tok = load_config(load_config(config).tokenizer.config)
-  tok.data = digits_data(shared_data_dir)
-  tok.num_steps = tok.checkpoint_every = 3
-  tok.report_every = 0
-  tok.async_checkpoint = False
-  main.run(tok, str(tmp_path / "tok"))
+  train_generator_tokenizer(config, shared_data_dir, str(tmp_path / "tok"))
   workdir = str(tmp_path / "gen")
   run_main(workdir, shared_data_dir, f"--config.tokenizer.init_from={tmp_path / 'tok'}",
            f"--config.tokenizer.cache_dir={tmp_path / 'cache'}", config=config)

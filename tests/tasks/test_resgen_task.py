@@ -20,7 +20,7 @@ from jaxtok.eval.image_metrics import to_float
 from jaxtok.generators.resgen import requantize
 from jaxtok.quantizers import FSQ
 from jaxtok.tasks import generator, resgen, tokenizer_source
-from tests.tasks.test_generator_task import digits_data
+from tests.tasks.test_generator_task import train_generator_tokenizer
 from tests.test_main import metrics, run_main
 
 SMOKE = "configs/generators/digits_resgen.py:smoke"
@@ -29,16 +29,8 @@ SMOKE = "configs/generators/digits_resgen.py:smoke"
 @pytest.fixture(scope="module")
 def rvq_tokenizer_run(tmp_path_factory, shared_data_dir):
   """conv2d_vq:depth=2,smoke (the config the smoke generator restores) trained 3 steps on digits."""
-  from jaxtok import main
-
-  workdir = str(tmp_path_factory.mktemp("rvq_tok"))
-  cfg = load_config(load_config(SMOKE).tokenizer.config)
-  cfg.data = digits_data(shared_data_dir)
-  cfg.num_steps = cfg.checkpoint_every = 3
-  cfg.report_every = 0
-  cfg.async_checkpoint = False
-  main.run(cfg, workdir)
-  return workdir
+  return train_generator_tokenizer(SMOKE, shared_data_dir,
+                                   str(tmp_path_factory.mktemp("rvq_tok")))
 
 
 def smoke_config(run, data_dir, cache_dir, arg=""):
