@@ -14,13 +14,14 @@ scored afterwards are those the sampler drew from (a test checks they agree).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from jaxtok.generators.samplers.autoregressive import generate
+from jaxtok.generators.samplers.autoregressive import generate, prefill_groups
 from jaxtok.rl.grpo import token_logprobs
 
 LogitsFn = Callable[[Any, jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
@@ -67,12 +68,13 @@ def sample_group(
     pad_id: int = 0,
     greedy: bool = False,
 ) -> Rollout:
-  """``group_size`` sampled completions per prompt, in one batched jitted sampler call."""
-  prompt = repeat_rows(prompt, group_size)
-  prompt_mask = repeat_rows(prompt_mask, group_size)
+  """``group_size`` sampled completions per prompt, in one batched jitted sampler call (each
+  prompt prefilled once for its group)."""
   tokens, stats = generate(rng, step_fn, params, cache, prompt, prompt_mask,
                            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                           top_p=top_p, stop_tokens=stop_tokens, greedy=greedy, pad_id=pad_id)
+                           top_p=top_p, stop_tokens=stop_tokens, greedy=greedy, pad_id=pad_id,
+                           group_size=group_size)
+  prompt_mask = repeat_rows(prompt_mask, group_size)
   token_mask, completion = completion_masks(prompt_mask, stats["num_generated"], max_new_tokens)
   return Rollout(tokens=tokens, token_mask=token_mask, completion_mask=completion,
                  done=stats["done"])
@@ -94,3 +96,38 @@ def sequence_logprobs(
   logits = logits_fn(params, tokens[:, :-1], positions_of(token_mask)[:, :-1],
                      token_mask[:, :-1])
   return token_logprobs(logits, tokens[:, 1:])
+
+
+@functools.partial(jax.jit, static_argnames=("step_fn", "group_size", "prompt_len"))
+def group_logprobs(
+    step_fn: Callable[..., Any],
+    params: Any,
+    cache: Any,  # empty, N * G rows and P + M slots
+    tokens: jnp.ndarray,  # int [N * G, P + M]: a Rollout's tokens (G rows share each prompt)
+    token_mask: jnp.ndarray,  # bool [N * G, P + M]
+    *,
+    group_size: int,
+    prompt_len: int,
+) -> jnp.ndarray:  # float32 [N * G, P + M - 1], aligned with sequence_logprobs
+  """:func:`sequence_logprobs` at the completion slots, computed with the prompt shared: each
+  prompt is prefilled once per group (the sampler's step function and KV cache), then every row's
+  M completion tokens go through in one teacher-forced step. At G = 8, P = 16, M = 8 that is
+  N * 16 + N * G * 8 tokens instead of N * G * 24. Entries before the completion are 0; entries
+  after a row's stop token are garbage, as in ``sequence_logprobs``: mask them."""
+  g, p = group_size, prompt_len
+  rows = tokens.shape[0]
+  prompt, mask = tokens[::g, :p], token_mask[::g, :p]
+  positions = positions_of(token_mask)
+  kv_mask = jnp.concatenate([mask, jnp.ones((rows // g, tokens.shape[1] - p), bool)], axis=1)
+  last, cache = prefill_groups(step_fn, params, cache, prompt, positions[::g, :p], kv_mask, g)
+  # Slots after the stop token hold pads at positions that keep counting; they only influence
+  # later pads, whose log-probs are masked out.
+  new_pos = positions[:, p - 1:p] + 1 + jnp.arange(tokens.shape[1] - p)[None]
+  if tokens.shape[1] - p == 1:  # one completion slot: the prefill predicted it
+    return jnp.concatenate([jnp.zeros((rows, p - 1)), token_logprobs(last[:, None],
+                                                                      tokens[:, p:])], axis=1)
+  logits, _ = step_fn(params, cache, tokens[:, p:-1], new_pos[:, :-1],
+                      jnp.repeat(kv_mask, g, axis=0))
+  logits = jnp.concatenate([last[:, None], logits], axis=1)  # predicts slots p .. P + M - 1
+  comp = token_logprobs(logits, tokens[:, p:])
+  return jnp.concatenate([jnp.zeros((rows, p - 1), comp.dtype), comp], axis=1)

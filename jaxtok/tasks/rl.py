@@ -41,7 +41,7 @@ from jaxtok.pretrained.lms import load_pretrained_lm
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
 from jaxtok.rl import arithmetic, decs
 from jaxtok.rl.grpo import LOSS_NORMS, group_advantages, policy_loss
-from jaxtok.rl.rollout import sample_group, sequence_logprobs
+from jaxtok.rl.rollout import group_logprobs, sample_group, sequence_logprobs
 from jaxtok.tasks import rl_pairs
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.common import boxed_init, build_optimizer
@@ -258,7 +258,9 @@ def build(config) -> Task:
                                        else data_mask), "rewards": rewards}
     out = {k: put(v) for k, v in out.items()}
     if rl.kl_beta and rl.algorithm != "sft":
-      out["ref_logp"] = ref_logprobs(reference_params(), out["tokens"], out["token_mask"])
+      out["ref_logp"] = group_logprobs(  # each prompt's prefix once per group
+          policy.step_fn, reference_params(), policy.cache(n * g, p_len + m_len),
+          out["tokens"], out["token_mask"], group_size=g, prompt_len=p_len)
     return out
 
   def decs_advantages(state, base, tokens, texts, probs, lengths, rewards, rows):

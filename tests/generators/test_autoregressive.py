@@ -121,6 +121,30 @@ def test_ragged_batch_equals_per_row_and_uncached_greedy(tiny_lm):
                                   full[i, len(r):len(r) + n])
 
 
+def test_group_prefill_samples_what_repeated_prompts_sample(tiny_lm):
+  """group_size=G prefills each prompt once and copies its cache rows into the group; with the
+  same key every sampled token equals the sampler's on the prompts repeated G times (the rows
+  of a group still differ: each draws its own tokens)."""
+  model, params = tiny_lm
+  prompt, mask = _left_pad([[5, 9], [1, 2, 3, 4, 5], [7, 7, 30]], 5)
+  g, n = 4, 6
+  kw = dict(max_new_tokens=n, temperature=1.0, stop_tokens=(3,))
+  grouped, gs = generate(jax.random.key(2), ModelStep(model), params,
+                         init_cache(model, 3 * g, 5 + n), prompt, mask, group_size=g, **kw)
+  repeated, rs = generate(jax.random.key(2), ModelStep(model), params,
+                          init_cache(model, 3 * g, 5 + n), jnp.repeat(prompt, g, axis=0),
+                          jnp.repeat(mask, g, axis=0), **kw)
+  np.testing.assert_array_equal(grouped, repeated)
+  np.testing.assert_array_equal(gs["num_generated"], rs["num_generated"])
+  assert len({tuple(r) for r in np.asarray(grouped)[:g, 5:].tolist()}) > 1
+  with pytest.raises(ValueError, match="N \\* G"):  # a cache of N rows, not N * G
+    generate(jax.random.key(2), ModelStep(model), params, init_cache(model, 3, 5 + n), prompt,
+             mask, group_size=g, **kw)
+  with pytest.raises(ValueError, match="group_size"):
+    generate(jax.random.key(2), ModelStep(model), params, init_cache(model, 3, 5 + n), prompt,
+             mask, group_size=0, **kw)
+
+
 def test_bfloat16_sampling_runs_with_stop_tokens(tiny_lm):
   model, params = tiny_lm
   model16 = model.clone(dtype=jnp.bfloat16)

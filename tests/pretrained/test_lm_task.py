@@ -126,3 +126,17 @@ def test_int8_eval_and_sample_follow_the_float32_model(tmp_path):
   bad.dtype = "int8"
   with pytest.raises(Exception, match="int8"):
     build(bad)
+
+
+def test_rl_arithmetic_smollm2_config_builds():
+  """configs/rl/arithmetic.py:model=smollm2 builds its task: every held-out word problem, in
+  SmolLM2's tokens, fits rl.max_prompt_len (48 did not: the longest is 57 tokens)."""
+  from jaxtok import tasks
+  from jaxtok.config_args import load_config
+
+  config = load_config(os.path.join(REPO, "configs", "rl", "arithmetic.py") + ":model=smollm2")
+  task = tasks.build(config)
+  assert task.experience is not None and task.report is not None
+  config.rl.max_prompt_len = 48
+  with pytest.raises(ValueError, match="max_prompt_len"):
+    tasks.build(config)

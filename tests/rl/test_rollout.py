@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jaxtok.generators.causal_lm import CausalLM, init_cache
 from jaxtok.generators.samplers.autoregressive import ModelStep
@@ -54,6 +55,30 @@ def test_rollout_logprobs_match_the_decode_path():
   comp = roll.completion_mask[:, 4:]
   np.testing.assert_allclose(np.where(comp, lp[:, 3:], 0), np.where(comp, want, 0), atol=2e-5)
   assert int(comp.sum()) > n * g  # the comparison covered more than one token per row
+
+
+@pytest.mark.parametrize("m", [1, 6])
+def test_group_logprobs_equal_the_full_pass_at_completion_slots(m):
+  """The shared-prompt reference pass (each prompt prefilled once per group, then all
+  completions in one step) gives sequence_logprobs' values wherever the completion mask is set."""
+  model = CausalLM.from_config("tiny")
+  params = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
+  prompt = jnp.array([[0, 0, 5, 6], [7, 8, 9, 10]], jnp.int32)
+  n, g = 2, 3
+  roll = rollout.sample_group(
+      jax.random.key(1), ModelStep(model), params, init_cache(model, n * g, 4 + m), prompt,
+      prompt > 0, group_size=g, max_new_tokens=m, temperature=1.0, stop_tokens=(3, 4, 5, 6))
+
+  def logits_fn(p, tokens, positions, kv_mask):
+    return model.apply({"params": p}, tokens, positions=positions, kv_mask=kv_mask)
+
+  want = rollout.sequence_logprobs(logits_fn, params, roll.tokens, roll.token_mask)
+  got = rollout.group_logprobs(ModelStep(model), params, init_cache(model, n * g, 4 + m),
+                               roll.tokens, roll.token_mask, group_size=g, prompt_len=4)
+  assert got.shape == want.shape
+  comp = np.asarray(roll.completion_mask[:, 1:])
+  np.testing.assert_allclose(np.where(comp, got, 0), np.where(comp, want, 0), atol=2e-5)
+  assert comp.sum() >= n * g and np.abs(np.where(comp, want, 0)).min() < np.abs(want).max()
 
 
 def test_grpo_learns_a_toy_reward_through_the_sampler():

@@ -109,7 +109,8 @@ def generate(
     greedy: bool = False,
     pad_id: int = 0,
     logits_processor: Callable[[jnp.ndarray, jnp.ndarray, Any], jnp.ndarray] | None = None,
-) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:  # int32 [B, P + N], stats
+    group_size: int = 1,
+) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:  # int32 [B * G, P + N], stats
   """Samples up to ``max_new_tokens`` tokens after each left-padded prompt.
 
   One forward pass over the prompt fills the cache (prefill) and gives the first new token; each
@@ -118,6 +119,11 @@ def generate(
   The loop ends when every row is done or ``max_new_tokens`` tokens were produced.
   ``logits_processor`` (None: logits are used as the model gives them) rewrites every step's
   logits before greedy / temperature / top-k / top-p; see the module docstring.
+
+  ``group_size`` G > 1 samples G continuations of each prompt: rows ``b * G .. b * G + G - 1``
+  of the output continue prompt ``b``. The prompt is prefilled once per group, not G times (the
+  cache has B * G rows; the prefilled rows are copied into each group), so an RL rollout's
+  prefill costs what one sample's does. Same key, same tokens as repeating every prompt G times.
 
   Returns ``tokens`` [B, P + N] (the prompt, then the new tokens) and stats: ``forward_passes``
   (int scalar, prefill included), ``num_generated`` [B] (new tokens per row, stop token included)
@@ -132,20 +138,44 @@ def generate(
     raise ValueError(f"temperature must be > 0 (or greedy=True), got {temperature}")
   if not 0.0 < top_p <= 1.0 or top_k < 0:
     raise ValueError(f"need 0 < top_p <= 1 and top_k >= 0, got top_p={top_p}, top_k={top_k}")
+  if group_size < 1:
+    raise ValueError(f"group_size must be >= 1, got {group_size}")
   return _generate(rng, step_fn, params, cache, jnp.asarray(prompt), jnp.asarray(prompt_mask),
                    max_new_tokens=int(max_new_tokens), temperature=float(temperature),
                    top_k=int(top_k), top_p=float(top_p),
                    stop_tokens=tuple(int(t) for t in stop_tokens), greedy=bool(greedy),
-                   pad_id=int(pad_id), logits_processor=logits_processor)
+                   pad_id=int(pad_id), logits_processor=logits_processor,
+                   group_size=int(group_size))
+
+
+def prefill_groups(step_fn, params, cache, prompt, positions, kv_mask, group_size: int):
+  """Prefills ``prompt`` [N, P] once into each group of G rows of a cache of N * G rows:
+  (the last prompt position's logits [N * G, V], cache). Cache leaves with N * G leading rows
+  are per-row state; the rest (a shared write index) pass through."""
+  g = group_size
+  if g == 1:
+    logits, cache = step_fn(params, cache, prompt, positions, kv_mask)
+    return logits[:, -1], cache
+  rows = prompt.shape[0] * g
+  per_row = lambda x: jnp.ndim(x) > 0 and x.shape[0] == rows
+  leaves = jax.tree.leaves(cache)  # none: a step function that keeps no state
+  if leaves and not any(per_row(x) for x in leaves):
+    raise ValueError(f"group_size={g}: the cache must hold N * G = {rows} rows (one per sample) "
+                     f"for the {prompt.shape[0]} prompts")
+  small = jax.tree.map(lambda x: x[::g] if per_row(x) else x, cache)
+  logits, small = step_fn(params, small, prompt, positions, kv_mask)
+  cache = jax.tree.map(lambda full, x: jnp.repeat(x, g, axis=0) if per_row(full) else x,
+                       cache, small)
+  return jnp.repeat(logits[:, -1], g, axis=0), cache
 
 
 @functools.partial(jax.jit, static_argnames=(
     "step_fn", "max_new_tokens", "temperature", "top_k", "top_p", "stop_tokens", "greedy",
-    "pad_id", "logits_processor"))
+    "pad_id", "logits_processor", "group_size"))
 def _generate(rng, step_fn, params, cache, prompt, prompt_mask, *, max_new_tokens, temperature,
-              top_k, top_p, stop_tokens, greedy, pad_id, logits_processor):
+              top_k, top_p, stop_tokens, greedy, pad_id, logits_processor, group_size):
   """The jitted body of :func:`generate` (arguments already validated and normalised)."""
-  b, p = prompt.shape
+  g, p = group_size, prompt.shape[1]
   total = p + max_new_tokens
   prompt = prompt.astype(jnp.int32)
   prompt_mask = prompt_mask.astype(bool)
@@ -154,11 +184,15 @@ def _generate(rng, step_fn, params, cache, prompt, prompt_mask, *, max_new_token
                              top_p=top_p, logits_processor=logits_processor)
 
   # Positions count real tokens only, so a left-padded row sees the positions it would alone.
-  positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=1) - 1, 0).astype(jnp.int32)  # [B, P]
-  kv_mask = jnp.concatenate([prompt_mask, jnp.ones((b, max_new_tokens), bool)], axis=1)
-  logits, cache = step_fn(params, cache, prompt, positions, kv_mask)  # [B, P, V]
+  positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=1) - 1, 0).astype(jnp.int32)  # [N, P]
+  kv_mask = jnp.concatenate([prompt_mask, jnp.ones((prompt.shape[0], max_new_tokens), bool)],
+                            axis=1)
+  logits, cache = prefill_groups(step_fn, params, cache, prompt, positions, kv_mask, g)
+  # From here on every row is one sample: B = N * G.
+  prompt, positions, kv_mask = (jnp.repeat(x, g, axis=0) for x in (prompt, positions, kv_mask))
+  b = prompt.shape[0]
   # Left padding puts every row's last prompt token in column P - 1.
-  first = choose(jax.random.fold_in(rng, 0), logits[:, -1], prompt[:, -1], 0)  # [B]
+  first = choose(jax.random.fold_in(rng, 0), logits, prompt[:, -1], 0)  # [B]
   tokens = jnp.concatenate([prompt, jnp.full((b, max_new_tokens), pad_id, jnp.int32)], axis=1)
   tokens = tokens.at[:, p].set(first)
   done = jnp.isin(first, stops)  # [B]
