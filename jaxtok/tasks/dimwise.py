@@ -22,7 +22,6 @@ and ``report/samples_T<T>.png``.
 from __future__ import annotations
 
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -30,13 +29,12 @@ import ml_collections
 import numpy as np
 
 from jaxtok.config_args import with_defaults
-from jaxtok.eval.pictures import save_png, tile
 from jaxtok.generators.dimwise import DimwiseModel, check_head, dimwise_loss, sample
 from jaxtok.quantizers import LatentGaussianQuantizer, gaussian_bins
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.common import build_optimizer
 from jaxtok.tasks.generator import DEFAULTS as GENERATOR_DEFAULTS
-from jaxtok.tasks.generator_report import class_accuracy_and_fd
+from jaxtok.tasks.generator_report import class_accuracy_and_fd, save_class_grid, timed_call
 from jaxtok.tasks.tokenizer_source import check_tokens, prepare_fn, tokens_of_config
 from jaxtok.train.state import TrainState
 from jaxtok.train.steps import supervised_step
@@ -176,23 +174,17 @@ def make_task(config) -> Task:
     rng = jax.random.PRNGKey(sample_cfg.seed)
     out, images = {}, {}
     for t in steps:
-      compiled = jax.jit(lambda p, r, y, t=t: generate(p, r, y, t)).lower(params, rng,
-                                                                           labels).compile()
-      t0 = time.perf_counter()
-      codes, stats = jax.block_until_ready(compiled(params, rng, labels))
-      seconds = time.perf_counter() - t0
+      (codes, stats), seconds, _ = timed_call(lambda p, r, y, t=t: generate(p, r, y, t), params,
+                                              rng, labels)
       name = f"{head}_T{t}"
       images[name] = np.asarray(decode(codes))
       out[f"gen/{name}/nfe"] = int(stats["nfe"])
       out[f"gen/{name}/ms_per_sample"] = 1e3 * seconds / len(labels)
-    cap = int(rep_cfg.max_real_images)
-    ref_split = "train" if rep_cfg.fd_reference == "train" else eval_split
     out.update(class_accuracy_and_fd(config, rep_cfg, clf_cfg, images, labels, classes,
-                                     num_classes, eval_split, ref_split, cap))
+                                     num_classes, eval_split))
     if jax.process_index() == 0:
       for i, imgs in enumerate(images.values()):
-        rows = imgs.reshape((len(classes), rep_cfg.per_class) + imgs.shape[1:])
-        save_png(tile(list(rows)), os.path.join(
+        save_class_grid(imgs, rep_cfg.per_class, os.path.join(
             workdir, "report", "samples.png" if i == 0 else f"samples_T{steps[i]}.png"))
     return out
 

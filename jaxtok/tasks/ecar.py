@@ -13,7 +13,6 @@ classifier's features, a stand-in for FID), ``full_res_calls``, ``token_nfe``, `
 from __future__ import annotations
 
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -22,12 +21,11 @@ import numpy as np
 
 from jaxtok.config_args import with_defaults
 from jaxtok.eval.image_metrics import to_float
-from jaxtok.eval.pictures import save_png, tile
 from jaxtok.generators.ecar import ECAR, ecar_loss, ecar_sample, patchify, sample_cost
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.common import build_optimizer
 from jaxtok.tasks.generator import DEFAULTS as GENERATOR_DEFAULTS
-from jaxtok.tasks.generator_report import class_accuracy_and_fd
+from jaxtok.tasks.generator_report import class_accuracy_and_fd, save_class_grid, timed_call
 from jaxtok.train.state import TrainState
 from jaxtok.train.steps import supervised_step
 
@@ -102,25 +100,19 @@ def make_task(config) -> Task:
     out, images = {}, {}
     for n in steps:
       per_stage = (n,) * stages
-      fn = jax.jit(lambda p, r, y, s=per_stage: ecar_sample(r, model, p, y, s)[0])
-      compiled = fn.lower(params, rng, labels).compile()
-      t0 = time.perf_counter()
-      imgs = jax.block_until_ready(compiled(params, rng, labels))
-      seconds = time.perf_counter() - t0
+      imgs, seconds, compiled = timed_call(
+          lambda p, r, y, s=per_stage: ecar_sample(r, model, p, y, s)[0], params, rng, labels)
       name = f"ecar_K{stages}_N{n}"
       images[name] = np.repeat(np.asarray(imgs), 3, -1)
       out.update({f"gen/{name}/{k}": v for k, v in sample_cost(model, per_stage).items()})
       out[f"gen/{name}/ms_per_sample"] = 1e3 * seconds / len(labels)
       out[f"gen/{name}/gflops_per_sample"] = flops_of(compiled) / 1e9 / len(labels)
-    cap = int(rep_cfg.max_real_images)
-    ref_split = "train" if rep_cfg.fd_reference == "train" else eval_split
     out.update(class_accuracy_and_fd(config, rep_cfg, clf_cfg, images, labels, classes,
-                                     num_classes, eval_split, ref_split, cap))
+                                     num_classes, eval_split))
     if jax.process_index() == 0:
       for name, imgs in images.items():
-        rows = imgs.reshape((len(classes), rep_cfg.per_class) + imgs.shape[1:])
-        save_png(tile(list(rows[:, :8])), os.path.join(
-            workdir, "report", f"samples_N{name.rsplit('_N', 1)[1]}.png"))
+        save_class_grid(imgs, rep_cfg.per_class, os.path.join(
+            workdir, "report", f"samples_N{name.rsplit('_N', 1)[1]}.png"), columns=8)
     return out
 
   return Task(init=init, train_step=train_step, eval_step=eval_step, report=report)

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 
 import jax
 import jax.numpy as jnp
@@ -59,7 +58,7 @@ import numpy as np
 import optax
 
 from jaxtok.config_args import with_defaults
-from jaxtok.eval.pictures import save_png, tile
+from jaxtok.eval.pictures import save_png
 from jaxtok.generators.critic import TokenCritic, critic_loss, make_critic_fn
 from jaxtok.generators.losses import maskgit_loss
 from jaxtok.generators.masked import MaskedTransformer, RecapFns, make_logits_fn
@@ -69,6 +68,8 @@ from jaxtok.tasks.common import build_optimizer
 from jaxtok.tasks.generator_report import (
   class_accuracy_and_fd,
   commit_steps,
+  save_class_grid,
+  timed_call,
   unmasking_strip,
 )
 from jaxtok.tasks.tokenizer_source import check_tokens, prepare_fn, tokens_of_config
@@ -256,22 +257,16 @@ def make_task(config) -> Task:
     rng = jax.random.PRNGKey(sample_cfg.seed)
     out, images = {}, {}
     for name in samplers:
-      compiled = jax.jit(lambda p, r, y, name=name: sample(name, p, r, y)).lower(
-          params, rng, labels).compile()
-      t0 = time.perf_counter()
-      tokens, stats = jax.block_until_ready(compiled(params, rng, labels))
-      seconds = time.perf_counter() - t0
+      (tokens, stats), seconds, _ = timed_call(
+          lambda p, r, y, name=name: sample(name, p, r, y), params, rng, labels)
       images[name] = np.asarray(decode(tokens))  # [C * k, S, S, 3] in [-1, 1]
       out[f"gen/{name}/nfe"] = int(stats["nfe"])
       for extra in ("critic_nfe", "full_nfe"):  # Token-Critic's critic calls, ReCAP's full calls
         if extra in stats:
           out[f"gen/{name}/{extra}"] = int(stats[extra])
       out[f"gen/{name}/ms_per_sample"] = 1e3 * seconds / len(labels)
-    cap = int(rep_cfg.max_real_images)
-    ref_split = "train" if rep_cfg.fd_reference == "train" else eval_split
     out.update(class_accuracy_and_fd(
-        config, rep_cfg, clf_cfg, images, labels, classes, num_classes, eval_split, ref_split,
-        cap))
+        config, rep_cfg, clf_cfg, images, labels, classes, num_classes, eval_split))
 
     inputs = []
     k = rep_cfg.order_samples
@@ -283,8 +278,7 @@ def make_task(config) -> Task:
     order = order.reshape(len(order), h * w, -1).max(-1)  # a cell is done with its last depth
     if jax.process_index() == 0:
       for i, (name, imgs) in enumerate(images.items()):
-        rows = imgs.reshape((len(classes), rep_cfg.per_class) + imgs.shape[1:])
-        save_png(tile(list(rows)), os.path.join(
+        save_class_grid(imgs, rep_cfg.per_class, os.path.join(
             workdir, "report", "samples.png" if i == 0 else f"samples_{_file_tag(name)}.png"))
       first = images.get("maskgit", next(iter(images.values())))[::rep_cfg.per_class][:k]
       save_png(unmasking_strip(order, (h, w), first, order_sampler[1].num_steps),

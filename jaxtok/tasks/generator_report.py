@@ -10,6 +10,10 @@ penultimate features or on EfficientNet-Lite0 pooled features (FD-ENL0,
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -19,7 +23,7 @@ import optax
 from jaxtok.data.pipeline import make_iterator
 from jaxtok.eval.frechet import efficientnet_feature_fn, frechet_distance_features
 from jaxtok.eval.image_metrics import to_float
-from jaxtok.eval.pictures import tile
+from jaxtok.eval.pictures import save_png, tile
 
 
 class ImageClassifier(nn.Module):
@@ -105,11 +109,30 @@ def unmasking_strip(steps: np.ndarray, grid: tuple[int, int], images: np.ndarray
   return tile(rows)
 
 
+def timed_call(fn: Callable[..., Any], *args) -> tuple[Any, float, Any]:
+  """(outputs, seconds, compiled) of one call of ``jax.jit(fn)(*args)``, compiled first so
+  the time is the program's alone."""
+  compiled = jax.jit(fn).lower(*args).compile()
+  start = time.perf_counter()
+  out = jax.block_until_ready(compiled(*args))
+  return out, time.perf_counter() - start, compiled
+
+
+def save_class_grid(images: np.ndarray, per_class: int, path: str, columns: int = 0) -> None:
+  """[C * k, S, S, 3] samples, k per class in order, as one row per class (the first
+  ``columns`` of each when > 0)."""
+  rows = images.reshape((-1, per_class) + images.shape[1:])
+  save_png(tile(list(rows[:, :columns] if columns else rows)), path)
+
+
 def class_accuracy_and_fd(config, rep_cfg, clf_cfg, images: dict[str, np.ndarray], labels,
-                           classes: np.ndarray, num_classes: int, eval_split: str, ref_split: str,
-                           cap: int) -> dict[str, float]:
+                          classes: np.ndarray, num_classes: int,
+                          eval_split: str) -> dict[str, float]:
   """``gen/<sampler>/{class_accuracy, fd_*}`` and the classifier's own accuracy, reading at most
-  ``cap`` real images per split (``images``: sampler -> [C * k, S, S, 3] in [-1, 1])."""
+  ``rep_cfg.max_real_images`` real images per split (``images``: sampler -> [C * k, S, S, 3] in
+  [-1, 1]). The FD reference is the train split or ``eval_split`` (``rep_cfg.fd_reference``)."""
+  cap = int(rep_cfg.max_real_images)
+  ref_split = "train" if rep_cfg.fd_reference == "train" else eval_split
   out = {}
   classify = None
   if int(clf_cfg.steps) > 0:

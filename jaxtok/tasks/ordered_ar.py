@@ -23,7 +23,6 @@ its decodings at every k).
 from __future__ import annotations
 
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +44,7 @@ from jaxtok.generators.token_ar import (
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.common import build_optimizer
 from jaxtok.tasks.generator import DEFAULTS as GENERATOR_DEFAULTS
-from jaxtok.tasks.generator_report import class_accuracy_and_fd
+from jaxtok.tasks.generator_report import class_accuracy_and_fd, save_class_grid, timed_call
 from jaxtok.tasks.tokenizer_source import check_tokens, prepare_fn, tokens_of_config
 from jaxtok.train.state import TrainState
 from jaxtok.train.steps import supervised_step
@@ -147,25 +146,19 @@ def make_task(config) -> Task:
   def report(state, workdir, step):
     params = jax.device_get(state.params)
     labels = jnp.asarray(np.repeat(classes, rep_cfg.per_class))
-    compiled = jax.jit(sample).lower(params, jax.random.PRNGKey(sample_cfg.seed),
-                                     labels).compile()
-    t0 = time.perf_counter()
-    codes, stats = jax.block_until_ready(compiled(params, jax.random.PRNGKey(sample_cfg.seed),
-                                                  labels))
-    ms = 1e3 * (time.perf_counter() - t0) / len(labels)
+    (codes, stats), seconds, _ = timed_call(sample, params,
+                                            jax.random.PRNGKey(sample_cfg.seed), labels)
+    ms = 1e3 * seconds / len(labels)
     images, out = {}, {}
     for k in prefixes:
       images[f"ar_k{k}"] = np.asarray(decode_prefix(codes, k))
       out[f"gen/ar_k{k}/nfe"] = int(stats["forward_passes"])
       out[f"gen/ar_k{k}/ms_per_sample"] = ms
-    cap = int(rep_cfg.max_real_images)
-    ref_split = "train" if rep_cfg.fd_reference == "train" else eval_split
     out.update(class_accuracy_and_fd(config, rep_cfg, clf_cfg, images, labels, classes,
-                                     num_classes, eval_split, ref_split, cap))
+                                     num_classes, eval_split))
     if jax.process_index() == 0:
-      full = images[f"ar_k{max(prefixes)}"]
-      rows = full.reshape((len(classes), rep_cfg.per_class) + full.shape[1:])
-      save_png(tile(list(rows)), os.path.join(workdir, "report", "samples.png"))
+      save_class_grid(images[f"ar_k{max(prefixes)}"], rep_cfg.per_class,
+                      os.path.join(workdir, "report", "samples.png"))
       first = [np.stack([images[f"ar_k{k}"][i] for k in prefixes])
                for i in range(0, len(labels), rep_cfg.per_class)]
       save_png(tile(first), os.path.join(workdir, "report", "prefixes.png"))

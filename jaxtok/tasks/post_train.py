@@ -263,9 +263,8 @@ def make_task(config) -> Task:
       out[f"post/psnr_forced_{tag}"] = float(jnp.mean(clipped_psnr(
           jnp.asarray(images[f"forced_{tag}"]), x)))
     out["post/forced_fraction_generated"] = float(jnp.mean(tokens != real))
-    ref_split = "train" if rep_cfg.fd_reference == "train" else eval_split
     out.update(class_accuracy_and_fd(config, rep_cfg, clf_cfg, images, labels, classes,
-                                     num_classes, eval_split, ref_split, cap))
+                                     num_classes, eval_split))
     if workdir is not None and jax.process_index() == 0:
       shown = [c * per for c in range(min(len(classes), 8))]
       panel = [np.asarray(x)[shown]] + [images[k][shown] for k in (

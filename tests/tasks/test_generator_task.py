@@ -158,7 +158,7 @@ def test_real_images_capped_and_fd_without_classifier(tokenizer_run, shared_data
   fake = {"maskgit": generator_report.to_float(cx[:20])}  # real digits as "samples": a small FD
   noise = {"noise": np.random.default_rng(0).uniform(-1, 1, (20, 32, 32, 3)).astype(np.float32)}
   out = generator_report.class_accuracy_and_fd(
-      cfg, rep_cfg, clf_cfg, {**fake, **noise}, cy[:20], np.arange(10), 10, "test", "test", 100)
+      cfg, rep_cfg, clf_cfg, {**fake, **noise}, cy[:20], np.arange(10), 10, "test")
   # "real": the floor, real training digits with the samples' labels against the same reference.
   assert sorted(out) == ["gen/maskgit/fd_enl0", "gen/noise/fd_enl0", "gen/real/fd_enl0"]
   assert 0 < out["gen/maskgit/fd_enl0"] < out["gen/noise/fd_enl0"]
