@@ -12,6 +12,7 @@ from jaxtok.data import (  # noqa: F401
   layouts,
   natural_patches,
   python_source,
+  running_sums,
   shapes,
   speech,
   sudoku,

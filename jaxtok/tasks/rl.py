@@ -22,7 +22,6 @@ Config (see ``configs/rl/arithmetic.py``): ``model.{variant, pretrained, chat}``
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import flax.linen as nn
@@ -32,19 +31,19 @@ import numpy as np
 
 from jaxtok.config_args import with_defaults
 from jaxtok.data import arithmetic_cot
-from jaxtok.data.arithmetic import problem_of, problems
 from jaxtok.data.batches import batch_sharding, to_host
 from jaxtok.generators.causal_lm import CausalLM, init_cache, lm_config
 from jaxtok.generators.samplers.autoregressive import ModelStep
 from jaxtok.pretrained.chat import chatml
 from jaxtok.pretrained.lms import load_pretrained_lm
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
-from jaxtok.rl import arithmetic, decs
+from jaxtok.rl import decs
 from jaxtok.rl.grpo import LOSS_NORMS, group_advantages, policy_loss
 from jaxtok.rl.rollout import group_logprobs, sample_group, sequence_logprobs
-from jaxtok.tasks import rl_pairs
+from jaxtok.tasks import rl_pairs, rl_soft
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.common import boxed_init, build_optimizer
+from jaxtok.tasks.rl_envs import env_of
 from jaxtok.tasks.rl_pairs import PREFERENCE
 from jaxtok.train import loop
 from jaxtok.train.state import TrainState
@@ -61,23 +60,6 @@ RL_DEFAULTS = {
     # length, reward of a correct rollout minus length_penalty * tokens / max_new_tokens
     "decs_kappa": 0.5, "decs_easy_start": 0.0, "decs_easy_end": 0.5, "length_penalty": 0.0,
 }
-# The environment by data set: problems, prompt and trace text, checker, record fields.
-ENVS = {
-    "arithmetic": SimpleNamespace(
-        problem_of=problem_of, prompt_text=arithmetic.prompt_text,
-        answer_text=arithmetic.answer_text,
-        reward=lambda text, answer: arithmetic.reward(text, answer),  # late: tests patch it
-        problems=problems, fields=("a", "b", "op", "template")),
-    "arithmetic_cot": SimpleNamespace(
-        problem_of=arithmetic_cot.problem_of, prompt_text=arithmetic_cot.prompt_text,
-        answer_text=arithmetic_cot.answer_text, reward=arithmetic_cot.reward,
-        problems=lambda name, split, num, digits: arithmetic_cot.problems(split, num, digits),
-        fields=("a", "b", "c", "checks")),
-}
-
-
-def env_of(name: str) -> SimpleNamespace:
-  return ENVS.get(name, ENVS["arithmetic"])
 OPT_DEFAULTS = {"lr": 1e-4, "warmup_steps": 10, "grad_clip": 1.0, "b1": 0.9, "b2": 0.99,
                 "weight_decay": 0.0, "final_lr_fraction": 1.0}
 
@@ -175,7 +157,7 @@ def build(config) -> Task:
     return TrainState.create(params=params, tx=tx, rng=rng)
 
   def prepare_batch(rows):
-    probs = [env.problem_of({k: v[i] for k, v in rows.items()}) for i in range(len(rows["a"]))]
+    probs = [env.problem_of({k: v[i] for k, v in rows.items()}) for i in range(len(rows["mask"]))]
     prompt, prompt_mask = _left_pad([policy.prompt_ids(p) for p in probs], p_len,
                                     policy.pad_id, "prompt")
     answers = [policy.tokenizer.encode(env.answer_text(p)) + [policy.stops[0]]
@@ -332,6 +314,10 @@ def build(config) -> Task:
                              "held-out prompt")
 
   k = int(config.get("heldout", {}).get("samples", 4))
+  soft = config.get("soft_thinking")  # Soft Thinking arms in the held-out report (rl_soft.py)
+  if soft:
+    soft = with_defaults(config, "soft_thinking", {**rl_soft.DEFAULTS, "arms": soft.arms})
+    think_end = rl_soft.check(soft, policy.tokenizer)
 
   def _solved(params, rng, group, greedy, stats=None):
     """[num held-out, group] rewards of greedy (group 1) or sampled completions; ``stats``
@@ -350,9 +336,8 @@ def build(config) -> Task:
       if stats is not None:
         stats.setdefault("tokens", []).extend(to_host(roll.completion_mask).sum(axis=1))
     solved = [env.reward(t, heldout[i // group].answer) for i, t in enumerate(texts)]
-    if stats is not None and env is ENVS["arithmetic_cot"]:
-      stats["after_answer"] = _after_answer(texts, [heldout[i // group] for i in
-                                                    range(len(texts))])
+    if stats is not None and env.held_out_stats is not None:
+      stats.update(env.held_out_stats(texts, [heldout[i // group] for i in range(len(texts))]))
     return np.asarray(solved).reshape(len(heldout), group)
 
   def report(state: TrainState, workdir: str | None = None, step: int = 0) -> dict[str, Any]:
@@ -366,24 +351,14 @@ def build(config) -> Task:
            "heldout/pass@1_sampled": float(sampled.mean()),
            f"heldout/pass@{k}_sampled": float(sampled.max(axis=1).mean()),
            "heldout/tokens": float(np.mean(stats["tokens"]))}
-    if "after_answer" in stats:
-      out["heldout/after_answer"] = stats["after_answer"]
+    out.update({f"heldout/{k}": v for k, v in stats.items() if k != "tokens"})
+    if soft:
+      out.update(rl_soft.report(policy, params, *greedy_prompts, [p.answer for p in heldout],
+                                soft, think_end))
     return out
 
   return Task(init=init, train_step=train_step, report=report, evaluate=report_eval(report),
               prepare_batch=prepare_batch, experience=experience)
-
-
-def _after_answer(texts: list[str], probs: list) -> float:
-  """Share of the completions' characters (bytes) in chunks after the first that holds the
-  answer (the redundancy DECS removes); a completion that never states it has none."""
-  total = redundant = 0
-  for text, p in zip(texts, probs):
-    chunks = decs.split_chunks(text, arithmetic_cot.DELIMITER)
-    first = decs.first_correct(chunks, lambda c, a=p.answer: arithmetic_cot.value_of(c) == a)
-    total += len(text)
-    redundant += sum(len(c) for c in chunks[first + 1:]) if first >= 0 else 0
-  return redundant / max(total, 1)
 
 
 def report_eval(report):
