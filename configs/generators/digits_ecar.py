@@ -25,7 +25,8 @@ from jaxtok.config_args import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, imagenet=False, steps=1500, stages=3, steps_list="2+4+8")
+  a = parse_arg(arg, smoke=False, imagenet=False, steps=1500, stages=3, steps_list="2+4+8",
+                skip=False)
   if a.stages < 1:
     raise ValueError(f"stages must be >= 1 (1 = the single-stage baseline); got {a.stages}")
   c = generator_base_config(ml_collections.ConfigDict({**a.to_dict(), "tokenizer": ""}),
@@ -47,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
              "head_depth": 1}
     full = {"dim": 96, "num_layers": 3, "num_heads": 4, "mlp_dim": 256, "head_width": 128,
             "head_depth": 2}
-    c.model = ml_collections.ConfigDict({"stages": a.stages, "patch": 4,
+    c.model = ml_collections.ConfigDict({"stages": a.stages, "patch": 4, "head_skip": a.skip,
                                          **(small if a.smoke else full)})
     c.report = ml_collections.ConfigDict({"per_class": 2 if a.smoke else 16,
                                           "fd": "classifier", "fd_reference": "test"})

@@ -142,6 +142,9 @@ class ECAR(nn.Module):
   mlp_dim: int = 512
   head_width: int = 256
   head_depth: int = 3
+  # The head also reads its own slot of the backbone input (the upsampled end state of the stage
+  # before), not only the backbone's summary of it: the exact coarse values and their noise.
+  head_skip: bool = False
 
   def setup(self):
     sizes = stage_sizes(self.size, self.stages, self.patch)
@@ -161,7 +164,8 @@ class ECAR(nn.Module):
     x = jnp.concatenate([self.class_embed(labels)[:, None], self.in_proj(inputs)], 1)
     x = x + self.pos_embed[None]
     mask = jnp.asarray(block_causal_mask(self.lengths))[None, None]
-    return self.backbone(x, mask=mask)[:, 1:]
+    out = self.backbone(x, mask=mask)[:, 1:]
+    return jnp.concatenate([out, inputs], -1) if self.head_skip else out
 
   def velocity(self, x, t, cond):
     return self.head(x, t, cond)

@@ -31,7 +31,7 @@ from jaxtok.train.steps import supervised_step
 
 DEFAULTS = {
     "model": {"stages": 3, "patch": 4, "dim": 128, "num_layers": 4, "num_heads": 4,
-              "mlp_dim": 512, "head_width": 256, "head_depth": 3},
+              "mlp_dim": 512, "head_width": 256, "head_depth": 3, "head_skip": False},
     "sample": {"steps": (4, 8), "seed": 0},
     "report": GENERATOR_DEFAULTS["report"],
     "classifier": GENERATOR_DEFAULTS["classifier"],

@@ -52,7 +52,8 @@ COLUMNS = ("class_accuracy", "fd_classifier", "full_res_calls", "token_nfe", "ms
 
 def config_of(stages: int, args):
   arg = "smoke" if args.smoke else f"steps={args.steps},steps_list={args.steps_list}"
-  return load_config(f"configs/generators/digits_ecar.py:{arg},stages={stages}")
+  return load_config(f"configs/generators/digits_ecar.py:{arg},stages={stages}"
+                     + (",skip" if args.skip else ""))
 
 
 def run(stages: int, args) -> dict:
@@ -101,6 +102,8 @@ def main_() -> None:
   p.add_argument("--steps_list", default="2+4+8")
   p.add_argument("--smoke", action="store_true")
   p.add_argument("--diagnose", action="store_true")
+  p.add_argument("--skip", action="store_true",
+                 help="the head also reads its slot of the backbone input (model.head_skip)")
   args = p.parse_args()
   if args.diagnose:
     for k in (int(s) for s in args.stages.split("+")):

@@ -166,3 +166,21 @@ def test_teacher_forced_sampling_starts_from_the_real_images_stage():
   np.testing.assert_allclose(mid, jnp.clip(renoise(k_n, forced[1][1], 2 / 3), -1, 1), atol=1e-6)
   with pytest.raises(ValueError, match="forced"):
     ecar_sample(jax.random.PRNGKey(5), model, params, labels, (2, 2, 2), from_stage=1)
+
+
+def test_head_skip_hands_the_head_its_slot_of_the_backbone_input():
+  """With head_skip the per-token condition ends with the token's own backbone input, exactly
+  (the upsampled end state of the stage before); without it the condition is the backbone's."""
+  kw = dict(size=16, stages=2, dim=16, num_layers=1, num_heads=2, mlp_dim=32, head_width=16,
+            head_depth=1)
+  n = 4 + 16
+  inputs = jax.random.normal(jax.random.PRNGKey(3), (2, n, 16))
+  labels = jnp.array([1, 2])
+  for skip, width in ((True, 16 + 16), (False, 16)):
+    model = ECAR(**kw, head_skip=skip)
+    params = model.init(jax.random.PRNGKey(0), inputs, labels, inputs,
+                        jnp.zeros((2, n)))["params"]
+    cond = model.apply({"params": params}, inputs, labels, method="conditions")
+    assert cond.shape == (2, n, width)
+    if skip:
+      np.testing.assert_array_equal(cond[..., 16:], inputs)
