@@ -18,7 +18,6 @@ holds the problems whose content hash marks them (``jaxtok.rl.arithmetic.HELDOUT
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 
 import numpy as np
@@ -27,7 +26,7 @@ import tensorflow_datasets as tfds
 from jaxtok.data.local_builder import LocalBuilder
 from jaxtok.data.registry import DATASETS
 from jaxtok.data.spec import DatasetSpec
-from jaxtok.rl.arithmetic import HELDOUT_FRACTION, SPLITS
+from jaxtok.rl.arithmetic import SPLITS, split_of_text
 
 DELIMITER = ";"
 MAX_CHECKS = 3
@@ -78,9 +77,7 @@ def reward(completion: str, answer: int) -> float:
 
 
 def split_of(terms: tuple[int, ...]) -> str:
-  key = "+".join(map(str, terms)).encode()
-  h = int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "little")
-  return "test" if h / 2**32 < HELDOUT_FRACTION else "train"
+  return split_of_text("+".join(map(str, terms)))
 
 
 def make_problem(seed: int, split: str, index: int, *, digits: int = 2) -> CotProblem:

@@ -45,10 +45,15 @@ class Problem:
     return WORD_TEMPLATES[self.template][1].format(a=self.a, b=self.b)
 
 
+def split_of_text(key: str) -> str:
+  """'train' or 'test' for a problem written as ``key``, from a hash of it (stable across runs)."""
+  h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "little")
+  return "test" if h / 2**32 < HELDOUT_FRACTION else "train"
+
+
 def split_of(a: int, b: int, op: str) -> str:
   """'train' or 'test' for a problem, from a hash of its content (stable across runs)."""
-  h = int.from_bytes(hashlib.blake2b(f"{a}{op}{b}".encode(), digest_size=4).digest(), "little")
-  return "test" if h / 2**32 < HELDOUT_FRACTION else "train"
+  return split_of_text(f"{a}{op}{b}")
 
 
 def make_problem(seed: int, split: str, index: int, *, digits: int = 2,
