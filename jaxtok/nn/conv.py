@@ -81,6 +81,10 @@ class ConvDecoder(nn.Module):
   num_res_blocks: int = 1
   out_channels: int = 3
   dtype: jnp.dtype = jnp.float32
+  # The convolution after each 2x upsampling outputs the next level's channels instead of
+  # keeping the current ones: at the top level that conv and the next ResBlock run at full
+  # resolution with half the input channels (the quickstart: 26% fewer FLOPs per step).
+  reduce_on_upsample: bool = False
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
@@ -93,7 +97,8 @@ class ConvDecoder(nn.Module):
       if level < len(mults) - 1:
         b, hh, ww, c = h.shape
         h = jax.image.resize(h, (b, hh * 2, ww * 2, c), "nearest")
-        h = _conv(c, 3, f"up{level}_conv", dtype=self.dtype)(h)
+        out = self.base_channels * mults[level + 1] if self.reduce_on_upsample else c
+        h = _conv(out, 3, f"up{level}_conv", dtype=self.dtype)(h)
     h = nn.GroupNorm(_groups(h.shape[-1]), dtype=self.dtype, name="norm_out")(h)
     return _conv(self.out_channels, 3, "conv_out", dtype=self.dtype)(nn.silu(h))
 

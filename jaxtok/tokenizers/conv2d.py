@@ -31,6 +31,8 @@ class Conv2DTokenizer(ImageTokenizer, nn.Module):
     quantizer: module obeying the quantizer contract, acting on [..., latent_dim].
     latent_dim: channels of the latent grid (the quantizer's input dim; 4 for FSQ (8,5,5,5)).
     base_channels, channel_mults, num_res_blocks: encoder/decoder widths and depths.
+    reduce_on_upsample: the decoder's convolution after each upsampling narrows to the next
+      level's channels (fewer FLOPs at full resolution).
     image_size: needed only for Matryoshka decoding (to know the full grid); None otherwise.
     matryoshka_sizes: extra pooled grid sizes (each must divide the full grid), e.g. (4, 2, 1).
   """
@@ -43,6 +45,7 @@ class Conv2DTokenizer(ImageTokenizer, nn.Module):
   image_size: int | None = None
   matryoshka_sizes: tuple[int, ...] = ()
   dtype: jnp.dtype = jnp.float32
+  reduce_on_upsample: bool = False  # ConvDecoder's: narrower full-resolution decoder layers
 
   @property
   def downsample(self) -> int:
@@ -57,7 +60,7 @@ class Conv2DTokenizer(ImageTokenizer, nn.Module):
     self.encoder = ConvEncoder(self.base_channels, tuple(self.channel_mults),
                                self.num_res_blocks, self.latent_dim, self.dtype)
     self.decoder = ConvDecoder(self.base_channels, tuple(self.channel_mults),
-                               self.num_res_blocks, 3, self.dtype)
+                               self.num_res_blocks, 3, self.dtype, self.reduce_on_upsample)
 
   exposes_latents = True
   token_grid = True  # codes [B, s, s]: a grid of side s is s * s tokens
