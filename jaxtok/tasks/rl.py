@@ -40,7 +40,7 @@ from jaxtok.pretrained.text_tokenizer import ByteTokenizer
 from jaxtok.rl import decs
 from jaxtok.rl.grpo import LOSS_NORMS, group_advantages, policy_loss
 from jaxtok.rl.rollout import group_logprobs, sample_group, sequence_logprobs
-from jaxtok.tasks import rl_pairs, rl_soft
+from jaxtok.tasks import rl_pairs, rl_soft, rl_soft_tokens
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.common import boxed_init, build_optimizer
 from jaxtok.tasks.rl_envs import env_of
@@ -49,7 +49,7 @@ from jaxtok.train import loop
 from jaxtok.train.state import TrainState
 from jaxtok.train.steps import supervised_step
 
-ALGORITHMS = ("grpo", "reinforce", "sft", "decs", *PREFERENCE)
+ALGORITHMS = ("grpo", "reinforce", "sft", "decs", "soft_tokens", *PREFERENCE)
 RL_DEFAULTS = {
     "algorithm": "grpo", "group_size": 8, "max_new_tokens": 8, "max_prompt_len": 32,
     "temperature": 1.0, "top_k": 0, "top_p": 1.0, "clip_eps": 0.2, "clip_eps_high": 0.2,
@@ -59,6 +59,7 @@ RL_DEFAULTS = {
     # decs: curriculum (jaxtok.rl.decs.easy_fraction); length_penalty: grpo's baseline for
     # length, reward of a correct rollout minus length_penalty * tokens / max_new_tokens
     "decs_kappa": 0.5, "decs_easy_start": 0.0, "decs_easy_end": 0.5, "length_penalty": 0.0,
+    **rl_soft_tokens.DEFAULTS,  # soft_tokens: think_mode hard / soft / fuzzy, noise_std, ...
 }
 OPT_DEFAULTS = {"lr": 1e-4, "warmup_steps": 10, "grad_clip": 1.0, "b1": 0.9, "b2": 0.99,
                 "weight_decay": 0.0, "final_lr_fraction": 1.0}
@@ -150,6 +151,8 @@ def build(config) -> Task:
   tx = build_optimizer(opt, int(config.num_steps))
   digits = int(config.data.get("image_size", 2))
   host_params = policy.lm.params if policy.lm is not None else None
+  soft_tokens = rl.algorithm == "soft_tokens"  # Soft Tokens, Hard Truths (rl_soft_tokens.py)
+  st_end = rl_soft_tokens.check(rl, policy.tokenizer) if soft_tokens else None
 
   def init(rng, example_batch=None) -> TrainState:
     del example_batch
@@ -201,6 +204,9 @@ def build(config) -> Task:
       x = np.asarray(x)
       return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
+    if soft_tokens:
+      return rl_soft_tokens.experience(policy, rl, st_end, state.params, jax.random.fold_in(
+          state.step_rng(), 1), batch, g, put)
     if rl.algorithm == "sft":
       answer = to_host(batch["answer"])
       tokens = np.concatenate([to_host(batch["prompt"]), answer], axis=1)
@@ -294,9 +300,10 @@ def build(config) -> Task:
                                     beta=float(rl.dpo_beta), alpha=float(rl.tgdpo_alpha))
 
   def train_step(state: TrainState, batch):
-    if rl.algorithm in PREFERENCE:  # no ratio: several epochs are plain repeated DPO steps
+    if rl.algorithm in PREFERENCE or soft_tokens:  # no ratio: epochs are repeated steps
       for _ in range(int(rl.epochs)):
-        state, metrics = supervised_step(state, pair_loss_fn, batch)
+        state, metrics = supervised_step(
+            state, rl_soft_tokens.loss_fn(policy, rl) if soft_tokens else pair_loss_fn, batch)
       metrics["reward"] = batch["rewards"].mean()
       return state, metrics
     old_logp = None
