@@ -42,7 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "kl_beta": 0.0,
   })
   c.optimizer = ml_collections.ConfigDict({
-      "lr": 1e-4, "warmup_steps": 10, "grad_clip": 1.0, "weight_decay": 0.0,
+      "lr": 3e-4, "warmup_steps": 10, "grad_clip": 1.0, "weight_decay": 0.0,
       "final_lr_fraction": 1.0})
   c.num_steps = args.steps or 100
   c.batch_size = 16  # prompts; x group_size rollouts
