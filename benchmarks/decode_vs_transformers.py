@@ -1,0 +1,181 @@
+"""jaxtok's greedy decoding vs Hugging Face transformers on the same SmolLM2 weights, same run.
+
+  python benchmarks/decode_vs_transformers.py [--dtype=float32|bfloat16] [--num_prompts=4]
+      [--new_tokens=64] [--repeats=3]
+
+SmolLM2-135M-Instruct is written with ``jaxtok/pretrained/hf_export.py`` and loaded by
+transformers (torch, CPU, ``torch.set_num_threads(2)``); its logits on a prompt are checked
+against jaxtok's before anything is timed, so both libraries run the same model. Prompts are the
+offline prompt set (``jaxtok/tasks/prompt_set.py``). Every program runs once before timing; then
+jaxtok and transformers are timed alternately and each keeps its best of ``--repeats`` (the
+machine is shared, so alternating puts both under the same load). Neither stops at EOS: every
+row generates exactly ``--new_tokens`` tokens. Rows:
+
+1. plain greedy, batch 1 (transformers ``generate(do_sample=False)`` with its KV cache vs
+   jaxtok's jitted KV-cache ``generate``);
+2. plain greedy, one left-padded batch of all prompts;
+3. prompt lookup: ``prompt_lookup_num_tokens=G`` vs jaxtok's ``PromptLookup(length=G)``.
+
+Assisted generation with a draft model is not run: no distilled draft was exported for it.
+Columns: tokens/s of each, the ratio, and whether the two libraries' tokens are identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.machine import describe  # noqa: E402
+from jaxtok.decoding.engine import cache_slots_needed, speculative_generate  # noqa: E402
+from jaxtok.decoding.proposers import LMStep, PromptLookup  # noqa: E402
+from jaxtok.generators.causal_lm import CausalLM, init_cache  # noqa: E402
+from jaxtok.generators.samplers.autoregressive import ModelStep, generate  # noqa: E402
+from jaxtok.pretrained.hf_export import export_hf  # noqa: E402
+
+DTYPES = ("float32", "bfloat16")
+
+
+def left_padded(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+  width = max(len(r) for r in rows)
+  tokens = np.zeros((len(rows), width), np.int32)
+  mask = np.zeros((len(rows), width), bool)
+  for i, r in enumerate(rows):
+    tokens[i, width - len(r):], mask[i, width - len(r):] = r, True
+  return tokens, mask
+
+
+def load_hf(directory: str, dtype: str):
+  """The exported model in transformers, with EOS off so it generates as many tokens as asked."""
+  import torch
+  import transformers
+  hf = transformers.AutoModelForCausalLM.from_pretrained(
+      directory, dtype=getattr(torch, dtype)).eval()
+  hf.generation_config.eos_token_id = None
+  hf.generation_config.pad_token_id = 0
+  return hf
+
+
+class Pair:
+  """Greedy decoders of one CausalLM in jaxtok and transformers; each method returns the two
+  zero-argument programs (jaxtok, transformers), both giving int tokens [B, P + N]."""
+
+  def __init__(self, config, params, dtype: str, directory: str):
+    if dtype not in DTYPES:
+      raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    self.model = CausalLM.from_config(config, dtype=dtype)
+    self.params = jax.tree.map(lambda x: jnp.asarray(x, self.model.dtype), params)
+    export_hf(directory, params, config, dtype=dtype, overwrite=True)
+    self.hf = load_hf(directory, dtype)
+
+  def logits_gap(self, tokens: np.ndarray) -> float:
+    """Max |jaxtok - transformers| of the logits over a [1, T] prompt."""
+    import torch
+    ours = self.model.apply({"params": self.params}, jnp.asarray(tokens))
+    with torch.no_grad():
+      theirs = self.hf(torch.as_tensor(tokens, dtype=torch.long)).logits.float().numpy()
+    return float(np.abs(np.asarray(ours, np.float32) - theirs).max())
+
+  def _hf(self, tokens, mask, n, **kwargs):
+    import torch
+    t, m = torch.as_tensor(tokens, dtype=torch.long), torch.as_tensor(mask, dtype=torch.long)
+
+    def run():
+      with torch.no_grad():
+        return self.hf.generate(t, attention_mask=m, max_new_tokens=n, do_sample=False,
+                                **kwargs).numpy()
+    return run
+
+  def plain(self, tokens, mask, n):
+    b, p = tokens.shape
+    cache = init_cache(self.model, b, p + n)
+    prompt, pmask = jnp.asarray(tokens), jnp.asarray(mask)
+    ours = lambda: generate(jax.random.key(0), ModelStep(self.model), self.params, cache, prompt,
+                            pmask, max_new_tokens=n, greedy=True)[0]
+    return ours, self._hf(tokens, mask, n)
+
+  def lookup(self, tokens, mask, n, length):
+    b, p = tokens.shape
+    proposer = PromptLookup(length=length)
+    cache = init_cache(self.model, b, cache_slots_needed(p, n, proposer.template.size),
+                       per_row=True)
+    prompt, pmask = jnp.asarray(tokens), jnp.asarray(mask)
+    ours = lambda: speculative_generate(
+        jax.random.key(0), LMStep(self.model), self.params, proposer, None, prompt, pmask,
+        max_new_tokens=n, cache=cache)[0]
+    return ours, self._hf(tokens, mask, n, prompt_lookup_num_tokens=length)
+
+
+def alternate(programs: list[tuple], repeats: int) -> tuple[float, float, bool]:
+  """Seconds (best of ``repeats``, summed over the programs) of jaxtok and transformers, timed
+  in turn after one warm-up call each, and whether every pair gave identical tokens."""
+  outs = [(np.asarray(jax.block_until_ready(o())), t()) for o, t in programs]
+  same = all(a.shape == b.shape and np.array_equal(a, b) for a, b in outs)
+  best = np.full((len(programs), 2), np.inf)
+  for _ in range(repeats):
+    for i, (ours, theirs) in enumerate(programs):
+      for j, fn in enumerate((lambda o=ours: jax.block_until_ready(o()), theirs)):
+        start = time.perf_counter()
+        fn()
+        best[i, j] = min(best[i, j], time.perf_counter() - start)
+  return float(best[:, 0].sum()), float(best[:, 1].sum()), same
+
+
+def row(name: str, tokens: int, secs: tuple[float, float, bool]) -> str:
+  ours, theirs, same = secs
+  return (f"| {name} | {tokens / ours:.1f} | {tokens / theirs:.1f} | {theirs / ours:.2f} | "
+          f"{same} |")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--dtype", default="float32", choices=DTYPES)
+  parser.add_argument("--num_prompts", type=int, default=4)
+  parser.add_argument("--new_tokens", type=int, default=64)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--lookup_length", type=int, default=4)
+  args = parser.parse_args()
+  import torch
+
+  from jaxtok.pretrained import load_pretrained_lm
+  from jaxtok.pretrained.chat import chatml
+  from jaxtok.tasks.prompt_set import prompt_set
+  torch.set_num_threads(2)
+  print(f"machine: {describe()}")
+  print(f"torch {torch.__version__} threads: {torch.get_num_threads()}")
+  lm = load_pretrained_lm("smollm2-135m")
+  rows = [lm.tokenizer.encode(chatml(t) if kind == "chat" else t)
+          for kind, t in prompt_set("mixed", args.num_prompts)]
+  n = args.new_tokens
+  with tempfile.TemporaryDirectory() as directory:
+    pair = Pair(lm.config, lm.params, args.dtype, directory)
+    gap = pair.logits_gap(np.asarray([rows[0][:64]], np.int32))
+    print(f"max |logit gap| jaxtok vs transformers on a 64-token prompt: {gap:.2e}")
+    if args.dtype == "float32" and gap > 1e-3:
+      raise SystemExit("the exported model does not reproduce jaxtok's logits")
+    singles = [left_padded([r]) for r in rows]
+    print(f"SmolLM2-135M-Instruct {args.dtype}, greedy, {len(rows)} mixed prompts "
+          f"({min(map(len, rows))}-{max(map(len, rows))} tokens), {n} new tokens each, "
+          f"best of {args.repeats}, alternating\n")
+    print("| row | jaxtok tokens/s | transformers tokens/s | jaxtok / transformers | "
+          "identical tokens |\n|---|---|---|---|---|")
+    total = n * len(rows)
+    print(row("plain greedy, batch 1", total,
+              alternate([pair.plain(*s, n) for s in singles], args.repeats)), flush=True)
+    print(row(f"plain greedy, batch {len(rows)} left-padded", total,
+              alternate([pair.plain(*left_padded(rows), n)], args.repeats)), flush=True)
+    g = args.lookup_length
+    print(row(f"prompt lookup G={g}, batch 1", total,
+              alternate([pair.lookup(*s, n, g) for s in singles], args.repeats)), flush=True)
+  print("assisted generation with a draft model: not run (no distilled draft exported)")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,37 @@
+"""benchmarks/decode_vs_transformers.py's core on a random tiny Llama: both libraries decode the
+same exported weights, so greedy tokens must be identical (plain batch 1, left-padded batch,
+prompt lookup)."""
+
+import importlib.util
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtok.generators.causal_lm import LM_VARIANTS, CausalLM
+
+pytestmark = pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("torch", "transformers")),
+    reason="needs torch and transformers (the baseline library)")
+
+
+@pytest.mark.slow  # about 80 s on the shared 2-core machine
+def test_tiny_model_identical_greedy_tokens(tmp_path):
+  from benchmarks.decode_vs_transformers import Pair, alternate, left_padded
+  config = LM_VARIANTS["tiny"]
+  params = nn.unbox(CausalLM.from_config(config).init(
+      jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
+  pair = Pair(config, params, "float32", str(tmp_path / "hf"))
+  rng = np.random.default_rng(0)
+  # Repeated chunks give prompt lookup matches to draft from.
+  rows = [list(rng.integers(3, config.vocab_size, 5)) * 3, list(rng.integers(3, 60, 9))]
+  assert pair.logits_gap(np.asarray([rows[0]], np.int32)) < 1e-4
+  for programs in ([pair.plain(*left_padded([r]), 12) for r in rows],
+                   [pair.plain(*left_padded(rows), 12)],
+                   [pair.lookup(*left_padded([r]), 12, 3) for r in rows]):
+    ours, theirs, same = alternate(programs, repeats=1)
+    assert same and ours > 0 and theirs > 0
+  with pytest.raises(ValueError, match="dtype"):
+    Pair(config, params, "float16", str(tmp_path / "bad"))
