@@ -83,7 +83,7 @@ class ConvDecoder(nn.Module):
   dtype: jnp.dtype = jnp.float32
   # The convolution after each 2x upsampling outputs the next level's channels instead of
   # keeping the current ones: at the top level that conv and the next ResBlock run at full
-  # resolution with half the input channels (the quickstart: 26% fewer FLOPs per step).
+  # resolution with half the input channels (the quickstart step: 28.2 -> 22.6 GFLOP).
   reduce_on_upsample: bool = False
 
   @nn.compact
