@@ -158,3 +158,41 @@ def iter_sample(rng: jax.Array, s_l: jnp.ndarray, p_right: Fn, refine_logits: Fn
     kept_hist.append(keep.sum(-1))
   stats = {"steps_run": ran, "keep_0": keep_l, "kept": jnp.stack(kept_hist, 1), "nfe": nfe}
   return s, stats
+
+
+# (blur sigma, noise std, DCT step) for images in [0, 1]; the JPEG-like step is an 8x8 block DCT
+# with a uniform quantiser growing with frequency, a stand-in for JPEG (no chroma subsampling).
+SEVERITY = {"mild": (0.6, 0.01, 0.02), "strong": (1.2, 0.04, 0.08)}
+
+
+def _dct_matrix(n: int = 8) -> jnp.ndarray:
+  k, x = jnp.arange(n)[:, None], jnp.arange(n)[None, :]
+  d = jnp.cos(jnp.pi * (2 * x + 1) * k / (2 * n)) * jnp.sqrt(2.0 / n)
+  return d.at[0].set(d[0] / jnp.sqrt(2.0))
+
+
+def degrade(rng: jax.Array, images: jnp.ndarray, severity: str = "mild") -> jnp.ndarray:
+  """LQ pipeline on [B, P, P, C] images in [0, 1] (P a multiple of 16): Gaussian blur, Gaussian
+  noise, 8x8 DCT quantisation (JPEG stand-in), x2 bicubic down and back up; clipped to [0, 1]."""
+  if severity not in SEVERITY:
+    raise ValueError(f"severity must be one of {sorted(SEVERITY)}, got {severity!r}")
+  b, p, _, c = images.shape
+  if p % 16:
+    raise ValueError(f"image size must be a multiple of 16, got {p}")
+  sigma, noise, step = SEVERITY[severity]
+  t = jnp.arange(-2, 3, dtype=jnp.float32)
+  g = jnp.exp(-t ** 2 / (2 * sigma ** 2))
+  g = g / g.sum()
+  kern = jnp.tile((g[:, None] * g[None, :])[:, :, None, None], (1, 1, 1, c))
+  x = jnp.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+  x = jax.lax.conv_general_dilated(x, kern, (1, 1), "VALID", feature_group_count=c,
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  x = x + noise * jax.random.normal(rng, x.shape)
+  d = _dct_matrix()
+  blocks = x.reshape(b, p // 8, 8, p // 8, 8, c)
+  coef = jnp.einsum("ki,bxiyjc,lj->bxkylc", d, blocks, d)
+  q = step * (1.0 + jnp.arange(8)[:, None] + jnp.arange(8)[None, :])[None, None, :, None, :, None]
+  coef = jnp.round(coef / q) * q
+  x = jnp.einsum("ki,bxkylc,lj->bxiyjc", d, coef, d).reshape(b, p, p, c)
+  x = jax.image.resize(x, (b, p // 2, p // 2, c), "bicubic")
+  return jnp.clip(jax.image.resize(x, (b, p, p, c), "bicubic"), 0.0, 1.0)

@@ -112,3 +112,17 @@ def test_lq_encoder_shape_and_bad_downsample():
   with pytest.raises(ValueError, match="steps"):
     iter_sample(jax.random.PRNGKey(0), jnp.zeros((1, 2, 2), jnp.int32), stub_p_right, stub_refiner,
                 steps=0)
+
+
+def test_degrade_strong_is_worse_than_mild():
+  from jaxtok.generators.iter_sr import degrade
+  yy, xx = np.mgrid[0:32, 0:32] / 32.0
+  img = jnp.asarray(np.stack([0.5 + 0.4 * np.sin(6 * xx + 3 * yy)] * 3, -1)[None], jnp.float32)
+  psnr = {}
+  for sev in ("mild", "strong"):
+    out = degrade(jax.random.PRNGKey(0), img, sev)
+    assert out.shape == img.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    psnr[sev] = -10 * np.log10(float(((out - img) ** 2).mean()))
+  assert psnr["mild"] > psnr["strong"] + 3 and psnr["mild"] < 60  # degraded, mild less so
+  with pytest.raises(ValueError, match="severity"):
+    degrade(jax.random.PRNGKey(0), img, "medium")
