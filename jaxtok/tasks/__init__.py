@@ -18,6 +18,7 @@ from jaxtok.tasks import (  # noqa: F401
   speculative,
   sudoku,
   svg,
+  text_mdm,
   token_adapt,
   token_premiums,
   tokenizer,
