@@ -16,7 +16,7 @@ from jaxtok.config_args import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, size=32, steps=1000)
+  a = parse_arg(arg, smoke=False, size=32, steps=800)
   c = ml_collections.ConfigDict()
   c.task = "tokenizer"
   c.seed = 0
