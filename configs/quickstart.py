@@ -4,9 +4,9 @@
   python -m jaxtok.main --config=configs/quickstart.py --workdir=/tmp/jaxtok/quickstart --mode=eval
   python -m jaxtok.main --config=configs/quickstart.py:smoke --workdir=/tmp/jaxtok/qs_smoke
 
-About 4 to 6 minutes on 2 CPU cores (4 min 16 s on an idle Intel Xeon; the CPU model decides). Writes
-<workdir>/report/reconstructions.png (originals above reconstructions), test PSNR and codebook
-usage into <workdir>/metrics.jsonl, and checkpoints.
+About 4 to 6 minutes on 2 CPU cores (4 min 16 s on an idle Intel Xeon; the CPU model decides).
+Writes <workdir>/report/reconstructions.png (originals above reconstructions), test PSNR and
+codebook usage into <workdir>/metrics.jsonl, and checkpoints.
 Arguments: ``smoke`` (seconds, for tests), ``size=32|64``, ``steps=N``.
 """
 
