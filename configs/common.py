@@ -262,3 +262,25 @@ def speculative_base_config(smoke: bool, proposer: str,
   c.update({"num_steps": 0, "batch_size": 1,
             "mesh": ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})})
   return c
+
+
+def text_loop_config(task: str, scale: str, *, steps: int, batch: int,
+                     log_every: int) -> ml_collections.ConfigDict:
+  """The loop fields shared by the Python-source text configs (python_assd, python_neodiff,
+  python_mdm) at ``scale`` smoke / cpu / full: held-out evaluation and the report once at the
+  end on a CPU, every 10k steps at full scale; checkpoints at the end (every 5k at full scale)."""
+  c = ml_collections.ConfigDict()
+  c.task = task
+  c.seed = 0
+  c.num_steps = steps
+  c.batch_size = batch
+  c.eval_batch_size = 8 if scale == "smoke" else 64
+  c.log_every = log_every
+  c.eval_every = 0 if scale == "smoke" else steps if scale == "cpu" else 10_000
+  c.report_every = steps
+  c.checkpoint_every = steps if scale != "full" else 5000
+  c.keep_checkpoints = 1 if scale != "full" else 3
+  c.async_checkpoint = scale != "smoke"
+  c.init_from = ""
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  return c

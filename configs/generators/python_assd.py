@@ -21,6 +21,7 @@ Arguments: ``steps=N``, ``batch=B``, ``lo=X``, ``hi=X`` (the curriculum's final 
 
 import ml_collections
 
+from configs.common import text_loop_config
 from jaxtok.config_args import parse_arg
 
 
@@ -30,20 +31,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError("choose one of smoke and full")
   scale = "smoke" if a.smoke else "full" if a.full else "cpu"
   steps = {"smoke": 6, "cpu": 500, "full": 100_000}[scale]
-  c = ml_collections.ConfigDict()
-  c.task = "any_subset"
-  c.seed = 0
-  c.num_steps = a.steps or steps
-  c.batch_size = a.batch or {"smoke": 8, "cpu": 16, "full": 32}[scale]
-  c.eval_batch_size = {"smoke": 8, "cpu": 64, "full": 64}[scale]
-  c.log_every = {"smoke": 3, "cpu": 50, "full": 500}[scale]
-  c.eval_every = 0 if a.smoke else c.num_steps if scale == "cpu" else 10_000
-  c.report_every = c.num_steps
-  c.checkpoint_every = c.num_steps if scale != "full" else 5000
-  c.keep_checkpoints = 1 if scale != "full" else 3
-  c.async_checkpoint = not a.smoke
-  c.init_from = ""
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c = text_loop_config("any_subset", scale, steps=a.steps or steps,
+                       batch=a.batch or {"smoke": 8, "cpu": 16, "full": 32}[scale],
+                       log_every={"smoke": 3, "cpu": 50, "full": 500}[scale])
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "python_source_smollm2" if a.full else "python_source"

@@ -16,6 +16,7 @@ Arguments: ``steps=N``, ``batch=B``, ``block=L`` (block length of the cached arm
 
 import ml_collections
 
+from configs.common import text_loop_config
 from jaxtok.config_args import parse_arg
 
 
@@ -38,20 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if a.smoke and a.full:
     raise ValueError("choose one of smoke and full")
   scale = "smoke" if a.smoke else "full" if a.full else "cpu"
-  c = ml_collections.ConfigDict()
-  c.task = "text_mdm"
-  c.seed = 0
-  c.num_steps = a.steps or {"smoke": 6, "cpu": 1500, "full": 300_000}[scale]
-  c.batch_size = a.batch or {"smoke": 8, "cpu": 32, "full": 128}[scale]
-  c.eval_batch_size = {"smoke": 8, "cpu": 64, "full": 64}[scale]
-  c.log_every = {"smoke": 3, "cpu": 100, "full": 1000}[scale]
-  c.eval_every = 0 if a.smoke else c.num_steps if scale == "cpu" else 10_000
-  c.report_every = c.num_steps
-  c.checkpoint_every = c.num_steps if scale != "full" else 5000
-  c.keep_checkpoints = 1 if scale != "full" else 3
-  c.async_checkpoint = not a.smoke
-  c.init_from = ""
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c = text_loop_config("text_mdm", scale,
+                       steps=a.steps or {"smoke": 6, "cpu": 1500, "full": 300_000}[scale],
+                       batch=a.batch or {"smoke": 8, "cpu": 32, "full": 128}[scale],
+                       log_every={"smoke": 3, "cpu": 100, "full": 1000}[scale])
 
   c.cond_len, c.target_len = (64, 32) if a.full else (32, 32) if not a.smoke else (8, 8)
   c.data = ml_collections.ConfigDict()
