@@ -33,6 +33,10 @@ def test_smoke_run_through_main(shared_data_dir, tmp_path):
 
   cfg = load_config(f"{CONFIG}:smoke")
   cfg.data.data_dir = shared_data_dir
+  # Caches refreshed after every committed token must give the uncached arm's tokens exactly.
+  exact = [dict(name=f"{c}_refresh1", cache=c, threshold=0.9, block_length=4, refresh_every=1)
+           for c in ("prefix", "dual")]
+  cfg.eval.arms = list(cfg.eval.arms) + exact
   workdir = str(tmp_path)
   main.run(cfg, workdir)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -41,10 +45,15 @@ def test_smoke_run_through_main(shared_data_dir, tmp_path):
   res = [r for r in rows if "text_mdm/threshold_dual/nfe" in r][-1]
   n = cfg.target_len
   assert res["text_mdm/confidence_nocache/nfe"] == n  # one token per step
+  for name in ("prefix_refresh1", "dual_refresh1"):
+    for metric in ("token_accuracy", "exact_match", "bleu4_bytes", "nfe"):
+      assert res[f"text_mdm/{name}/{metric}"] == res[f"text_mdm/threshold_nocache/{metric}"]
   for name in ("threshold_nocache", "threshold_prefix", "threshold_dual", "dcd_dual"):
-    assert 0.0 <= res[f"text_mdm/{name}/token_accuracy"] <= 1.0
-    assert 1 <= res[f"text_mdm/{name}/nfe"] <= n
+    # threshold commits at least one token per step and never more steps than tokens
+    assert n // 4 <= res[f"text_mdm/{name}/nfe"] <= n
   # the dual cache runs one full pass per block, the rest on the block's positions only
   assert res["text_mdm/threshold_dual/full_nfe"] == n // 4
   assert res["text_mdm/threshold_dual/token_passes"] < n * res["text_mdm/threshold_dual/nfe"]
+  # DCD refreshes the cache every `block` committed tokens on top of the per-block passes
+  assert res["text_mdm/dcd_dual/full_nfe"] >= res["text_mdm/threshold_dual/full_nfe"]
   assert res["text_mdm/mdlm_steps2/nfe"] <= 2
