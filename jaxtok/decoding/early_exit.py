@@ -120,6 +120,51 @@ def shadow_matches(scales: jnp.ndarray, hiddens: jnp.ndarray, target_tokens: jnp
   return jax.vmap(one)(scales, hiddens).astype(jnp.int32)
 
 
+def prompt_shadow(model: CausalLM, params: dict, scales: jnp.ndarray, layers: tuple[int, ...],
+                  prompt: jnp.ndarray, mask: jnp.ndarray, eps: float
+                  ) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Shadow tokens on left-padded prompts [B, P]: per exit, at how many real prompt positions its
+  argmax equals the target's (what greedy verification of a one-token draft there would accept),
+  from one target pass; (int [K], the number of positions compared)."""
+  hiddens, logits = hidden_states(model, params, prompt, layers)
+  matches = shadow_matches(scales, hiddens, jnp.argmax(logits, axis=-1),
+                           params["embed"]["embedding"], eps, mask)
+  return matches, mask.sum()
+
+
+def fit_exit_norms(model: CausalLM, params: dict, layers: tuple[int, ...], train: np.ndarray,
+                   held_out: np.ndarray, *, steps: int, batch: int = 128,
+                   learning_rate: float = 1e-2) -> dict[str, np.ndarray]:
+  """Exit norms at ``layers`` trained by KL to the target on token windows ``train`` [N, T]
+  (starting from the target's final norm); returns the scales [K, M] and, on ``held_out``
+  windows, the top-1 agreement of each exit with the target before and after (the greedy
+  acceptance rate of one drafted token: DEL's prior)."""
+  def states(tokens):
+    hs, logits = [], []
+    for i in range(0, len(tokens), 4):  # 4 windows a pass bounds the [K, 4T, M] states
+      h, lg = jax.jit(hidden_states, static_argnums=(0, 3))(model, params, tokens[i:i + 4],
+                                                            layers)
+      hs.append(h.reshape(len(layers), -1, h.shape[-1]))
+      logits.append(lg.reshape(-1, lg.shape[-1]))
+    return jnp.concatenate(hs, 1), jnp.concatenate(logits, 0)
+
+  embed, eps = params["embed"]["embedding"], model.norm_eps
+
+  def agreement(scales, hiddens, logits):
+    target = jnp.argmax(logits, -1)
+    return np.asarray([np.mean(np.argmax(exit_logits(s, h, embed, eps), -1) == target)
+                       for s, h in zip(scales, hiddens)])
+
+  scales = jnp.stack([params["transformer"]["final_norm"]["scale"]] * len(layers))
+  h_test, lg_test = states(held_out)
+  before = agreement(scales, h_test, lg_test)
+  h_train, lg_train = states(train)
+  scales, _ = train_exit_norms(scales, h_train, lg_train, embed, eps, steps=steps, batch=batch,
+                               learning_rate=learning_rate)
+  return {"scales": np.asarray(scales), "agree_before": before,
+          "agree_after": agreement(scales, h_test, lg_test)}
+
+
 def acceptance_rates(matches, total, prior_rates, prior_weight: float = 8.0) -> np.ndarray:
   """Running per-layer acceptance estimates: shadow counts shrunk toward prior rates
   (``prior_weight`` pseudo-positions), so a short context does not give rate 0 or 1."""

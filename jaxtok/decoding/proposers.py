@@ -15,7 +15,7 @@ distribution for each non-root node, float32 [B, T - 1, V], or None for a determ
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -237,6 +237,3 @@ class TokenRecycling:
     adj = state["adjacency"].at[tree_tokens.reshape(-1)].set(top.reshape(-1, self.top_k))
     return {"adjacency": adj}
 
-
-PROPOSERS: dict[str, Any] = {"draft": DraftModel, "ngram": PromptLookup,
-                             "recycling": TokenRecycling}

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtok import paths
-from jaxtok.decoding.proposers import PROPOSERS, DraftModel
+from jaxtok.decoding.proposers import DraftModel
 from jaxtok.generators.causal_lm import init_cache
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 
@@ -127,8 +127,6 @@ class VocabTrimDraft(DraftModel):
     if not isinstance(self.step, TrimmedLMStep):
       raise TypeError(f"VocabTrimDraft drafts through a TrimmedLMStep, got {type(self.step)}")
 
-
-PROPOSERS["vocabtrim"] = VocabTrimDraft
 
 
 def count_generated_tokens(

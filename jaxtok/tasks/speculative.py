@@ -29,33 +29,25 @@ import optax
 
 from jaxtok import paths
 from jaxtok.decoding.engine import VERIFIERS, cache_slots_needed, speculative_generate
-from jaxtok.decoding.proposers import PROPOSERS, DraftModel, LMStep, PromptLookup, TokenRecycling
-from jaxtok.decoding.trees import best_tree
-from jaxtok.decoding.vocab_trim import TrimmedLMStep, VocabTrimDraft, kept_ids, trim_params
-from jaxtok.generators.causal_lm import DTYPES, CausalLM, init_cache, lm_config
+from jaxtok.decoding.proposers import LMStep
+from jaxtok.generators.causal_lm import DTYPES, CausalLM, init_cache
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.pretrained.chat import chatml
-from jaxtok.pretrained.lms import load_pretrained_lm
-from jaxtok.pretrained.text_tokenizer import ByteTokenizer
+from jaxtok.tasks import speculative_del  # noqa: F401  registers the 'early_exit' proposer
 from jaxtok.tasks.base import TASKS, Task
-from jaxtok.tasks.distill import restore_student, student_record
 from jaxtok.tasks.prompt_set import prompt_set
-from jaxtok.tasks.vocab_trim_counts import target_counts
+from jaxtok.tasks.speculative_proposers import (
+  PROPOSER_BUILDERS,
+  Plan,
+  Target,
+  check_draft_room,
+  load_lm,
+)
 from jaxtok.train.state import TrainState
 from jaxtok.train.validate import UserError, check_choice
 
 # Top-2 logit gaps up to which a greedy mismatch is float rounding (verify pass vs 1-token step).
 ROUNDING_GAP = {"float32": 1e-3, "bfloat16": 0.5}
-
-
-def _load(pretrained, variant, what):
-  """(arch, host params or None, tokenizer, chat, stops, source) of a pretrained or random LM."""
-  if pretrained:
-    lm = load_pretrained_lm(pretrained)
-    return lm.config, lm.params, lm.tokenizer, lm.chat, tuple(lm.stop_tokens), pretrained
-  if not variant:
-    raise ValueError(f"set {what}.pretrained or {what}.variant")
-  return lm_config(variant), None, ByteTokenizer(), False, (ByteTokenizer().eos_id,), variant
 
 
 def _params(model, rng, host, scale):
@@ -74,16 +66,9 @@ def _params(model, rng, host, scale):
       is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
 
-def _check_draft_vocab(d_arch, arch, d_name: str, t_name: str) -> None:
-  if d_arch.vocab_size != arch.vocab_size:
-    raise ValueError(f"the {d_name} has vocab_size {d_arch.vocab_size} but the target "
-                     f"{t_name!r} has {arch.vocab_size}: a draft must share the vocabulary")
-
-
-def _check_options(config, p) -> None:
+def _check_options(config) -> None:
   check_choice("dtype", config.get("dtype", "float32"), sorted(DTYPES))
-  if p.name not in PROPOSERS:
-    raise ValueError(f"unknown proposer {p.name!r}; valid: {', '.join(PROPOSERS)}")
+  PROPOSER_BUILDERS.get(config.proposer.name)  # an unknown name lists the valid ones
   verifier, temperature = config.verifier, float(config.temperature)
   if verifier not in VERIFIERS:
     raise ValueError(f"unknown verifier {verifier!r}; valid: {', '.join(VERIFIERS)}")
@@ -96,67 +81,41 @@ def _check_options(config, p) -> None:
   if temperature == 0 and verifier != "greedy":
     raise ValueError(f"temperature 0 is greedy decoding; the {verifier!r} verifier samples: use "
                      "verifier='greedy' or a temperature > 0")
-  if verifier == "spectr" and (p.name not in ("draft", "vocabtrim") or p.num_drafts < 2):
-    raise ValueError(f"the spectr verifier needs proposer.name='draft' or 'vocabtrim' with "
-                     f"num_drafts >= 2 "
-                     f"(got {p.name!r}, num_drafts={p.num_drafts}); with one draft use 'rejection'")
   if min(int(config.max_new_tokens), int(config.eval_batch_size)) < 1:
     raise ValueError(f"need max_new_tokens, eval_batch_size >= 1; got {config.max_new_tokens}, "
                      f"{config.eval_batch_size}")
 
 
+def _check_plan(config, plan: Plan) -> None:
+  name, proposers = config.proposer.name, plan.candidates or (plan.proposer,)
+  if config.verifier == "spectr" and min(getattr(q, "num_drafts", 1) for q in proposers) < 2:
+    raise ValueError(f"the spectr verifier needs a proposer with num_drafts >= 2 (a draft model, "
+                     f"proposer.name='draft' or 'vocabtrim'); proposer {name!r} drafts one chain: "
+                     "use 'rejection'")
+  if config.verifier == "rejection" and not all(q.template.is_chain for q in proposers):
+    tree = plan.largest_tree
+    raise ValueError(f"the rejection verifier checks one chain of drafts, but proposer "
+                     f"{name!r} makes a tree of {tree.size} nodes: use verifier='greedy'")
+
+
 def build(config) -> Task:
   """Builds the ``speculative`` Task; every bad option fails here, before anything compiles."""
   p, dtype = config.proposer, config.get("dtype", "float32")
-  _check_options(config, p)
+  _check_options(config)
   t = config.target
-  arch, t_host, tokenizer, chat, stops, t_name = _load(t.get("pretrained"), t.variant, "target")
+  arch, t_host, tokenizer, chat, stops, t_name = load_lm(t.get("pretrained"), t.variant, "target")
   chat = chat or bool(t.get("chat", False))
   if tokenizer.vocab_size > arch.vocab_size:
     raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but target {t_name!r} has "
                      f"vocab_size {arch.vocab_size}")
   model = CausalLM.from_config(arch, dtype=dtype)
-  d_model = d_host = None
-  if p.name in ("draft", "vocabtrim"):  # vocabtrim: the draft with a trimmed output head
-    d = config.draft
-    if d.get("workdir"):
-      if not paths.exists(d.workdir):
-        raise FileNotFoundError(f"draft.workdir {d.workdir!r} does not exist: train a draft there "
-                                "first (configs/decoding/draft_distill.py)")
-      d_arch, _ = student_record(d.workdir)
-      d_name = f"draft.workdir {d.workdir!r}"
-      _check_draft_vocab(d_arch, arch, d_name, t_name)  # before the restore compiles anything
-      d_host = restore_student(d.workdir)[1]
-    else:
-      d_arch, d_host, *_, d_name = _load(d.get("pretrained"), d.get("variant"), "draft")
-      d_name = f"draft {d_name!r}"
-    _check_draft_vocab(d_arch, arch, d_name, t_name)
-    d_model = CausalLM.from_config(d_arch, dtype=dtype)
-    trim = p.name == "vocabtrim"
-    proposer = (VocabTrimDraft if trim else DraftModel)(
-        (TrimmedLMStep if trim else LMStep)(d_model), length=int(p.length),
-        num_drafts=int(p.num_drafts), temperature=float(p.draft_temperature))
-  elif p.name == "ngram":
-    proposer = PromptLookup(length=int(p.length), max_ngram=int(p.max_ngram),
-                            min_ngram=int(p.min_ngram))
-  else:
-    tree = best_tree(int(p.tree_nodes), tuple(p.rank_accept), max_depth=int(p.tree_depth))
-    proposer = TokenRecycling(tree, vocab_size=arch.vocab_size, top_k=int(p.top_k))
-  tree = proposer.template
-  if config.verifier == "rejection" and not tree.is_chain:
-    raise ValueError(f"the rejection verifier checks one chain of drafts, but proposer "
-                     f"{p.name!r} makes a tree of {tree.size} nodes: use verifier='greedy'")
-  n = int(config.max_new_tokens)
+  plan = PROPOSER_BUILDERS.get(p.name)(config, Target(
+      arch, model, t_name, t.get("pretrained"), tokenizer, stops, dtype))
+  _check_plan(config, plan)
+  tree, n = plan.largest_tree, int(config.max_new_tokens)
   # The KV caches (the target's, and a draft model's of the same length) hold the prompt, the N
   # new tokens and one tree: the shorter context of the two bounds the prompt.
-  limit, max_len = "target", arch.max_len
-  if d_model is not None and d_arch.max_len < max_len:
-    limit, max_len = "draft", d_arch.max_len
-  room = max_len - n - tree.size  # the longest prompt
-  if room < 1:
-    raise UserError(f"a tree deeper than the cache can hold: the proposer's tree ({tree.size} "
-                    f"nodes, depth {tree.max_depth}) + max_new_tokens {n} + a prompt > the "
-                    f"{limit}'s max_len {max_len}")
+  limit, max_len, room = check_draft_room(plan, arch.max_len, n)
 
   def encode(text: str, what: str, as_chat: bool = True) -> list[int]:
     ids = tokenizer.encode(chatml(text) if chat and as_chat else text)
@@ -172,15 +131,13 @@ def build(config) -> Task:
   options = dict(temperature=temperature, top_k=int(config.top_k), top_p=float(config.top_p))
   scale = float(config.get("random_scale", 1.0))
   tx = optax.identity()  # one object: the loop compares the state's static fields
-  # Token Recycling's cold start (always passed, so the first prompt compiles what later reuse).
-  cold = np.zeros((arch.vocab_size, int(p.top_k)), np.int32)
 
   def init(rng: jax.Array, example_batch: Any = None) -> TrainState:
     del example_batch
     params = {"target": _params(model, rng, t_host, scale)}
-    if d_model is not None:
+    if plan.draft is not None:
       d_rng = jax.random.PRNGKey(int(config.draft.get("seed", 1)))
-      params["draft"] = _params(d_model, d_rng, d_host, scale)
+      params["draft"] = _params(plan.draft, d_rng, plan.draft_host, scale)
     return TrainState.create(params=params, tx=tx, rng=rng)
 
   def train_step(state, batch):
@@ -211,33 +168,29 @@ def build(config) -> Task:
             "per_position": [float(r) / max(drafts, 1) for r in reached]}
 
   def describe() -> str:
-    shape = (f"{proposer.num_drafts} x {proposer.length} tokens"
-             if p.name in ("draft", "vocabtrim") else
-             f"{tree.size - 1} tokens" if tree.is_chain else
-             f"{tree.size}-node tree, depth {tree.max_depth}")
     how = "" if greedy else f", sampled at temperature {temperature}"
-    return f"proposer {p.name} ({shape}), verifier {config.verifier}{how}"
+    return f"proposer {p.name} ({plan.shape}), verifier {config.verifier}{how}"
 
-  trimmed = {}  # VocabTrim's proposer params: counted, trimmed and gathered once
+  seen = set()  # the (rows, width, proposer) programs that ran once (compiled)
 
-  def draft_params(params):
-    if p.name == "vocabtrim" and not trimmed:
-      counts = target_counts(
-          model, params["target"], tokenizer.encode, stops, vocab_size=arch.vocab_size,
-          num_prompts=int(p.count_prompts), new_tokens=int(p.count_new_tokens),
-          max_prompt_tokens=int(p.count_prompt_tokens), cache_name=t.get("pretrained"))
-      trimmed.update(trim_params(params["draft"], kept_ids(counts, int(p.trim_size), stops)))
-    return trimmed or params["draft"]
-
-  def run(params, group, width, adjacency, warm):
+  def run(params, group, width, prop_params):
     """Both decoders on prompts left-padded to ``width``: (per-row results, new tokens under
-    ``new``; the speculative stats). Times are of second calls (``warm``: the programs ran)."""
+    ``new``; the speculative stats). Times are of second calls: each program runs once first.
+    A plan that chooses its proposer per batch does so here; that choice is speculative time."""
     tokens, mask = np.zeros((len(group), width), np.int32), np.zeros((len(group), width), bool)
     for r, row in enumerate(group):
       tokens[r, width - len(row):], mask[r, width - len(row):] = row, True
     tokens, mask, rng = jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(int(config.seed))
-    prop_params = draft_params(params) if d_model is not None else (
-        {"adjacency": adjacency} if p.name == "recycling" else None)
+    choose_seconds, proposer, prepared = 0.0, plan.proposer, prop_params
+    if plan.choose is not None:
+      for timed in ((len(group), width, "choose") in seen, True):
+        begin = time.perf_counter()
+        proposer, prop_params = plan.choose(params, prepared, tokens, mask)
+        choose_seconds = time.perf_counter() - begin
+        if timed:
+          break
+      seen.add((len(group), width, "choose"))
+    tree = proposer.template
     # Empty caches are built outside the timed calls: init_cache traces the model on the host.
     plain_cache = init_cache(model, len(group), width + n)
     spec_cache = init_cache(model, len(group), cache_slots_needed(width, n, tree.size),
@@ -249,13 +202,15 @@ def build(config) -> Task:
         max_new_tokens=n, verifier=config.verifier, rho=config.get("rho"), stop_tokens=stops,
         cache=spec_cache, **options)
     out = []
-    for fn in (plain, spec):
-      if not warm:
+    for fn, key in ((plain, "plain"), (spec, proposer)):
+      if (len(group), width, key) not in seen:
         jax.block_until_ready(fn())  # compile (and run) once; the timed call reuses the program
+        seen.add((len(group), width, key))
       begin = time.perf_counter()
       toks, stats = jax.block_until_ready(fn())
       out.append((time.perf_counter() - begin, np.asarray(toks), jax.device_get(stats)))
     (t_plain, o_plain, s_plain), (t_spec, o_spec, s_spec) = out
+    t_spec += choose_seconds
     rows = []
     for r, row in enumerate(group):
       new = {k: [int(x) for x in o[r, width:width + int(st["num_generated"][r])]]
@@ -272,7 +227,7 @@ def build(config) -> Task:
 
   def sample(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
     params = nn.unbox(state.params)
-    rows, stats = run(params, [sample_ids], len(sample_ids), jnp.asarray(cold), warm=False)
+    rows, stats = run(params, [sample_ids], len(sample_ids), plan.prepare(params))
     r, new = rows[0], rows[0].pop("new")
     completion = tokenizer.decode(new["spec"], skip_special_tokens=True)
     print(f"[user] {config.prompt}\n[assistant] {completion}" if chat
@@ -300,14 +255,13 @@ def build(config) -> Task:
            for i, (kind, text) in enumerate(prompts)]
     params = nn.unbox(state.params)
     bsz, multiple = int(config.eval_batch_size), max(int(config.eval_pad_multiple), 1)
-    adjacency, rows, spec_stats, seen = jnp.asarray(cold), [], [], set()
+    prop_params, rows, spec_stats = plan.prepare(params), [], []
     for start in range(0, len(ids), bsz):
       group = ids[start:start + bsz]
       width = min(-(-max(map(len, group)) // multiple) * multiple, room)
-      batch_rows, stats = run(params, group, width, adjacency, (len(group), width) in seen)
-      seen.add((len(group), width))
-      if p.name == "recycling" and p.hot_start:  # the paper's hot start, prompt to prompt
-        adjacency = jnp.asarray(stats["proposer_state"]["adjacency"])
+      batch_rows, stats = run(params, group, width, prop_params)
+      if plan.carry is not None:  # e.g. Token Recycling's hot start, batch to batch
+        prop_params = plan.carry(prop_params, stats)
       spec_stats.append(stats)
       rows += [{"index": i, "kind": prompts[i][0], "prompt": prompts[i][1][:80],
                 "batch": start // bsz, **{k: v for k, v in r.items() if k != "new"}}

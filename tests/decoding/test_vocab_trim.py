@@ -12,7 +12,7 @@ import pytest
 from jaxtok import main
 from jaxtok.config_args import load_config
 from jaxtok.decoding.engine import speculative_generate
-from jaxtok.decoding.proposers import PROPOSERS, Context, DraftModel, LMStep
+from jaxtok.decoding.proposers import Context, DraftModel, LMStep
 from jaxtok.decoding.vocab_trim import (
   TrimmedLMStep,
   VocabTrimDraft,
@@ -23,6 +23,7 @@ from jaxtok.decoding.vocab_trim import (
 )
 from jaxtok.generators.causal_lm import LMConfig, init_cache
 from jaxtok.tasks.prompt_set import code_prompts
+from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS
 from jaxtok.tasks.vocab_trim_counts import train_code_prompts
 from tests.decoding.test_engine import CFG, make, plain, prompts
 
@@ -160,13 +161,12 @@ def test_cached_counts_reads_the_saved_file(tmp_path):
 
 
 def test_vocabtrim_smoke_config_is_identical_to_plain(tmp_path, capsys):
-  assert PROPOSERS["vocabtrim"] is VocabTrimDraft
+  assert "vocabtrim" in PROPOSER_BUILDERS
   config = load_config(os.path.join(REPO, "configs", "decoding", "vocabtrim.py") + ":smoke")
   result = main.run(config, str(tmp_path), "sample")
   out = capsys.readouterr().out
   assert result["identical"] is True and "proposer vocabtrim" in out, out
   assert result["tokens"] == config.max_new_tokens
-
 
 
 def test_vocabtrim_drafts_k_chains_for_spectr(tmp_path, capsys):
@@ -179,6 +179,6 @@ def test_vocabtrim_drafts_k_chains_for_spectr(tmp_path, capsys):
     config.proposer.num_drafts, config.proposer.draft_temperature = 3, 1.0
   result = main.run(config, str(tmp_path), "sample")
   out = capsys.readouterr().out
-  assert "proposer vocabtrim (3 x 2 tokens), verifier spectr" in out, out
+  assert "proposer vocabtrim (3 x 2 tokens, head of 128 ids), verifier spectr" in out, out
   assert result["tokens"] == config.max_new_tokens
   assert result["drafted"] == 3 * 2 * result["rounds"]

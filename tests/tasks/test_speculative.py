@@ -18,7 +18,7 @@ from jaxtok import main
 from jaxtok.config_args import load_config
 from jaxtok.generators.causal_lm import CausalLM, lm_config
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
-from jaxtok.tasks import TASKS, speculative
+from jaxtok.tasks import TASKS, speculative, speculative_proposers
 from jaxtok.tasks.speculative import build
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -65,8 +65,9 @@ def test_draft_workdir_self_draft_accepts_everything(tmp_path, capsys, monkeypat
   params = model.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, 8), jnp.int32))["params"]
   params = jax.tree.map(lambda x: np.asarray(x) * config.random_scale, nn.unbox(params))
   seen = []
-  monkeypatch.setattr(speculative, "student_record", lambda workdir: (lm_config("tiny"), None))
-  monkeypatch.setattr(speculative, "restore_student",
+  monkeypatch.setattr(speculative_proposers, "student_record",
+                      lambda workdir: (lm_config("tiny"), None))
+  monkeypatch.setattr(speculative_proposers, "restore_student",
                       lambda workdir: seen.append(workdir) or (lm_config("tiny"), params))
   result = main.run(config, str(tmp_path / "run"), "sample")
   out = capsys.readouterr().out
@@ -117,14 +118,14 @@ def test_cli_sampled_spectr(tmp_path):
 
 
 BAD = [
-    ("ngram", {"proposer__name": "medusa"}, r"unknown proposer 'medusa'; valid: draft, ngram, "
-     "recycling"),
+    ("ngram", {"proposer__name": "medusa"}, r"unknown proposer 'medusa'; valid proposer names: "
+     "draft, early_exit, ngram, recycling, vocabtrim"),
     ("ngram", {"verifier": "typical"}, r"unknown verifier 'typical'; valid: greedy, rejection, "
      "spectr"),
     ("ngram", {"temperature": 0.7}, r"temperature 0.7 > 0 samples, but the greedy verifier"),
     ("ngram", {"verifier": "rejection"}, r"temperature 0 is greedy decoding"),
-    ("spectr", {"proposer__num_drafts": 1}, r"spectr verifier needs .* num_drafts >= 2 \(got "
-     r"'draft', num_drafts=1\)"),
+    ("spectr", {"proposer__num_drafts": 1}, r"spectr verifier needs a proposer with num_drafts "
+     r">= 2 .* proposer 'draft' drafts one chain"),
     ("recycling", {"verifier": "rejection", "temperature": 1.0},
      r"rejection verifier checks one chain .* a tree of 12 nodes"),
     ("draft", {"draft__variant": "smollm2-draft"},
@@ -143,7 +144,7 @@ BAD = [
 @pytest.mark.parametrize("name,overrides,message", BAD,
                          ids=[f"{n}-{','.join(o)}" for n, o, _ in BAD])
 def test_bad_input_fails_at_build(name, overrides, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises((ValueError, KeyError), match=message):  # KeyError: the registry's
     build(smoke(name, **overrides))
 
 
@@ -152,10 +153,11 @@ def test_bad_draft_workdir_and_eval_prompts(tmp_path, monkeypatch):
   with pytest.raises(FileNotFoundError, match=f"draft.workdir '{missing}' does not exist: train"):
     build(smoke("draft", draft__workdir=missing))
   # The vocabulary is checked from the run's record, before any checkpoint is restored.
-  monkeypatch.setattr(speculative, "student_record",
+  monkeypatch.setattr(speculative_proposers, "student_record",
                       lambda workdir: (lm_config("smollm2-draft"), None))
   restored = []
-  monkeypatch.setattr(speculative, "restore_student", lambda workdir: restored.append(workdir))
+  monkeypatch.setattr(speculative_proposers, "restore_student",
+                      lambda workdir: restored.append(workdir))
   with pytest.raises(ValueError, match=f"draft.workdir '{tmp_path}' has vocab_size 49152 but the "
                      "target 'tiny' has 384"):
     build(smoke("draft", draft__workdir=str(tmp_path)))

@@ -1,0 +1,41 @@
+r"""DEL self-speculation of SmolLM2-135M-Instruct: its own early exits draft for it (greedy).
+
+  python -m jaxtok.main --config=configs/decoding/del.py --workdir=/tmp/spec_del --mode=eval
+  python -m jaxtok.main --config=configs/decoding/del.py:layer=4 --workdir=/tmp/spec_l4 --mode=eval
+  python -m jaxtok.main --config=configs/decoding/del.py:smoke --workdir=/tmp/dsm --mode=sample
+
+Before the first batch, exit norms at ``proposer.exit_layers`` are trained by KL to the frozen
+target on train-split standard-library source (cached under ``$JAXTOK_CACHE_DIR/del_exits``);
+their top-1 agreement on test-split windows is printed and is DEL's prior acceptance rate. Per
+batch of prompts (``eval_batch_size`` 1: per prompt) shadow tokens on the prompt update those
+rates and DEL picks the exit layer and draft length (``gammas``) with the most expected tokens
+per layer-pass; drafting stops once the draft's top-1 probability is below ``threshold``. The
+shadow pass is timed as speculative time. ``layer=L`` drafts from exit L always (LayerSkip's
+static choice, ``proposer.length`` tokens). Greedy verification: the output is plain greedy
+decoding's. The proposer: ``jaxtok/tasks/speculative_del.py``; measured in docs/decoding_del.md.
+Arguments: ``smoke`` (a random 4-block byte-level target, exits 1 and 2; seconds), ``layer``.
+"""
+
+import ml_collections
+
+from configs.common import speculative_base_config
+from jaxtok.config_args import parse_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  a = parse_arg(arg, smoke=False, layer=0)
+  c = speculative_base_config(a.smoke, "early_exit")
+  if a.smoke:
+    c.target.variant = "small"  # 4 blocks: two exits to choose from
+  p = c.proposer
+  p.exit_layers = (1, 2) if a.smoke else (4, 8, 12)  # of 30; the study's grid
+  p.gammas = (2, 3) if a.smoke else (2, 4)
+  p.exit_layer = a.layer  # 0: DEL's per-context choice
+  p.length = 2  # the static arm's draft length (the study's best static arm: L=4, gamma=2)
+  p.threshold = 0.4
+  p.exit_steps = 10 if a.smoke else 60
+  p.exit_windows = 4 if a.smoke else 12
+  p.exit_window_len = 64 if a.smoke else 128
+  c.eval_num_prompts = 2 if a.smoke else 4
+  c.max_new_tokens = 24 if a.smoke else 48
+  return c

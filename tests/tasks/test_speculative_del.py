@@ -1,0 +1,86 @@
+"""The ``early_exit`` proposer of the speculative task (DEL, jaxtok/tasks/speculative_del.py): the
+config runs losslessly through the task, DEL's per-batch choice follows the shadow rates, and bad
+exit options fail at build time."""
+
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtok import main
+from jaxtok.config_args import load_config
+from jaxtok.decoding.engine import speculative_generate
+from jaxtok.decoding.proposers import LMStep
+from jaxtok.generators.causal_lm import CausalLM, lm_config
+from jaxtok.pretrained.text_tokenizer import ByteTokenizer
+from jaxtok.tasks.speculative import build
+from jaxtok.tasks.speculative_del import source_windows
+from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Target
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def del_config(arg="smoke", **proposer):
+  config = load_config(os.path.join(REPO, "configs", "decoding", "del.py") + f":{arg}")
+  for key, value in proposer.items():
+    config.proposer[key] = value
+  return config
+
+
+@pytest.mark.parametrize("arg", ["smoke", "smoke,layer=2"])
+def test_del_eval_is_token_identical_to_plain_greedy(tmp_path, capsys, arg):
+  result = main.run(del_config(arg), str(tmp_path), "eval")
+  out = capsys.readouterr().out
+  assert result["identical"] == result["prompts"] == 2, out
+  assert "DEL exits L=1: top-1 agreement" in out, out
+  assert ("DEL: shadow rates" in out) == (arg == "smoke"), out  # only DEL chooses per batch
+
+
+def test_del_choice_follows_the_shadow_rates():
+  # Blocks 3 and 4 of a 4-block target write nothing to the residual stream, so exit 2 with the
+  # final norm IS the target (agreement 1, KL 0: training keeps it) while exit 1 is a guess. DEL
+  # must pick L=2 with the longest draft, and every drafted token is then accepted.
+  config = del_config(exit_layers=(1, 2), gammas=(1, 3), exit_steps=3, threshold=0.0)
+  model = CausalLM.from_config("small")
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
+  params = jax.tree.map(lambda x: x * 3.0, params)
+  for i in (2, 3):
+    block = params["transformer"][f"layer_{i}"]
+    block["attn"]["out"]["kernel"] = jnp.zeros_like(block["attn"]["out"]["kernel"])
+    block["mlp"]["down"]["kernel"] = jnp.zeros_like(block["mlp"]["down"]["kernel"])
+  tok = ByteTokenizer()
+  plan = PROPOSER_BUILDERS["early_exit"](config, Target(
+      lm_config("small"), model, "small", None, tok, (tok.eos_id,), "float32"))
+  fit = plan.prepare({"target": params})
+  np.testing.assert_allclose(fit["agree_after"][1], 1.0)
+  assert fit["agree_after"][0] < 0.9
+  ids = tok.encode("def add(a, b):\n    return a + b\n\ndef sub(a, b):")
+  prompt, mask = jnp.asarray([ids], jnp.int32), jnp.ones((1, len(ids)), bool)
+  proposer, exit_params = plan.choose({"target": params}, fit, prompt, mask)
+  assert proposer.step.model.num_layers == 2 and proposer.length == 3
+  _, stats = speculative_generate(jax.random.key(0), LMStep(model), params, proposer, exit_params,
+                                  prompt, mask, max_new_tokens=16, target_model=model)
+  assert int(stats["num_accepted_tokens"][0]) == int(stats["num_draft_tokens"][0]) > 0
+
+
+@pytest.mark.parametrize("proposer,message", [
+    ({"exit_layers": (1, 4)}, r"exit_layers must be distinct layers in 1..3 .* got \(1, 4\)"),
+    ({"exit_layer": 3}, r"exit_layer 3 is not one of exit_layers \(1, 2\)"),
+    ({"gammas": (0, 2)}, r"gammas must be draft lengths >= 1"),
+    ({"threshold": 1.0}, r"threshold must be in \[0, 1\), got 1.0"),
+    ({"exit_steps": 0}, r"exit_steps, exit_windows and exit_window_len must be >= 1"),
+])
+def test_bad_exit_options_fail_at_build(proposer, message):
+  with pytest.raises(ValueError, match=message):
+    build(del_config(**proposer))
+
+
+def test_source_windows_are_consecutive_and_split_disjoint():
+  encode = ByteTokenizer().encode
+  train, test = source_windows(encode, "train", 3, 32), source_windows(encode, "test", 3, 32)
+  assert train.shape == test.shape == (3, 32) and not np.array_equal(train, test)
+  with pytest.raises(ValueError, match="fewer than"):
+    source_windows(encode, "test", 10**6, 1024)
