@@ -21,6 +21,9 @@ program is run once before timing (so compilation is excluded), and each time is
 - ``vocabtrim``: the same draft with its head cut to the ``--trim_sizes`` ids SmolLM2 generates
   most often on train-split code prompts (``jaxtok/decoding/vocab_trim.py``; only with ``--draft``;
   the counts are made once and cached under ``$JAXTOK_CACHE_DIR/vocab_trim``);
+- ``early_exit``: DEL self-speculation (``configs/decoding/del.py`` through the task's own
+  proposer plan): each static exit (L, G) and DEL's per-prompt choice (the exit norms are trained
+  once on train-split code and cached under ``$JAXTOK_CACHE_DIR/del_exits``);
 - ``batch8``: all prompts in one left-padded batch of 8, plain vs speculative (ragged
   acceptance: each row keeps its own cache length).
 
@@ -53,7 +56,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 from benchmarks.machine import describe  # noqa: E402
 from jaxtok.decoding.engine import cache_slots_needed, speculative_generate  # noqa: E402
 from jaxtok.decoding.proposers import DraftModel, LMStep, PromptLookup, TokenRecycling  # noqa: E402
@@ -149,6 +153,39 @@ def report(name, runs, base, prefill):
         flush=True)
 
 
+def early_exit_rows(runner, lm, singles, base, prefill):
+  """DEL through the speculative task's own plan (configs/decoding/del.py): a row per static
+  exit (L, gamma) without the confidence stop, then DEL (per-prompt choice, stop < threshold),
+  whose shadow pass over the prompt is timed with it."""
+  from jaxtok.config_args import load_config
+  from jaxtok.decoding import early_exit as ee
+  from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Target
+
+  config = load_config(os.path.join(REPO, "configs", "decoding", "del.py"))
+  target = Target(lm.config, runner.model, "smollm2-135m", "smollm2-135m", lm.tokenizer,
+                  runner.stops, "float32")
+  plan = PROPOSER_BUILDERS["early_exit"](config, target)
+  start = time.perf_counter()
+  fit = plan.prepare({"target": runner.params})
+  print(f"exit norms ready in {time.perf_counter() - start:.1f} s (cached after the first run)")
+  layers = tuple(config.proposer.exit_layers)
+  for lay in layers:
+    for g in config.proposer.gammas:
+      prop = ee.ConfidentDraft(LMStep(ee.exit_model(runner.model, lay)), length=g)
+      p = ee.exit_params(runner.params, lay, fit["scales"][layers.index(lay)])
+      report(f"early exit L={lay} G={g}", [runner.spec(*s, prop, p) for s in singles], base,
+             prefill)
+  runs = []
+  for s in singles:
+    plan.choose({"target": runner.params}, fit, *s)  # compile the shadow pass for this width
+    start = time.perf_counter()
+    prop, p = plan.choose({"target": runner.params}, fit, *s)
+    shadow = time.perf_counter() - start
+    secs, out = runner.spec(*s, prop, p)
+    runs.append((secs + shadow, out))
+  report(f"DEL (stop < {config.proposer.threshold}, shadow pass timed)", runs, base, prefill)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--new_tokens", type=int, default=128)
@@ -236,6 +273,8 @@ def main():
         prop = VocabTrimDraft(TrimmedLMStep(draft), length=g)
         report(f"vocabtrim k={k} G={g}", [runner.spec(*s, prop, trimmed[k]) for s in singles],
                base, prefill)
+  if "early_exit" in only:
+    early_exit_rows(runner, lm, singles, base, prefill)
   if "batch8" in only and len(rows) > 1:
     batch = padded(rows)
     plain8 = runner.plain(*batch)
