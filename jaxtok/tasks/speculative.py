@@ -33,7 +33,7 @@ from jaxtok.decoding.proposers import LMStep
 from jaxtok.generators.causal_lm import DTYPES, CausalLM, init_cache
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.pretrained.chat import chatml
-from jaxtok.tasks import speculative_del  # noqa: F401  registers the 'early_exit' proposer
+from jaxtok.tasks import speculative_del, speculative_jackpot  # noqa: F401  register proposers
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.prompt_set import prompt_set
 from jaxtok.tasks.speculative_proposers import (

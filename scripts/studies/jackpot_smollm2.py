@@ -1,6 +1,7 @@
 r"""Lottery Jackpots on SmolLM2-135M (float32, CPU): held-out perplexity, dense/magnitude/jackpot.
 
-  nice -n 19 python scripts/studies/jackpot_smollm2.py --sparsity=0.5 --steps=30
+  nice -n 19 python scripts/studies/jackpot_smollm2.py --sparsity=0.5 --steps=30 \
+      --out_masks=/tmp/jackpot/masks_0.5.npz
 
 Weights stay frozen; only the scores of the blocks' Dense kernels train (SGD momentum 0.9,
 next-token loss on train-split ``python_source`` windows, pop-up rate 1 after every step).
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sysconfig
 import time
 
 import jax
@@ -20,23 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxtok.data.python_source import corpus_files, split_of
 from jaxtok.generators.causal_lm import CausalLM
 from jaxtok.nn import jackpot
 from jaxtok.pretrained.lms import load_pretrained_lm
-
-
-def windows(tokenizer, split: str, num: int, length: int) -> np.ndarray:
-  """``num`` token windows from the standard library's ``split`` files (as del_smollm2.py)."""
-  root = sysconfig.get_paths()["stdlib"]
-  ids: list[int] = []
-  for path in corpus_files(root):
-    if split_of(path, root) == split:
-      with open(path, encoding="utf-8", errors="replace") as f:
-        ids += tokenizer.encode(f.read()[:4000])
-    if len(ids) >= num * length:
-      break
-  return np.asarray(ids[:num * length], np.int32).reshape(num, length)
+from jaxtok.tasks.speculative_del import source_windows
+from jaxtok.tasks.speculative_jackpot import save_masks
 
 
 def main() -> None:
@@ -46,12 +34,14 @@ def main() -> None:
   ap.add_argument("--batch", type=int, default=2)
   ap.add_argument("--length", type=int, default=128)
   ap.add_argument("--lr", type=float, default=0.1)
+  ap.add_argument("--out_masks", default="", help="save the searched masks (.npz) for "
+                  "configs/decoding/jackpot.py:masks=...")
   a = ap.parse_args()
   lm = load_pretrained_lm("smollm2-135m")
   model = CausalLM.from_config(lm.config)
   params = jax.tree.map(jnp.asarray, lm.params)
-  train = windows(lm.tokenizer, "train", a.steps * a.batch, a.length)
-  test = windows(lm.tokenizer, "test", 4, a.length)
+  train = source_windows(lm.tokenizer.encode, "train", a.steps * a.batch, a.length)
+  test = source_windows(lm.tokenizer.encode, "test", 4, a.length)
 
   def loss_of(p, toks):
     logits = model.apply({"params": p}, toks[:, :-1])
@@ -89,6 +79,8 @@ def main() -> None:
       float(jnp.sum(masks[p] * mag[p])) for p in mag) / kept_mag
   res["search_seconds"] = time.time() - t0
   print(json.dumps(res, indent=1))
+  if a.out_masks:
+    save_masks(a.out_masks, masks)
 
 
 if __name__ == "__main__":
