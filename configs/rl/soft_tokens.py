@@ -12,7 +12,9 @@ temperature 1e-4, ``hard`` sampled tokens; the answer after ``|`` is hard tokens
 trajectory's log-likelihood (the fed embeddings' Gaussian log-densities and the answer's token
 log-probs). The held-out report decodes with hard tokens only: greedy pass@1, sampled pass@k,
 and the ``soft/hard`` arm's thinking tokens. Arguments: ``mode``, ``digits`` (as the warm-up's),
-``steps``, ``noise_std``, ``init_from`` (the warm-up's workdir), ``seed``, ``smoke``.
+``steps``, ``lr``, ``noise_std`` and ``noise_scale`` (sigma = 0.33 x the embedding table's RMS, as
+in the paper; ``noise_scale=absolute`` reads noise_std as sigma), ``init_from`` (the warm-up's
+workdir), ``seed``, ``smoke``.
 """
 
 import ml_collections
@@ -23,8 +25,8 @@ MODES = {"hard": 1.0, "soft": 0.5, "fuzzy": 1e-4}  # think temperatures (the pap
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = parse_arg(arg, mode="soft", digits=1, steps=0, noise_std=0.3, init_from="", seed=0,
-                   smoke=False)
+  args = parse_arg(arg, mode="soft", digits=1, steps=0, noise_std=0.33, noise_scale="rms",
+                   init_from="", seed=0, lr=3e-4, smoke=False)
   if args.mode not in MODES:
     raise ValueError(f"config argument mode={args.mode!r}; valid: {sorted(MODES)}")
   c = ml_collections.ConfigDict()
@@ -35,14 +37,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict({"name": "running_sums", "image_size": args.digits})
   c.rl = ml_collections.ConfigDict({
       "algorithm": "soft_tokens", "think_mode": args.mode,
-      "think_temperature": MODES[args.mode], "noise_std": args.noise_std, "think_end": "|",
+      "think_temperature": MODES[args.mode], "noise_std": args.noise_std,
+      "noise_scale": args.noise_scale, "think_end": "|",
       # the same budgets as the warm-up (configs/rl/soft_thinking.py): thought, '|', answer
       "max_new_tokens": 8 + 8 * args.digits, "max_think_tokens": 6 + 5 * args.digits,
       "max_prompt_len": 8 + 5 * (args.digits + 1), "group_size": 4, "temperature": 1.0,
       "kl_beta": 0.0,
   })
   c.optimizer = ml_collections.ConfigDict({
-      "lr": 3e-4, "warmup_steps": 10, "grad_clip": 1.0, "weight_decay": 0.0,
+      "lr": args.lr, "warmup_steps": 10, "grad_clip": 1.0, "weight_decay": 0.0,
       "final_lr_fraction": 1.0})
   c.num_steps = args.steps or 100
   c.batch_size = 16  # prompts; x group_size rollouts
@@ -51,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "think_end": "|", "max_think_tokens": 6 + 5 * args.digits, "max_answer_tokens": 6,
       "arms": ml_collections.ConfigDict({"hard": "hard"})})
   c.init_from = args.init_from
-  c.log_every = 10
+  c.log_every = 2
   c.report_every = c.num_steps
   c.checkpoint_every = c.num_steps
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})

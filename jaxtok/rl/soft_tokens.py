@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jaxtok.rl.rollout import positions_of
 
 MODES = ("hard", "soft", "fuzzy")
+NOISE_SCALES = ("absolute", "rms")
 
 
 @jax.tree_util.register_dataclass
@@ -60,12 +61,24 @@ def causal_lm_fns(model: nn.Module) -> tuple[Callable, Callable]:
   return logits_fn, embed_fn
 
 
-def _check(mode, think_temperature, noise_std, answer_temperature):
+def _check(mode, think_temperature, noise_std, answer_temperature, noise_scale="absolute"):
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  if noise_scale not in NOISE_SCALES:
+    raise ValueError(f"noise_scale must be one of {NOISE_SCALES}, got {noise_scale!r}")
   if think_temperature <= 0 or answer_temperature <= 0 or noise_std < 0:
     raise ValueError(f"need think_temperature > 0, answer_temperature > 0, noise_std >= 0; got "
                      f"{think_temperature}, {answer_temperature}, {noise_std}")
+
+
+def noise_sigma(table: jnp.ndarray, noise_std: float, noise_scale: str) -> jnp.ndarray:
+  """The noise's standard deviation: ``noise_std`` itself, or (``rms``) ``noise_std`` times the
+  RMS of the embedding table's entries, as the paper sets it (0.33 x RMS): an absolute sigma means
+  nothing across models whose embeddings differ in scale (the small byte LM's RMS is ~0.05).
+  A constant of the update: no gradient flows into the scale."""
+  if noise_scale == "absolute":
+    return jnp.asarray(noise_std, jnp.float32)
+  return noise_std * jnp.sqrt(jnp.mean(jax.lax.stop_gradient(table).astype(jnp.float32) ** 2))
 
 
 def previous_real(token_mask: jnp.ndarray) -> jnp.ndarray:  # int32 [B, L]
@@ -82,14 +95,16 @@ def soft_token_rollout(
     *, mode: str, think_end: int, stop_tokens: Sequence[int], max_think_tokens: int,
     max_answer_tokens: int, think_temperature: float = 0.5, noise_std: float = 0.0,
     answer_temperature: float = 1.0, greedy: bool = False, pad_id: int = 0,
+    noise_scale: str = "absolute",
 ) -> SoftRollout:
   """Thinks in ``mode`` for at most ``max_think_tokens`` steps, then answers with hard tokens.
 
   Soft / fuzzy thinking ends when the logits' argmax is ``think_end`` (a deterministic rule, not
   an action); hard thinking ends when the sampled token is ``think_end``. Hard tokens (hard
-  thoughts, answers) are sampled at ``answer_temperature``, or argmax when ``greedy``.
+  thoughts, answers) are sampled at ``answer_temperature``, or argmax when ``greedy``. The noise's
+  sigma is :func:`noise_sigma` of ``noise_std`` and ``noise_scale``.
   """
-  _check(mode, think_temperature, noise_std, answer_temperature)
+  _check(mode, think_temperature, noise_std, answer_temperature, noise_scale)
   if max_think_tokens < 1 or max_answer_tokens < 1:
     raise ValueError(f"need max_think_tokens >= 1 and max_answer_tokens >= 1, got "
                      f"{max_think_tokens} and {max_answer_tokens}")
@@ -102,21 +117,22 @@ def soft_token_rollout(
                   max_think_tokens=int(max_think_tokens), max_answer_tokens=int(max_answer_tokens),
                   think_temperature=float(think_temperature), noise_std=float(noise_std),
                   answer_temperature=float(answer_temperature), greedy=bool(greedy),
-                  pad_id=int(pad_id))
+                  pad_id=int(pad_id), noise_scale=str(noise_scale))
 
 
 @functools.partial(jax.jit, static_argnames=(
     "logits_fn", "embed_fn", "mode", "think_end", "stop_tokens", "max_think_tokens",
     "max_answer_tokens", "think_temperature", "noise_std", "answer_temperature", "greedy",
-    "pad_id"))
+    "pad_id", "noise_scale"))
 def _rollout(rng, logits_fn, embed_fn, params, prompt, prompt_mask, *, mode, think_end,
              stop_tokens, max_think_tokens, max_answer_tokens, think_temperature, noise_std,
-             answer_temperature, greedy, pad_id):
+             answer_temperature, greedy, pad_id, noise_scale):
   b, p = prompt.shape
   k, a = max_think_tokens, max_answer_tokens
   length = p + k + 1 + a
   table = embed_fn(params)
   m = table.shape[1]
+  sigma = noise_sigma(table, noise_std, noise_scale)
   stops = jnp.asarray(stop_tokens or (-1,), jnp.int32)
   rows = jnp.arange(b)
   pad_n = length - p
@@ -145,7 +161,7 @@ def _rollout(rng, logits_fn, embed_fn, params, prompt, prompt_mask, *, mode, thi
       top = jnp.argmax(logits, -1).astype(jnp.int32)
       ends = top == think_end
       mean = jax.nn.softmax(logits / think_temperature, axis=-1) @ table
-      fed = mean + noise_std * jax.random.normal(jax.random.fold_in(key, 1), (b, m))
+      fed = mean + sigma * jax.random.normal(jax.random.fold_in(key, 1), (b, m))
       token, soft = top, jnp.ones((b,), bool)
     think_now = in_think & s["thinking"] & ~ends
     answer_now = (j > p + k) & ~s["done"]
@@ -175,17 +191,20 @@ def _rollout(rng, logits_fn, embed_fn, params, prompt, prompt_mask, *, mode, thi
 def trajectory_logliks(
     logits_fn: Callable, embed_fn: Callable, params: Any, rollout: SoftRollout, *,
     think_temperature: float = 0.5, noise_std: float = 0.0, answer_temperature: float = 1.0,
+    noise_scale: str = "absolute",
 ) -> tuple[jnp.ndarray, jnp.ndarray]:  # float32 [B, L] per-slot log-likelihoods, means [B, L, M]
   """Per-slot log-likelihood of the rollout's actions under ``params``, in one teacher-forced pass.
 
   A soft slot scores log N(h; softmax(logits / tau) @ E, sigma^2 I), a hard action slot
   log softmax(logits / answer_temperature)[token]; other slots 0. The fed soft embeddings are
   constants (the actions); token slots are re-embedded with the current E so that E learns.
+  With ``noise_scale="rms"`` sigma comes from ``params``' table, so score with the rollout's
+  params (one update per rollout batch) for the density the rollout sampled from.
   """
   soft = rollout.soft_mask
   if noise_std <= 0 and bool(jnp.any(soft)):
     raise ValueError("soft / fuzzy slots need noise_std > 0: without noise h has no density")
-  _check("soft", think_temperature, noise_std, answer_temperature)
+  _check("soft", think_temperature, noise_std, answer_temperature, noise_scale)
   table = embed_fn(params)
   inputs = jnp.where(soft[..., None], jax.lax.stop_gradient(rollout.embeds),
                      table[rollout.tokens])
@@ -197,7 +216,7 @@ def trajectory_logliks(
                                  rollout.tokens[..., None], axis=-1)[..., 0]
   means = jax.nn.softmax(logits / think_temperature, -1) @ table
   m = table.shape[1]
-  sigma = jnp.maximum(noise_std, 1e-12)
+  sigma = jnp.maximum(noise_sigma(table, noise_std, noise_scale), 1e-12)
   gauss = (-0.5 * jnp.sum((rollout.embeds - means) ** 2, -1) / sigma ** 2
            - 0.5 * m * jnp.log(2 * jnp.pi * sigma ** 2))
   per_slot = jnp.where(soft, gauss, token_lp)

@@ -19,6 +19,7 @@ import numpy as np
 from jaxtok.data.batches import to_host
 from jaxtok.rl.soft_tokens import (
   MODES,
+  NOISE_SCALES,
   SoftRollout,
   causal_lm_fns,
   reinforce_loss,
@@ -27,10 +28,10 @@ from jaxtok.rl.soft_tokens import (
   trajectory_logliks,
 )
 
-# think_temperature .5 (soft) and 1e-4 (fuzzy) are the paper's; noise_std is absolute, in the
-# embedding's units (the small byte LM's rows have RMS ~1).
-DEFAULTS = {"think_mode": "soft", "think_temperature": 0.5, "noise_std": 0.3, "think_end": "|",
-            "max_think_tokens": 16}
+# think_temperature .5 (soft) and 1e-4 (fuzzy) are the paper's, and so is sigma = 0.33 x the
+# RMS of the embedding table's entries (noise_scale "rms"; "absolute" reads noise_std as sigma).
+DEFAULTS = {"think_mode": "soft", "think_temperature": 0.5, "noise_std": 0.33,
+            "noise_scale": "rms", "think_end": "|", "max_think_tokens": 16}
 FIELDS = ("tokens", "token_mask", "embeds", "means", "soft_mask", "action_mask")
 
 
@@ -38,6 +39,8 @@ def check(rl, tokenizer) -> int:
   """Validates the soft_tokens options; returns the think-end token id."""
   if rl.think_mode not in MODES:
     raise ValueError(f"rl.think_mode={rl.think_mode!r}; valid: {MODES}")
+  if rl.noise_scale not in NOISE_SCALES:
+    raise ValueError(f"rl.noise_scale={rl.noise_scale!r}; valid: {NOISE_SCALES}")
   if rl.think_mode != "hard" and rl.noise_std <= 0:
     raise ValueError(f"rl.think_mode={rl.think_mode} needs rl.noise_std > 0 (the exploration "
                      f"and the policy's density), got {rl.noise_std}")
@@ -52,7 +55,7 @@ def check(rl, tokenizer) -> int:
 
 def _options(rl) -> dict[str, Any]:
   return dict(think_temperature=float(rl.think_temperature), noise_std=float(rl.noise_std),
-              answer_temperature=float(rl.temperature))
+              answer_temperature=float(rl.temperature), noise_scale=str(rl.noise_scale))
 
 
 def experience(policy, rl, think_end: int, params, rng, batch, group: int, put) -> dict:

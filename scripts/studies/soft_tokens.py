@@ -1,13 +1,16 @@
 """Soft Tokens, Hard Truths: the same RLOO budget with hard / soft / fuzzy thinking tokens.
 
-  python scripts/studies/soft_tokens.py [--warmup_steps=500] [--steps=40] [--seeds=0]
-      [--workdir=/tmp/jaxtok/soft_tokens]
+  python scripts/studies/soft_tokens.py [--warmup_steps=500] [--steps=40] [--lr=3e-5]
+      [--seeds=0] [--modes=hard,soft,fuzzy] [--workdir=/tmp/jaxtok/soft_tokens]
 
 1. Warm-up: ``configs/rl/soft_thinking.py:steps=<warmup_steps>,digits=1`` trains the small byte LM
    on running-sum traces with hard tokens (SFT); kept in ``<workdir>/sft`` and reused.
 2. The warm-up itself, scored by ``configs/rl/soft_tokens.py``'s report (``--mode=eval``): the
    no-RL row.
-3. For each mode: ``configs/rl/soft_tokens.py:mode=<mode>,steps=<steps>,init_from=<sft>``.
+3. For each mode: ``configs/rl/soft_tokens.py:mode=<mode>,steps=<steps>,lr=<lr>,init_from=<sft>``
+   (noise sigma 0.33 x the embedding RMS, the config's default). An arm whose workdir already
+   holds its final report (``metrics.jsonl`` at step ``steps``) is read back, not rerun, so seeds
+   can run in separate processes and one last call prints the whole table.
 Every row is decoded with HARD tokens: greedy pass@1, pass@4 of 4 samples at temperature 1, and
 the thinking tokens of greedy hard thinking (the report's ``soft/hard`` arm).
 """
@@ -15,6 +18,7 @@ the thinking tokens of greedy hard thinking (the report's ``soft/hard`` arm).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -35,10 +39,22 @@ def run(config: str, workdir: str, mode: str = "train") -> tuple[dict, float]:
   return out, time.time() - start
 
 
+def finished(workdir: str, steps: int) -> dict | None:
+  """The final held-out report of a completed run in ``workdir``, else None."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  done = [r for r in rows if r.get("step") == steps and "heldout/pass@1" in r]
+  return done[-1] if done else None
+
+
 def main_() -> None:
   ap = argparse.ArgumentParser()
   ap.add_argument("--warmup_steps", type=int, default=500)
   ap.add_argument("--steps", type=int, default=40)
+  ap.add_argument("--lr", type=float, default=3e-5)
   ap.add_argument("--seeds", default="0")
   ap.add_argument("--modes", default="hard,soft,fuzzy")
   ap.add_argument("--workdir", default="/tmp/jaxtok/soft_tokens")
@@ -49,14 +65,25 @@ def main_() -> None:
     run(f"configs/rl/soft_thinking.py:steps={args.warmup_steps},digits=1", sft)
   rows = []
   base = f"configs/rl/soft_tokens.py:init_from={sft}"
-  out, secs = run(f"{base},steps=1", os.path.join(args.workdir, "eval_sft"), "eval")
+  report = os.path.join(args.workdir, "eval_sft.json")
+  if os.path.exists(report):
+    with open(report) as f:
+      out, secs = json.load(f), float("nan")
+  else:
+    out, secs = run(f"{base},steps=1", os.path.join(args.workdir, "eval_sft"), "eval")
+    with open(report, "w") as f:
+      json.dump({k: float(v) for k, v in out.items()}, f)
   rows.append(("SFT warm-up (no RL)", "-", out, secs))
   for seed in args.seeds.split(","):
     for mode in args.modes.split(","):
-      out, secs = run(f"{base},mode={mode},steps={args.steps},seed={seed}",
-                      os.path.join(args.workdir, f"{mode}_s{seed}"))
+      workdir = os.path.join(args.workdir, f"{mode}_s{seed}")
+      out, secs = finished(workdir, args.steps), float("nan")
+      if out is None:
+        out, secs = run(f"{base},mode={mode},steps={args.steps},seed={seed},lr={args.lr}",
+                        workdir)
       rows.append((f"RLOO {mode} thinking", seed, out, secs))
-  print(f"warm-up {args.warmup_steps} SFT steps; RL {args.steps} steps x 16 prompts x 4 rollouts")
+  print(f"warm-up {args.warmup_steps} SFT steps; RL {args.steps} steps x 16 prompts x 4 rollouts, "
+        f"lr {args.lr}")
   print("| arm | seed | " + " | ".join(COLUMNS) + " | seconds |")
   print("|---|---|" + "---|" * (len(COLUMNS) + 1))
   for name, seed, out, secs in rows:

@@ -126,3 +126,39 @@ def test_rloo_with_soft_thinking_raises_a_toy_reward(lm, mode):
     updates, state = opt.update(grad_fn(params, ro, rloo_advantages(r, g)), state)
     params = optax.apply_updates(params, updates)
   assert np.mean(rewards[:3]) < 0.3 and np.mean(rewards[-3:]) > 0.8, rewards
+
+
+def test_rms_noise_scale_follows_the_embedding_table():
+  # noise_scale="rms": sigma = noise_std * RMS(E) (the paper's 0.33 x RMS). Logits here ignore E,
+  # so with the same key, scaling E by 10 must scale the fed noise by exactly 10, and the
+  # Gaussian term must use that sigma; an absolute sigma must not move.
+  w = jnp.array([[2.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, -3.0], [0.0, 0.0, 5.0, 0.0],
+                 [1.0, 1.0, 1.0, 1.0]])
+  table = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 2.0]]) * 0.05
+  logits_fn = lambda p, x, pos, km: p["w"][pos]
+  embed_fn = lambda p: p["e"]
+  kw = dict(mode="soft", think_end=3, stop_tokens=(1,), max_think_tokens=2, max_answer_tokens=1,
+            think_temperature=0.5, noise_std=0.33)
+
+  def noise_and_ll(scale, noise_scale):
+    params = {"w": w, "e": table * scale}
+    ro = soft_token_rollout(jax.random.key(0), logits_fn, embed_fn, params, jnp.array([[0]]),
+                            jnp.array([[True]]), noise_scale=noise_scale, **kw)
+    ll, _ = trajectory_logliks(logits_fn, embed_fn, params, ro, think_temperature=0.5,
+                               noise_std=0.33, noise_scale=noise_scale)
+    soft = np.asarray(ro.soft_mask[0])
+    assert soft.sum() == 2
+    return (np.asarray(ro.embeds) - np.asarray(ro.means))[0, soft], np.asarray(ll)[0, soft]
+
+  n1, _ = noise_and_ll(1.0, "rms")
+  n10, ll10 = noise_and_ll(10.0, "rms")
+  np.testing.assert_allclose(n10, 10 * n1, rtol=1e-4)
+  sigma = 0.33 * float(np.sqrt(np.mean(np.asarray(table * 10.0) ** 2)))
+  want = -0.5 * (n10 ** 2).sum(-1) / sigma ** 2 - np.log(2 * np.pi * sigma ** 2)  # M = 2
+  np.testing.assert_allclose(ll10, want, rtol=1e-5)
+  a1, _ = noise_and_ll(1.0, "absolute")
+  a10, _ = noise_and_ll(10.0, "absolute")
+  np.testing.assert_allclose(a10, a1, rtol=1e-4)
+  assert np.abs(a1).mean() > 10 * np.abs(n1).mean()  # absolute 0.33 >> 0.33 x RMS 0.04
+  with pytest.raises(ValueError, match="noise_scale"):
+    noise_and_ll(1.0, "relative")

@@ -34,4 +34,7 @@ def test_bad_options_fail_with_clear_errors():
     cfg.rl.think_end = "||"
   with pytest.raises(ValueError, match="think_end"):
     tasks.build(cfg)
+  cfg = load_config(f"{CONFIG}:smoke,noise_scale=relative")
+  with pytest.raises(ValueError, match="noise_scale"):
+    tasks.build(cfg)
   assert rl_soft_tokens.DEFAULTS["think_temperature"] == 0.5
