@@ -24,6 +24,9 @@ program is run once before timing (so compilation is excluded), and each time is
 - ``early_exit``: DEL self-speculation (``configs/decoding/del.py`` through the task's own
   proposer plan): each static exit (L, G) and DEL's per-prompt choice (the exit norms are trained
   once on train-split code and cached under ``$JAXTOK_CACHE_DIR/del_exits``);
+- ``jackpot``: a Lottery Jackpot of SmolLM2 drafting for it (``configs/decoding/jackpot.py``):
+  magnitude masks at 50% and, with ``--jackpot_masks``, a searched mask; stored dense, so these
+  rows show acceptance, not a speed-up;
 - ``batch8``: all prompts in one left-padded batch of 8, plain vs speculative (ragged
   acceptance: each row keeps its own cache length).
 
@@ -186,6 +189,24 @@ def early_exit_rows(runner, lm, singles, base, prefill):
   report(f"DEL (stop < {config.proposer.threshold}, shadow pass timed)", runs, base, prefill)
 
 
+def jackpot_rows(runner, lm, singles, base, prefill, masks_file):
+  """Lottery Jackpots drafting for their parent (``configs/decoding/jackpot.py`` through the
+  task's plan): magnitude masks at 50%, and the searched masks of ``masks_file`` if given.
+  Stored dense, the draft costs a target step: these rows measure acceptance, not speed."""
+  from jaxtok.config_args import load_config
+  from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Target
+
+  target = Target(lm.config, runner.model, "smollm2-135m", "smollm2-135m", lm.tokenizer,
+                  runner.stops, "float32")
+  for masks in ("",) + ((masks_file,) if masks_file else ()):
+    config = load_config(os.path.join(REPO, "configs", "decoding", "jackpot.py") +
+                         (f":masks={masks}" if masks else ""))
+    plan = PROPOSER_BUILDERS["jackpot"](config, target)
+    draft = plan.prepare({"target": runner.params})
+    name = f"jackpot ({'searched' if masks else 'magnitude'}, 50%) G={config.proposer.length}"
+    report(name, [runner.spec(*s, plan.proposer, draft) for s in singles], base, prefill)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--new_tokens", type=int, default=128)
@@ -196,6 +217,8 @@ def main():
   parser.add_argument("--ngram_lengths", default="2,4,6")
   parser.add_argument("--tree_sizes", default="2,4,8,12,16,24,32,48,80")
   parser.add_argument("--draft", default="", help="a draft_distill workdir")
+  parser.add_argument("--jackpot_masks", default="", help="searched masks for the jackpot rows "
+                      "(scripts/studies/jackpot_smollm2.py --out_masks)")
   parser.add_argument("--draft_lengths", default="2,3,4,5")
   parser.add_argument("--trim_sizes", default="", help="VocabTrim head sizes (with --draft), "
                       "e.g. 4096,8192,16384: a row per size after each draft row")
@@ -275,6 +298,8 @@ def main():
                base, prefill)
   if "early_exit" in only:
     early_exit_rows(runner, lm, singles, base, prefill)
+  if "jackpot" in only:
+    jackpot_rows(runner, lm, singles, base, prefill, args.jackpot_masks)
   if "batch8" in only and len(rows) > 1:
     batch = padded(rows)
     plain8 = runner.plain(*batch)
