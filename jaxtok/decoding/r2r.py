@@ -78,6 +78,41 @@ def divergence_labels(small_logits, large_logits):
   return jnp.argmax(small_logits, -1) != jnp.argmax(large_logits, -1)
 
 
+def teacher_forced(small: CausalLM, small_params, large: CausalLM, large_params, tokens,
+                   kv_mask=None, top_k: int = 8):
+  """Both models over windows ``tokens`` [B, T]: (router features [B, T, F], divergence labels
+  [B, T], the SLM's top-1 probability [B, T] -- what the confidence baseline thresholds)."""
+  h, small_logits = hidden_and_logits(small, small_params, tokens, kv_mask=kv_mask)
+  _, large_logits = hidden_and_logits(large, large_params, tokens, kv_mask=kv_mask)
+  proposed = jnp.argmax(small_logits, -1)
+  features = router_features(small_logits, proposed, small_params["embed"]["embedding"], h, top_k)
+  confidence = jnp.max(jax.nn.softmax(small_logits, -1), -1)
+  return features, divergence_labels(small_logits, large_logits), confidence
+
+
+def recall_at_fraction(scores, labels, fraction: float) -> float:
+  """The share of divergent tokens among the ``fraction`` of tokens scored highest: a rule's
+  recall at that routing budget (random routing's is ``fraction`` in expectation)."""
+  scores, labels = np.ravel(scores), np.ravel(labels).astype(bool)
+  if scores.shape != labels.shape or not 0.0 <= fraction <= 1.0:
+    raise ValueError(f"scores and labels must have one size and fraction be in [0, 1], got "
+                     f"{scores.shape}, {labels.shape}, {fraction}")
+  top = np.argsort(-scores, kind="stable")[:int(round(fraction * scores.size))]
+  return float(labels[top].sum() / max(labels.sum(), 1))
+
+
+def auc(scores, labels) -> float:
+  """How often a divergent token scores above an agreeing one (ties count half)."""
+  scores, labels = np.ravel(scores), np.ravel(labels).astype(bool)
+  pos, neg = scores[labels], scores[~labels]
+  if not (pos.size and neg.size):
+    raise ValueError("auc needs divergent and agreeing tokens")
+  _, inv, counts = np.unique(np.concatenate([pos, neg]), return_inverse=True,
+                            return_counts=True)
+  ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inv]  # mid-ranks: tied scores count half
+  return float((ranks[:pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
+
+
 def weighted_bce(scores, labels, pos_weight, mask=None):
   """Class-imbalanced BCE: positives weighted by ``pos_weight`` (usually #neg / #pos)."""
   y = labels.astype(jnp.float32)

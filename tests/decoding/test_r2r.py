@@ -109,3 +109,15 @@ def test_bad_arguments_raise():
     r2r.RoutedDecoder(None, None, None, rule="oracle")
   with pytest.raises(ValueError, match="both classes"):
     r2r.train_router(r2r.Router(), jnp.zeros((4, 3)), jnp.zeros((4,), bool), steps=1)
+
+
+def test_auc_and_recall_at_fraction_closed_forms():
+  scores, labels = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1], bool)
+  # Pairs (divergent, agreeing): (0.35 > 0.1), (0.35 < 0.4), (0.8 > both) -> 3 of 4.
+  assert r2r.auc(scores, labels) == 0.75
+  assert r2r.auc(np.zeros(4), labels) == 0.5  # ties count half
+  assert r2r.recall_at_fraction(scores, labels, 0.5) == 0.5  # routes 0.8 and 0.4
+  assert r2r.recall_at_fraction(labels.astype(float), labels, 0.5) == 1.0
+  assert r2r.recall_at_fraction(scores, labels, 1.0) == 1.0
+  with pytest.raises(ValueError, match="fraction"):
+    r2r.recall_at_fraction(scores, labels, 1.5)
