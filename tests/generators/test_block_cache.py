@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jaxtok.generators.masked import MaskedTransformer, RecapFns, make_logits_fn
+from jaxtok.generators.samplers import registry
 from jaxtok.generators.samplers.block_cache import block_cache_sample
 from jaxtok.generators.samplers.threshold import threshold_sample
 
@@ -105,3 +106,20 @@ def test_refresh_every_r_tokens(model):
 def test_bad_arguments_raise(model, kw, match):
   with pytest.raises(ValueError, match=match):
     sample(model, **kw)
+
+
+def test_registered_spec_runs_the_same_sampler(model):
+  # "block_cache" is in the one sampler registry: a spec parses (choices checked before anything
+  # traces) and runs through the ReCAP hooks to the same tokens and stats as the direct call.
+  net, variables, cond = model
+  sampler, options = registry.parse("block_cache:cache='prefix',block_length=4,threshold=0.3")
+  init = jnp.full((B, N), MASK, jnp.int32)
+  out, stats = jax.jit(lambda r: registry.run(sampler, options, r, init, mask_id=MASK,
+                                              recap=RecapFns(net, variables, cond)))(
+      jax.random.PRNGKey(3))
+  ref, ref_stats = sample(model, cache="prefix", block_length=4, threshold=0.3)
+  assert np.array_equal(np.asarray(out), np.asarray(ref))
+  assert int(stats["nfe"]) == int(ref_stats["nfe"])
+  with pytest.raises(ValueError, match=r"option cache='suffix' of 'block_cache' must be one of"):
+    registry.parse("block_cache:cache='suffix'")
+  assert registry.parse("ddpm:cache=True")[1].cache is True  # ddpm's own `cache` is a bool

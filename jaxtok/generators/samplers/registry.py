@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 from jaxtok.generators.layout_corrector import layout_corrector_sample
 from jaxtok.generators.samplers.autoregressive import generate
+from jaxtok.generators.samplers.block_cache import CACHES, RULES, block_cache_sample
 from jaxtok.generators.samplers.categorical import PRECISIONS
 from jaxtok.generators.samplers.confidence import CONFIDENCES
 from jaxtok.generators.samplers.deferred import deferred_commitment_sample
@@ -44,9 +45,11 @@ from jaxtok.generators.samplers.token_critic import token_critic_sample
 INPUTS = ("logits", "critic", "recap", "lm")
 # Parameters the caller provides (hooks, shapes, ids), never options of a spec.
 _CALLER_ARGS = {"mask_id", "max_new_tokens", "pad_id"}
-# Options whose values come from a fixed set, checked by parse (not only when the sampler traces).
+# Options whose values come from a fixed set, checked by parse (not only when the sampler traces);
+# keyed by option name, or by (sampler, option) where one name means different things.
 CHOICES = {"precision": PRECISIONS, "schedule": tuple(SCHEDULES), "alpha": tuple(ALPHAS),
-           "confidence_measure": tuple(CONFIDENCES)}
+           "confidence_measure": tuple(CONFIDENCES), "rule": RULES,
+           ("block_cache", "cache"): CACHES}  # (sampler, option): ddpm's `cache` is a bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +107,8 @@ register("token_critic", token_critic_sample, "critic", "Token-Critic re-masking
 register("layout_corrector", layout_corrector_sample, "critic",
          "Layout-Corrector: a corrector re-masks low-scoring tokens at chosen steps")
 register("recap", recap_sample, "recap", "ReCAP: cheap partial passes between full ones")
+register("block_cache", block_cache_sample, "recap",
+         "Fast-dLLM block decoding with a prefix / dual KV cache (threshold or DCD commits)")
 register("ar", generate, "lm", "autoregressive decoding with a KV cache (temperature/top-k/p)")
 
 
@@ -153,8 +158,9 @@ def parse(spec: str, *, inputs: tuple[str, ...] = INPUTS, base: dict[str, Any] |
   for key, value in kwargs.items():
     if not _type_ok(value, fields[key].type):
       raise ValueError(f"option {key}={value!r} of {name!r} must be {_show(fields[key].type)}")
-    if key in CHOICES and value not in CHOICES[key]:
-      raise ValueError(f"option {key}={value!r} of {name!r} must be one of {CHOICES[key]}")
+    choices = CHOICES.get((name, key), CHOICES.get(key))
+    if choices is not None and value not in choices:
+      raise ValueError(f"option {key}={value!r} of {name!r} must be one of {choices}")
     if fields[key].type is float and isinstance(value, int):
       kwargs[key] = float(value)
   try:
