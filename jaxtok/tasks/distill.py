@@ -15,12 +15,16 @@ The teacher's parameters are closed over (jit passes them as arguments, not cons
 neither trained nor checkpointed. ``student.init_from_teacher_layers = (0, 29)`` copies the
 teacher's embedding, final norm (and output head) and the listed blocks into a student of
 ``len(layers)`` blocks of the teacher's width; ``()`` initialises it at random.
+``student.sorted_depths = (1, 2, 4)`` trains sorted (S2D): the loss is the mean KL of the
+sub-models made of the student's first d blocks and its head (``jaxtok/decoding/sorted_draft.py``;
+the last depth must be the whole student), logged per depth as ``kl_d<d>`` and ``agreement_d<d>``.
 
 Config fields (see ``configs/decoding/draft_distill.py``): ``teacher.{pretrained, variant, seed}``
 (``pretrained`` None = a random ``variant`` drawn with ``seed``), ``student.{variant,
-init_from_teacher_layers}``, ``distill_temperature`` (1), ``ce_weight`` (0), ``dtype``,
-``optimizer`` (``tasks.common.build_optimizer``), ``data`` (a token set: tokens [B, T + 1]),
-``eval_text_file``, ``eval_seq_len``, ``eval_max_batches``, ``prompt``, ``max_new_tokens``.
+init_from_teacher_layers, sorted_depths}``, ``distill_temperature`` (1), ``ce_weight`` (0),
+``dtype``, ``optimizer`` (``tasks.common.build_optimizer``), ``data`` (a token set: tokens
+[B, T + 1]), ``eval_text_file``, ``eval_seq_len``, ``eval_max_batches``, ``prompt``,
+``max_new_tokens``.
 
 ``report`` (every ``report_every`` steps) writes ``<workdir>/distill_student.json`` (the student's
 architecture and the config) and scores the eval text and the first ``eval_max_batches`` test
@@ -43,6 +47,7 @@ import numpy as np
 from jaxtok import paths
 from jaxtok.config_args import load_config, with_defaults
 from jaxtok.data.batches import split_iterator
+from jaxtok.decoding.sorted_draft import check_depths, sorted_kl_loss, sorted_logits
 from jaxtok.generators.causal_lm import CausalLM, LMConfig, init_cache, lm_config
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.pretrained.chat import chatml
@@ -56,9 +61,10 @@ from jaxtok.train.state import TrainState
 from jaxtok.train.steps import supervised_step
 
 STUDENT_FILE = "distill_student.json"
+SORTED = ("kl_d", "agreement_d")  # per-depth metrics of a sorted student
 DEFAULTS = {
     "teacher": {"pretrained": None, "variant": "tiny", "seed": 1234},
-    "student": {"variant": None, "init_from_teacher_layers": ()},
+    "student": {"variant": None, "init_from_teacher_layers": (), "sorted_depths": ()},
     "optimizer": {"lr": 1e-3, "warmup_steps": 20, "b1": 0.9, "b2": 0.99, "weight_decay": 0.0,
                   "grad_clip": 1.0, "final_lr_fraction": 0.1},
 }
@@ -86,10 +92,7 @@ def distill_loss(
   """
   ce, aux = next_token_loss(student_logits, tokens, mask, row_mask)
   teacher_ce, _ = next_token_loss(teacher_logits, tokens, mask, row_mask)
-  weights = jnp.ones(tokens[:, 1:].shape, jnp.float32) if mask is None else (
-      jnp.logical_and(mask[:, 1:], mask[:, :-1]).astype(jnp.float32))
-  if row_mask is not None:
-    weights = weights * row_mask[:, None].astype(jnp.float32)
+  weights = token_weights(tokens, mask, row_mask)
   log_p = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature, -1)
   log_q = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, -1)
   kl_tok = jnp.sum(jnp.exp(log_p) * (log_p - log_q), -1)  # [B, T]
@@ -101,6 +104,15 @@ def distill_loss(
   return loss, {"kl": kl, "ce": ce, "teacher_ce": teacher_ce, "agreement": agree_sum / count,
                 "accuracy": aux["accuracy"], "kl_sum": kl_sum, "agree_sum": agree_sum,
                 "count": weights.sum()}
+
+
+def token_weights(tokens, mask=None, row_mask=None) -> jnp.ndarray:
+  """float [B, T]: 1 on the real next-token positions of ``tokens`` [B, T + 1]."""
+  weights = jnp.ones(tokens[:, 1:].shape, jnp.float32) if mask is None else (
+      jnp.logical_and(mask[:, 1:], mask[:, :-1]).astype(jnp.float32))
+  if row_mask is not None:
+    weights = weights * row_mask[:, None].astype(jnp.float32)
+  return weights
 
 
 def student_config(teacher: LMConfig, student_cfg) -> LMConfig:
@@ -190,6 +202,10 @@ def build(config) -> Task:
   tx = build_optimizer(options(config, "optimizer"), int(config.num_steps))
   temperature = float(config.get("distill_temperature", 1.0))
   ce_weight = float(config.get("ce_weight", 0.0))
+  depths = tuple(int(d) for d in student_cfg.sorted_depths or ())
+  if depths and check_depths(depths, arch.num_layers)[-1] != arch.num_layers:
+    raise ValueError(f"student.sorted_depths {depths} must end at the student's "
+                     f"{arch.num_layers} blocks (the whole student is the deepest sub-model)")
   data = config.get("data")
   if not (data and data.get("name")):
     raise ValueError("the distill task needs config.data.name (a token data set)")
@@ -202,9 +218,20 @@ def build(config) -> Task:
     kv_mask = None if mask is None else mask[:, :-1]
     t_logits = jax.lax.stop_gradient(
         teacher.apply({"params": t_params}, tokens[:, :-1], kv_mask=kv_mask))
-    s_logits = student.apply({"params": params}, tokens[:, :-1], kv_mask=kv_mask)
-    return distill_loss(s_logits, t_logits, tokens, mask, batch.get("mask"),
-                        temperature=temperature, ce_weight=ce_weight)
+    if not depths:
+      s_logits = student.apply({"params": params}, tokens[:, :-1], kv_mask=kv_mask)
+      return distill_loss(s_logits, t_logits, tokens, mask, batch.get("mask"),
+                          temperature=temperature, ce_weight=ce_weight)
+    subs = sorted_logits(student, params, tokens[:, :-1], depths, kv_mask)
+    _, aux = distill_loss(subs[-1], t_logits, tokens, mask, batch.get("mask"),
+                          temperature=temperature)
+    weights = token_weights(tokens, mask, batch.get("mask"))
+    loss, kls = sorted_kl_loss(subs, t_logits, weights, temperature)
+    count, top = jnp.maximum(weights.sum(), 1.0), jnp.argmax(t_logits, -1)
+    for d, kl, sub in zip(depths, kls, subs):
+      aux[f"kl_d{d}"] = kl
+      aux[f"agreement_d{d}"] = ((jnp.argmax(sub, -1) == top) * weights).sum() / count
+    return loss + ce_weight * aux["ce"], aux
 
   def train_step(state: TrainState, batch):
     state, metrics = supervised_step(state, losses, batch)
@@ -213,13 +240,14 @@ def build(config) -> Task:
   def eval_step(state: TrainState, batch):
     loss, aux = losses(state.params, batch)
     keep = ("kl", "ce", "teacher_ce", "agreement", "accuracy")
-    return {"loss": loss, **{k: aux[k] for k in keep}}
+    return {"loss": loss, **{k: v for k, v in aux.items() if k in keep or k.startswith(SORTED)}}
 
   @jax.jit
   def _sums(params, tokens, mask):  # one batch -> the sums to pool over batches
     _, aux = losses(params, {"tokens": tokens, "token_mask": mask})
     return {k: aux[k] for k in ("kl_sum", "agree_sum", "count")} | {
-        "ce_sum": aux["ce"] * aux["count"], "teacher_ce_sum": aux["teacher_ce"] * aux["count"]}
+        "ce_sum": aux["ce"] * aux["count"], "teacher_ce_sum": aux["teacher_ce"] * aux["count"]
+    } | {f"{k}_sum": v * aux["count"] for k, v in aux.items() if k.startswith(SORTED)}
 
   def _pooled(params, batches, prefix: str) -> dict[str, float]:
     total: dict[str, float] = {}
@@ -230,7 +258,8 @@ def build(config) -> Task:
     return {f"{prefix}/kl": total["kl_sum"] / n, f"{prefix}/agreement": total["agree_sum"] / n,
             f"{prefix}/ce": total["ce_sum"] / n,
             f"{prefix}/teacher_ce": total["teacher_ce_sum"] / n,
-            f"{prefix}/tokens": total["count"]}
+            f"{prefix}/tokens": total["count"]} | {
+                f"{prefix}/{k[:-4]}": v / n for k, v in total.items() if k.startswith(SORTED)}
 
   def _text_windows():
     path = config.get("eval_text_file") or DEFAULT_EVAL_TEXT
