@@ -26,7 +26,7 @@ from jaxtok.config_args import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, full=False, steps=2000, severity="mild",
+  a = parse_arg(arg, smoke=False, full=False, steps=600, severity="mild",
                 tokenizer="configs/quickstart.py")
   if a.smoke and a.full:
     raise ValueError("choose one of smoke and full")
@@ -63,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(
       {"width": 16, "lq_blocks": 1, "net_blocks": 1} if a.smoke else
       {"width": 256, "lq_blocks": 4, "net_blocks": 24} if a.full else
-      {"width": 64, "lq_blocks": 2, "net_blocks": 4})
+      {"width": 32, "lq_blocks": 2, "net_blocks": 4})
   c.loss = ml_collections.ConfigDict({"lq": 1.0, "evaluator": 1.0, "refiner": 1.0,
                                       "beta": 0.9999})
   c.degrade = ml_collections.ConfigDict({"severity": a.severity})

@@ -42,7 +42,7 @@ from jaxtok.train.state import TrainState
 from jaxtok.train.steps import supervised_step
 
 DEFAULTS = {
-    "model": {"width": 64, "lq_blocks": 2, "net_blocks": 4},
+    "model": {"width": 32, "lq_blocks": 2, "net_blocks": 4},
     "loss": {"lq": 1.0, "evaluator": 1.0, "refiner": 1.0, "beta": 0.9999},
     "degrade": {"severity": "mild"},
     "sample": {"steps": 8, "alpha": 0.7, "temperature": 1.0, "seed": 0},

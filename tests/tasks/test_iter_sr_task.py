@@ -22,7 +22,8 @@ def test_configs():
   cpu = load_config("configs/generators/patches_iter.py:severity=strong")
   assert cpu.task == "iter_sr" and cpu.degrade.severity == "strong"
   assert cpu.tokenizer.config == "configs/quickstart.py" and cpu.data.image_size == 32
-  assert (cpu.model.width, cpu.sample.steps, cpu.sample.alpha) == (64, 8, 0.7)
+  assert (cpu.model.width, cpu.sample.steps, cpu.sample.alpha) == (32, 8, 0.7)
+  assert cpu.num_steps == 600 and cpu.batch_size == 32
   full = load_config("configs/generators/patches_iter.py:full")
   assert full.data.name == "imagenet2012" and full.data.image_size == 256
   assert full.tokenizer.config == "configs/tokenizers/conv2d_vq.py:imagenet"
