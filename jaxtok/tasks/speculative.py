@@ -12,6 +12,8 @@ prompt set (batches of ``eval_batch_size``, left-padded to a multiple of ``eval_
 prompts share programs) and writes ``decoding_results.json``, ``decoding_table.md`` and
 ``acceptance_per_position.png``. Times exclude compilation: each program runs once untimed first.
 Config keys: ``configs.common.speculative_base_config`` (used by ``configs/decoding/*.py``).
+Proposers come from ``tasks/speculative_proposers.py``'s registry; the ``speculative_*`` modules
+imported below register theirs.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from jaxtok.decoding.proposers import LMStep
 from jaxtok.generators.causal_lm import DTYPES, CausalLM, init_cache
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.pretrained.chat import chatml
-from jaxtok.tasks import speculative_del, speculative_jackpot  # noqa: F401  register proposers
+from jaxtok.tasks import speculative_del, speculative_dovetail, speculative_jackpot  # noqa: F401
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.prompt_set import prompt_set
 from jaxtok.tasks.speculative_proposers import (

@@ -85,7 +85,7 @@ def load_lm(pretrained: str | None, variant: str | None, what: str):
   return lm_config(variant), None, ByteTokenizer(), False, (ByteTokenizer().eos_id,), variant
 
 
-def _load_draft(config, target: Target) -> tuple[LMConfig, Any, str]:
+def load_draft(config, target: Target) -> tuple[LMConfig, Any, str]:
   d = config.draft
   if d.get("workdir"):
     if not paths.exists(d.workdir):
@@ -115,7 +115,7 @@ def _chain_shape(proposer) -> str:
 def build_draft(config, target: Target) -> Plan:
   """A separate draft LM (``config.draft``: a distill workdir, a pretrained name or a variant)."""
   p = config.proposer
-  d_arch, d_host, d_name = _load_draft(config, target)
+  d_arch, d_host, d_name = load_draft(config, target)
   d_model = CausalLM.from_config(d_arch, dtype=target.dtype)
   proposer = DraftModel(LMStep(d_model), length=int(p.length), num_drafts=int(p.num_drafts),
                         temperature=float(p.draft_temperature))
@@ -130,7 +130,7 @@ def build_vocabtrim(config, target: Target) -> Plan:
   p = config.proposer
   if int(p.trim_size) < 1:
     raise ValueError(f"proposer.trim_size must be >= 1, got {p.trim_size}")
-  d_arch, d_host, d_name = _load_draft(config, target)
+  d_arch, d_host, d_name = load_draft(config, target)
   d_model = CausalLM.from_config(d_arch, dtype=target.dtype)
   proposer = VocabTrimDraft(TrimmedLMStep(d_model), length=int(p.length),
                             num_drafts=int(p.num_drafts),
