@@ -24,6 +24,8 @@ program is run once before timing (so compilation is excluded), and each time is
 - ``early_exit``: DEL self-speculation (``configs/decoding/del.py`` through the task's own
   proposer plan): each static exit (L, G) and DEL's per-prompt choice (the exit norms are trained
   once on train-split code and cached under ``$JAXTOK_CACHE_DIR/del_exits``);
+- ``dovetail`` (with ``draft``): the same draft on a second host device, reached by callbacks
+  from the target's loop (``jaxtok/decoding/dovetail.py``); adds two host devices to the run;
 - ``jackpot``: a Lottery Jackpot of SmolLM2 drafting for it (``configs/decoding/jackpot.py``):
   magnitude masks at 50% and, with ``--jackpot_masks``, a searched mask; stored dense, so these
   rows show acceptance, not a speed-up;
@@ -53,6 +55,10 @@ _DOT = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--cpu_dot="))
 if _DOT not in _DOT_FLAGS:
   raise SystemExit(f"--cpu_dot must be one of {sorted(_DOT_FLAGS)}, got {_DOT!r}")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _DOT_FLAGS[_DOT]).strip()
+# --only=...,dovetail puts the draft on a second host device (Dovetail's placement on a CPU-only
+# machine); the flag must be set before the backend starts, and applies to every row.
+if any(a.startswith("--only=") and "dovetail" in a for a in sys.argv):
+  os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=2"
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
@@ -296,6 +302,14 @@ def main():
         prop = VocabTrimDraft(TrimmedLMStep(draft), length=g)
         report(f"vocabtrim k={k} G={g}", [runner.spec(*s, prop, trimmed[k]) for s in singles],
                base, prefill)
+      if "dovetail" in only:  # the same draft, its weights and cache on the second host device
+        from jaxtok.decoding.dovetail import DeviceDraft, DovetailDraft
+        holder = DeviceDraft(DraftModel(LMStep(draft), length=g), jax.devices()[1])
+        holder.load(params)
+        runs = [runner.spec(*s, DovetailDraft(holder), None) for s in singles]
+        report(f"dovetail G={g} (draft on {jax.devices()[1]})", runs, base, prefill)
+        print(f"  draft-side calls: {holder.calls}, {holder.seconds:.2f} s in them (transfers "
+              "included, every call of the timed and untimed runs)")
   if "early_exit" in only:
     early_exit_rows(runner, lm, singles, base, prefill)
   if "jackpot" in only:
