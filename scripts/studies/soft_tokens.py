@@ -39,15 +39,30 @@ def run(config: str, workdir: str, mode: str = "train") -> tuple[dict, float]:
   return out, time.time() - start
 
 
-def finished(workdir: str, steps: int) -> dict | None:
-  """The final held-out report of a completed run in ``workdir``, else None."""
+def logged(workdir: str) -> list[dict]:
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
-    return None
+    return []
   with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  done = [r for r in rows if r.get("step") == steps and "heldout/pass@1" in r]
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def finished(workdir: str, steps: int) -> dict | None:
+  """The final held-out report of a completed run in ``workdir``, else None."""
+  done = [r for r in logged(workdir) if r.get("step") == steps and "heldout/pass@1" in r]
   return done[-1] if done else None
+
+
+def training(workdir: str) -> str:
+  """Training reward (mean of the first / last 3 logged steps) and the median gradient norm
+  before clipping: the soft arms' Gaussian terms dominate the clipped update."""
+  rows = [r for r in logged(workdir) if "train/reward" in r]
+  if not rows:
+    return "- | -"
+  reward = [r["train/reward"] for r in rows]
+  grad = sorted(r["train/grad_norm"] for r in rows)
+  return (f"{sum(reward[:3]) / len(reward[:3]):.2f} -> {sum(reward[-3:]) / len(reward[-3:]):.2f}"
+          f" | {grad[len(grad) // 2]:.0f}")
 
 
 def main_() -> None:
@@ -73,7 +88,7 @@ def main_() -> None:
     out, secs = run(f"{base},steps=1", os.path.join(args.workdir, "eval_sft"), "eval")
     with open(report, "w") as f:
       json.dump({k: float(v) for k, v in out.items()}, f)
-  rows.append(("SFT warm-up (no RL)", "-", out, secs))
+  rows.append(("SFT warm-up (no RL)", "-", out, secs, "- | -"))
   for seed in args.seeds.split(","):
     for mode in args.modes.split(","):
       workdir = os.path.join(args.workdir, f"{mode}_s{seed}")
@@ -81,14 +96,15 @@ def main_() -> None:
       if out is None:
         out, secs = run(f"{base},mode={mode},steps={args.steps},seed={seed},lr={args.lr}",
                         workdir)
-      rows.append((f"RLOO {mode} thinking", seed, out, secs))
+      rows.append((f"RLOO {mode} thinking", seed, out, secs, training(workdir)))
   print(f"warm-up {args.warmup_steps} SFT steps; RL {args.steps} steps x 16 prompts x 4 rollouts, "
         f"lr {args.lr}")
-  print("| arm | seed | " + " | ".join(COLUMNS) + " | seconds |")
-  print("|---|---|" + "---|" * (len(COLUMNS) + 1))
-  for name, seed, out, secs in rows:
+  print("| arm | seed | " + " | ".join(COLUMNS) + " | train reward | median grad norm | seconds |")
+  print("|---|---|" + "---|" * (len(COLUMNS) + 3))
+  for name, seed, out, secs, train in rows:
     cells = " | ".join(f"{out.get(c, float('nan')):.3f}" for c in COLUMNS)
-    print(f"| {name} | {seed} | {cells} | {secs:.0f} |")
+    print(f"| {name} | {seed} | {cells} | {train} | "
+          f"{f'{secs:.0f}' if secs == secs else 'read back'} |")
 
 
 if __name__ == "__main__":
