@@ -15,13 +15,13 @@ from jaxtok.decoding.early_exit import exit_model
 from jaxtok.decoding.proposers import DraftModel, LMStep
 from jaxtok.decoding.sorted_draft import SortedDraft, check_depths, sub_params
 from jaxtok.generators.causal_lm import CausalLM
-from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Plan, Target, _load_draft
+from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Plan, Target, load_draft
 
 
 @PROPOSER_BUILDERS.register("sorted")
 def build_sorted(config, target: Target) -> Plan:
   p = config.proposer
-  d_arch, d_host, d_name = _load_draft(config, target)
+  d_arch, d_host, d_name = load_draft(config, target)
   student = CausalLM.from_config(d_arch, dtype=target.dtype)
   depths = tuple(int(d) for d in p.depths)
   if check_depths(depths, d_arch.num_layers)[-1] != d_arch.num_layers:
