@@ -76,7 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.heldout_windows = pick(8, 4, 64)  # test-split windows for AUC, recall and the quantiles
   c.thresholds = pick((0.5,), (0.5, 0.7, 0.9), (0.3, 0.5, 0.7, 0.9))
   c.threshold = 0.5  # --mode=sample's
-  c.eval_prompts = "chat" if a.smoke else "mixed"  # bytes: code prompts are too long
+  # chat: short prompts, one padded width, one compiled decoder per rule (mixed adds code prompts
+  # of several hundred tokens: more widths, and prefill dominates 32-token timings).
+  c.eval_prompts = pick("chat", "chat", "mixed")
   c.eval_num_prompts = a.prompts or pick(2, 4, 8)
   c.eval_batch_size = 1  # per prompt: the LLM runs only at steps where this prompt routes
   c.eval_pad_multiple = 64  # prompts of one padded length share compiled programs

@@ -126,7 +126,10 @@ def build(config) -> Task:
   tx = build_optimizer(with_defaults(config, "optimizer", DEFAULTS["optimizer"]),
                        int(config.num_steps))
   n, seed = int(config.max_new_tokens), int(config.seed)
-  forced = jax.jit(lambda tokens, kv: r2r.teacher_forced(small, sp, large, lp, tokens, kv, top_k))
+  # The models' params are arguments of every jitted function, never closed over: a closed-over
+  # array is a constant of its program, one copy of the LLM per compiled shape.
+  forced = jax.jit(lambda s_p, l_p, tokens: r2r.teacher_forced(small, s_p, large, l_p, tokens,
+                                                                 None, top_k))
 
   def init(rng: jax.Array, example_batch: Any = None) -> TrainState:
     del example_batch
@@ -162,7 +165,7 @@ def build(config) -> Task:
     if not held:
       tokens = source_windows(tokenizer.encode, "test", int(config.heldout_windows),
                               int(scfg.exit_window_len))
-      feats, labels, conf = forced(jnp.asarray(tokens), None)
+      feats, labels, conf = forced(sp, lp, jnp.asarray(tokens))
       held.update(feats=feats, labels=np.asarray(labels), conf=np.asarray(conf))
     labels, rate = held["labels"], float(held["labels"].mean())
     score = np.asarray(router.apply({"params": state.params}, held["feats"]))
@@ -214,13 +217,13 @@ def build(config) -> Task:
   def routed(rule, router_params, tokens, mask, threshold):
     if rule not in decoders:
       dec = r2r.RoutedDecoder(small, large, router, top_k=top_k, window=window, rule=rule)
-      decoders[rule] = jax.jit(lambda rp, t, m, thr: dec.generate(
-          sp, lp, rp, t, m, thr, n, rng=jax.random.key(seed)))
-    return timed((rule, tokens.shape), lambda: decoders[rule](router_params, tokens, mask,
+      decoders[rule] = jax.jit(lambda s_p, l_p, rp, t, m, thr: dec.generate(
+          s_p, l_p, rp, t, m, thr, n, rng=jax.random.key(seed)))
+    return timed((rule, tokens.shape), lambda: decoders[rule](sp, lp, router_params, tokens, mask,
                                                               jnp.float32(threshold)))
 
   @jax.jit
-  def nll(tokens, mask, out):
+  def nll(lp, tokens, mask, out):
     kv = jnp.concatenate([mask, jnp.ones(out.shape, bool)], axis=1)
     pos = jnp.maximum(jnp.cumsum(kv.astype(jnp.int32), axis=1) - 1, 0)
     _, logits = r2r.hidden_and_logits(large, lp, jnp.concatenate([tokens, out], 1), pos, kv)
@@ -265,7 +268,7 @@ def build(config) -> Task:
     out, big = np.concatenate(outs), np.concatenate(ref)
     same = out == big
     prefix = np.where(same.all(1), n, np.argmin(same, 1))
-    nlls = np.concatenate([np.asarray(nll(t, m, jnp.asarray(o))) for (t, m), o in zip(groups,
+    nlls = np.concatenate([np.asarray(nll(lp, t, m, jnp.asarray(o))) for (t, m), o in zip(groups,
                                                                                       outs)])
     small_same = out == np.concatenate(small_ref) if small_ref else np.zeros_like(same)
     return {"arm": label, "threshold": threshold,
