@@ -26,8 +26,12 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
-from jaxtok import main  # noqa: E402
+import flax.linen as nn  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxtok import main, tasks  # noqa: E402
 from jaxtok.config_args import load_config  # noqa: E402
+from jaxtok.train import loop  # noqa: E402
 
 COLUMNS = ("heldout/pass@1", "heldout/pass@1_sampled", "heldout/pass@4_sampled",
            "soft/hard/pass@1", "soft/hard/think_tokens")
@@ -80,6 +84,12 @@ def main_() -> None:
     run(f"configs/rl/soft_thinking.py:steps={args.warmup_steps},digits=1", sft)
   rows = []
   base = f"configs/rl/soft_tokens.py:init_from={sft}"
+  config = load_config(base)
+  state, _ = loop.restore_state(config, sft, tasks.build(config))
+  table = np.asarray(nn.unbox(state.params)["embed"]["embedding"], np.float32)
+  rms = float(np.sqrt(np.mean(table ** 2)))  # what noise_scale=rms multiplies noise_std by
+  print(f"warm-up embedding table {table.shape}: RMS of entries {rms:.4f}, mean row norm "
+        f"{np.linalg.norm(table, axis=1).mean():.3f}; sigma = 0.33 x RMS = {0.33 * rms:.4f}")
   report = os.path.join(args.workdir, "eval_sft.json")
   if os.path.exists(report):
     with open(report) as f:
