@@ -162,7 +162,7 @@ def report(name, runs, base, prefill):
         flush=True)
 
 
-def early_exit_rows(runner, lm, singles, base, prefill):
+def early_exit_rows(runner, lm, singles, base, prefill, static=""):
   """DEL through the speculative task's own plan (configs/decoding/del.py): a row per static
   exit (L, gamma) without the confidence stop, then DEL (per-prompt choice, stop < threshold),
   whose shadow pass over the prompt is timed with it."""
@@ -178,12 +178,14 @@ def early_exit_rows(runner, lm, singles, base, prefill):
   fit = plan.prepare({"target": runner.params})
   print(f"exit norms ready in {time.perf_counter() - start:.1f} s (cached after the first run)")
   layers = tuple(config.proposer.exit_layers)
-  for lay in layers:
-    for g in config.proposer.gammas:
-      prop = ee.ConfidentDraft(LMStep(ee.exit_model(runner.model, lay)), length=g)
-      p = ee.exit_params(runner.params, lay, fit["scales"][layers.index(lay)])
-      report(f"early exit L={lay} G={g}", [runner.spec(*s, prop, p) for s in singles], base,
-             prefill)
+  grid = [(lay, g) for lay in layers for g in config.proposer.gammas]
+  for lay, g in [tuple(map(int, x.split(":"))) for x in static.split(",")] if static else grid:
+    if lay not in layers:
+      raise SystemExit(f"--static_exits: L={lay} is not one of the config's exits {layers}")
+    prop = ee.ConfidentDraft(LMStep(ee.exit_model(runner.model, lay)), length=g)
+    p = ee.exit_params(runner.params, lay, fit["scales"][layers.index(lay)])
+    report(f"early exit L={lay} G={g}", [runner.spec(*s, prop, p) for s in singles], base,
+           prefill)
   runs = []
   for s in singles:
     plan.choose({"target": runner.params}, fit, *s)  # compile the shadow pass for this width
@@ -223,6 +225,8 @@ def main():
   parser.add_argument("--ngram_lengths", default="2,4,6")
   parser.add_argument("--tree_sizes", default="2,4,8,12,16,24,32,48,80")
   parser.add_argument("--draft", default="", help="a draft_distill workdir")
+  parser.add_argument("--static_exits", default="", help="L:G pairs for the static early-exit "
+                      "rows, e.g. 4:2,8:2 (default: the config's whole grid)")
   parser.add_argument("--jackpot_masks", default="", help="searched masks for the jackpot rows "
                       "(scripts/studies/jackpot_smollm2.py --out_masks)")
   parser.add_argument("--draft_lengths", default="2,3,4,5")
@@ -311,7 +315,7 @@ def main():
         print(f"  draft-side calls: {holder.calls}, {holder.seconds:.2f} s in them (transfers "
               "included, every call of the timed and untimed runs)")
   if "early_exit" in only:
-    early_exit_rows(runner, lm, singles, base, prefill)
+    early_exit_rows(runner, lm, singles, base, prefill, args.static_exits)
   if "jackpot" in only:
     jackpot_rows(runner, lm, singles, base, prefill, args.jackpot_masks)
   if "batch8" in only and len(rows) > 1:

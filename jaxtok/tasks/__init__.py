@@ -7,6 +7,7 @@ from jaxtok.tasks import (  # noqa: F401
   distill,
   ecar,
   generator,
+  iter_sr,
   layout,
   lm,
   neodiff,
