@@ -13,6 +13,7 @@ from jaxtok.tasks import (  # noqa: F401
   neodiff,
   ordered_ar,
   post_train,
+  r2r,
   resgen,
   rl,
   setrec,

@@ -35,7 +35,12 @@ from jaxtok.decoding.proposers import LMStep
 from jaxtok.generators.causal_lm import DTYPES, CausalLM, init_cache
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.pretrained.chat import chatml
-from jaxtok.tasks import speculative_del, speculative_dovetail, speculative_jackpot  # noqa: F401
+from jaxtok.tasks import (  # noqa: F401
+  speculative_del,
+  speculative_dovetail,
+  speculative_jackpot,
+  speculative_sorted,
+)
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.prompt_set import prompt_set
 from jaxtok.tasks.speculative_proposers import (
