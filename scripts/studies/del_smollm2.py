@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sysconfig
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtok.data.python_source import corpus_files, split_of
 from jaxtok.decoding import early_exit as ee
 from jaxtok.decoding.engine import speculative_generate
 from jaxtok.decoding.proposers import LMStep
@@ -34,18 +32,7 @@ from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.pretrained.chat import chatml
 from jaxtok.pretrained.lms import load_pretrained_lm
 from jaxtok.tasks.prompt_set import prompt_set
-
-
-def windows(tokenizer, split: str, num: int, length: int) -> np.ndarray:
-  root = sysconfig.get_paths()["stdlib"]
-  ids: list[int] = []
-  for path in corpus_files(root):
-    if split_of(path, root) == split:
-      with open(path, encoding="utf-8", errors="replace") as f:
-        ids += tokenizer.encode(f.read()[:4000])
-    if len(ids) >= num * length:
-      break
-  return np.asarray(ids[:num * length], np.int32).reshape(num, length)
+from jaxtok.tasks.speculative_del import source_windows
 
 
 def cache_states(model, params, tokens, layers):
@@ -85,8 +72,9 @@ def main():
   res = {"layers": layers, "gammas": gammas, "threshold": a.threshold}
 
   t0 = time.time()
-  h_tr, lg_tr = cache_states(model, params, windows(tok, "train", a.train_windows, 128), layers)
-  h_te, lg_te = cache_states(model, params, windows(tok, "test", 4, 128), layers)
+  train = source_windows(tok.encode, "train", a.train_windows, 128)
+  h_tr, lg_tr = cache_states(model, params, train, layers)
+  h_te, lg_te = cache_states(model, params, source_windows(tok.encode, "test", 4, 128), layers)
   scales = jnp.stack([params["transformer"]["final_norm"]["scale"]] * len(layers))
   res["kl_before"] = [float(x) for x in ee.exit_kl(scales, h_te, lg_te, embed, eps)]
   res["agree_before"] = agreement(scales, h_te, lg_te, embed, eps)
