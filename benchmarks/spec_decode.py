@@ -147,8 +147,7 @@ def report(name, runs, base, prefill):
   secs = sum(r[0] for r in runs)
   base_secs = sum(r[0] for r in base)
   toks = sum(int(np.asarray(r[1][1]["num_generated"]).sum()) for r in runs)
-  decode = max(secs - prefill, 1e-9)
-  base_decode = max(base_secs - prefill, 1e-9)
+  decode, base_decode = secs - prefill, base_secs - prefill
   same = all(np.array_equal(np.asarray(r[1][0]), np.asarray(b[1][0])) for r, b in zip(runs, base))
   stats = [r[1][1] for r in runs]
   if "num_drafts" in stats[0]:
@@ -157,8 +156,11 @@ def report(name, runs, base, prefill):
     mal = f"{1 + accepted / max(drafts, 1):.2f}"
   else:
     mal = "-"
-  print(f"| {name} | {toks / secs:.1f} | {base_secs / secs:.2f} | "
-        f"{(toks - len(runs)) / decode:.1f} | {base_decode / decode:.2f} | {mal} | {same} |",
+  # The prefill is timed separately: if the machine's load changed between the two, the
+  # decode-phase difference can be meaningless (even negative). Say so instead of printing it.
+  phase = (f"{(toks - len(runs)) / decode:.1f} | {base_decode / decode:.2f}"
+           if min(decode, base_decode) > 0.1 * prefill else "n/a (load changed) | n/a")
+  print(f"| {name} | {toks / secs:.1f} | {base_secs / secs:.2f} | {phase} | {mal} | {same} |",
         flush=True)
 
 
