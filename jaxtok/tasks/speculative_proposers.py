@@ -20,7 +20,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from jaxtok import paths
 from jaxtok.decoding.proposers import DraftModel, LMStep, PromptLookup, TokenRecycling
@@ -166,9 +168,6 @@ def build_ngram(config, target: Target) -> Plan:
 def build_recycling(config, target: Target) -> Plan:
   """Token Recycling: a static tree filled from the adjacency matrix of the target's top-k;
   ``proposer.hot_start`` carries the matrix from batch to batch (the paper's hot start)."""
-  import jax.numpy as jnp
-  import numpy as np
-
   p = config.proposer
   tree = best_tree(int(p.tree_nodes), tuple(p.rank_accept), max_depth=int(p.tree_depth))
   proposer = TokenRecycling(tree, vocab_size=target.arch.vocab_size, top_k=int(p.top_k))

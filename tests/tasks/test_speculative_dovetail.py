@@ -12,7 +12,9 @@ import pytest
 from jaxtok import main
 from jaxtok.config_args import load_config
 from jaxtok.decoding import dovetail
+from jaxtok.tasks import speculative_dovetail
 from jaxtok.tasks.speculative import build
+from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -61,7 +63,9 @@ PLACEMENT = textwrap.dedent("""
     print(name, "accepted", st["num_accepted_tokens"].tolist())
   # Through the task, a draft device inside the target's mesh would deadlock: refused at build.
   from jaxtok.config_args import load_config
-  from jaxtok.tasks.speculative import build
+  from jaxtok.tasks import speculative_dovetail
+from jaxtok.tasks.speculative import build
+from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS
   try:
     build(load_config("configs/decoding/dovetail.py:smoke,device=cpu:1"))
   except ValueError as e:
@@ -81,6 +85,7 @@ def test_draft_lives_on_its_own_device():
 
 
 def test_bad_options_fail_at_build():
+  assert PROPOSER_BUILDERS["dovetail"] is speculative_dovetail.build_dovetail
   with pytest.raises(ValueError, match=r"draft device 'cpu:5': cpu has 1 device"):
     build(config("smoke,device=cpu:5"))
   with pytest.raises(ValueError, match=r"no 'nosuch' backend here"):
