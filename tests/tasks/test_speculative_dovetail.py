@@ -63,9 +63,7 @@ PLACEMENT = textwrap.dedent("""
     print(name, "accepted", st["num_accepted_tokens"].tolist())
   # Through the task, a draft device inside the target's mesh would deadlock: refused at build.
   from jaxtok.config_args import load_config
-  from jaxtok.tasks import speculative_dovetail
-from jaxtok.tasks.speculative import build
-from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS
+  from jaxtok.tasks.speculative import build
   try:
     build(load_config("configs/decoding/dovetail.py:smoke,device=cpu:1"))
   except ValueError as e:
