@@ -13,6 +13,11 @@ own ``tau_i / M``; it predicts ``x0_hat`` and logits through the same embedding 
 predictor (one block on the detached ``x0_hat`` plus an embedding of ``t``) regresses
 ``tau / M``; its labels rank the tokens of each sequence by loss and give rank ``r`` the Poisson
 quantile ``F^-1_lam((r + 0.5) / n)`` through the same spread and clamp.
+
+``mdlm``: the masked-diffusion baseline (MDLM, Sahoo et al., 2024) on the SAME denoiser, so the
+arms differ only in the forward process: a clean byte enters as its embedding at tau = 0, a
+[MASK] (id V) as z = 0 (the mean of pure noise) at tau = M; trained with MDLM's NELBO
+(``masked_diffusion_loss``) and sampled with MDLM's ancestral sampler (``ddpm_sample``).
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaincc
 
+from jaxtok.generators.losses import masked_diffusion_loss
+from jaxtok.generators.samplers.mdlm import ddpm_sample
 from jaxtok.nn import Transformer
 
-PROCESSES = ("poisson", "uniform")
+PROCESSES = ("poisson", "uniform")  # the continuous processes
+ARMS = PROCESSES + ("mdlm",)
 
 
 def abar(s: jnp.ndarray) -> jnp.ndarray:
@@ -142,10 +150,28 @@ class NeoDiff(nn.Module):
     return x0_hat, logits, self.predict_tau(cond, x0_hat, t)
 
 
+def masked_logits_fn(model: NeoDiff, params, cond: jnp.ndarray):
+  """``fn(noisy int [B, N]) -> logits [B, N, V]``: the denoiser on a masked state (mask id V)."""
+
+  def fn(noisy):
+    masked = noisy == model.vocab_size
+    x0 = model.apply({"params": params}, jnp.minimum(noisy, model.vocab_size - 1),
+                     method=NeoDiff.embed)
+    z = jnp.where(masked[..., None], 0.0, x0)
+    return model.apply({"params": params}, cond, z, masked.astype(jnp.float32),
+                       method=NeoDiff.denoise)[1]
+  return fn
+
+
 def loss_terms(model: NeoDiff, params, rng: jax.Array, cond: jnp.ndarray, target: jnp.ndarray, *,
                num_levels: int, process: str, noise_scale: float):
   """(loss, aux): MSE(x0_hat, x0) + CE(logits, target), plus for ``poisson`` the time
-  predictor's ``mean((tau_hat - tau*)^2) / M^2`` on loss-ranked labels."""
+  predictor's ``mean((tau_hat - tau*)^2) / M^2`` on loss-ranked labels; for ``mdlm`` the MDLM
+  NELBO (linear schedule, 1 / t weight) with ``ce`` the unweighted CE of the masked bytes."""
+  if process == "mdlm":
+    loss, aux = masked_diffusion_loss(rng, masked_logits_fn(model, params, cond), target,
+                                      mask_id=model.vocab_size)
+    return loss, {"ce": aux["nll"], "mask_rate": aux["mask_rate"]}
   k_t, k_tau, k_eps = jax.random.split(rng, 3)
   b, n = target.shape
   t = jax.random.uniform(k_t, (b,))
@@ -171,12 +197,17 @@ def sample(model: NeoDiff, params, rng: jax.Array, cond: jnp.ndarray, *, num_ste
            num_levels: int, process: str, noise_scale: float) -> jnp.ndarray:
   """int32 [B, N]: start at pure noise (tau = M, t = 1); each step predict x0_hat, move to the
   next t, set every token's level (the time predictor's for ``poisson``, t M for ``uniform``)
-  and re-noise x0_hat to it; output the argmax of the last x0_hat's logits."""
+  and re-noise x0_hat to it; output the argmax of the last x0_hat's logits. ``mdlm``: MDLM's
+  ancestral sampler from all-[MASK] with ``num_steps`` denoiser calls."""
   if num_steps < 1:
     raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-  if process not in PROCESSES:
-    raise ValueError(f"process must be one of {PROCESSES}, got {process!r}")
+  if process not in ARMS:
+    raise ValueError(f"process must be one of {ARMS}, got {process!r}")
   b, n = cond.shape[0], model.target_len
+  if process == "mdlm":
+    init = jnp.full((b, n), model.vocab_size, jnp.int32)
+    return ddpm_sample(rng, masked_logits_fn(model, params, cond), init,
+                       mask_id=model.vocab_size, num_steps=num_steps)[0]
   k0, rng = jax.random.split(rng)
   z = noise_scale * jax.random.normal(k0, (b, n, model.embed_dim))
   tau_frac = jnp.ones((b, n))

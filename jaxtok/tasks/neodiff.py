@@ -4,18 +4,21 @@ Prefix-conditioned continuation: each window of ``batch['tokens']`` [B, C + N]
 (``python_source``) is split into a clean condition (the first C bytes) and a target (the next N
 bytes) that the continuous diffusion model generates. Fixed lengths keep the released recipe's
 length predictor and length beam out of the comparison, so the only difference between arms is
-``config.process``: ``poisson`` (non-simultaneous, with the time predictor) or ``uniform``
-(tau = t for every token).
+``config.process``: ``poisson`` (non-simultaneous, with the time predictor), ``uniform``
+(tau = t for every token) or ``mdlm`` (masked diffusion on the same denoiser).
 
 ``report`` samples ``eval.num_windows`` held-out windows at every step count of
 ``eval.steps`` and returns token accuracy, whole-target exact match and byte-level corpus
 BLEU-4 against the reference continuation (a character-level stand-in for sacrebleu's BLEU).
+It also writes the windows and samples to ``workdir/samples.npz`` (``cond``, ``ref``,
+``steps{S}``) for scoring outside the run (scripts/studies/neodiff.py's AR byte-LM NLL).
 """
 
 from __future__ import annotations
 
 import collections
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -60,8 +63,8 @@ def make_task(config) -> Task:
     raise ValueError(f"cond_len + target_len must equal data.seq_len; got {cond_len} + "
                      f"{target_len} vs {config.data.seq_len}")
   process = config.process
-  if process not in nd.PROCESSES:
-    raise ValueError(f"process must be one of {nd.PROCESSES}, got {process!r}")
+  if process not in nd.ARMS:
+    raise ValueError(f"process must be one of {nd.ARMS}, got {process!r}")
   model = nd.NeoDiff(cond_len=cond_len, target_len=target_len, **dict(config.model))
   kw = dict(num_levels=int(config.num_levels), process=process,
             noise_scale=float(config.noise_scale))
@@ -95,13 +98,13 @@ def make_task(config) -> Task:
     cond, target = split(batch)
     loss, aux = nd.loss_terms(model, state.params, jax.random.key(config.seed + 1), cond,
                               target, **kw)
-    return {"loss": loss, "accuracy": aux["accuracy"]}
+    return {"loss": loss, "ce": aux["ce"]}
 
   samplers = {s: jax.jit(lambda params, rng, cond, s=s: nd.sample(
       model, params, rng, cond, num_steps=s, **kw)) for s in steps_list}
 
   def report(state, workdir, step):
-    del workdir, step
+    del step
     found = []
     for batch in eval_batches(config):
       found.append(to_host(batch["tokens"])[to_host(batch["mask"])])
@@ -109,14 +112,17 @@ def make_task(config) -> Task:
         break
     windows = np.concatenate(found)[:int(ev.get("num_windows", 64))].astype(np.int32)
     cond, ref = windows[:, :cond_len], windows[:, cond_len:]
-    out = {}
+    out, samples = {}, {"cond": cond, "ref": ref}
     for s in steps_list:
       hyp = np.asarray(samplers[s](state.params, jax.random.key(int(ev.get("seed", 0))),
                                    jnp.asarray(cond)))
+      samples[f"steps{s}"] = hyp
       name = f"neodiff/{process}/steps{s}"
       out[f"{name}/token_accuracy"] = float(np.mean(hyp == ref))
       out[f"{name}/exact_match"] = float(np.mean(np.all(hyp == ref, axis=1)))
       out[f"{name}/bleu4_bytes"] = bleu4(hyp, ref)
+    if workdir and jax.process_index() == 0:
+      np.savez(os.path.join(workdir, "samples.npz"), **samples)
     return out
 
   return Task(init=init, train_step=train_step, eval_step=eval_step, report=report)

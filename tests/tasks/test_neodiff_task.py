@@ -1,4 +1,5 @@
-"""The neodiff task: config checks, corpus BLEU-4, and a smoke run through ``jaxtok.main.run``."""
+"""The neodiff task: config checks, corpus BLEU-4, and a smoke run through ``jaxtok.main.run``
+of each arm (poisson, uniform, mdlm)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_configs():
     task.make_task(bad)
 
 
-@pytest.mark.parametrize("process", ["poisson", "uniform"])
+@pytest.mark.parametrize("process", ["poisson", "uniform", "mdlm"])
 def test_smoke_run_through_main(process, shared_data_dir, tmp_path):
   from jaxtok import main
 
@@ -48,3 +49,10 @@ def test_smoke_run_through_main(process, shared_data_dir, tmp_path):
     assert 0.0 <= res[f"neodiff/{process}/steps{s}/token_accuracy"] <= 1.0
   # only the non-simultaneous process trains the time predictor
   assert any("train/tau_loss" in r for r in rows) == (process == "poisson")
+  # the report keeps its samples for scoring outside the run (the study's AR NLL)
+  samples = np.load(os.path.join(workdir, "samples.npz"))
+  assert samples["cond"].shape == (8, cfg.cond_len) and samples["ref"].shape == (8, cfg.target_len)
+  hyp = samples["steps4"]
+  assert hyp.shape == (8, cfg.target_len) and 0 <= hyp.min() and hyp.max() < 257
+  assert res[f"neodiff/{process}/steps4/token_accuracy"] == pytest.approx(
+      float(np.mean(hyp == samples["ref"])))
