@@ -116,13 +116,18 @@ def evaluate_arm(log_q, menu: lw.Menu, policy, first, plain, o, seed: int) -> di
   spoof, _ = _rollout(jax.random.key(seed + 3), log_w, jnp.zeros((vocab, 1)), first, key, OFF,
                       int(o.length), greedy=True)
   spoof_z = np.asarray(_detect(spoof, policy, key, menu))
-  share = np.bincount(np.asarray(actions).reshape(-1), minlength=len(menu.actions))
+  acts = np.asarray(actions).reshape(-1)
+  share = np.bincount(acts, minlength=len(menu.actions))
+  # Entropy of the LM's next-byte distribution in the contexts where each design was used.
+  entropy = np.asarray(-jnp.sum(jnp.exp(log_q) * log_q, -1))[np.asarray(texts)[:, :-1]]
+  entropy = np.bincount(acts, entropy.reshape(-1), len(menu.actions)) / np.maximum(share, 1)
   return dict(null_mean=float(null.mean()), null_sd=float(null.std()), threshold=thr,
               mean_z=float(z.mean()), tpr=float(np.mean(z > thr)), nll=mean_nll(log_q, texts),
               nll_increase=mean_nll(log_q, texts) - mean_nll(log_q, plain),
               tpr_attacked=attacked, spoof_mean_z=float(spoof_z.mean()),
               spoof_success=float(np.mean(spoof_z > thr)),
-              design_share={str(a): float(s) for a, s in zip(menu.actions, share / share.sum())})
+              design_share={str(a): float(s) for a, s in zip(menu.actions, share / share.sum())},
+              design_entropy={str(a): float(h) for a, h in zip(menu.actions, entropy)})
 
 
 def run(o, seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
