@@ -16,7 +16,8 @@ Scales: the default is the CPU scale of the paper card (4 layers, width 256, 128
 window; about 10 minutes of training on 2 shared cores); ``smoke`` (seconds, for tests);
 ``full``: an XLNet-base-sized model (12 layers, width 768) on 512-token windows of SmolLM2's BPE
 (``python_source_smollm2``), the paper's training length and warm-up, for an accelerator.
-Arguments: ``steps=N``, ``batch=B``, ``lo=X``, ``hi=X`` (the curriculum's final range).
+Arguments: ``steps=N``, ``batch=B``, ``lo=X``, ``hi=X`` (the curriculum's final range),
+``cache=False`` (the report's samplers without the KV cache).
 """
 
 import ml_collections
@@ -26,7 +27,7 @@ from jaxtok.config_args import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, full=False, steps=0, batch=0, lo=0.5, hi=0.95)
+  a = parse_arg(arg, smoke=False, full=False, steps=0, batch=0, lo=0.5, hi=0.95, cache=True)
   if a.smoke and a.full:
     raise ValueError("choose one of smoke and full")
   scale = "smoke" if a.smoke else "full" if a.full else "cpu"
@@ -66,4 +67,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.num_windows = 4 if a.smoke else 16
   c.eval.temperature = 1.0
   c.eval.seed = 0
+  c.eval.cache = a.cache  # every sampler with the content-stream KV cache
   return c

@@ -29,11 +29,19 @@ permutation of ``0 .. L-1``; the positions of ranks ``< num_given`` hold the pro
 are placeholders whose values never reach a conditional. Both samplers are ``lax.while_loop``s
 for one row, to be jitted by the caller; :func:`sample_rows` vmaps either over a batch (each row
 stops when it is done, its NFE counted only while it runs).
+
+Either sampler also takes a :class:`CachedModel`, the same model with a KV cache of the content
+stream by rank (:func:`jaxtok.generators.any_subset.cached_fns`). Committed ranks' content never
+changes (it sees only lower ranks), so after one prefill pass over the prompt a draft call
+computes 1 + k rows (rank n - 1's content, which the last round may have committed without it,
+and the k queries) and a verify call 2 k rows (the drafts' content and the queries), instead of
+L + k. Same conditionals up to float rounding; the stats add ``prefill`` = 1 (that pass).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +49,53 @@ import jax.numpy as jnp
 from jaxtok.decoding.verify import residual_or, sample_probs
 
 LogitsFn = Callable[..., jnp.ndarray]
+
+
+class CachedModel(NamedTuple):
+  """An any-subset model with a content-stream KV cache whose slot ``r`` holds rank ``r``.
+
+  ``init_cache() -> cache``; ``extend(cache, index, tokens [C], positions [C], targets [Q],
+  mask bool [C + Q, C + Q]) -> (logits [Q, V], cache)``: writes C content rows and Q query rows
+  from slot ``index`` on; every row sees the slots before ``index`` and the new rows ``mask``
+  allows; the cache needs L + 2 k slots.
+  """
+
+  init_cache: Callable[[], object]
+  extend: Callable[..., tuple[jnp.ndarray, object]]
+
+
+def _calls(model, tokens, ranks, num_given, order, k: int):
+  """(state, draft, verify), the two calls of a round, with or without a cache:
+  ``draft(state, tokens, n, targets [K])``: target j given the ranks < n;
+  ``verify(state, drafted, n, targets)``: target j given the ranks < n + j."""
+  j = jnp.arange(k, dtype=jnp.int32)
+  if not isinstance(model, CachedModel):
+    return ((), lambda st, t, n, tg: (model(t, ranks, num_given, tg, jnp.full((k,), n)), st),
+            lambda st, t, n, tg: (model(t, ranks, num_given, tg, n + j), st))
+  r = jnp.arange(tokens.shape[0], dtype=jnp.int32)
+  # Prefill, every rank in rank order: slot r sees the slots <= max(r, num_given - 1). The slots
+  # of ranks >= num_given hold placeholders' content until a round rewrites them, which it does
+  # before any query may read them.
+  _, cache = model.extend(model.init_cache(), 0, tokens[order], order, order[:0],
+                          r[None, :] <= jnp.maximum(r, num_given - 1)[:, None])
+
+  def draft(cache, t, n, tg):
+    # Rank n - 1's content, then the queries. At n = 0 there is no such rank: its row goes to
+    # slot 0, seen by no row, and is rewritten when rank 0 is committed.
+    prev = order[jnp.maximum(n - 1, 0)]
+    col = jnp.zeros((1 + k,), bool).at[0].set(n >= 1)
+    return model.extend(cache, jnp.maximum(n - 1, 0), t[prev][None], prev[None], tg,
+                        jnp.broadcast_to(col, (1 + k, 1 + k)))
+
+  content = j[None, :] <= j[:, None]  # draft i sees drafts <= i
+  query = j[None, :] < j[:, None]  # target j sees drafts < j
+  none = jnp.zeros((k, k), bool)
+  mask = jnp.block([[content, none], [query, none]])
+
+  def verify(cache, drafted, n, tg):
+    return model.extend(cache, n, drafted[tg], tg, tg, mask)
+
+  return cache, draft, verify
 
 
 def _probs(logits: jnp.ndarray, temperature: float) -> jnp.ndarray:
@@ -63,7 +118,7 @@ def _check(tokens, ranks, k, temperature):
 
 def assd_sample(
     rng: jax.Array,
-    logits_fn: LogitsFn,
+    logits_fn: LogitsFn | CachedModel,
     tokens: jnp.ndarray,  # int [L]: the prompt at ranks < num_given, placeholders elsewhere
     ranks: jnp.ndarray,  # int [L]
     num_given,  # int []
@@ -78,22 +133,26 @@ def assd_sample(
   num_given = jnp.asarray(num_given, jnp.int32)
   j = jnp.arange(k, dtype=jnp.int32)
 
+  state, draft_call, verify_call = _calls(logits_fn, tokens, ranks, num_given, order, k)
+
   def body(carry):
-    tokens, n, nfe, rounds, rng = carry
+    tokens, n, nfe, rounds, rng, state = carry
     rng, k_draft, k_u, k_res = jax.random.split(rng, 4)
     valid = n + j < length
     targets = order[jnp.minimum(n + j, length - 1)]
     drop = jnp.where(valid, targets, length)  # scatter index that writes nothing
     size = jnp.minimum(k, length - n)
-    q = _probs(logits_fn(tokens, ranks, num_given, targets, jnp.full((k,), n)), temperature)
+    logits, state = draft_call(state, tokens, n, targets)
+    q = _probs(logits, temperature)
     draft = sample_probs(k_draft, q)  # [K]
 
-    def draft_only(_):
-      return tokens.at[targets[0]].set(draft[0]), jnp.int32(1), jnp.int32(1)
+    def draft_only(state):
+      return tokens.at[targets[0]].set(draft[0]), jnp.int32(1), jnp.int32(1), state
 
-    def speculate(_):
+    def speculate(state):
       drafted = tokens.at[drop].set(draft, mode="drop")
-      p = _probs(logits_fn(drafted, ranks, num_given, targets, n + j), temperature)
+      logits, state = verify_call(state, drafted, n, targets)
+      p = _probs(logits, temperature)
       u = jax.random.uniform(k_u, (k,))
       # u < 1, so p >= q accepts; a product, so q == 0 needs no division. j = 0 is accepted
       # outright: p_0 and q_0 are the same conditional, equal up to float noise.
@@ -106,19 +165,20 @@ def assd_sample(
       fixed = jnp.where(j == accepted, fix, draft)
       commit = (j < accepted) | ((j == accepted) & rejected)
       out = tokens.at[jnp.where(commit, targets, length)].set(fixed, mode="drop")
-      return out, accepted + rejected.astype(jnp.int32), jnp.int32(2)
+      return out, accepted + rejected.astype(jnp.int32), jnp.int32(2), state
 
-    tokens, count, cost = jax.lax.cond(size == 1, draft_only, speculate, None)
-    return tokens, n + count, nfe + cost, rounds + 1, rng
+    tokens, count, cost, state = jax.lax.cond(size == 1, draft_only, speculate, state)
+    return tokens, n + count, nfe + cost, rounds + 1, rng, state
 
-  init = (tokens.astype(jnp.int32), num_given, jnp.int32(0), jnp.int32(0), rng)
-  tokens, _, nfe, rounds, _ = jax.lax.while_loop(lambda c: c[1] < length, body, init)
-  return tokens, {"nfe": nfe, "steps": rounds, "generated": length - num_given}
+  init = (tokens.astype(jnp.int32), num_given, jnp.int32(0), jnp.int32(0), rng, state)
+  tokens, _, nfe, rounds, _, _ = jax.lax.while_loop(lambda c: c[1] < length, body, init)
+  return tokens, {"nfe": nfe, "steps": rounds, "generated": length - num_given,
+                  "prefill": jnp.int32(isinstance(logits_fn, CachedModel))}
 
 
 def sequential_sample(
     rng: jax.Array,
-    logits_fn: LogitsFn,
+    logits_fn: LogitsFn | CachedModel,
     tokens: jnp.ndarray,  # int [L]
     ranks: jnp.ndarray,  # int [L]
     num_given,  # int []
@@ -130,23 +190,25 @@ def sequential_sample(
   length = tokens.shape[0]
   order = jnp.argsort(ranks).astype(jnp.int32)
   num_given = jnp.asarray(num_given, jnp.int32)
+  state, call, _ = _calls(logits_fn, tokens, ranks, num_given, order, 1)
 
   def body(carry):
-    tokens, n, rng = carry
+    tokens, n, rng, state = carry
     rng, key = jax.random.split(rng)
     target = order[n][None]
-    p = _probs(logits_fn(tokens, ranks, num_given, target, n[None]), temperature)
-    return tokens.at[target].set(sample_probs(key, p)), n + 1, rng
+    logits, state = call(state, tokens, n, target)
+    return tokens.at[target].set(sample_probs(key, _probs(logits, temperature))), n + 1, rng, state
 
-  init = (tokens.astype(jnp.int32), num_given, rng)
-  tokens, n, _ = jax.lax.while_loop(lambda c: c[1] < length, body, init)
+  init = (tokens.astype(jnp.int32), num_given, rng, state)
+  tokens, n, _, _ = jax.lax.while_loop(lambda c: c[1] < length, body, init)
   generated = length - num_given
-  return tokens, {"nfe": generated, "steps": generated, "generated": generated}
+  return tokens, {"nfe": generated, "steps": generated, "generated": generated,
+                  "prefill": jnp.int32(isinstance(logits_fn, CachedModel))}
 
 
 def sample_rows(
     rng: jax.Array,
-    logits_fn: LogitsFn,
+    logits_fn: LogitsFn | CachedModel,
     tokens: jnp.ndarray,  # int [B, L]
     ranks: jnp.ndarray,  # int [B, L]
     num_given: jnp.ndarray,  # int [B]

@@ -75,7 +75,26 @@ class AnySubsetTransformer(nn.Module):
   rope_base: float | None = 10000.0
   dtype: Any = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    normal = nn.initializers.normal(0.02)
+    self.pos_embed = self.param("pos_embed", logical_init(normal, (None, "embed")),
+                                (self.seq_len, self.dim))
+    self.query_embed = self.param("query_embed", logical_init(normal, ("embed",)), (self.dim,))
+    self.token_embed = nn.Embed(self.vocab_size, self.dim,
+                                embedding_init=logical_init(normal, ("vocab", "embed")))
+    self.embed_norm = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)
+    self.transformer = Transformer(
+        num_layers=self.num_layers, num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+        rope_base=self.rope_base, dropout=self.dropout, dtype=self.dtype)
+    self.head = nn.Dense(self.vocab_size, dtype=self.dtype,
+                         kernel_init=logical_init(nn.initializers.xavier_uniform(),
+                                                  ("embed", "vocab")))
+
+  def _streams(self, tokens, positions, targets):  # the normed rows [content; query]
+    h = self.token_embed(tokens) + self.pos_embed[positions]
+    g = self.query_embed[None, None] + self.pos_embed[targets]
+    return self.embed_norm(jnp.concatenate([h, g], axis=1))
+
   def __call__(
       self,
       tokens: jnp.ndarray,  # int [B, L]
@@ -93,26 +112,30 @@ class AnySubsetTransformer(nn.Module):
       targets = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
     if limits is None:
       limits = jnp.take_along_axis(ranks, targets, axis=1)
-    init = logical_init(nn.initializers.normal(0.02), ("vocab", "embed"))
-    pos = self.param("pos_embed", logical_init(nn.initializers.normal(0.02), (None, "embed")),
-                     (self.seq_len, self.dim))
-    query_init = self.param("query_embed", logical_init(nn.initializers.normal(0.02), ("embed",)),
-                            (self.dim,))
-    h = nn.Embed(self.vocab_size, self.dim, embedding_init=init, name="token_embed")(tokens)
-    h = h + pos[None]
-    g = query_init[None, None] + pos[targets]  # [B, Q, M]
-    norm = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="embed_norm")
-    x = norm(jnp.concatenate([h, g], axis=1))  # [B, L + Q, M]
-    positions = jnp.concatenate(
-        [jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length)), targets], axis=1)
-    x = Transformer(num_layers=self.num_layers, num_heads=self.num_heads, mlp_dim=self.mlp_dim,
-                    rope_base=self.rope_base, dropout=self.dropout, dtype=self.dtype,
-                    name="transformer")(
-        x, positions=positions, mask=stream_mask(ranks, num_visible, targets, limits),
-        deterministic=not train)
-    head = nn.Dense(self.vocab_size, dtype=self.dtype, name="head",
-                    kernel_init=logical_init(nn.initializers.xavier_uniform(), ("embed", "vocab")))
-    return head(x[:, length:]).astype(jnp.float32)
+    positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
+    x = self.transformer(
+        self._streams(tokens, positions, targets),
+        positions=jnp.concatenate([positions, targets], axis=1),
+        mask=stream_mask(ranks, num_visible, targets, limits), deterministic=not train)
+    return self.head(x[:, length:]).astype(jnp.float32)
+
+  def extend(
+      self,
+      tokens: jnp.ndarray,  # int [B, C]: content rows, in rank order
+      positions: jnp.ndarray,  # int [B, C]: their sequence positions
+      targets: jnp.ndarray,  # int [B, Q]: query rows
+      mask: jnp.ndarray,  # bool [B|1, 1, C + Q, C + Q]: which new rows each new row sees
+  ) -> jnp.ndarray:  # float32 [B, Q, V]
+    """The cached pass (``mutable=['cache']``). The cache holds the content stream's keys and
+    values by *rank*: slot ``r`` is rank ``r``'s. The C + Q new rows are written from the
+    cache's index on and see every slot before it plus the new rows ``mask`` allows. Query rows
+    are written too, past the content rows: slots no query may read until content overwrites
+    them, so the cache needs ``seq_len + 2 k`` slots (:func:`cached_fns`)."""
+    c = tokens.shape[1]
+    x = self.transformer(self._streams(tokens, positions, targets),
+                         positions=jnp.concatenate([positions, targets], axis=1), mask=mask,
+                         decode=True)
+    return self.head(x[:, c:]).astype(jnp.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,3 +224,28 @@ def model_logits_fn(model: AnySubsetTransformer, params):
                        jnp.reshape(num_visible, (1,)), targets[None], limits[None])[0]
 
   return fn
+
+
+def cached_fns(model: AnySubsetTransformer, params, k: int):
+  """Unbatched ``(init_cache, extend)`` with the signatures of
+  :class:`jaxtok.decoding.assd.CachedModel`, for draft size ``k``: the cache has
+  ``seq_len + 2 k`` slots (the verify call writes 2 k rows from rank n on)."""
+  size = model.seq_len + 2 * k
+  zeros = jnp.zeros((1, size), jnp.int32)
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), zeros, zeros, zeros[:, :0], jnp.ones((1, 1, size, size), bool),
+      method="extend"))["cache"]
+
+  def init_cache():
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def extend(cache, index, tokens, positions, targets, mask):
+    cache = jax.tree_util.tree_map_with_path(
+        lambda path, x: jnp.asarray(index, x.dtype) if path[-1].key == "cache_index" else x,
+        cache)
+    logits, updated = model.apply({"params": params, "cache": cache}, tokens[None],
+                                  positions[None], targets[None], mask[None, None],
+                                  method="extend", mutable=["cache"])
+    return logits[0], updated["cache"]
+
+  return init_cache, extend

@@ -7,8 +7,9 @@ every valid slot before them. Ragged batches are left-padded; ``kv_mask`` marks 
 
 ``cache_index`` is a scalar (every row writes at the same slot) or int [B] (each row has its own
 length: speculative decoding accepts a different number of tokens per row). In decode mode
-``mask`` [B|1, 1, T, T] says which of the T new tokens each new token sees (default causal),
-which is how a token tree is verified in one pass: a node sees the prefix and its ancestors.
+``mask`` [B|1, 1, T, T] says which of the T new tokens each new token sees (default causal, or
+all of them for a non-causal module), which is how a token tree is verified in one pass: a node
+sees the prefix and its ancestors; the any-subset model's two streams use it the same way.
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ class Attention(nn.Module):
 
     starts = jnp.zeros((b,), jnp.int32) + index  # [B] slot of the first new token
     offset = jnp.arange(max_len, dtype=jnp.int32)[None, :] - starts[:, None]  # [B, S]
-    if not self.causal:
+    if new_mask is None and not self.causal:
       mask = (offset < t)[:, None, None, :]  # every written slot
     elif new_mask is None:
       mask = (offset[:, None, :] <= jnp.arange(t)[None, :, None])[:, None]  # [B, 1, T, S]

@@ -11,7 +11,8 @@ to right after the visible ones.
 ``eval_step``: the same loss with fixed masks, rates spread over ``config.eval.rhos``' range.
 ``report`` infills ``eval.num_windows`` held-out windows at every masking rate of
 ``eval.rhos`` with the one-call-per-token sampler (twice, two seeds: the noise floor of the
-comparisons) and with ASSD at every draft size of ``eval.ks``, and returns per rate and sampler:
+comparisons) and with ASSD at every draft size of ``eval.ks`` (all with the KV cache unless
+``eval.cache`` is False), and returns per rate and sampler:
 tokens per round, NFE per token, milliseconds per window, the model's NLL per infilled byte of
 the samples (same distribution -> same NLL up to noise), that NLL minus the first sequential
 run's on the same window and mask (paired, so the windows' own difficulty cancels; the second
@@ -75,10 +76,16 @@ def eval_rhos(batch: int, rhos) -> jnp.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def make_decoder(model, k: int | None, temperature: float):
-  """jit ``(params, rng, tokens [B, L], ranks, num_visible) -> (tokens, stats)``."""
-  return jax.jit(lambda params, rng, tokens, ranks, nv: assd.sample_rows(
-      rng, asm.model_logits_fn(model, params), tokens, ranks, nv, k=k, temperature=temperature))
+def make_decoder(model, k: int | None, temperature: float, cache: bool = True):
+  """jit ``(params, rng, tokens [B, L], ranks, num_visible) -> (tokens, stats)``; ``cache``: with
+  the content stream's KV cache (same samples up to float rounding, fewer rows per call)."""
+
+  def decode(params, rng, tokens, ranks, nv):
+    fn = (assd.CachedModel(*asm.cached_fns(model, params, k or 1)) if cache
+          else asm.model_logits_fn(model, params))
+    return assd.sample_rows(rng, fn, tokens, ranks, nv, k=k, temperature=temperature)
+
+  return jax.jit(decode)
 
 
 def make_scorer(model):
@@ -127,7 +134,7 @@ def _summary(rho, name, acc: dict, reference: dict | None, vocab: int) -> dict:
 
 
 def infill_study(model, params, windows: np.ndarray, *, rhos, ks, temperature: float, seed: int,
-                 vocab: int) -> list[dict]:
+                 vocab: int, cache: bool = True) -> list[dict]:
   """Table rows (module docstring) for every masking rate and sampler on ``windows`` int [N, L],
   then every sampler pooled over the rates (``rho`` None). ``nll_diff``: the sample's NLL minus
   the first sequential run's on the same window and mask (mean and standard error)."""
@@ -136,7 +143,7 @@ def infill_study(model, params, windows: np.ndarray, *, rhos, ks, temperature: f
   score = make_scorer(model)
   samplers = [("sequential", None, 0), ("sequential seed 2", None, 1)]
   samplers += [(f"assd k={k}", int(k), 0) for k in ks]
-  decoders = {k: make_decoder(model, k, temperature) for _, k, _ in samplers}
+  decoders = {k: make_decoder(model, k, temperature, cache) for _, k, _ in samplers}
   empty = lambda: {"nll": [], "bytes": [], "generated": 0.0, "steps": 0.0, "nfe": 0.0,
                    "seconds": 0.0}
   pooled = {name: empty() for name, _, _ in samplers}
@@ -251,7 +258,8 @@ def make_task(config) -> Task:
     windows = held_out_windows(config, int(ev.get("num_windows", 16)))
     rows = infill_study(model, nn.unbox(state.params), windows, rhos=rhos, ks=ks,
                         temperature=float(ev.get("temperature", 1.0)),
-                        seed=int(ev.get("seed", 0)), vocab=model.vocab_size)
+                        seed=int(ev.get("seed", 0)), vocab=model.vocab_size,
+                        cache=bool(ev.get("cache", True)))
     if workdir is not None and jax.process_index() == 0:
       paths.write_text(paths.join(workdir, "report", "assd.md"),
                        study_table(rows, len(windows), seq_len))
