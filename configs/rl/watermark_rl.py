@@ -33,6 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   w = ml_collections.ConfigDict({"quality": a.quality, "spoof": a.spoof})
   if a.smoke:
     w.update(steps=3, batch=8, length=16, num=16, null_keys=2, observed=4, kgw_deltas="2",
+             entropy_rules="2",
              train_prompts=10_000)
   elif a.full:
     w.update(steps=6000, batch=128, length=64, num=2048, null_keys=64, observed=128)

@@ -8,7 +8,11 @@ token of context, so a bigram table is the whole LM they can react to, and rollo
 lookups (thousands of texts a second on a CPU). ``run`` trains a policy over ``Menu()`` with the
 per-token REINFORCE of that module (a fresh random key every step), then scores it (argmax design
 per context, one fixed key) and KGW (gamma 0.25) at each of ``kgw_deltas`` on the same first bytes
-(from the test split) and seeds:
+(from the test split) and seeds. A second baseline is a hand-set entropy rule over the same
+menu, "no watermark where the LM's next-byte entropy after ``prev`` is below tau, KGW at delta 4
+(gamma 0.25) elsewhere", for each tau of ``entropy_rules``: like the learned policy it is a table
+over ``prev``, so its detector needs no LM either; it asks whether RL finds more than that rule.
+Scored for each arm:
 
 * TPR at the 1% FPR threshold, the null being the plain texts under the arm's own detector and
   ``null_keys`` keys (the texts do not depend on the key), each distinct (seed, tok) pair once;
@@ -44,7 +48,8 @@ from jaxtok.tasks.common import study_task
 
 DEFAULTS = dict(steps=1500, batch=64, length=32, lr=0.05, num=512, null_keys=32, observed=32,
                 eps="0.1,0.2,0.3", kgw_deltas="1,1.5,2,2.5,3,4", quality=0.2, spoof=0.5,
-                robust=1.0, entropy=0.01, smoothing=0.01, train_prompts=200_000, log_rows=6)
+                robust=1.0, entropy=0.01, smoothing=0.01, train_prompts=200_000, log_rows=6,
+                entropy_rules="1.5,2,2.5")
 OFF = lw.Menu(((0, 0.25, 0.0),))
 _rollout = jax.jit(lw.rollout, static_argnames=("menu", "length", "greedy"))
 _detect = jax.jit(lw.detect, static_argnames=("menu",))
@@ -156,6 +161,11 @@ def run(o, seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
                                                       jnp.zeros((vocab, 1)), first, plain, o,
                                                       seed)
           for d in floats(o.kgw_deltas)}
+  entropy = -jnp.sum(jnp.exp(log_q) * log_q, -1)  # [V]
+  off, strong = menu.index((0, 0.25, 0.0)), menu.index((1, 0.25, 4.0))
+  for tau in floats(o.entropy_rules):
+    rule = jax.nn.one_hot(jnp.where(entropy < tau, off, strong), len(menu.actions))
+    arms[f"entropy rule tau {tau:g}"] = evaluate_arm(log_q, menu, rule, first, plain, o, seed)
   arms["learned (argmax design)"] = evaluate_arm(log_q, menu, policy, first, plain, o, seed)
   return dict(options=dict(o), plain_nll=mean_nll(log_q, plain), train_log=train_log, arms=arms,
               train_seconds=train_seconds, seconds=time.perf_counter() - start)
@@ -174,7 +184,9 @@ def build(config) -> Task:
                        json.dumps(results, indent=1, sort_keys=True))
     summary = {}
     for name, row in results["arms"].items():
-      tag = "learned" if name.startswith("learned") else "kgw_delta" + name.rsplit(" ", 1)[-1]
+      last = name.rsplit(" ", 1)[-1]
+      tag = ("learned" if name.startswith("learned") else
+             f"kgw_delta{last}" if name.startswith("KGW") else f"entropy_tau{last}")
       summary |= {f"{tag}/tpr": row["tpr"], f"{tag}/nll_increase": row["nll_increase"],
                   f"{tag}/spoof_success": row["spoof_success"]}
       summary |= {f"{tag}/tpr_eps{e}": v for e, v in row["tpr_attacked"].items()}

@@ -23,7 +23,12 @@ def test_smoke_config_end_to_end(tmp_path):
   for field in ("mean_z", "tpr", "nll", "spoof_mean_z", "threshold"):
     assert learned[field] == pytest.approx(kgw[field], abs=1e-6)
   assert summary["learned/tpr"] == learned["tpr"]
-  assert set(summary) >= {"kgw_delta2/tpr", "learned/tpr_eps0.2", "learned/spoof_success"}
+  assert set(summary) >= {"kgw_delta2/tpr", "learned/tpr_eps0.2", "learned/spoof_success",
+                          "entropy_tau2/tpr"}
+  # The entropy rule leaves the low-entropy contexts unmarked: cheaper than KGW at delta 4.
+  rule = arms["entropy rule tau 2"]
+  assert rule["design_share"]["(0, 0.25, 0.0)"] > 0
+  assert rule["design_entropy"]["(0, 0.25, 0.0)"] < 2 <= rule["design_entropy"]["(1, 0.25, 4.0)"]
   assert kgw["nll_increase"] > 0  # the watermark costs NLL under the unwatermarked LM
 
 
