@@ -49,7 +49,7 @@ from jaxtok.tasks.common import study_task
 DEFAULTS = dict(steps=1500, batch=64, length=32, lr=0.05, num=512, null_keys=32, observed=32,
                 eps="0.1,0.2,0.3", kgw_deltas="1,1.5,2,2.5,3,4", quality=0.2, spoof=0.5,
                 robust=1.0, entropy=0.01, smoothing=0.01, train_prompts=200_000, log_rows=6,
-                entropy_rules="1.5,2,2.5")
+                entropy_rules="2,2.25,2.5,2.75,3")
 OFF = lw.Menu(((0, 0.25, 0.0),))
 _rollout = jax.jit(lw.rollout, static_argnames=("menu", "length", "greedy"))
 _detect = jax.jit(lw.detect, static_argnames=("menu",))

@@ -3,7 +3,7 @@
   python scripts/studies/watermark_rl.py [--steps=1500] [--batch=64] [--length=32] [--lr=0.05]
       [--num=512] [--null_keys=32] [--observed=32] [--eps=0.1,0.2,0.3] [--seed=0]
       [--kgw_deltas=1,1.5,2,2.5,3,4] [--quality=0.2] [--spoof=0.5] [--robust=1.0]
-      [--entropy=0.01] [--entropy_rules=1.5,2,2.5]
+      [--entropy=0.01] [--entropy_rules=2,2.25,2.5,2.75,3]
 
 Runs jaxtok.tasks.watermark_rl.run (its docstring says what is measured; the same run as
 ``python -m jaxtok.main --config=configs/rl/watermark_rl.py --mode=eval``) and prints its results
