@@ -26,6 +26,7 @@ from jaxtok.tasks import tokenizer as tok
 from jaxtok.tasks import tokenizer_report
 from jaxtok.tasks.common import eval_batches
 from jaxtok.tokenizers.contract import perturbed_forward
+from jaxtok.train import loop
 from tests.subproc import REPO
 
 CONFIGS = ("conv2d_vq", "titok", "flextok", "one_d_piece", "instella_binary", "slot_mllm",
@@ -132,8 +133,6 @@ def test_flextok_smoke_through_cli_and_report_matches_direct(data_dir, tmp_path)
   last = metrics_rows(str(tmp_path))[-1]
   assert os.path.exists(tmp_path / "report" / "prefix_decoding.png")
 
-  from jaxtok.train import loop
-
   config = load_config("flextok")
   config.data.data_dir = data_dir
   s = loop.setup(config, str(tmp_path), tasks.build(config))
@@ -199,7 +198,7 @@ def test_recipe_gradients_gan_and_ema():
   config.optimizer.warmup_steps = 1
   task = tok.build(config)
   batch = toy_batch()
-  state = jax.jit(lambda r, b: nn.meta.unbox(task.init(r, b)))(
+  state = loop.compiled_once(jax.jit(lambda r, b: nn.meta.unbox(task.init(r, b))))(
       jax.random.PRNGKey(0), batch)
   step = jax.jit(task.train_step)
   enet0 = jax.tree.map(np.asarray, state.extra["perceptual"])
@@ -315,7 +314,8 @@ def test_codebook_study_variants_train():
   for variant in module.QUANTIZER_VARIANTS:
     _, config = _codebook_study(f"quantizer={variant},smoke")
     task = tok.build(config)
-    state = jax.jit(lambda r, b, t=task: nn.meta.unbox(t.init(r, b)))(jax.random.PRNGKey(0), batch)
+    state = loop.compiled_once(jax.jit(lambda r, b, t=task: nn.meta.unbox(t.init(r, b))))(
+        jax.random.PRNGKey(0), batch)
     step = jax.jit(task.train_step)
     for _ in range(2):
       state, m = step(state, batch)
