@@ -216,7 +216,8 @@ def sample_rows(
     k: int | None,  # None: sequential_sample; else assd_sample with draft size k
     temperature: float = 1.0,
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:  # tokens [B, L], stats of [B]
-  """Either sampler on every row with its own key (vmapped ``while_loop``s)."""
+  """Either sampler on every row with its own key (vmapped ``while_loop``s; one row is not
+  vmapped, so that ASSD's draft-only rounds skip the verify call)."""
   keys = jax.random.split(rng, tokens.shape[0])
 
   def one(key, t, r, g):
@@ -224,4 +225,7 @@ def sample_rows(
       return sequential_sample(key, logits_fn, t, r, g, temperature=temperature)
     return assd_sample(key, logits_fn, t, r, g, k=k, temperature=temperature)
 
+  if tokens.shape[0] == 1:  # unbatched, ASSD's lax.cond stays a branch (vmap runs both sides)
+    out, stats = one(keys[0], tokens[0], ranks[0], num_given[0])
+    return out[None], jax.tree.map(lambda x: x[None], stats)
   return jax.vmap(one)(keys, tokens, ranks, num_given)

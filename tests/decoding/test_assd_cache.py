@@ -86,3 +86,17 @@ def test_each_call_has_the_uncached_conditionals(model):
   # The stale slot would matter: the uncached conditionals change with the corrected token.
   stale = plain(drafted, ranks, num_given, order[7 + j], jnp.full((k,), 7))
   assert float(jnp.max(jnp.abs(stale - got[2]))) > 1e-2
+
+
+def test_one_row_runs_unbatched_with_the_vmapped_result(model):
+  """sample_rows skips vmap for one row (so ASSD's lax.cond is a branch, not a select of both
+  calls); its tokens and counts are those of the vmapped sampler."""
+  m, params = model
+  tokens, ranks, num_given = rows([4])
+  cached = assd.CachedModel(*asm.cached_fns(m, params, 3))
+  key = jax.random.key(7)
+  a, sa = jax.jit(lambda: assd.sample_rows(key, cached, tokens, ranks, num_given, k=3))()
+  b, sb = jax.jit(lambda: jax.vmap(lambda kk, t, r, g: assd.assd_sample(kk, cached, t, r, g, k=3))(
+      jax.random.split(key, 1), tokens, ranks, num_given))()
+  assert np.array_equal(a, b) and a.shape == (1, L)
+  assert all(np.array_equal(sa[f], sb[f]) for f in ("nfe", "steps", "generated"))
