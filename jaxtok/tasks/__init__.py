@@ -25,6 +25,7 @@ from jaxtok.tasks import (  # noqa: F401
   token_premiums,
   tokenizer,
   unmasking,
+  watermark_rl,
   word_lm,
 )
 from jaxtok.tasks.base import TASKS, Task
