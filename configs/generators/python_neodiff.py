@@ -15,7 +15,7 @@ Scales: CPU default (4 bidirectional layers, width 128, embedding 64, M = 9);
 ``smoke`` (seconds, for tests); ``full``: the released IWSLT recipe's size (width 512, 128-d
 embedding, 12 layers, M = 99, 300k updates, lr 5e-4) on SmolLM2 BPE windows, for an accelerator.
 Arguments: ``process=poisson|uniform|mdlm``, ``steps=N``, ``batch=B``, ``levels=M``,
-``seed=S``.
+``seed=S``, ``temp=T`` (the mdlm sampler's temperature).
 """
 
 import ml_collections
@@ -26,7 +26,7 @@ from jaxtok.config_args import parse_arg
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, full=False, process="poisson", steps=0, batch=0, levels=0,
-                seed=0)
+                seed=0, temp=1.0)
   if a.smoke and a.full:
     raise ValueError("choose one of smoke and full")
   scale = "smoke" if a.smoke else "full" if a.full else "cpu"
@@ -65,4 +65,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.steps = (2, 4) if a.smoke else (10, 20)
   c.eval.num_windows = 8 if a.smoke else 256
   c.eval.seed = a.seed  # the seed also draws the sampler's noise
+  c.eval.temperature = a.temp
   return c

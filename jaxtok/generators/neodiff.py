@@ -194,11 +194,13 @@ def loss_terms(model: NeoDiff, params, rng: jax.Array, cond: jnp.ndarray, target
 
 
 def sample(model: NeoDiff, params, rng: jax.Array, cond: jnp.ndarray, *, num_steps: int,
-           num_levels: int, process: str, noise_scale: float) -> jnp.ndarray:
+           num_levels: int, process: str, noise_scale: float,
+           temperature: float = 1.0) -> jnp.ndarray:
   """int32 [B, N]: start at pure noise (tau = M, t = 1); each step predict x0_hat, move to the
   next t, set every token's level (the time predictor's for ``poisson``, t M for ``uniform``)
   and re-noise x0_hat to it; output the argmax of the last x0_hat's logits. ``mdlm``: MDLM's
-  ancestral sampler from all-[MASK] with ``num_steps`` denoiser calls."""
+  ancestral sampler from all-[MASK] with ``num_steps`` denoiser calls, drawing each byte at
+  ``temperature`` (the continuous arms have none: they output an argmax)."""
   if num_steps < 1:
     raise ValueError(f"num_steps must be >= 1, got {num_steps}")
   if process not in ARMS:
@@ -207,7 +209,8 @@ def sample(model: NeoDiff, params, rng: jax.Array, cond: jnp.ndarray, *, num_ste
   if process == "mdlm":
     init = jnp.full((b, n), model.vocab_size, jnp.int32)
     return ddpm_sample(rng, masked_logits_fn(model, params, cond), init,
-                       mask_id=model.vocab_size, num_steps=num_steps)[0]
+                       mask_id=model.vocab_size, num_steps=num_steps,
+                       temperature=temperature)[0]
   k0, rng = jax.random.split(rng)
   z = noise_scale * jax.random.normal(k0, (b, n, model.embed_dim))
   tau_frac = jnp.ones((b, n))

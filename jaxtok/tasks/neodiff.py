@@ -100,8 +100,10 @@ def make_task(config) -> Task:
                               target, **kw)
     return {"loss": loss, "ce": aux["ce"]}
 
+  temperature = float(ev.get("temperature", 1.0))
   samplers = {s: jax.jit(lambda params, rng, cond, s=s: nd.sample(
-      model, params, rng, cond, num_steps=s, **kw)) for s in steps_list}
+      model, params, rng, cond, num_steps=s, temperature=temperature, **kw))
+      for s in steps_list}
 
   def report(state, workdir, step):
     del step

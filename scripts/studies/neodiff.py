@@ -21,6 +21,7 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -66,6 +67,24 @@ def run_arm(process: str, seed: int, args) -> tuple[dict, dict]:
   return res, dict(np.load(os.path.join(workdir, "samples.npz")))
 
 
+def cold_mdlm(seed: int, args) -> tuple[dict, dict]:
+  """The report of mdlm run ``seed``'s checkpoint re-sampled at ``--mdlm_temperature`` (a copy
+  of its checkpoints, ``--mode=eval``), for an MDLM arm near the continuous arms' argmax output."""
+  cfg = config_of("mdlm", seed, args)
+  cfg.eval.temperature = args.mdlm_temperature
+  workdir = os.path.join(args.workdir, f"mdlm_temp{args.mdlm_temperature:g}_seed{seed}")
+  report = os.path.join(workdir, "report.json")
+  if not os.path.exists(report):
+    shutil.rmtree(workdir, ignore_errors=True)
+    shutil.copytree(os.path.join(args.workdir, f"mdlm_seed{seed}", "checkpoints"),
+                    os.path.join(workdir, "checkpoints"))
+    res = main.run(cfg, workdir, mode="eval")
+    with open(report, "w") as f:
+      json.dump({k: float(v) for k, v in res.items()}, f)
+  with open(report) as f:
+    return json.load(f), dict(np.load(os.path.join(workdir, "samples.npz")))
+
+
 def scorer(args):
   """The AR byte LM (trained once, cached in workdir/ar_scorer.msgpack) and its params."""
   cfg = config_of("poisson", 0, args)
@@ -101,6 +120,8 @@ def main_(argv=None):
   p.add_argument("--smoke", action="store_true")
   p.add_argument("--runs_only", action="store_true", help="train the arms, print nothing")
   p.add_argument("--only_seed", type=int, default=-1, help="with --runs_only: this seed only")
+  p.add_argument("--mdlm_temperature", type=float, default=0.0,
+                 help="> 0: add MDLM rows re-sampled from its checkpoints at this temperature")
   p.add_argument("--data_dir", default="")
   p.add_argument("--workdir", required=True)
   args = p.parse_args(argv)
@@ -111,6 +132,11 @@ def main_(argv=None):
   runs = {(a, s): run_arm(a, s, args) for a, s in itertools.product(arms, seeds)}
   if args.runs_only:
     return
+  cold = f"mdlm, T={args.mdlm_temperature:g}"
+  if args.mdlm_temperature > 0 and "mdlm" in arms:
+    runs.update({(cold, s): cold_mdlm(s, args) for s in seeds})
+    arms = arms + [cold]
+    LABELS[cold] = f"MDLM, sampled at T = {args.mdlm_temperature:g}"
   model, params = scorer(args)
   nll = jax.jit(lambda c, t: continuation_nll(
       lambda x: model.apply({"params": params}, x), c, t))
@@ -128,7 +154,7 @@ def main_(argv=None):
           f"{ar:.3f} | {byte_entropy(hyp):.3f} | {np.mean(hyp == ord(' ')):.3f} |")
   for a in arms:
     for s in cfg.eval.steps:
-      name = f"neodiff/{a}/steps{s}"
+      name = f"neodiff/{a.split(',')[0]}/steps{s}"
       seeds = [runs[(a, i)] for i in range(args.seeds)]
       acc = [r[f"{name}/token_accuracy"] for r, _ in seeds]
       bleu = [r[f"{name}/bleu4_bytes"] for r, _ in seeds]

@@ -134,6 +134,11 @@ def test_mdlm_sampler_fills_every_position():
                   process="mdlm", noise_scale=1.0)
     assert a.shape == (3, 6) and a.dtype == jnp.int32
     assert int(a.min()) >= 0 and int(a.max()) < 11  # no [MASK] (id 11) left
+  # one step unmasks everything at once; near temperature 0 each byte is the denoiser's argmax
+  cold = nd.sample(model, params, jax.random.key(3), cond, num_steps=1, num_levels=M,
+                   process="mdlm", noise_scale=1.0, temperature=1e-4)
+  logits = nd.masked_logits_fn(model, params, cond)(jnp.full((3, 6), 11, jnp.int32))
+  assert np.array_equal(cold, jnp.argmax(logits, -1))
 
 
 def test_mdlm_arm_learns_the_toy_copy_task():
