@@ -64,29 +64,35 @@ def test_sampler_shapes_and_determinism():
     assert np.array_equal(a, b) and a.max() < 11
 
 
-def test_denoiser_learns_a_toy_copy_task():
-  """Target = condition reversed (plus a fixed suffix): loss must fall and samples be right."""
+def _train_copy(process: str, metric: str):
+  """300 Adam steps on the copy task (target = condition reversed, plus a fixed suffix):
+  (model, params, cond, target, kw, the per-step ``metric`` of loss_terms' aux or 'loss')."""
   model = _model()
   rng = np.random.default_rng(0)
   cond = jnp.asarray(rng.integers(0, 11, (64, 4)), jnp.int32)
   target = jnp.concatenate([cond[:, ::-1], jnp.full((64, 2), 3, jnp.int32)], axis=1)
-  params = model.init(jax.random.key(0), cond, jnp.zeros((64, 6, 16)), jnp.ones((64, 6)),
-                      jnp.ones((64,)))["params"]
+  params = _init(model, 64)
   tx = optax.adam(3e-3)
   opt = tx.init(params)
-  kw = dict(num_levels=M, process="poisson", noise_scale=1.0)
+  kw = dict(num_levels=M, process=process, noise_scale=1.0)
 
   @jax.jit
   def step(params, opt, key):
-    (loss, _), g = jax.value_and_grad(nd.loss_terms, argnums=1, has_aux=True)(
+    (loss, aux), g = jax.value_and_grad(nd.loss_terms, argnums=1, has_aux=True)(
         model, params, key, cond, target, **kw)
     upd, opt = tx.update(g, opt, params)
-    return optax.apply_updates(params, upd), opt, loss
+    return optax.apply_updates(params, upd), opt, loss if metric == "loss" else aux[metric]
 
-  losses = []
+  curve = []
   for i in range(300):
-    params, opt, loss = step(params, opt, jax.random.key(i))
-    losses.append(float(loss))
+    params, opt, value = step(params, opt, jax.random.key(i))
+    curve.append(float(value))
+  return model, params, cond, target, kw, curve
+
+
+def test_denoiser_learns_a_toy_copy_task():
+  """The copy task: loss must fall and samples be right."""
+  model, params, cond, target, kw, losses = _train_copy("poisson", "loss")
   assert np.mean(losses[-20:]) < 0.3 * np.mean(losses[:20])
   out = nd.sample(model, params, jax.random.key(5), cond, num_steps=10, **kw)
   assert float(jnp.mean(out == target)) > 0.8
@@ -142,26 +148,7 @@ def test_mdlm_sampler_fills_every_position():
 
 
 def test_mdlm_arm_learns_the_toy_copy_task():
-  model = _model()
-  rng = np.random.default_rng(0)
-  cond = jnp.asarray(rng.integers(0, 11, (64, 4)), jnp.int32)
-  target = jnp.concatenate([cond[:, ::-1], jnp.full((64, 2), 3, jnp.int32)], axis=1)
-  params = _init(model, 64)
-  tx = optax.adam(3e-3)
-  opt = tx.init(params)
-  kw = dict(num_levels=M, process="mdlm", noise_scale=1.0)
-
-  @jax.jit
-  def step(params, opt, key):
-    (loss, aux), g = jax.value_and_grad(nd.loss_terms, argnums=1, has_aux=True)(
-        model, params, key, cond, target, **kw)
-    upd, opt = tx.update(g, opt, params)
-    return optax.apply_updates(params, upd), opt, aux["ce"]
-
-  ces = []
-  for i in range(300):
-    params, opt, ce = step(params, opt, jax.random.key(i))
-    ces.append(float(ce))
+  model, params, cond, target, kw, ces = _train_copy("mdlm", "ce")
   assert np.mean(ces[-20:]) < 0.2 * np.mean(ces[:20])
   out = nd.sample(model, params, jax.random.key(5), cond, num_steps=6, **kw)
   assert float(jnp.mean(out == target)) > 0.8
