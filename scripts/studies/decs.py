@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
 
@@ -52,6 +53,19 @@ def has_checkpoint(workdir: str) -> bool:
     return False
 
 
+def held_out(workdir: str, result: dict) -> dict:
+  """The held-out row of an arm: ``result``, or for a finished run that main.run read back
+  without a report, the last row of its metrics.jsonl that has the held-out keys."""
+  if all(k in result for k in KEYS):
+    return result
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  found = [r for r in rows if all(k in r for k in KEYS)]
+  if not found:
+    raise RuntimeError(f"{workdir} logged no held-out evaluation")
+  return found[-1]
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--model", default="small")
@@ -77,15 +91,17 @@ def main():
                         f"seed={seed}")
       with cfg.unlocked():
         cfg.init_from = sft_dir
-      rows.setdefault(arm, []).append(
-          jaxtok_main.run(cfg, os.path.join(args.root, f"{arm}_seed{seed}")))
+      workdir = os.path.join(args.root, f"{arm}_seed{seed}")
+      rows.setdefault(arm, []).append(held_out(workdir, jaxtok_main.run(cfg, workdir)))
   print(f"\n{args.model} LM, warm-up {args.sft_steps} steps, RL {args.steps} steps at lr "
         f"{args.lr}, seeds {args.seeds}")
-  print("| policy | held-out pass@1 (greedy) | tokens / completion | share after the answer |")
-  print("|---|---|---|---|")
+  print("| policy | held-out pass@1 (greedy) | tokens / completion | share after the answer "
+        "| pass@1 per seed |")
+  print("|---|---|---|---|---|")
   for name, results in rows.items():
     cells = [np.mean([r[k] for r in results]) for k in KEYS]
-    print(f"| {name} | {cells[0]:.3f} | {cells[1]:.1f} | {cells[2]:.3f} |")
+    per_seed = ", ".join(f"{r[KEYS[0]]:.3f}" for r in results)
+    print(f"| {name} | {cells[0]:.3f} | {cells[1]:.1f} | {cells[2]:.3f} | {per_seed} |")
 
 
 if __name__ == "__main__":
