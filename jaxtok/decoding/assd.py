@@ -57,11 +57,12 @@ class CachedModel(NamedTuple):
   ``init_cache() -> cache``; ``extend(cache, index, tokens [C], positions [C], targets [Q],
   mask bool [C + Q, C + Q]) -> (logits [Q, V], cache)``: writes C content rows and Q query rows
   from slot ``index`` on; every row sees the slots before ``index`` and the new rows ``mask``
-  allows; the cache needs L + 2 k slots.
+  allows; ``slots`` (the cache's length) must be at least L + 2 k.
   """
 
   init_cache: Callable[[], object]
   extend: Callable[..., tuple[jnp.ndarray, object]]
+  slots: int  # the cache's length; a shorter cache than L + 2 k would clip writes silently
 
 
 def _calls(model, tokens, ranks, num_given, order, k: int):
@@ -72,6 +73,9 @@ def _calls(model, tokens, ranks, num_given, order, k: int):
   if not isinstance(model, CachedModel):
     return ((), lambda st, t, n, tg: (model(t, ranks, num_given, tg, jnp.full((k,), n)), st),
             lambda st, t, n, tg: (model(t, ranks, num_given, tg, n + j), st))
+  if model.slots < tokens.shape[0] + 2 * k:
+    raise ValueError(f"the KV cache has {model.slots} slots; draft size k={k} on {tokens.shape[0]} "
+                     f"tokens needs {tokens.shape[0] + 2 * k} (build it with k >= {k})")
   r = jnp.arange(tokens.shape[0], dtype=jnp.int32)
   # Prefill, every rank in rank order: slot r sees the slots <= max(r, num_given - 1). The slots
   # of ranks >= num_given hold placeholders' content until a round rewrites them, which it does

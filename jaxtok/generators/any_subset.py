@@ -227,7 +227,7 @@ def model_logits_fn(model: AnySubsetTransformer, params):
 
 
 def cached_fns(model: AnySubsetTransformer, params, k: int):
-  """Unbatched ``(init_cache, extend)`` with the signatures of
+  """Unbatched ``(init_cache, extend, slots)`` with the fields of
   :class:`jaxtok.decoding.assd.CachedModel`, for draft size ``k``: the cache has
   ``seq_len + 2 k`` slots (the verify call writes 2 k rows from rank n on)."""
   size = model.seq_len + 2 * k
@@ -248,4 +248,4 @@ def cached_fns(model: AnySubsetTransformer, params, k: int):
                                   method="extend", mutable=["cache"])
     return logits[0], updated["cache"]
 
-  return init_cache, extend
+  return init_cache, extend, size

@@ -100,3 +100,11 @@ def test_one_row_runs_unbatched_with_the_vmapped_result(model):
       jax.random.split(key, 1), tokens, ranks, num_given))()
   assert np.array_equal(a, b) and a.shape == (1, L)
   assert all(np.array_equal(sa[f], sb[f]) for f in ("nfe", "steps", "generated"))
+
+
+def test_a_cache_built_for_a_smaller_k_is_refused(model):
+  m, params = model
+  tokens, ranks, num_given = rows([4])
+  with pytest.raises(ValueError, match="the KV cache has 18 slots; draft size k=3 on 16 tokens"):
+    assd.sample_rows(jax.random.key(0), assd.CachedModel(*asm.cached_fns(m, params, 1)),
+                     tokens, ranks, num_given, k=3)
