@@ -1,7 +1,7 @@
 """Greedy decode throughput of SmolLM2-135M: jaxtok vs the memory-bandwidth bound vs transformers.
 
   python benchmarks/lm_decode.py [--new_tokens=64] [--batches=1,8]
-      [--dtypes=float32,bfloat16,int8]
+      [--dtypes=float32,bfloat16,int8] [--layouts=separate,fused]
 
 At small batch, decoding is bound by reading the weights once per step: a step reads every
 parameter (the tied embedding doubles as the output head) plus the KV cache, so
@@ -14,7 +14,8 @@ and dispatch; every time is the best of ``--repeats`` runs. The baseline is tran
 are installed. The ``int8`` rows are W8A8 (``jaxtok/nn/int8.py``: int8 weights per output
 channel, activations quantised per token) against torch's dynamic quantisation of every Linear
 (the same scheme); their bound counts the int8 weights and float32 scales, and the float32 KV
-cache.
+cache. ``--layouts``: jaxtok's separate q/k/v and gate/up weights, or the fused ones of
+``CausalLM(fused_projections=True)`` (what ``--mode=sample`` decodes with); one row each.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.machine import describe  # noqa: E402
-from jaxtok.generators.causal_lm import CausalLM, count_params, init_cache  # noqa: E402
+from jaxtok.generators import causal_lm  # noqa: E402
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate  # noqa: E402
 from jaxtok.nn import int8  # noqa: E402
 from jaxtok.pretrained import load_pretrained_lm  # noqa: E402
@@ -67,7 +68,7 @@ def read_bandwidth(nbytes: int = 512 << 20) -> tuple[dict[str, float], object]:
 
 
 def jaxtok_decode(lm, dtype: str, batch: int, prompt_len: int, n1: int, n2: int,
-                  repeats: int, matvec_bw) -> tuple[float, float, int]:
+                  repeats: int, matvec_bw, fused: bool) -> tuple[float, float, int]:
   """(decode tokens/s of jaxtok's jitted while-loop generation, best read bandwidth seen,
   bytes of the weights one step reads).
 
@@ -77,17 +78,19 @@ def jaxtok_decode(lm, dtype: str, batch: int, prompt_len: int, n1: int, n2: int,
   """
   prompt = jax.random.randint(jax.random.key(0), (batch, prompt_len), 100, 20000)
   mask = jnp.ones_like(prompt, bool)
+  model = causal_lm.CausalLM.from_config(lm.config, dtype="float32" if dtype == "int8" else dtype)
+  params = lm.params
+  if fused:
+    model, params = causal_lm.decode_layout(model, params)
   if dtype == "int8":
-    model = CausalLM.from_config(lm.config)
-    params = int8.quantize(model, lm.params, prompt)
+    params = int8.quantize(model, params, prompt)
     step = ModelStep(model, int8=True)
   else:
-    model = CausalLM.from_config(lm.config, dtype=dtype)
-    params = jax.tree.map(lambda x: jnp.asarray(x, model.dtype), lm.params)
+    params = jax.tree.map(lambda x: jnp.asarray(x, model.dtype), params)
     step = ModelStep(model)
 
   def run(n):
-    cache = init_cache(model, batch, prompt_len + n)
+    cache = causal_lm.init_cache(model, batch, prompt_len + n)
     out, _ = generate(jax.random.key(0), step, params, cache, prompt, mask, max_new_tokens=n,
                       greedy=True)
     return out.block_until_ready()
@@ -131,10 +134,15 @@ def main():
   parser.add_argument("--batches", default="1,8")
   parser.add_argument("--dtypes", default="float32,bfloat16,int8")
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--layouts", default="separate,fused",
+                      help="jaxtok weight layouts timed: separate and/or fused projections")
   parser.add_argument("--no_torch", action="store_true", help="skip the transformers baseline")
   args = parser.parse_args()
   batches = [int(b) for b in args.batches.split(",")]
   dtypes = args.dtypes.split(",")
+  layouts = args.layouts.split(",")
+  if not set(layouts) <= {"separate", "fused"}:
+    parser.error(f"--layouts must be separate and/or fused, got {args.layouts!r}")
   n1, n2 = 8, 8 + args.new_tokens
 
   print(f"machine: {describe()}")
@@ -144,7 +152,7 @@ def main():
         + f"; the bound uses the best, {bandwidth / 1e9:.1f} GB/s")
 
   lm = load_pretrained_lm("smollm2-135m")
-  n_params = count_params(lm.params)
+  n_params = causal_lm.count_params(lm.params)
   cfg = lm.config
   hf_model = torch = None
   if not args.no_torch:
@@ -168,8 +176,8 @@ def main():
 
   # The machine is shared: each row re-measures the matvec bandwidth between its timed runs;
   # its bound uses the best bandwidth seen (that row's or the one above).
-  header = (f"{'dtype':9} {'batch':>5} {'GB/s':>5} {'jaxtok tok/s':>12} {'bound tok/s':>11} "
-            f"{'% bound':>8} {'torch tok/s':>11} {'jaxtok/torch':>12}")
+  header = (f"{'dtype':9} {'batch':>5} {'layout':>8} {'GB/s':>5} {'jaxtok tok/s':>12} "
+            f"{'bound tok/s':>11} {'% bound':>8} {'torch tok/s':>11} {'jaxtok/torch':>12}")
   print(f"SmolLM2-135M ({n_params / 1e6:.1f}M params), greedy, prompt {args.prompt_len}, "
         f"decode steps {n1}->{n2}")
   print(header)
@@ -179,15 +187,16 @@ def main():
     for batch in batches:
       kv_bytes = (2 * cfg.num_layers * batch * (args.prompt_len + n2) * cfg.num_kv_heads
                   * cfg.resolved_head_dim * itemsize)
-      ours, row_bw, weight_bytes = jaxtok_decode(lm, dtype, batch, args.prompt_len, n1, n2,
-                                                 args.repeats, matvec_bw)
-      row_bw = max(row_bw, bandwidth)
-      bound = batch * row_bw / (weight_bytes + kv_bytes)
       theirs = (torch_decode(hf_model, torch, dtype, batch, args.prompt_len, n1, n2,
                              args.repeats) if hf_model is not None else float("nan"))
-      print(f"{dtype:9} {batch:5d} {row_bw / 1e9:5.1f} {ours:12.1f} {bound:11.1f} "
-            f"{100 * ours / bound:7.0f}% "
-            f"{theirs:11.1f} {ours / theirs:12.2f}", flush=True)
+      for layout in layouts:
+        ours, row_bw, weight_bytes = jaxtok_decode(lm, dtype, batch, args.prompt_len, n1, n2,
+                                                   args.repeats, matvec_bw, layout == "fused")
+        row_bw = max(row_bw, bandwidth)
+        bound = batch * row_bw / (weight_bytes + kv_bytes)
+        print(f"{dtype:9} {batch:5d} {layout:>8} {row_bw / 1e9:5.1f} {ours:12.1f} {bound:11.1f} "
+              f"{100 * ours / bound:7.0f}% "
+              f"{theirs:11.1f} {ours / theirs:12.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,9 @@ class Attention(nn.Module):
     tree_attention: an op for decode-time tree masks with the signature of
       ``jaxtok.kernels.tree_attention`` (a layer above this one injects it, e.g. ``CausalLM``);
       None builds the full mask and uses ``dot_product_attention``.
+    fused_qkv: one ``qkv`` projection [M, H + 2K, D] instead of ``query``/``key``/``value``:
+      one weight read per step instead of three, which decoding on a CPU is bound by
+      (``jaxtok.generators.causal_lm.fuse_params`` converts trained parameters).
   """
 
   num_heads: int
@@ -133,6 +136,7 @@ class Attention(nn.Module):
   implementation: str | None = None
   kernel_init: nn.initializers.Initializer = nn.initializers.xavier_uniform()
   tree_attention: Callable | None = None
+  fused_qkv: bool = False
 
   @nn.compact
   def __call__(
@@ -156,9 +160,13 @@ class Attention(nn.Module):
           kernel_init=logical_init(self.kernel_init, ("embed",) + axes),
           bias_init=logical_init(nn.initializers.zeros, axes))(x)
 
-    q = proj("query", self.num_heads, ("heads", "head_dim"))  # [B, T, H, D]
-    k = proj("key", kv_heads, ("kv_heads", "head_dim"))  # [B, T, K, D]
-    v = proj("value", kv_heads, ("kv_heads", "head_dim"))  # [B, T, K, D]
+    if self.fused_qkv:
+      qkv = proj("qkv", self.num_heads + 2 * kv_heads, ("qkv_heads", "head_dim"))
+      q, k, v = jnp.split(qkv, [self.num_heads, self.num_heads + kv_heads], axis=2)
+    else:
+      q = proj("query", self.num_heads, ("heads", "head_dim"))  # [B, T, H, D]
+      k = proj("key", kv_heads, ("kv_heads", "head_dim"))  # [B, T, K, D]
+      v = proj("value", kv_heads, ("kv_heads", "head_dim"))  # [B, T, K, D]
 
     if decode:
       out = self._cached_attention(q, k, v, positions, kv_mask, mask)

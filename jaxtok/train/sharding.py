@@ -26,6 +26,7 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("embed", "fsdp"),
     ("heads", "tensor"),
     ("kv_heads", "tensor"),
+    ("qkv_heads", "tensor"),  # fused q/k/v heads (CausalLM.fused_projections)
     ("mlp", "tensor"),
     ("vocab", "tensor"),
     ("head_dim", None),
