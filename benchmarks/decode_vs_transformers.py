@@ -1,7 +1,7 @@
 """jaxtok's greedy decoding vs Hugging Face transformers on the same SmolLM2 weights, same run.
 
   python benchmarks/decode_vs_transformers.py [--dtype=float32|bfloat16] [--num_prompts=4]
-      [--new_tokens=64] [--repeats=3]
+      [--new_tokens=64] [--repeats=3] [--layout=fused|separate] [--draft=WORKDIR --draft_length=2]
 
 SmolLM2-135M-Instruct is written with ``jaxtok/pretrained/hf_export.py`` and loaded by
 transformers (torch, CPU, ``torch.set_num_threads(2)``); its logits on a prompt are checked
@@ -14,9 +14,17 @@ row generates exactly ``--new_tokens`` tokens. Rows:
 1. plain greedy, batch 1 (transformers ``generate(do_sample=False)`` with its KV cache vs
    jaxtok's jitted KV-cache ``generate``);
 2. plain greedy, one left-padded batch of all prompts;
-3. prompt lookup: ``prompt_lookup_num_tokens=G`` vs jaxtok's ``PromptLookup(length=G)``.
+3. prompt lookup: ``prompt_lookup_num_tokens=G`` vs jaxtok's ``PromptLookup(length=G)``;
+4. with ``--draft`` (a ``configs/decoding/draft_distill.py`` workdir): assisted generation,
+   ``generate(assistant_model=draft)`` with the draft exported the same way and its schedule
+   fixed at G = ``--draft_length`` tokens a round (``num_assistant_tokens_schedule='constant'``,
+   no confidence stop), vs jaxtok's ``DraftModel(length=G)`` with the same weights; batch 1 only,
+   as transformers' assisted generation is; and transformers' defaults (up to 20 draft tokens a
+   round, stopping once the draft's confidence is below 0.4) as a second row beside the same
+   jaxtok program.
 
-Assisted generation with a draft model is not run: no distilled draft was exported for it.
+jaxtok runs its models in ``--layout`` (fused: ``CausalLM(fused_projections=True)``, what
+``--mode=sample`` decodes with; separate: the layout the weights are trained and exported in).
 Columns: tokens/s of each, the ratio, and whether the two libraries' tokens are identical.
 """
 
@@ -28,6 +36,7 @@ import sys
 import tempfile
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,8 +44,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.machine import describe  # noqa: E402
 from jaxtok.decoding.engine import cache_slots_needed, speculative_generate  # noqa: E402
-from jaxtok.decoding.proposers import LMStep, PromptLookup  # noqa: E402
-from jaxtok.generators.causal_lm import CausalLM, init_cache  # noqa: E402
+from jaxtok.decoding.proposers import DraftModel, LMStep, PromptLookup  # noqa: E402
+from jaxtok.generators.causal_lm import CausalLM, decode_layout, init_cache  # noqa: E402
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate  # noqa: E402
 from jaxtok.pretrained.hf_export import export_hf  # noqa: E402
 
@@ -67,12 +76,14 @@ class Pair:
   """Greedy decoders of one CausalLM in jaxtok and transformers; each method returns the two
   zero-argument programs (jaxtok, transformers), both giving int tokens [B, P + N]."""
 
-  def __init__(self, config, params, dtype: str, directory: str):
+  def __init__(self, config, params, dtype: str, directory: str, fused: bool = False):
     if dtype not in DTYPES:
       raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     self.model = CausalLM.from_config(config, dtype=dtype)
-    self.params = jax.tree.map(lambda x: jnp.asarray(x, self.model.dtype), params)
     export_hf(directory, params, config, dtype=dtype, overwrite=True)
+    if fused:
+      self.model, params = decode_layout(self.model, params)
+    self.params = jax.tree.map(lambda x: jnp.asarray(x, self.model.dtype), params)
     self.hf = load_hf(directory, dtype)
 
   def logits_gap(self, tokens: np.ndarray) -> float:
@@ -112,6 +123,31 @@ class Pair:
         max_new_tokens=n, cache=cache)[0]
     return ours, self._hf(tokens, mask, n, prompt_lookup_num_tokens=length)
 
+  def assisted(self, draft: Pair, tokens, mask, n, length, hf_default: bool = False):
+    """``draft`` (a Pair of the draft model) drafts ``length`` tokens a round in both libraries;
+    ``hf_default`` leaves transformers' assistant at its own default schedule instead."""
+    b, p = tokens.shape
+    if b != 1:
+      raise ValueError(f"assisted generation runs batch 1 in transformers, got batch {b}")
+    proposer = DraftModel(LMStep(draft.model), length=length)
+    cache = init_cache(self.model, b, cache_slots_needed(p, n, proposer.template.size),
+                       per_row=True)
+    prompt, pmask = jnp.asarray(tokens), jnp.asarray(mask)
+    ours = lambda: speculative_generate(
+        jax.random.key(0), LMStep(self.model), self.params, proposer, draft.params, prompt,
+        pmask, max_new_tokens=n, cache=cache)[0]
+    gen = draft.hf.generation_config
+    if hf_default:
+      defaults = type(gen)()
+      gen.num_assistant_tokens = defaults.num_assistant_tokens
+      gen.num_assistant_tokens_schedule = defaults.num_assistant_tokens_schedule
+      gen.assistant_confidence_threshold = defaults.assistant_confidence_threshold
+    else:
+      gen.num_assistant_tokens, gen.num_assistant_tokens_schedule = length, "constant"
+      gen.assistant_confidence_threshold = 0.0
+    # transformers reads these from the assistant's config each time generate starts.
+    return ours, self._hf(tokens, mask, n, assistant_model=draft.hf)
+
 
 def alternate(programs: list[tuple], repeats: int) -> tuple[float, float, bool]:
   """Seconds (best of ``repeats``, summed over the programs) of jaxtok and transformers, timed
@@ -141,6 +177,9 @@ def main():
   parser.add_argument("--new_tokens", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--lookup_length", type=int, default=4)
+  parser.add_argument("--layout", default="fused", choices=("fused", "separate"))
+  parser.add_argument("--draft", default="", help="a draft_distill workdir: the assisted rows")
+  parser.add_argument("--draft_length", type=int, default=2)
   args = parser.parse_args()
   import torch
 
@@ -155,7 +194,8 @@ def main():
           for kind, t in prompt_set("mixed", args.num_prompts)]
   n = args.new_tokens
   with tempfile.TemporaryDirectory() as directory:
-    pair = Pair(lm.config, lm.params, args.dtype, directory)
+    fused = args.layout == "fused"
+    pair = Pair(lm.config, lm.params, args.dtype, directory, fused)
     gap = pair.logits_gap(np.asarray([rows[0][:64]], np.int32))
     print(f"max |logit gap| jaxtok vs transformers on a 64-token prompt: {gap:.2e}")
     if args.dtype == "float32" and gap > 1e-3:
@@ -163,7 +203,7 @@ def main():
     singles = [left_padded([r]) for r in rows]
     print(f"SmolLM2-135M-Instruct {args.dtype}, greedy, {len(rows)} mixed prompts "
           f"({min(map(len, rows))}-{max(map(len, rows))} tokens), {n} new tokens each, "
-          f"best of {args.repeats}, alternating\n")
+          f"best of {args.repeats}, alternating; jaxtok layout: {args.layout}\n")
     print("| row | jaxtok tokens/s | transformers tokens/s | jaxtok / transformers | "
           "identical tokens |\n|---|---|---|---|---|")
     total = n * len(rows)
@@ -174,7 +214,19 @@ def main():
     g = args.lookup_length
     print(row(f"prompt lookup G={g}, batch 1", total,
               alternate([pair.lookup(*s, n, g) for s in singles], args.repeats)), flush=True)
-  print("assisted generation with a draft model: not run (no distilled draft exported)")
+    if not args.draft:
+      print("assisted generation with a draft model: not run (no --draft)")
+      return
+    from jaxtok.tasks.distill import restore_student
+    d_config, d_params = restore_student(args.draft)
+    draft = Pair(d_config, nn.unbox(d_params), args.dtype, os.path.join(directory, "draft"),
+                 fused)
+    g = args.draft_length
+    for default in (False, True):
+      name = (f"draft model, batch 1: jaxtok G={g} vs transformers' default schedule" if default
+              else f"draft model G={g} (assisted generation), batch 1")
+      print(row(name, total, alternate([pair.assisted(draft, *s, n, g, default)
+                                        for s in singles], args.repeats)), flush=True)
 
 
 if __name__ == "__main__":

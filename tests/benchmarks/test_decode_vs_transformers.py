@@ -1,6 +1,6 @@
 """benchmarks/decode_vs_transformers.py's core on a random tiny Llama: both libraries decode the
 same exported weights, so greedy tokens must be identical (plain batch 1, left-padded batch,
-prompt lookup)."""
+prompt lookup, assisted generation with a draft model), with jaxtok in the fused layout."""
 
 import importlib.util
 
@@ -23,15 +23,26 @@ def test_tiny_model_identical_greedy_tokens(tmp_path):
   config = LM_VARIANTS["tiny"]
   params = nn.unbox(CausalLM.from_config(config).init(
       jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
-  pair = Pair(config, params, "float32", str(tmp_path / "hf"))
+  pair = Pair(config, params, "float32", str(tmp_path / "hf"), fused=True)
+  assert pair.model.fused_projections
+  # The draft: another random model of the same vocabulary (it drafts badly, and greedy
+  # verification must still give the target's tokens).
+  d_params = nn.unbox(CausalLM.from_config(config).init(
+      jax.random.key(1), jnp.zeros((1, 4), jnp.int32))["params"])
+  draft = Pair(config, d_params, "float32", str(tmp_path / "draft"), fused=True)
   rng = np.random.default_rng(0)
   # Repeated chunks give prompt lookup matches to draft from.
   rows = [list(rng.integers(3, config.vocab_size, 5)) * 3, list(rng.integers(3, 60, 9))]
   assert pair.logits_gap(np.asarray([rows[0]], np.int32)) < 1e-4
   for programs in ([pair.plain(*left_padded([r]), 12) for r in rows],
                    [pair.plain(*left_padded(rows), 12)],
-                   [pair.lookup(*left_padded([r]), 12, 3) for r in rows]):
+                   [pair.lookup(*left_padded([r]), 12, 3) for r in rows],
+                   [pair.assisted(draft, *left_padded([r]), 12, 2) for r in rows],
+                   [pair.assisted(draft, *left_padded([r]), 12, 2, hf_default=True)
+                    for r in rows]):
     ours, theirs, same = alternate(programs, repeats=1)
     assert same and ours > 0 and theirs > 0
+  with pytest.raises(ValueError, match="batch 1"):
+    pair.assisted(draft, *left_padded(rows), 12, 2)
   with pytest.raises(ValueError, match="dtype"):
     Pair(config, params, "float16", str(tmp_path / "bad"))
