@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.machine import describe  # noqa: E402
+from benchmarks.machine import best_time, describe  # noqa: E402
 
 # SmolLM2-135M: width, MLP width, vocabulary, layers, query heads, kv heads, head width.
 D, F, V, L, H, K, HD = 576, 1536, 49152, 30, 9, 3, 64
@@ -69,13 +68,7 @@ def torch_tile(a, n):
 
 
 def best_ms(fn, repeats: int) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return 1e3 * min(times)
+  return 1e3 * best_time(fn, repeats=repeats)
 
 
 def main():
