@@ -15,7 +15,7 @@ and, for ``tgdpo``, by the reward model ``rl.reward_model`` (a finished ``dpo`` 
 The reference policy is the one training starts from: the ``init_from`` run's weights, else
 the pretrained or seed-initialised model, loaded once on first use.
 
-Config (see ``configs/rl/arithmetic.py``): ``model.{variant, pretrained, chat}``,
+Config (see ``configs/rl/arithmetic.py``): ``model.{variant, pretrained, chat, plain_prompts}``,
 ``data.{name, image_size (= digits)}``, ``rl.*`` (``RL_DEFAULTS``), ``heldout.num``,
 ``optimizer.*``, ``init_from``.
 """
@@ -96,7 +96,10 @@ class Policy:
     self.lm = load_pretrained_lm(pretrained) if pretrained else None
     if self.lm is not None:
       arch, self.tokenizer = self.lm.config, self.lm.tokenizer
-      self.chat, self.stops = self.lm.chat, tuple(self.lm.stop_tokens)
+      # plain_prompts: skip an instruct model's chat template. SmolLM2's default system prompt
+      # makes a bare "Q: 12+34\nA: " 42 tokens instead of ~12, and every step pays for it.
+      self.chat = self.lm.chat and not model_cfg.get("plain_prompts", False)
+      self.stops = tuple(self.lm.stop_tokens)
     else:
       arch, self.tokenizer = lm_config(model_cfg.get("variant", "tiny")), ByteTokenizer()
       self.chat, self.stops = bool(model_cfg.get("chat", False)), (self.tokenizer.eos_id,)

@@ -3,6 +3,7 @@
   python scripts/studies/rl_arithmetic.py --sft=/tmp/jaxtok/rl_study/warmup [--model=small]
       [--labelled=2000] [--sft_steps=600] [--steps=200] [--seeds=0,1,2] [--lr=0]
       [--arms=grpo,sft,reinforce,dpo,tgdpo] [--root=/tmp/jaxtok/rl_study]
+      [--config_args=prompts=bare] [--sft_batch=64] [--heldout=1000] [--samples=4]
 
 The setting RL with verifiable rewards is for: answers are scarce, a checker is not. The warm-up
 (``configs/rl/arithmetic.py:algorithm=sft``, trained here when ``--sft`` holds no checkpoint)
@@ -19,15 +20,21 @@ sees ``--labelled`` train problems with their answers; then every arm starts fro
 * ``tgdpo``: TGDPO (beta .1, alpha .5), its token rewards from the ``dpo`` run of the same seed
   (``<root>/dpo_seed<seed>``, so list ``dpo`` first or run it before).
 
-Held-out problems (1,000; none equals a train problem, the split is a content hash) are scored
-greedy and at temperature 1 (mean over 4 samples, and pass@4). The table gives the mean and the
-standard deviation over seeds.
+Held-out problems (``--heldout``, 1,000; none equals a train problem, the split is a content
+hash) are scored greedy and at temperature 1 (mean over ``--samples`` samples, and pass@k). The
+table gives the mean and the standard deviation over seeds; each run's line also gives the
+training reward over its first and last quarter of steps (``metrics.jsonl``).
+
+``--model=smollm2`` runs the same study on SmolLM2-135M-Instruct; ``--config_args`` goes to every
+``configs/rl/arithmetic.py`` call (e.g. ``prompts=bare,digits=1``) and ``--sft_batch`` sets the
+supervised batch (warm-up and the sft arm), which the CPU budget of a 135M model needs smaller.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
 import time
@@ -41,7 +48,11 @@ from jaxtok import main as jaxtok_main  # noqa: E402
 from jaxtok.train.checkpoint import find_checkpoint_dir  # noqa: E402
 
 CONFIG = os.path.join(REPO, "configs", "rl", "arithmetic.py")
-KEYS = ("heldout/pass@1", "heldout/pass@1_sampled", "heldout/pass@4_sampled")
+
+
+
+def keys(samples: int) -> tuple[str, ...]:
+  return ("heldout/pass@1", "heldout/pass@1_sampled", f"heldout/pass@{samples}_sampled")
 
 
 def load_config(arg: str):
@@ -49,6 +60,14 @@ def load_config(arg: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
+
+
+def reward_trend(workdir: str) -> str:
+  """Mean training reward over the first and the last quarter of a run's logged steps."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rewards = [r["train/reward"] for r in map(json.loads, f) if "train/reward" in r]
+  q = max(1, len(rewards) // 4)
+  return f"train reward {np.mean(rewards[:q]):.3f} -> {np.mean(rewards[-q:]):.3f}"
 
 
 def has_checkpoint(workdir: str) -> bool:
@@ -73,31 +92,55 @@ def main():
   parser.add_argument("--sft_steps", type=int, default=600)
   parser.add_argument("--lr", type=float, default=0.0,
                       help="every arm's learning rate (0 = the config's RL rate)")
+  parser.add_argument("--config_args", default="",
+                      help="more configs/rl/arithmetic.py arguments, e.g. prompts=bare,digits=1")
+  parser.add_argument("--sft_batch", type=int, default=0,
+                      help="supervised batch of the warm-up and the sft arm (0 = the config's)")
+  parser.add_argument("--heldout", type=int, default=0, help="held-out problems (0 = config's)")
+  parser.add_argument("--samples", type=int, default=0,
+                      help="temperature-1 samples per held-out problem (0 = the config's)")
   args = parser.parse_args()
+  extra = f",{args.config_args}" if args.config_args else ""
+
+  def config(arg):
+    cfg = load_config(f"model={args.model},{arg}{extra}")
+    with cfg.unlocked():
+      cfg.heldout.num = args.heldout or cfg.heldout.num
+      cfg.heldout.samples = args.samples or cfg.heldout.samples
+    return cfg
+
   def labelled_only(cfg):
     if args.labelled:
       cfg.data.num_train = args.labelled
+    if args.sft_batch:
+      cfg.batch_size = args.sft_batch
 
   if not has_checkpoint(args.sft):
     print(f"training the warm-up run in {args.sft}")
-    cfg = load_config(f"model={args.model},algorithm=sft,steps={args.sft_steps}")
+    cfg = config(f"algorithm=sft,steps={args.sft_steps}")
     with cfg.unlocked():
       labelled_only(cfg)
-    jaxtok_main.run(cfg, args.sft)
-  base_cfg = load_config(f"model={args.model},algorithm=sft")
-  base = jaxtok_main.run(base_cfg, args.sft, mode="eval")
-  print(f"warm-up policy: {base}")
+      cfg.report_every = args.sft_steps  # its last step scores the warm-up policy
+    start = time.perf_counter()
+    base = jaxtok_main.run(cfg, args.sft)
+  else:
+    start = time.perf_counter()
+    base = jaxtok_main.run(config("algorithm=sft"), args.sft, mode="eval")
+  base_cfg = config("algorithm=sft")
+  print(f"warm-up policy: {base}, {reward_trend(args.sft)} ({time.perf_counter() - start:.0f} s)",
+        flush=True)
+  cols = keys(base_cfg.heldout.samples)
 
   results: dict[str, list[dict]] = {}
-  for arm in args.arms.split(","):
-    for seed in (int(s) for s in args.seeds.split(",")):
-      cfg = load_config(f"model={args.model},algorithm={arm},steps={args.steps},seed={seed}")
+  for seed in (int(s) for s in args.seeds.split(",")):  # seed-major: a cut run keeps pairs
+    for arm in args.arms.split(","):
+      cfg = config(f"algorithm={arm},steps={args.steps},seed={seed}")
       with cfg.unlocked():
         cfg.init_from = args.sft
         if arm == "sft":  # continue at the RL arms' constant learning rate, labelled set only
           labelled_only(cfg)
-          cfg.optimizer.lr = load_config(f"model={args.model}").optimizer.lr
-          cfg.optimizer.warmup_steps = 20
+          cfg.optimizer.lr = config("algorithm=grpo").optimizer.lr
+          cfg.optimizer.warmup_steps = config("algorithm=grpo").optimizer.warmup_steps
           cfg.optimizer.final_lr_fraction = 1.0
         if args.lr:
           cfg.optimizer.lr = args.lr
@@ -110,15 +153,16 @@ def main():
       workdir = os.path.join(args.root, f"{arm}_seed{seed}")
       start = time.perf_counter()
       out = jaxtok_main.run(cfg, workdir)
-      results.setdefault(arm, []).append({k: out[k] for k in KEYS})
-      print(f"{arm} seed {seed}: {results[arm][-1]} ({time.perf_counter() - start:.0f} s)")
+      results.setdefault(arm, []).append({k: out[k] for k in cols})
+      print(f"{arm} seed {seed}: {results[arm][-1]}, {reward_trend(workdir)} "
+            f"({time.perf_counter() - start:.0f} s)", flush=True)
 
-  print(f"\n| policy | {' | '.join(KEYS)} |\n|---|{'---|' * len(KEYS)}")
+  print(f"\n| policy | {' | '.join(cols)} |\n|---|{'---|' * len(cols)}")
   print(f"| warm-up ({args.labelled or 'all'} labelled problems) | "
-        + " | ".join(f"{base[k]:.3f}" for k in KEYS) + " |")
+        + " | ".join(f"{base[k]:.3f}" for k in cols) + " |")
   for arm, rows in results.items():
     cells = []
-    for k in KEYS:
+    for k in cols:
       v = np.asarray([r[k] for r in rows])
       cells.append(f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}")
     print(f"| + {args.steps} steps {arm} ({len(rows)} seeds) | " + " | ".join(cells) + " |")
