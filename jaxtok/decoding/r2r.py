@@ -3,9 +3,10 @@
 The small LM (SLM) generates every token; a small router reads the SLM's view of the step (its
 top-k log-probabilities and entropy, the embedding of the token it just proposed, its last
 hidden state) and flags *divergent* tokens, which are taken from the large LM (LLM) instead.
-The paper labels a token divergent when replacing it changes the LLM's continuation; here the
-label is a stand-in: under teacher forcing on local text, the SLM's greedy token differs from the
-LLM's (``divergence_labels``). R2R is NOT lossless: unrouted divergent tokens stay in the output.
+The paper labels a token divergent when replacing it changes the LLM's continuation
+(``jaxtok.decoding.r2r_labels``); the cheaper stand-in here is that, under teacher forcing on local
+text, the SLM's greedy token differs from the LLM's (``divergence_labels``). R2R is NOT lossless:
+unrouted divergent tokens stay in the output.
 
 ``routed_generate`` keeps the LLM's KV cache lazily: a token the SLM produced is written to the
 LLM's cache only when the LLM is next called, as one batched prefill of all pending tokens (a

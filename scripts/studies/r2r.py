@@ -4,9 +4,11 @@ r"""R2R token routing on SmolLM2-135M-Instruct (float32, greedy, CPU, batch of p
 
 Large = SmolLM2-135M (30 blocks). Small = its first ``--layer`` blocks with an exit RMSNorm
 trained by KL to the large model's logits (``jaxtok.decoding.early_exit``; same tokenizer and
-tied head, no 27-minute distillation run). Router labels: greedy disagreement of small vs large
-under teacher forcing on train-split standard-library source (the stand-in for the paper's
-"changes the continuation" label). Then on the offline prompt set (chat + held-out code), one
+tied head, no 27-minute distillation run). Router labels, under teacher forcing on train-split
+standard-library source: ``--label=greedy``, every greedy disagreement of small vs large, or
+``--label=continuation``, the paper's "changes the continuation" label with exact reconvergence of
+the large model's ``--horizon``-token continuations standing in for its judge LLM
+(``jaxtok/decoding/r2r_labels.py``). Then on the offline prompt set (chat + held-out code), one
 batch of prompts, ``--max_new_tokens`` greedy tokens per arm: pure small, pure large, the router at
 several thresholds, and at the router's measured routed fractions the competent baseline (route
 when the small model's top-1 probability is below the matching quantile on held-out text) and
@@ -24,14 +26,16 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from del_smollm2 import cache_states, windows  # sibling study script
+from del_smollm2 import cache_states  # sibling study script
 
 from jaxtok.decoding import early_exit as ee
 from jaxtok.decoding import r2r
+from jaxtok.decoding.r2r_labels import continuation_labels
 from jaxtok.generators.causal_lm import CausalLM
 from jaxtok.pretrained.chat import chatml
 from jaxtok.pretrained.lms import load_pretrained_lm
 from jaxtok.tasks.prompt_set import prompt_set
+from jaxtok.tasks.speculative_del import source_windows
 
 
 def teacher(model, params, tokens, batch=4):
@@ -78,6 +82,10 @@ def main():
   ap.add_argument("--thresholds", default="0.3,0.5,0.7")
   ap.add_argument("--num_prompts", type=int, default=8)
   ap.add_argument("--max_new_tokens", type=int, default=32)
+  ap.add_argument("--label", default="greedy", choices=("greedy", "continuation"))
+  ap.add_argument("--horizon", type=int, default=16, help="continuation label: LLM tokens")
+  ap.add_argument("--sync", type=int, default=4, help="continuation label: tail that must match")
+  ap.add_argument("--max_shift", type=int, default=2, help="continuation label: allowed lag")
   ap.add_argument("--out", default="/tmp/r2r/results.json")
   a = ap.parse_args()
   if a.report:
@@ -88,31 +96,41 @@ def main():
   large = CausalLM.from_config(cfg)
   lp = jax.tree.map(jnp.asarray, lm.params)
   embed, eps = lp["embed"]["embedding"], cfg.norm_eps
-  res = {"layer": a.layer, "n_layers": cfg.num_layers}
+  res = {"layer": a.layer, "n_layers": cfg.num_layers, "label": a.label}
 
   t0 = time.time()
-  train, test = windows(tok, "train", a.train_windows, 128), windows(tok, "test", 4, 128)
+  train = source_windows(tok.encode, "train", a.train_windows, 128)
+  test = source_windows(tok.encode, "test", 4, 128)
   h_tr, lg_tr = cache_states(large, lp, train, (a.layer,))
   scale, _ = ee.train_exit_norms(lp["transformer"]["final_norm"]["scale"][None], h_tr, lg_tr,
                                  embed, eps, steps=a.norm_steps, batch=128)
   small, sp = ee.exit_model(large, a.layer), ee.exit_params(lp, a.layer, scale[0])
   del h_tr
 
-  def data(tokens, large_logits=None):
+  def data(tokens, large_logits=None, split=""):
     hs, ls = teacher(small, sp, tokens)
     ll = teacher(large, lp, tokens)[1] if large_logits is None else large_logits
+    if a.label == "continuation":
+      start = time.time()
+      labels, stats = continuation_labels(
+          large, lp, np.asarray(tokens), np.asarray(jnp.argmax(ls, -1)),
+          np.asarray(jnp.argmax(ll, -1)), horizon=a.horizon, sync=a.sync, max_shift=a.max_shift)
+      res[f"{split}_label_stats"] = {**stats, "seconds": time.time() - start}
+      labels = jnp.asarray(labels.reshape(-1))
     ls, ll, hs = ls.reshape(-1, ls.shape[-1]), ll.reshape(-1, ll.shape[-1]), hs.reshape(
         -1, hs.shape[-1])
+    if a.label == "greedy":
+      labels = r2r.divergence_labels(ls, ll)
     prop = jnp.argmax(ls, -1)
-    return (r2r.router_features(ls, prop, embed, hs), r2r.divergence_labels(ls, ll),
+    return (r2r.router_features(ls, prop, embed, hs), labels,
             jnp.max(jax.nn.softmax(ls, -1), -1))
 
-  f_tr, y_tr, _ = data(train, lg_tr.reshape(*train.shape, -1))
-  f_te, y_te, conf_te = data(test)
+  f_tr, y_tr, _ = data(train, lg_tr.reshape(*train.shape, -1), "train")
+  f_te, y_te, conf_te = data(test, split="test")
   router = r2r.Router()
   rp, losses = r2r.train_router(router, f_tr, y_tr, steps=a.router_steps, batch=256)
   s_te = jax.nn.sigmoid(router.apply({"params": rp}, f_te))
-  res.update(train_seconds=time.time() - t0, small_agreement_test=1 - float(y_te.mean()),
+  res.update(train_seconds=time.time() - t0, divergent_rate_test=float(y_te.mean()),
              divergent_rate_train=float(y_tr.mean()), router_loss=(losses[0], losses[-1]))
   # Held-out ranking quality: how often a divergent token scores above a non-divergent one.
   def auc(score):
