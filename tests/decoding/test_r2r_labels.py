@@ -60,7 +60,7 @@ def test_labels_refine_greedy_disagreement(lm):
   # Each candidate's label is its own two rollouts' reconvergence test.
   b, i = np.argwhere(disagree)[0]
   own, alt = continuations(model, params, tokens[b], [i, i],
-                           [large_pred[b, i], small_pred[b, i]], horizon=8)
+                           [large_pred[b, i], small_pred[b, i]], horizon=8, batch=8)
   assert labels[b, i] == (not reconverged(own, alt, 3, 1))
   assert stats["neutral_fraction"] == pytest.approx(1 - labels.sum() / disagree.sum())
   # A small model that always agrees yields no candidate and no divergent token.
