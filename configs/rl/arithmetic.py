@@ -34,9 +34,9 @@ MODELS = {
                   rl_steps=200),
     "tiny": dict(variant="tiny", pretrained=None, lr=1e-3, rl_lr=1e-4, sft_steps=300,
                  rl_steps=100),
-    # smollm2: sized for about an hour on 2 CPU cores (docs/rl_grpo_smollm2.md): a 64-prompt
-    # SFT step takes ~15 s, an 8 x 8 GRPO step ~19 s; with a few dozen steps the rates are
-    # higher and the warm-up short (warmup) than a long run would use.
+    # smollm2: sized for under an hour on 2 shared CPU cores (docs/rl_grpo_smollm2.md): a
+    # 32-problem SFT step takes 4-7 s, an 8 x 8 GRPO step 9-20 s; with a few dozen steps the
+    # rates are higher and the learning-rate warm-up shorter than a long run would use.
     "smollm2": dict(variant="smollm2-135m", pretrained="smollm2-135m", lr=3e-5, rl_lr=5e-6,
                     sft_steps=50, rl_steps=24, rl_batch=8, sft_batch=32, warmup=2),
 }

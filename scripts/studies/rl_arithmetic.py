@@ -150,6 +150,7 @@ def main():
             raise SystemExit(f"tgdpo seed {seed} needs the dpo run {cfg.rl.reward_model} "
                              f"first: --arms=dpo,tgdpo")
         cfg.report_every = args.steps
+        cfg.log_every = min(cfg.log_every, max(1, args.steps // 8))  # a reward trend to print
       workdir = os.path.join(args.root, f"{arm}_seed{seed}")
       start = time.perf_counter()
       out = jaxtok_main.run(cfg, workdir)
