@@ -8,7 +8,9 @@ r"""DECS on chain-of-thought sums that overthink: warm-up on the traces, then GR
 
 Arguments: ``algorithm`` (sft, grpo, decs; grpo with ``length_penalty`` > 0 is the plain
 length-penalty baseline), ``model`` (small, tiny), ``digits`` (terms of up to that many digits),
-``steps``, ``seed``, ``lr`` (0: the model's default), ``smoke`` (tiny model, a few steps).
+``steps``, ``seed``, ``lr`` (0: the model's default), ``easy_start`` / ``easy_end`` (DECS's
+curriculum: the share of easy prompts that train ramps from one to the other; both 0.5, the data
+set's share, turn the curriculum off), ``smoke`` (tiny model, a few steps).
 The held-out report adds ``heldout/tokens`` (mean completion tokens, greedy) and
 ``heldout/after_answer`` (their share after the first chunk that holds the answer).
 """
@@ -25,7 +27,7 @@ MODELS = {
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = parse_arg(arg, algorithm="decs", model="small", digits=1, steps=0, seed=0, lr=0.0,
-                   length_penalty=0.0, smoke=False)
+                   length_penalty=0.0, easy_start=0.0, easy_end=0.5, smoke=False)
   if args.model not in MODELS:
     raise ValueError(f"config argument model={args.model!r}; valid: {sorted(MODELS)}")
   m = MODELS["tiny" if args.smoke else args.model]
@@ -54,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "epochs": 1,
       # the paper's curriculum knob; our reading: easy prompts ramp from 0 to half the batch
       # over the first half of training (jaxtok.rl.decs.easy_fraction)
-      "decs_kappa": 0.5, "decs_easy_start": 0.0, "decs_easy_end": 0.5,
+      "decs_kappa": 0.5, "decs_easy_start": args.easy_start, "decs_easy_end": args.easy_end,
       "length_penalty": args.length_penalty,
   })
   config.optimizer = ml_collections.ConfigDict({

@@ -347,7 +347,8 @@ def build(config) -> Task:
         stats.setdefault("tokens", []).extend(to_host(roll.completion_mask).sum(axis=1))
     solved = [env.reward(t, heldout[i // group].answer) for i, t in enumerate(texts)]
     if stats is not None and env.held_out_stats is not None:
-      stats.update(env.held_out_stats(texts, [heldout[i // group] for i in range(len(texts))]))
+      probs = [heldout[i // group] for i in range(len(texts))]
+      stats.update(env.held_out_stats(texts, probs, stats["tokens"]))
     return np.asarray(solved).reshape(len(heldout), group)
 
   def report(state: TrainState, workdir: str | None = None, step: int = 0) -> dict[str, Any]:

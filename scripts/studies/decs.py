@@ -10,10 +10,17 @@ its weights and trains ``--steps`` steps at the same learning rate and seed:
 
 * ``grpo``: GRPO on the checker's reward (group 8, clip .2 / .28, KL .02 to the warm-up);
 * ``decs``: the same plus DECS's per-token deltas and the easy-prompt curriculum;
-* ``length``: GRPO whose correct rollouts earn 1 - 0.5 * tokens / max_new_tokens.
+* ``length``: GRPO whose correct rollouts earn 1 - 0.5 * tokens / max_new_tokens;
+* ``decs_flat``: DECS with the easy share fixed at 0.375, the ramp's mean (same easy prompts
+  in all, no ramp);
+* ``decs_nocurr``: DECS with every easy prompt training from step 0 (share 0.5, the data
+  set's): the decoupled reward without the curriculum.
 
-Columns: greedy held-out pass@1 (300 problems), mean completion tokens (greedy, stop token
-included) and the share of those bytes after the first chunk that holds the answer.
+Columns: greedy held-out pass@1 (300 problems; mean over seeds +- its standard error over
+seeds), mean completion tokens (greedy, stop token included) and the share of those bytes after
+the first chunk that holds the answer; then the same pass@1 and tokens for easy (2-term) and
+hard (3-term) held-out prompts. A finished arm whose log lacks a column is re-evaluated from
+its checkpoint.
 """
 
 from __future__ import annotations
@@ -34,8 +41,12 @@ from jaxtok.train.checkpoint import find_checkpoint_dir  # noqa: E402
 
 CONFIG = os.path.join(REPO, "configs", "rl", "arithmetic_cot.py")
 KEYS = ("heldout/pass@1", "heldout/tokens", "heldout/after_answer")
+LEVEL_KEYS = ("heldout/easy/pass@1", "heldout/easy/tokens", "heldout/hard/pass@1",
+              "heldout/hard/tokens")
 ARMS = {"grpo": "algorithm=grpo", "decs": "algorithm=decs",
-        "length": "algorithm=grpo,length_penalty=0.5"}
+        "length": "algorithm=grpo,length_penalty=0.5",
+        "decs_flat": "algorithm=decs,easy_start=0.375,easy_end=0.375",
+        "decs_nocurr": "algorithm=decs,easy_start=0.5,easy_end=0.5"}
 
 
 def load_config(arg: str):
@@ -53,17 +64,49 @@ def has_checkpoint(workdir: str) -> bool:
     return False
 
 
-def held_out(workdir: str, result: dict) -> dict:
+def held_out(cfg, workdir: str, result: dict) -> dict:
   """The held-out row of an arm: ``result``, or for a finished run that main.run read back
-  without a report, the last row of its metrics.jsonl that has the held-out keys."""
-  if all(k in result for k in KEYS):
+  without a report, the last row of its metrics.jsonl that has every column, or else (a run
+  logged before a column existed) a fresh evaluation of its checkpoint."""
+  if all(k in result for k in KEYS + LEVEL_KEYS):
     return result
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f if line.strip()]
-  found = [r for r in rows if all(k in r for k in KEYS)]
-  if not found:
+  found = [r for r in rows if all(k in r for k in KEYS + LEVEL_KEYS)]
+  if found:
+    return found[-1]
+  if not any(all(k in r for k in KEYS) for r in rows):
     raise RuntimeError(f"{workdir} logged no held-out evaluation")
-  return found[-1]
+  return jaxtok_main.run(cfg, workdir, mode="eval")
+
+
+def mean_se(values) -> str:
+  """``mean +- standard error over seeds`` (the mean alone for one seed)."""
+  values = np.asarray(values, np.float64)
+  if len(values) < 2:
+    return f"{values.mean():.3f}"
+  return f"{values.mean():.3f} +- {values.std(ddof=1) / np.sqrt(len(values)):.3f}"
+
+
+def print_tables(rows: dict[str, list[dict]]):
+  print("| policy | held-out pass@1 (greedy) | tokens / completion | share after the answer "
+        "| pass@1 per seed | tokens per seed |")
+  print("|---|---|---|---|---|---|")
+  for name, results in rows.items():
+    col = {k: [r[k] for r in results] for k in KEYS}
+    print(f"| {name} | {mean_se(col[KEYS[0]])} | {np.mean(col[KEYS[1]]):.1f} | "
+          f"{np.mean(col[KEYS[2]]):.3f} | {', '.join(f'{v:.3f}' for v in col[KEYS[0]])} | "
+          f"{', '.join(f'{v:.1f}' for v in col[KEYS[1]])} |")
+  print("\nby difficulty (easy: 2-term sums, hard: 3-term)")
+  print("| policy | easy pass@1 | easy tokens | hard pass@1 | hard tokens "
+        "| easy pass@1 per seed | hard pass@1 per seed | hard tokens per seed |")
+  print("|---|---|---|---|---|---|---|---|")
+  for name, results in rows.items():
+    col = {k: [r[k] for r in results] for k in LEVEL_KEYS}
+    easy, easy_tok, hard, hard_tok = (col[k] for k in LEVEL_KEYS)
+    print(f"| {name} | {mean_se(easy)} | {np.mean(easy_tok):.1f} | {mean_se(hard)} | "
+          f"{np.mean(hard_tok):.1f} | {', '.join(f'{v:.3f}' for v in easy)} | "
+          f"{', '.join(f'{v:.3f}' for v in hard)} | {', '.join(f'{v:.1f}' for v in hard_tok)} |")
 
 
 def main():
@@ -92,17 +135,10 @@ def main():
       with cfg.unlocked():
         cfg.init_from = sft_dir
       workdir = os.path.join(args.root, f"{arm}_seed{seed}")
-      rows.setdefault(arm, []).append(held_out(workdir, jaxtok_main.run(cfg, workdir)))
+      rows.setdefault(arm, []).append(held_out(cfg, workdir, jaxtok_main.run(cfg, workdir)))
   print(f"\n{args.model} LM, warm-up {args.sft_steps} steps, RL {args.steps} steps at lr "
         f"{args.lr}, seeds {args.seeds}")
-  print("| policy | held-out pass@1 (greedy) | tokens / completion | share after the answer "
-        "| pass@1 per seed |")
-  print("|---|---|---|---|---|")
-  for name, results in rows.items():
-    cells = [np.mean([r[k] for r in results]) for k in KEYS]
-    per_seed = ", ".join(f"{r[KEYS[0]]:.3f}" for r in results)
-    print(f"| {name} | {cells[0]:.3f} | {cells[1]:.1f} | {cells[2]:.3f} | {per_seed} |")
-
+  print_tables(rows)
 
 if __name__ == "__main__":
   main()

@@ -7,6 +7,7 @@ from jaxtok import main
 from jaxtok.config_args import load_config
 from jaxtok.data import arithmetic_cot as cot
 from jaxtok.rl import decs
+from jaxtok.tasks import rl_envs
 
 
 def test_chunks_split_at_the_delimiter_and_include_it():
@@ -47,6 +48,9 @@ def test_curriculum_ramps_then_holds():
   f = [decs.easy_fraction(s, 100, kappa=0.5, start=0.1, end=0.5) for s in (0, 25, 50, 80)]
   assert f == pytest.approx([0.1, 0.3, 0.5, 0.5])
   assert decs.easy_fraction(100, 100, kappa=1.0) == pytest.approx(0.5)
+  # the config's easy_start / easy_end reach the task (the study's no-ramp and no-curriculum arms)
+  rl = load_config("configs/rl/arithmetic_cot.py:easy_start=0.375,easy_end=0.375").rl
+  assert (rl.decs_easy_start, rl.decs_easy_end) == (0.375, 0.375)
   with pytest.raises(ValueError, match="kappa"):
     decs.easy_fraction(0, 10, kappa=0.0)
   with pytest.raises(ValueError, match="deltas"):
@@ -73,6 +77,20 @@ def test_heldout_split_is_disjoint_and_every_trace_is_correct():
     cot.make_problem(0, "valid", 0)
 
 
+def test_held_out_stats_split_by_difficulty_against_a_hand_count():
+  easy, hard = cot.CotProblem((3, 4), 1), cot.CotProblem((7, 9, 5), 2)
+  # easy: stops after its one chunk (right, 6 tokens); hard: stops after one chunk (wrong,
+  # 5 tokens), and right with two checks (23 tokens)
+  texts = ["3+4=7;", "7+9=16;", "7+9=16;16+5=21;=21;5+16=21;"]
+  stats = rl_envs.cot_stats(texts, [easy, hard, hard], [7, 8, 28])
+  assert stats["easy/pass@1"] == 1.0 and stats["easy/tokens"] == 7.0
+  assert stats["hard/pass@1"] == 0.5 and stats["hard/tokens"] == 18.0
+  # after the answer: "=21;5+16=21;" (12 of 6 + 7 + 27 bytes)
+  assert stats["after_answer"] == pytest.approx(12 / 40)
+  assert "hard/pass@1" not in rl_envs.cot_stats(texts[:1], [easy], [7])
+  with pytest.raises(ValueError, match="tokens"):
+    rl_envs.cot_stats(texts, [easy, hard, hard], [7])
+
 
 @pytest.mark.slow
 def test_rl_task_decs_smoke_runs_and_reports_tokens(tmp_path):
@@ -85,3 +103,5 @@ def test_rl_task_decs_smoke_runs_and_reports_tokens(tmp_path):
   results = main.run(cfg, str(tmp_path / "run"))
   assert 0 < results["heldout/tokens"] <= cfg.rl.max_new_tokens
   assert 0.0 <= results["heldout/after_answer"] <= 1.0
+  assert 0 < results["heldout/hard/tokens"] <= cfg.rl.max_new_tokens
+  assert 0.0 <= results["heldout/easy/pass@1"] <= 1.0
