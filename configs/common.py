@@ -88,6 +88,8 @@ def titok_model_config(a, quantizer: dict, **extra) -> ml_collections.ConfigDict
   m.num_tokens = a.tokens or (8 if a.smoke else DEFAULT_TOKENS.get(variant, 32))
   m.quantizer = ml_collections.ConfigDict(quantizer)
   m.code_dim = quantizer.get("dim") or len(quantizer.get("levels", ())) or quantizer["num_bits"]
+  # The reference code's choices, as options (docs/tokenizers.md, "Reference options").
+  m.pixel_head, m.gelu, m.ln_pre = "linear", "tanh", False
   m.update(extra)
   return m
 

@@ -34,7 +34,8 @@ class Mlp(nn.Module):
   """Position-wise MLP: ``gelu`` (fc1 -> GELU -> fc2) or ``swiglu`` (down(silu(gate) * up)).
 
   ``fused`` (swiglu only) computes gate and up with one ``gate_up`` weight [M, 2F]: one read
-  instead of two per decode step.
+  instead of two per decode step. ``gelu_approximate`` picks the tanh GELU (JAX's default) or the
+  exact erf one (PyTorch's ``nn.GELU()`` default, which reference ViTs use).
   """
 
   hidden_dim: int
@@ -42,6 +43,7 @@ class Mlp(nn.Module):
   use_bias: bool = True
   dtype: jnp.dtype = jnp.float32
   fused: bool = False
+  gelu_approximate: bool = True
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:  # [..., M] -> [..., M]
@@ -56,7 +58,8 @@ class Mlp(nn.Module):
                       bias_init=logical_init(nn.initializers.zeros, axes[1:]))
 
     if self.kind == "gelu":
-      h = nn.gelu(dense(self.hidden_dim, ("embed", "mlp"), "fc1")(x))
+      h = nn.gelu(dense(self.hidden_dim, ("embed", "mlp"), "fc1")(x),
+                  approximate=self.gelu_approximate)
     elif self.kind == "swiglu" and self.fused:
       gate, up = jnp.split(dense(2 * self.hidden_dim, ("embed", "mlp"), "gate_up")(x), 2, axis=-1)
       h = nn.silu(gate) * up
@@ -88,6 +91,7 @@ class TransformerBlock(nn.Module):
   attention_impl: str | None = None
   tree_attention: Callable | None = None  # see Attention.tree_attention
   fused_projections: bool = False  # one qkv and one gate_up weight (Attention.fused_qkv)
+  gelu_approximate: bool = True  # Mlp.gelu_approximate
 
   @nn.compact
   def __call__(self, x, *, positions=None, mask=None, kv_mask=None, decode=False,
@@ -102,7 +106,7 @@ class TransformerBlock(nn.Module):
     x = x + nn.Dropout(self.dropout)(h, deterministic=deterministic)
     h = make_norm(self.norm, self.norm_eps, "mlp_norm", self.dtype)(x)
     h = Mlp(self.mlp_dim, self.mlp, use_bias=self.use_bias, dtype=self.dtype,
-            fused=self.fused_projections, name="mlp")(h)
+            fused=self.fused_projections, gelu_approximate=self.gelu_approximate, name="mlp")(h)
     return x + nn.Dropout(self.dropout)(h, deterministic=deterministic)
 
 
@@ -128,6 +132,7 @@ class Transformer(nn.Module):
   attention_impl: str | None = None
   tree_attention: Callable | None = None
   fused_projections: bool = False
+  gelu_approximate: bool = True
   remat: bool = False
   final_norm: bool = True
 

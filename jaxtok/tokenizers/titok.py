@@ -20,17 +20,18 @@ With either, ``decode(codes[:, :k])`` works for every k (the tail is padded with
 bits per token, each token a vector of {0, 1} bits linearly embedded in the decoder.
 
 Differences from the reference code (bytedance/1d-tokenizer, ``modeling/modules/blocks.py``,
-``TiTokEncoder`` / ``TiTokDecoder``, non-legacy pixel head), none yet measured for quality:
-no class token in either ViT (the sequence is P + K, not 1 + P + K); no ``ln_pre`` (the blocks
-are pre-norm and the stack ends in one LayerNorm, the reference's ``ln_post``); the latent tokens
-are one learned table (the reference adds a learned positional table to learned tokens: the
-same function class); the pixel head is one linear map to p * p * 3 per patch slot, where the
-reference follows its 1 x 1 conv with a 3 x 3 conv on the image; tanh-approximate GELU (torch:
-exact erf), LayerNorm eps 1e-6 (torch: 1e-5); initialisers xavier-uniform for dense layers and
-N(0, 0.02) for tables (the reference: torch's Linear default and width^-0.5 * N(0, 1)); the VQ
-distance is plain L2 on raw codes (the reference's VectorQuantizer optionally l2-normalises
-codes and codebook, ``use_l2_norm``). The patch embedding is a linear map of flattened patches,
-the same function as the reference's stride-p convolution.
+``TiTokEncoder`` / ``TiTokDecoder``, non-legacy pixel head). Three are options, measured for
+quality in docs/tokenizers.md ("Reference options"): ``pixel_head='conv'`` adds the reference's
+3 x 3 convolution on the image after the per-patch linear map (default ``'linear'``, no conv);
+``gelu='exact'`` uses the erf GELU of torch's ``nn.GELU()`` (default ``'tanh'``); ``ln_pre``
+adds the reference's LayerNorm on the token sequence before each ViT. The VQ's
+``distance='cosine'`` is the reference's ``use_l2_norm`` (l2-normalised codes and codebook).
+Not options: no class token in either ViT (the sequence is P + K, not 1 + P + K; the class
+token's output is never read); the latent tokens are one learned table (the reference adds a
+learned positional table to learned tokens: the same function class); LayerNorm eps 1e-6
+(torch: 1e-5); initialisers xavier-uniform for dense layers and N(0, 0.02) for tables (the
+reference: torch's Linear default and width^-0.5 * N(0, 1)). The patch embedding is a linear map
+of flattened patches, the same function as the reference's stride-p convolution.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxtok.nn.partitioning import logical_init
-from jaxtok.nn.transformer import Transformer
+from jaxtok.nn.transformer import Transformer, make_norm
 from jaxtok.tokenizers import matryoshka, ordering
 from jaxtok.tokenizers.checks import check_images, merge_aux
 from jaxtok.tokenizers.contract import ImageTokenizer
@@ -51,6 +52,8 @@ VARIANTS: dict[str, dict[str, int]] = {
     "B": dict(width=768, depth=12, num_heads=12, mlp_dim=3072),
     "L": dict(width=1024, depth=24, num_heads=16, mlp_dim=4096),
 }
+PIXEL_HEADS = ("linear", "conv")
+GELUS = ("tanh", "exact")
 # The paper's headline token counts per size: TiTok-L-32, TiTok-B-64, TiTok-S-128.
 DEFAULT_TOKENS = {"tiny": 8, "S": 128, "B": 64, "L": 32}
 
@@ -85,6 +88,10 @@ class TiTok(ImageTokenizer, nn.Module):
     keep_k_distribution: "uniform" or "pow2" for nested dropout.
     causal_registers: causal attention among latent tokens in the encoder.
     matryoshka_sizes: extra pooled token counts (divisors of K); exclusive with ``ordering``.
+    pixel_head: "linear" (per-patch linear map) or "conv" (the same, then a 3 x 3 conv on the
+      image, as the reference).
+    gelu: "tanh" or "exact" (erf) GELU in both ViTs.
+    ln_pre: a LayerNorm on the input sequence of each ViT (the reference's ``ln_pre``).
   """
 
   quantizer: nn.Module
@@ -104,6 +111,9 @@ class TiTok(ImageTokenizer, nn.Module):
   keep_k_distribution: str = "uniform"
   causal_registers: bool = False
   matryoshka_sizes: tuple[int, ...] = ()
+  pixel_head: str = "linear"
+  gelu: str = "tanh"
+  ln_pre: bool = False
   dtype: jnp.dtype = jnp.float32
   remat: bool = False
 
@@ -127,6 +137,11 @@ class TiTok(ImageTokenizer, nn.Module):
     if self.matryoshka_sizes and self.ordered:
       raise ValueError("matryoshka_sizes and ordered tokens are exclusive options")
     matryoshka.check_scales_1d(tuple(self.matryoshka_sizes), self.num_tokens)
+    if self.pixel_head not in PIXEL_HEADS:
+      raise ValueError(f"pixel_head must be one of {PIXEL_HEADS}; got {self.pixel_head!r}")
+    if self.gelu not in GELUS:
+      raise ValueError(f"gelu must be one of {GELUS}; got {self.gelu!r}")
+    approx = self.gelu == "tanh"
     dw = self.decoder_width or self.width
     p, k = self.num_patches, self.num_tokens
     dense = lambda f, axes, name: nn.Dense(f, dtype=self.dtype, name=name,
@@ -136,7 +151,7 @@ class TiTok(ImageTokenizer, nn.Module):
     self.enc_pos = _embed_param(self, "enc_pos", (p, self.width))
     self.latents = _embed_param(self, "latents", (k, self.width))
     self.encoder = Transformer(self.depth, self.num_heads, self.mlp_dim, dtype=self.dtype,
-                               remat=self.remat, name="encoder")
+                               remat=self.remat, gelu_approximate=approx, name="encoder")
     self.to_code = dense(self.code_dim, ("embed", None), "to_code")
     self.from_code = dense(dw, (None, "embed"), "from_code")
     self.dec_latent_pos = _embed_param(self, "dec_latent_pos", (k, dw))
@@ -148,8 +163,13 @@ class TiTok(ImageTokenizer, nn.Module):
     self.decoder = Transformer(self.decoder_depth or self.depth,
                                self.decoder_num_heads or self.num_heads,
                                self.decoder_mlp_dim or self.mlp_dim, dtype=self.dtype,
-                               remat=self.remat, name="decoder")
+                               remat=self.remat, gelu_approximate=approx, name="decoder")
     self.to_pixels = dense(self.patch_size**2 * 3, ("embed", None), "to_pixels")
+    if self.ln_pre:
+      self.enc_ln_pre = make_norm("layernorm", 1e-6, "enc_ln_pre", self.dtype)
+      self.dec_ln_pre = make_norm("layernorm", 1e-6, "dec_ln_pre", self.dtype)
+    if self.pixel_head == "conv":
+      self.conv_out = nn.Conv(3, (3, 3), padding="SAME", dtype=self.dtype, name="conv_out")
 
   # -- the tokenizer contract ----------------------------------------------------------------
 
@@ -172,6 +192,8 @@ class TiTok(ImageTokenizer, nn.Module):
     mask = None
     if self.causal_registers:
       mask = ordering.causal_register_mask(self.num_patches, self.num_tokens)
+    if self.ln_pre:
+      h = self.enc_ln_pre(h)
     h = self.encoder(h, mask=mask)
     return self.to_code(h[:, self.num_patches:]).astype(jnp.float32)  # [B, K, code_dim]
 
@@ -180,9 +202,13 @@ class TiTok(ImageTokenizer, nn.Module):
     lat = self.from_code(z_q.astype(self.dtype)) + self.dec_latent_pos
     slots = jnp.broadcast_to((self.dec_mask + self.dec_pos).astype(self.dtype),
                              (b,) + self.dec_pos.shape)
-    h = self.decoder(jnp.concatenate([slots, lat], axis=1))
-    pixels = self.to_pixels(h[:, :self.num_patches]).astype(jnp.float32)
-    return unpatchify(pixels, self.patch_size, self.image_size, self.image_size)
+    h = jnp.concatenate([slots, lat], axis=1)
+    h = self.decoder(self.dec_ln_pre(h) if self.ln_pre else h)
+    pixels = unpatchify(self.to_pixels(h[:, :self.num_patches]), self.patch_size,
+                        self.image_size, self.image_size)
+    if self.pixel_head == "conv":
+      pixels = self.conv_out(pixels)
+    return pixels.astype(jnp.float32)
 
   # -- public API ----------------------------------------------------------------------------
 
