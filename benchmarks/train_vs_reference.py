@@ -16,7 +16,10 @@ source text at load time, and nothing else is changed. ``accelerate`` (used by t
 eagerly with as many threads as this machine has cores.
 
 Rows: the whole train step (forward, backward, AdamW), the forward with losses alone, and
-forward + backward without the optimizer. Medians over ``--repeats`` rounds of ``--steps`` steps.
+forward + backward without the optimizer (the gradient of L2 + VQ loss). Two jaxtok columns: its
+defaults, and with the reference's 3 x 3 pixel conv, exact GELU and ``ln_pre`` switched on
+(TiTok's options), the closest jaxtok gets to the reference's architecture. Medians over
+``--repeats`` rounds of ``--steps`` steps.
 Skips, saying why, when torch or the checkout is missing.
 """
 
@@ -127,24 +130,39 @@ def reference_model(checkout: str):
   return n, {"train step": train_step, "forward": forward, "forward + backward": forward_backward}
 
 
-def jaxtok_model():
+def jaxtok_model(reference_options: bool = False):
+  """(parameters, {row: fn}) of jaxtok's TiTok; ``reference_options`` switches on the reference's
+  3 x 3 pixel conv, exact GELU and ``ln_pre`` (jaxtok.tokenizers.titok's options)."""
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
 
   from benchmarks.tokenizer_train import load_config
+  from jaxtok.eval.image_metrics import to_float
   from jaxtok.tasks import tokenizer as tok
 
   c = load_config("titok", f"variant=cpu,tokens={TOKENS}")
   c.batch_size = BATCH
   c.loss.l1 = 0.0  # L2 + VQ, as the reference
+  if reference_options:
+    c.model.pixel_head, c.model.gelu, c.model.ln_pre = "conv", "exact", True
   task = tok.build(c)
+  model = tok.build_model(c.model)
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.integers(0, 256, (BATCH, SIZE, SIZE, 3), np.uint8))}
   state = jax.jit(lambda r, b: nn.meta.unbox(task.init(r, b)))(jax.random.PRNGKey(0), batch)
   n = sum(x.size for x in jax.tree.leaves(state.params))
   step = jax.jit(task.train_step, donate_argnums=(0,)).lower(state, batch).compile()
   fwd = jax.jit(task.eval_step).lower(state, batch).compile()
+
+  def loss(params, extra, x, key):  # the train step's L2 + VQ loss, without the optimizer
+    (x_rec, aux), _ = model.apply({"params": params, **extra}, x, train=True,
+                                  rngs={"quantizer": key, "dropout": key}, mutable=list(extra))
+    return jnp.mean((x_rec - x) ** 2) + sum(aux["losses"].values())
+
+  x = to_float(batch["image"])
+  grad = jax.jit(jax.grad(loss)).lower(state.params, state.extra, x, jax.random.PRNGKey(1))
+  grad = grad.compile()
   holder = {"state": state}
 
   def train_step():
@@ -154,7 +172,11 @@ def jaxtok_model():
   def forward():
     jax.block_until_ready(fwd(holder["state"], batch))
 
-  return n, {"train step": train_step, "forward": forward}
+  def forward_backward():
+    s = holder["state"]
+    jax.block_until_ready(grad(s.params, s.extra, x, jax.random.PRNGKey(1)))
+
+  return n, {"train step": train_step, "forward": forward, "forward + backward": forward_backward}
 
 
 def main(argv=None):
@@ -176,25 +198,25 @@ def main(argv=None):
   print(f"machine: {machine.describe()}; torch {torch.__version__}, {torch.get_num_threads()} "
         "threads")
   n_ref, ref = reference_model(args.reference)
-  n_jax, jx = jaxtok_model()
-  print(f"parameters: jaxtok {n_jax}, reference {n_ref} ({100 * (n_jax / n_ref - 1):+.1f}%)")
-  times = {(side, row): [] for side, fns in (("jaxtok", jx), ("reference", ref)) for row in fns}
+  sides = {"jaxtok": jaxtok_model(), "jaxtok, reference options": jaxtok_model(True),
+           "reference": (n_ref, ref)}
+  for side, (n, _) in sides.items():
+    print(f"parameters: {side} {n} ({100 * (n / n_ref - 1):+.1f}% vs the reference)")
+  times = {(side, row): [] for side, (_, fns) in sides.items() for row in fns}
   for _ in range(args.repeats + 1):  # the first round warms up and is dropped
-    for side, fns in (("jaxtok", jx), ("reference", ref)):
+    for side, (_, fns) in sides.items():
       for row, fn in fns.items():
         t = time.perf_counter()
         for _ in range(args.steps):
           fn()
         times[(side, row)].append((time.perf_counter() - t) / args.steps)
-  print(f"{'ms per step':20s} {'jaxtok':>8s} {'reference':>10s} {'jaxtok speed':>13s}")
+  med = {k: 1e3 * float(np.median(v[1:])) for k, v in times.items()}
+  print("| ms per step | jaxtok | jaxtok, reference options | reference | jaxtok speed | "
+        "speed, reference options |")
+  print("|---|---|---|---|---|---|")
   for row in ref:
-    r = 1e3 * float(np.median(times[("reference", row)][1:]))
-    if ("jaxtok", row) in times:
-      j = 1e3 * float(np.median(times[("jaxtok", row)][1:]))
-      print(f"{row:20s} {j:8.1f} {r:10.1f} {r / j:12.2f}x")
-    else:
-      print(f"{row:20s} {'-':>8s} {r:10.1f}")
-
+    j, jr, r = (med[(side, row)] for side in sides)
+    print(f"| {row} | {j:.1f} | {jr:.1f} | {r:.1f} | {r / j:.2f}x | {r / jr:.2f}x |")
 
 if __name__ == "__main__":
   main()
