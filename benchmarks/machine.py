@@ -20,7 +20,8 @@ def describe() -> str:
   except OSError:
     pass
   dev = jax.devices()[0]
-  return (f"{cpu}; {os.cpu_count()} cores; jax {jax.__version__} on {dev.platform} "
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return (f"{cpu}; {cores} cores; jax {jax.__version__} on {dev.platform} "
           f"({dev.device_kind}), {jax.device_count()} device(s); "
           f"load average {os.getloadavg()[0]:.2f}")
 

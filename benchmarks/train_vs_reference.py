@@ -16,11 +16,13 @@ source text at load time, and nothing else is changed. ``accelerate`` (used by t
 eagerly with as many threads as this machine has cores.
 
 Rows: the whole train step (forward, backward, AdamW), the forward with losses alone, and
-forward + backward without the optimizer (the gradient of L2 + VQ loss). Two jaxtok columns: its
-defaults, and with the reference's 3 x 3 pixel conv, exact GELU and ``ln_pre`` switched on
-(TiTok's options), the closest jaxtok gets to the reference's architecture. Medians over
-``--repeats`` rounds of ``--steps`` steps.
-Skips, saying why, when torch or the checkout is missing.
+forward + backward without the optimizer (the gradient of L2 + VQ loss); speed is the
+reference's time over jaxtok's. ``--data_parallel=2`` adds jaxtok with the batch split over 2 CPU
+devices; ``--jaxtok_only`` times jaxtok alone (no torch needed). ``taskset -c 0`` runs both on
+one core (PyTorch then gets one thread). Two jaxtok columns: its defaults, and with the
+reference's 3 x 3 pixel conv, exact GELU and ``ln_pre`` switched on (TiTok's options), the
+closest jaxtok gets to the reference's architecture. Medians over ``--repeats`` rounds of
+``--steps`` steps. Skips, saying why, when torch or the checkout is missing.
 """
 
 from __future__ import annotations
@@ -130,12 +132,15 @@ def reference_model(checkout: str):
   return n, {"train step": train_step, "forward": forward, "forward + backward": forward_backward}
 
 
-def jaxtok_model(reference_options: bool = False):
+def jaxtok_model(reference_options: bool = False, devices: int = 1):
   """(parameters, {row: fn}) of jaxtok's TiTok; ``reference_options`` switches on the reference's
-  3 x 3 pixel conv, exact GELU and ``ln_pre`` (jaxtok.tokenizers.titok's options)."""
+  3 x 3 pixel conv, exact GELU and ``ln_pre`` (jaxtok.tokenizers.titok's options); ``devices`` > 1
+  splits the batch over that many CPU devices (parameters replicated, gradients all-reduced)."""
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
 
   from benchmarks.tokenizer_train import load_config
   from jaxtok.eval.image_metrics import to_float
@@ -152,17 +157,26 @@ def jaxtok_model(reference_options: bool = False):
   batch = {"image": jnp.asarray(rng.integers(0, 256, (BATCH, SIZE, SIZE, 3), np.uint8))}
   state = jax.jit(lambda r, b: nn.meta.unbox(task.init(r, b)))(jax.random.PRNGKey(0), batch)
   n = sum(x.size for x in jax.tree.leaves(state.params))
-  step = jax.jit(task.train_step, donate_argnums=(0,)).lower(state, batch).compile()
-  fwd = jax.jit(task.eval_step).lower(state, batch).compile()
+  jit = jax.jit
+  if devices > 1:
+    mesh = jax.make_mesh((devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=jax.devices()[:devices])
+    rep, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    state, batch = jax.device_put(state, rep), jax.device_put(batch, split)
+    jit = lambda f, **kw: jax.jit(f, in_shardings=(rep, split), out_shardings=rep, **kw)
+  step = jit(task.train_step, donate_argnums=(0,)).lower(state, batch).compile()
+  fwd = jit(task.eval_step).lower(state, batch).compile()
 
   def loss(params, extra, x, key):  # the train step's L2 + VQ loss, without the optimizer
     (x_rec, aux), _ = model.apply({"params": params, **extra}, x, train=True,
                                   rngs={"quantizer": key, "dropout": key}, mutable=list(extra))
     return jnp.mean((x_rec - x) ** 2) + sum(aux["losses"].values())
 
-  x = to_float(batch["image"])
-  grad = jax.jit(jax.grad(loss)).lower(state.params, state.extra, x, jax.random.PRNGKey(1))
-  grad = grad.compile()
+  x = jax.jit(to_float)(batch["image"])
+  grad_fn = jax.grad(loss)
+  if devices > 1:
+    grad_fn = jax.jit(grad_fn, in_shardings=(rep, rep, split, rep), out_shardings=rep)
+  grad = jax.jit(grad_fn).lower(state.params, state.extra, x, jax.random.PRNGKey(1)).compile()
   holder = {"state": state}
 
   def train_step():
@@ -185,23 +199,40 @@ def main(argv=None):
                       help="a checkout of github.com/bytedance/1d-tokenizer")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--data_parallel", type=int, default=1,
+                      help="also time jaxtok with the batch split over this many CPU devices")
+  parser.add_argument("--jaxtok_only", action="store_true",
+                      help="time jaxtok alone (e.g. to compare XLA_FLAGS); no torch needed")
   args = parser.parse_args(argv)
-  if importlib.util.find_spec("torch") is None:
-    print("skipped: torch is not installed (pip install torch einops)")
-    return
-  if not os.path.isfile(os.path.join(args.reference, "modeling", "modules", "blocks.py")):
-    print(f"skipped: --reference={args.reference!r} is not a checkout of bytedance/1d-tokenizer")
-    return
-  import torch
+  if args.data_parallel > 1:  # before the CPU backend starts (jax reads it then)
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform"
+                               f"_device_count={args.data_parallel}").strip()
+  sides = {}
+  if not args.jaxtok_only:
+    if importlib.util.find_spec("torch") is None:
+      print("skipped: torch is not installed (pip install torch einops)")
+      return
+    if not os.path.isfile(os.path.join(args.reference, "modeling", "modules", "blocks.py")):
+      print(f"skipped: --reference={args.reference!r} is not a checkout of "
+            "bytedance/1d-tokenizer")
+      return
+    import torch
 
-  torch.set_num_threads(os.cpu_count() or 1)
-  print(f"machine: {machine.describe()}; torch {torch.__version__}, {torch.get_num_threads()} "
-        "threads")
-  n_ref, ref = reference_model(args.reference)
-  sides = {"jaxtok": jaxtok_model(), "jaxtok, reference options": jaxtok_model(True),
-           "reference": (n_ref, ref)}
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else os.cpu_count() or 1)  # the cores this process may run on
+    print(f"machine: {machine.describe()}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    sides["reference"] = reference_model(args.reference)
+  else:
+    print(f"machine: {machine.describe()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  sides["jaxtok"] = jaxtok_model()
+  sides["jaxtok, reference options"] = jaxtok_model(True)
+  if args.data_parallel > 1:
+    sides[f"jaxtok, {args.data_parallel} devices"] = jaxtok_model(devices=args.data_parallel)
+  n_ref = sides["reference"][0] if "reference" in sides else None
   for side, (n, _) in sides.items():
-    print(f"parameters: {side} {n} ({100 * (n / n_ref - 1):+.1f}% vs the reference)")
+    vs = f" ({100 * (n / n_ref - 1):+.1f}% vs the reference)" if n_ref else ""
+    print(f"parameters: {side} {n}{vs}")
   times = {(side, row): [] for side, (_, fns) in sides.items() for row in fns}
   for _ in range(args.repeats + 1):  # the first round warms up and is dropped
     for side, (_, fns) in sides.items():
@@ -211,12 +242,16 @@ def main(argv=None):
           fn()
         times[(side, row)].append((time.perf_counter() - t) / args.steps)
   med = {k: 1e3 * float(np.median(v[1:])) for k, v in times.items()}
-  print("| ms per step | jaxtok | jaxtok, reference options | reference | jaxtok speed | "
-        "speed, reference options |")
-  print("|---|---|---|---|---|---|")
-  for row in ref:
-    j, jr, r = (med[(side, row)] for side in sides)
-    print(f"| {row} | {j:.1f} | {jr:.1f} | {r:.1f} | {r / j:.2f}x | {r / jr:.2f}x |")
+  cols = [s for s in sides if s != "reference"] + (["reference"] if n_ref else [])
+  speed = [f"speed, {s}" for s in cols if s != "reference"] if n_ref else []
+  print("| ms per step | " + " | ".join(cols + speed) + " |")
+  print("|---|" + "---|" * (len(cols) + len(speed)))
+  for row in sides["jaxtok"][1]:
+    ms = [med[(s, row)] for s in cols]
+    ratios = [f"{med[('reference', row)] / m:.2f}x" for m in ms[:-1]] if n_ref else []
+    print(f"| {row} | " + " | ".join(f"{m:.1f}" for m in ms) + " | " +
+          " | ".join(ratios) + (" |" if ratios else ""))
+
 
 if __name__ == "__main__":
   main()

@@ -13,8 +13,9 @@ is the median of ``--repeats`` alternating runs, after a compile and a warm-up, 
 * ``attention``: forward + backward of softmax attention (gradients of sum(out * w) in q, k, v):
   ``jax.nn.dot_product_attention`` (XLA), jaxtok's ``implementation='matmul'`` (the CPU default),
   torch's explicit softmax(q k^T) v and torch's ``scaled_dot_product_attention``;
-* ``conv3x3``: forward + backward of a 3x3, 32 -> 32 channel convolution on [32, 32, 32, 32]
-  (NHWC for jax, NCHW for torch), with whatever XLA_FLAGS this process runs under.
+* ``conv3x3``: forward, and forward + backward, of a 3x3, 32 -> 32 channel convolution on
+  [32, 32, 32, 32] (NHWC for jax, NCHW for torch), with whatever XLA_FLAGS this process runs
+  under.
 
 torch runs with as many threads as the machine has cores. Without torch only the jax rows print.
 """
@@ -105,7 +106,9 @@ def conv_rows(torch):
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return jnp.sum(y * w)
 
-  fns = {"jax conv fwd+bwd": _jax(jax.grad(loss, argnums=(0, 1)), x, kern)}
+  # The forward alone too: YNNPACK's forward convolution is fast, its weight gradient is not.
+  fns = {"jax conv fwd": _jax(loss, x, kern),
+         "jax conv fwd+bwd": _jax(jax.grad(loss, argnums=(0, 1)), x, kern)}
   if torch:
     tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
     tk = torch.from_numpy(kern.transpose(3, 2, 0, 1).copy()).requires_grad_()
@@ -114,8 +117,13 @@ def conv_rows(torch):
     def fb():
       (torch.nn.functional.conv2d(tx, tk, padding=1) * tw).sum().backward()
 
-    fns["torch conv fwd+bwd"] = fb
-  return fns, 3 * 2 * b * s * s * c * c * 9
+    def fwd():
+      with torch.no_grad():
+        (torch.nn.functional.conv2d(tx, tk, padding=1) * tw).sum()
+
+    fns |= {"torch conv fwd": fwd, "torch conv fwd+bwd": fb}
+  one = 2 * b * s * s * c * c * 9  # FLOPs of one convolution; backward has two more
+  return fns, {name: one if name.endswith("fwd") else 3 * one for name in fns}
 
 
 def main():
@@ -131,12 +139,13 @@ def main():
         f"{torch.__version__ + f', {torch.get_num_threads()} threads' if torch else 'absent'}")
   for title, rows in (("dense [3072, 64] x [64, 256]", dense_rows),
                       ("attention forward + backward, [32, 96, 4, 16]", attention_rows),
-                      ("conv 3x3 32->32 on [32, 32, 32, 32], forward + backward", conv_rows)):
+                      ("conv 3x3 32->32 on [32, 32, 32, 32]", conv_rows)):
     fns, flops = rows(torch)
     ms = _median_ms(fns, args.repeats)
     print(f"\n{title}\n| what | ms | GFLOP/s |\n|---|---|---|")
     for name, t in ms.items():
-      rate = f"{flops / t / 1e6:.1f}" if flops else "-"
+      f = flops.get(name) if isinstance(flops, dict) else flops
+      rate = f"{f / t / 1e6:.1f}" if f else "-"
       print(f"| {name} | {t:.2f} | {rate} |")
 
 
