@@ -3,6 +3,8 @@
   python scripts/studies/text_mdm.py --config_arg=steps=400 --num_windows=128 \
       --workdir=/tmp/textdiff_run
   python scripts/studies/text_mdm.py --sweep_only --num_windows=512 --workdir=/tmp/textmdm_full
+  python scripts/studies/text_mdm.py --timing_repeats=5 --num_windows=128 \
+      --workdir=/tmp/textmdm_full
 
 (``jaxtok.tasks.text_mdm`` is imported here so the study runs before the task is listed in
 ``jaxtok/tasks/__init__.py``.) Speed-up is tokens/s over ``threshold_nocache``'s.
@@ -18,6 +20,8 @@ NFE is the slowest window's) and the paired per-window accuracy difference to
 import argparse
 import json
 import os
+import statistics
+import time
 
 import jax
 import jax.numpy as jnp
@@ -116,6 +120,40 @@ def sweep(cfg, workdir: str, num_windows: int) -> str:
   return "\n".join(lines)
 
 
+def timing(cfg, workdir: str, num_windows: int, repeats: int) -> str:
+  """The report's arms re-timed: median tokens/s of ``repeats`` interleaved rounds, so that a
+  burst of load on the shared machine does not land on one arm only."""
+  state, step = loop.restore_state(cfg, workdir, text_mdm.make_task(cfg))
+  windows = held_out(cfg, num_windows)
+  cond_len, target_len = int(cfg.cond_len), int(cfg.target_len)
+  cond = jnp.asarray(windows[:, :cond_len])
+  m = dict(cfg.model)
+  model = text_mdm.MaskedTransformer(seq_len=target_len, cond_vocab_size=m["vocab_size"],
+                                     cond_len=cond_len, cond_dropout=0.0, **m)
+  rng = jax.random.key(int(cfg.eval.seed))
+  fns = {a["name"]: text_mdm.make_arm(dict(a), model, target_len) for a in cfg.eval.arms}
+  for fn in fns.values():
+    jax.block_until_ready(fn(state.params, rng, cond))  # compile outside the timing
+  seconds = {name: [] for name in fns}
+  loads = [os.getloadavg()[0]]
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(state.params, rng, cond))
+      seconds[name].append(time.perf_counter() - start)
+    loads.append(os.getloadavg()[0])
+  tokens = len(windows) * target_len
+  base = tokens / statistics.median(seconds["threshold_nocache"])
+  lines = [f"checkpoint step {step}; {len(windows)} windows in one batch; median of {repeats} "
+           f"interleaved rounds; 1-min load average {min(loads):.2f}-{max(loads):.2f}", "",
+           "| arm | tokens/s (median) | min-max | speed-up |", "|---|---|---|---|"]
+  for name, times in seconds.items():
+    rate = tokens / statistics.median(times)
+    lines.append(f"| {name} | {rate:.0f} | {tokens / max(times):.0f}-{tokens / min(times):.0f} "
+                 f"| {rate / base:.2f}x |")
+  return "\n".join(lines)
+
+
 def run(config_arg: str, num_windows: int, workdir: str) -> str:
   cfg = config(config_arg, num_windows)
   main.run(cfg, workdir)
@@ -137,9 +175,14 @@ if __name__ == "__main__":
   p.add_argument("--workdir", required=True)
   p.add_argument("--sweep", action="store_true", help="train, then the paired sweep")
   p.add_argument("--sweep_only", action="store_true", help="the sweep on the workdir's run")
+  p.add_argument("--timing_repeats", type=int, default=0,
+                 help="only re-time the report's arms on the workdir's run, median of N rounds")
   a = p.parse_args()
-  if not a.sweep_only:
+  if a.timing_repeats:
+    print(timing(config(a.config_arg, a.num_windows), a.workdir, a.num_windows,
+                 a.timing_repeats))
+  elif not a.sweep_only:
     print(run(a.config_arg, a.num_windows, a.workdir))
-  if a.sweep or a.sweep_only:
+  if (a.sweep or a.sweep_only) and not a.timing_repeats:
     print(os.getloadavg())
     print(sweep(config(a.config_arg, a.num_windows), a.workdir, a.num_windows))
