@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import machine  # noqa: E402
 from jaxtok import tasks  # noqa: E402
 from jaxtok.train import loop  # noqa: E402
+from jaxtok.train.compiler_options import step_options  # noqa: E402
 
 
 def load_config(path: str):
@@ -47,7 +48,10 @@ def main(argv=None):
     s = loop.setup(config, workdir, tasks.build(config))
     with jax.set_mesh(s.mesh):
       state = s.init_fn(jax.random.PRNGKey(0), s.example)
-      step = jax.jit(s.task.train_step, donate_argnums=(0,))
+      # The compiler options the training loop gives this config's step (ynnpack_dots_only).
+      options = step_options(bool(config.get("ynnpack_dots_only", False)))
+      print(f"compiler options: {options}")
+      step = jax.jit(s.task.train_step, donate_argnums=(0,), compiler_options=options)
       compiled = step.lower(state, s.example).compile()
       cost = compiled.cost_analysis()
       cost = cost[0] if isinstance(cost, (list, tuple)) else cost

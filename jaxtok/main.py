@@ -25,7 +25,6 @@ import sys
 import traceback
 
 import jax
-import jaxlib
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -171,12 +170,6 @@ def _main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise app.UsageError("--config and --workdir are required")
-  # XLA reads XLA_FLAGS when the backend starts, which nothing has made happen yet.
-  flags_env = default_xla_flags(dict(os.environ), jaxlib.__version__,
-                                bool(_CONFIG.value.get("ynnpack_dots_only", False)))
-  if flags_env is not None:
-    os.environ["XLA_FLAGS"] = flags_env
-    logging.info("XLA_FLAGS=%s (the config's ynnpack_dots_only)", flags_env)
   if _COORD.value is not None:
     jax.distributed.initialize(_COORD.value, num_processes=_NPROC.value, process_id=_PID.value)
   elif _DIST.value:
@@ -195,27 +188,6 @@ def _main(argv):
     print(json.dumps(printable, indent=1, sort_keys=True))
     paths.write_text(paths.join(_WORKDIR.value, f"{_MODE.value}_results.json"),
                      json.dumps(printable, indent=1, sort_keys=True))
-
-
-# XLA:CPU in jaxlib 0.10 hands convolutions (and element-wise fusions) to YNNPACK. Keeping YNNPACK
-# for dots only runs the quickstart's conv tokenizer step about 20% faster on these 2-core machines
-# (benchmarks/train_step.py) but slowed TiTok's transformer step (0.81x -> 0.71x of the PyTorch
-# reference in benchmarks/train_vs_reference.py; docs/tokenizers.md), so a config asks for it
-# (``ynnpack_dots_only = True``). Set only for the jaxlib series it was measured on (an unknown
-# flag aborts XLA), only when the user's XLA_FLAGS say nothing about YNNPACK, and never with
-# JAXTOK_XLA_DEFAULTS=0.
-CPU_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
-CPU_FLAGS_JAXLIB = "0.10."
-
-
-def default_xla_flags(environ: dict[str, str], jaxlib_version: str, wanted: bool) -> str | None:
-  """The XLA_FLAGS a run of a config that wants YNNPACK for dots only (``wanted``) starts with, or
-  None to leave them as they are."""
-  current = environ.get("XLA_FLAGS", "")
-  if (not wanted or environ.get("JAXTOK_XLA_DEFAULTS", "1") == "0"
-      or "ynn_fusion_type" in current or not jaxlib_version.startswith(CPU_FLAGS_JAXLIB)):
-    return None
-  return f"{current} {CPU_FLAGS}".strip()
 
 
 def entry(argv: list[str] | None = None) -> None:

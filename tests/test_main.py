@@ -15,7 +15,6 @@ import time
 import numpy as np
 import pytest
 
-from jaxtok import main
 from jaxtok.config_args import load_config
 from jaxtok.train import loop
 from tests.subproc import REPO
@@ -242,18 +241,37 @@ def test_same_loss_curve_on_8_devices_and_2_processes(baseline, tmp_path, shared
   assert abs(metrics(wmp)[-1]["test/psnr"] - metrics(baseline[0])[-1]["test/psnr"]) < 0.05
 
 
-def test_default_xla_flags_keep_ynnpack_for_dots_only_when_the_config_asks():
-  flag = main.CPU_FLAGS
-  assert main.default_xla_flags({}, "0.10.2", True) == flag
-  assert main.default_xla_flags({"XLA_FLAGS": "--xla_dump_to=/tmp/d"}, "0.10.2", True) == (
-      "--xla_dump_to=/tmp/d " + flag)
-  # A config that does not ask, the user's own YNNPACK choice, an opt-out, or an unmeasured
-  # jaxlib: leave XLA_FLAGS alone.
-  assert main.default_xla_flags({}, "0.10.2", False) is None
-  assert main.default_xla_flags(
-      {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_ELTWISE"},
-      "0.10.2", True) is None
-  assert main.default_xla_flags({"JAXTOK_XLA_DEFAULTS": "0"}, "0.10.2", True) is None
-  assert main.default_xla_flags({}, "0.11.0", True) is None
+def test_ynnpack_dots_only_is_a_compiler_option_of_the_step_when_the_config_asks():
+  from jaxtok.train.compiler_options import YNN_DOTS_ONLY, YNN_JAXLIB, step_options
+
+  cpu = dict(environ={}, jaxlib_version="0.10.2", backend="cpu")
+  assert step_options(True, **cpu) == YNN_DOTS_ONLY
+  assert step_options(True, **{**cpu, "environ": {"XLA_FLAGS": "--xla_dump_to=/tmp/d"}}) == (
+      YNN_DOTS_ONLY)
+  # A config that does not ask, the user's own YNNPACK choice, an opt-out, an unmeasured jaxlib,
+  # another backend: XLA's defaults.
+  assert step_options(False, **cpu) is None
+  assert step_options(True, **{**cpu, "environ": {
+      "XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_ELTWISE"}}) is None
+  assert step_options(True, **{**cpu, "environ": {"JAXTOK_XLA_DEFAULTS": "0"}}) is None
+  assert step_options(True, **{**cpu, "jaxlib_version": "0.11.0"}) is None
+  assert step_options(True, **{**cpu, "backend": "gpu"}) is None
   # The quickstart (conv tokenizer) asks; the transformer tokenizers do not.
   assert load_config(os.path.join(REPO, "configs", "quickstart.py")).ynnpack_dots_only is True
+  # In this process (its backend long started) the option still changes the program: the
+  # convolution leaves YNNPACK's fusion for XLA's own.
+  import jax
+  import jax.numpy as jnp
+  import jaxlib
+
+  if not jaxlib.__version__.startswith(YNN_JAXLIB) or jax.default_backend() != "cpu":
+    pytest.skip(f"the option exists on XLA:CPU of jaxlib {YNN_JAXLIB}x; this is "
+                f"{jaxlib.__version__} on {jax.default_backend()}")
+  x, w = jnp.ones((32, 32, 32, 32)), jnp.ones((3, 3, 32, 32))  # compiled, never run
+  conv = lambda x, w: jnp.sum(jax.lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) ** 2)
+  entry = lambda text: text[text.index("ENTRY"):]
+  default = entry(jax.jit(conv).lower(x, w).compile().as_text())
+  dots_only = entry(jax.jit(conv, compiler_options=YNN_DOTS_ONLY).lower(x, w).compile().as_text())
+  assert "__ynn_fusion" in default and " convolution(" not in default
+  assert " convolution(" in dots_only

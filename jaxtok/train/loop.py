@@ -27,6 +27,7 @@ from jaxtok.data.batches import eval_batches, split_iterator, to_global, to_host
 from jaxtok.train import sharding as shd
 from jaxtok.train import validate
 from jaxtok.train.checkpoint import Checkpointer, CheckpointError, find_checkpoint_dir
+from jaxtok.train.compiler_options import step_options
 from jaxtok.train.metrics import MetricWriter, Progress
 from jaxtok.train.state import TrainState
 from jaxtok.train.task import Task
@@ -248,15 +249,19 @@ def train(config, workdir: str, task: Task) -> dict[str, float]:
   with jax.set_mesh(s.mesh):
     example = experience(state, s.example)  # an on-policy task's update batch has its own shape
   batch_shardings = jax.tree.map(lambda _: shd.batch_sharding(s.mesh), example)
+  options = step_options(bool(config.get("ynnpack_dots_only", False)))
+  if options:
+    logging.info("compiler options %s (the config's ynnpack_dots_only)", options)
   with jax.set_mesh(s.mesh):
     step_fn = jax.jit(s.task.train_step, in_shardings=(s.state_shardings, batch_shardings),
                       out_shardings=(s.state_shardings, shd.replicated(s.mesh)),
-                      donate_argnums=(0,))
+                      donate_argnums=(0,), compiler_options=options)
     t0 = time.perf_counter()
     compiled = step_fn.lower(state, example).compile()
     logging.info("train step compiled in %.1f s", time.perf_counter() - t0)
     _log_memory(compiled)
-    eval_fn = jax.jit(s.task.eval_step) if s.task.eval_step is not None else None
+    eval_fn = (jax.jit(s.task.eval_step, compiler_options=options)
+               if s.task.eval_step is not None else None)
 
   num_steps = int(config.num_steps)
   log_every = int(config.get("log_every", 50))
