@@ -143,3 +143,17 @@ def test_catalog_sets_get_an_index_unique_across_splits(tmp_path, monkeypatch):
     np.testing.assert_array_equal(labels, [source[i]["label"] for i in range(n)])
   np.testing.assert_array_equal(seen["train"], np.arange(10))
   np.testing.assert_array_equal(seen["validation"], np.arange(10, 15))
+
+
+def test_a_local_builder_leaves_no_temporary_directory(tmp_path, monkeypatch):
+  # tfds looks an unbuilt data set up on its GCS bucket through a fresh mkdtemp("tfds") directory
+  # that it never removes; local builders skip the look-up.
+  import tempfile
+
+  from jaxtok.data.digits import Digits
+
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+  (tmp_path / "tmp").mkdir()
+  builder = Digits(data_dir=str(tmp_path / "data"))
+  assert builder.info.features is not None
+  assert list((tmp_path / "tmp").iterdir()) == []
