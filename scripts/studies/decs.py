@@ -37,6 +37,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 
 from jaxtok import main as jaxtok_main  # noqa: E402
+from jaxtok.data import arithmetic_cot  # noqa: E402
+from jaxtok.rl import decs  # noqa: E402
 from jaxtok.train.checkpoint import find_checkpoint_dir  # noqa: E402
 
 CONFIG = os.path.join(REPO, "configs", "rl", "arithmetic_cot.py")
@@ -88,6 +90,17 @@ def mean_se(values) -> str:
   return f"{values.mean():.3f} +- {values.std(ddof=1) / np.sqrt(len(values)):.3f}"
 
 
+def floor_tokens(digits: int = 1, num: int = 300) -> dict[str, float]:
+  """Mean tokens of the completion that writes the partial sums and stops (the necessary
+  prefix) over the held-out easy and hard problems; only a sum with a 0 term has a shorter
+  correct one."""
+  probs = arithmetic_cot.problems("test", num, digits)  # with repeats, as the report's
+  shortest = [len("".join(decs.split_chunks(arithmetic_cot.answer_text(p),
+                                            arithmetic_cot.DELIMITER)[:len(p.terms) - 1])) + 1
+              for p in probs]
+  return {level: float(np.mean([n for p, n in zip(probs, shortest)
+                                if p.easy == (level == "easy")])) for level in ("easy", "hard")}
+
 def print_tables(rows: dict[str, list[dict]]):
   print("| policy | held-out pass@1 (greedy) | tokens / completion | share after the answer "
         "| pass@1 per seed | tokens per seed |")
@@ -97,7 +110,9 @@ def print_tables(rows: dict[str, list[dict]]):
     print(f"| {name} | {mean_se(col[KEYS[0]])} | {np.mean(col[KEYS[1]]):.1f} | "
           f"{np.mean(col[KEYS[2]]):.3f} | {', '.join(f'{v:.3f}' for v in col[KEYS[0]])} | "
           f"{', '.join(f'{v:.1f}' for v in col[KEYS[1]])} |")
-  print("\nby difficulty (easy: 2-term sums, hard: 3-term)")
+  floor = floor_tokens()
+  print(f"\nby difficulty (easy: 2-term sums, hard: 3-term; the partial sums alone take "
+        f"{floor['easy']:.1f} and {floor['hard']:.1f} tokens)")
   print("| policy | easy pass@1 | easy tokens | hard pass@1 | hard tokens "
         "| easy pass@1 per seed | hard pass@1 per seed | hard tokens per seed |")
   print("|---|---|---|---|---|---|---|---|")
@@ -118,7 +133,12 @@ def main():
   parser.add_argument("--seeds", default="0")
   parser.add_argument("--arms", default="grpo,decs,length")
   parser.add_argument("--root", default="/tmp/jaxtok/decs_study")
+  parser.add_argument("--floor_only", action="store_true",
+                      help="print the partial-sums-only completions' tokens and exit")
   args = parser.parse_args()
+  if args.floor_only:
+    print("partial sums + stop token, mean tokens over the held-out problems:", floor_tokens())
+    return
   arms = args.arms.split(",")
   bad = [a for a in arms if a not in ARMS]
   if bad:
