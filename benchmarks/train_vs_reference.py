@@ -249,8 +249,7 @@ def main(argv=None):
   for row in sides["jaxtok"][1]:
     ms = [med[(s, row)] for s in cols]
     ratios = [f"{med[('reference', row)] / m:.2f}x" for m in ms[:-1]] if n_ref else []
-    print(f"| {row} | " + " | ".join(f"{m:.1f}" for m in ms) + " | " +
-          " | ".join(ratios) + (" |" if ratios else ""))
+    print("| " + " | ".join([row] + [f"{m:.1f}" for m in ms] + ratios) + " |")
 
 
 if __name__ == "__main__":
