@@ -9,7 +9,9 @@ reference (bytedance/1d-tokenizer) switched on, or all of them (``reference``): 
 after the pixel head, exact GELU, ``ln_pre``, l2-normalised codes (the VQ's cosine distance,
 the reference's ``use_l2_norm``). Held-out PSNR / SSIM / codebook usage over the 2,048 test
 crops, per seed and as the paired difference from ``base`` (same seed, data order and steps).
-Runs that finished are read back from ``<workdir>/results.json`` instead of rerun.
+Runs that finished are read back from ``<workdir>/results.json`` instead of rerun (one workdir
+per ``--config``). ``--config=flextok|one_d_piece`` applies the same arms to those configs (16
+ordered tokens; the cosine arm needs a VQ, so it is for titok and one_d_piece only).
 """
 
 from __future__ import annotations
@@ -40,8 +42,12 @@ ARMS = {
 METRICS = ("test/psnr", "test/ssim", "test/codebook_usage")
 
 
-def arm_config(arm: str, steps: int, seed: int):
-  config = load_config("titok", f"tokens=32,steps={steps},seed={seed}")
+CONFIGS = {"titok": "tokens=32", "flextok": "", "one_d_piece": ""}  # file -> its argument
+
+
+def arm_config(arm: str, steps: int, seed: int, config_name: str = "titok"):
+  arg = ",".join(filter(None, [CONFIGS[config_name], f"steps={steps}", f"seed={seed}"]))
+  config = load_config(config_name, arg)
   for key, value in ARMS[arm].items():
     node = config
     *parents, leaf = key.split(".")
@@ -51,12 +57,12 @@ def arm_config(arm: str, steps: int, seed: int):
   return config
 
 
-def run_one(arm: str, steps: int, seed: int, workdir: str) -> dict:
+def run_one(arm: str, steps: int, seed: int, workdir: str, config_name: str = "titok") -> dict:
   from jaxtok import main
 
   run_dir = os.path.join(workdir, f"{arm}_s{seed}")
   t0 = time.time()
-  out = main.run(arm_config(arm, steps, seed), run_dir)
+  out = main.run(arm_config(arm, steps, seed, config_name), run_dir)
   res = {k: float(out[k]) for k in METRICS}
   res.update(wall_s=time.time() - t0, steps=steps, params=count_params(run_dir))
   return res
@@ -90,6 +96,8 @@ def main(argv=None):
   parser.add_argument("--arms", default=",".join(ARMS))
   parser.add_argument("--workdir", default="/tmp/jaxtok/titok_opts")
   parser.add_argument("--tables_only", action="store_true")
+  parser.add_argument("--config", default="titok", choices=sorted(CONFIGS),
+                      help="the config file of configs/tokenizers/ the arms change")
   args = parser.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(",")]
   arms = args.arms.split(",")
@@ -105,7 +113,7 @@ def main(argv=None):
         key = f"{arm}_s{seed}"
         if key in res:
           continue
-        res[key] = run_one(arm, args.steps, seed, args.workdir)
+        res[key] = run_one(arm, args.steps, seed, args.workdir, args.config)
         print(key, json.dumps(res[key]), flush=True)
         with open(path, "w") as f:
           json.dump(res, f, indent=1)
