@@ -17,7 +17,8 @@ from jaxtok.nn.partitioning import logical_init
 _CONV_AXES = (None, None, "conv_in", "conv_out")
 
 
-def _conv(features: int, kernel: int, name: str, strides: int = 1, dtype=jnp.float32) -> nn.Conv:
+def conv(features: int, kernel: int, name: str, strides: int = 1, dtype=jnp.float32) -> nn.Conv:
+  """A square SAME convolution with logically partitioned (conv_in, conv_out) parameters."""
   return nn.Conv(features, (kernel, kernel), strides=(strides, strides), padding="SAME",
                  dtype=dtype, name=name,
                  kernel_init=logical_init(nn.initializers.lecun_normal(), _CONV_AXES),
@@ -40,11 +41,11 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, H, W, C] -> [B, H, W, features]
     h = nn.GroupNorm(_groups(x.shape[-1]), dtype=self.dtype, name="norm1")(x)
-    h = _conv(self.features, 3, "conv1", dtype=self.dtype)(nn.silu(h))
+    h = conv(self.features, 3, "conv1", dtype=self.dtype)(nn.silu(h))
     h = nn.GroupNorm(_groups(self.features), dtype=self.dtype, name="norm2")(h)
-    h = _conv(self.features, 3, "conv2", dtype=self.dtype)(nn.silu(h))
+    h = conv(self.features, 3, "conv2", dtype=self.dtype)(nn.silu(h))
     if x.shape[-1] != self.features:
-      x = _conv(self.features, 1, "skip", dtype=self.dtype)(x)
+      x = conv(self.features, 1, "skip", dtype=self.dtype)(x)
     return x + h
 
 
@@ -62,15 +63,15 @@ class ConvEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = _conv(self.base_channels, 3, "conv_in", dtype=self.dtype)(x)
+    h = conv(self.base_channels, 3, "conv_in", dtype=self.dtype)(x)
     for level, mult in enumerate(self.channel_mults):
       for i in range(self.num_res_blocks):
         h = ResBlock(self.base_channels * mult, self.dtype, name=f"down{level}_res{i}")(h)
       if level < len(self.channel_mults) - 1:
-        h = _conv(h.shape[-1], 3, f"down{level}_stride", strides=2, dtype=self.dtype)(h)
+        h = conv(h.shape[-1], 3, f"down{level}_stride", strides=2, dtype=self.dtype)(h)
     h = ResBlock(h.shape[-1], self.dtype, name="mid_res")(h)
     h = nn.GroupNorm(_groups(h.shape[-1]), dtype=self.dtype, name="norm_out")(h)
-    return _conv(self.latent_dim, 1, "conv_out", dtype=self.dtype)(nn.silu(h))
+    return conv(self.latent_dim, 1, "conv_out", dtype=self.dtype)(nn.silu(h))
 
 
 class ConvDecoder(nn.Module):
@@ -89,7 +90,7 @@ class ConvDecoder(nn.Module):
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
     mults = list(self.channel_mults)[::-1]
-    h = _conv(self.base_channels * mults[0], 3, "conv_in", dtype=self.dtype)(z)
+    h = conv(self.base_channels * mults[0], 3, "conv_in", dtype=self.dtype)(z)
     h = ResBlock(h.shape[-1], self.dtype, name="mid_res")(h)
     for level, mult in enumerate(mults):
       for i in range(self.num_res_blocks):
@@ -98,7 +99,7 @@ class ConvDecoder(nn.Module):
         b, hh, ww, c = h.shape
         h = jax.image.resize(h, (b, hh * 2, ww * 2, c), "nearest")
         out = self.base_channels * mults[level + 1] if self.reduce_on_upsample else c
-        h = _conv(out, 3, f"up{level}_conv", dtype=self.dtype)(h)
+        h = conv(out, 3, f"up{level}_conv", dtype=self.dtype)(h)
     h = nn.GroupNorm(_groups(h.shape[-1]), dtype=self.dtype, name="norm_out")(h)
-    return _conv(self.out_channels, 3, "conv_out", dtype=self.dtype)(nn.silu(h))
+    return conv(self.out_channels, 3, "conv_out", dtype=self.dtype)(nn.silu(h))
 

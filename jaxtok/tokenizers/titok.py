@@ -39,6 +39,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxtok.nn.conv import conv
 from jaxtok.nn.partitioning import logical_init
 from jaxtok.nn.transformer import Transformer, make_norm
 from jaxtok.tokenizers import matryoshka, ordering
@@ -169,7 +170,7 @@ class TiTok(ImageTokenizer, nn.Module):
       self.enc_ln_pre = make_norm("layernorm", 1e-6, "enc_ln_pre", self.dtype)
       self.dec_ln_pre = make_norm("layernorm", 1e-6, "dec_ln_pre", self.dtype)
     if self.pixel_head == "conv":
-      self.conv_out = nn.Conv(3, (3, 3), padding="SAME", dtype=self.dtype, name="conv_out")
+      self.conv_out = conv(3, 3, "conv_out", dtype=self.dtype)
 
   # -- the tokenizer contract ----------------------------------------------------------------
 

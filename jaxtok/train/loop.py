@@ -156,7 +156,8 @@ def evaluate(s: Setup, state: TrainState, eval_fn=None) -> dict[str, float]:
   if s.task.eval_step is None or not s.task.needs_data:
     return {}
   if eval_fn is None:
-    eval_fn = jax.jit(s.task.eval_step)
+    eval_fn = jax.jit(s.task.eval_step, compiler_options=step_options(
+        bool(s.config.get("ynnpack_dots_only", False))))  # as the training run's eval
   totals: dict[str, float] = {}
   count = 0.0
   batch_size = s.config.get("eval_batch_size", s.config.batch_size)
