@@ -18,7 +18,9 @@ Arguments: ``algorithm`` (grpo, reinforce, sft, dpo, tgdpo), ``model`` (small: a
 byte-level LM trained here; tiny: the 2-layer test model; smollm2: SmolLM2-135M-Instruct),
 ``digits`` (operands of up to that many digits), ``prompts`` (SmolLM2 only: ``words``, a quarter
 word problems in the chat template, or ``bare``, plain ``a op b`` text without it, ~3x shorter),
-``steps``, ``seed``, ``smoke`` (tiny model, a few steps, seconds). The held-out report
+``steps``, ``seed``, ``rl_batch`` (prompts per RL step) and ``group`` (rollouts per prompt), 0 =
+the model's default, both ignored by ``algorithm=sft``; ``smoke`` (tiny model, a few steps,
+seconds). The held-out report
 (``heldout/pass@1``, greedy) runs every ``report_every`` steps.
 """
 
@@ -44,7 +46,7 @@ MODELS = {
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = parse_arg(arg, algorithm="grpo", model="small", digits=2, steps=0, seed=0, smoke=False,
-                   prompts="words")
+                   prompts="words", rl_batch=0, group=0)
   if args.model not in MODELS:
     raise ValueError(f"config argument model={args.model!r}; valid: {sorted(MODELS)}")
   if args.prompts not in ("words", "bare"):
@@ -102,4 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.heldout.num, config.heldout.samples = 16, 2
     config.log_every = 2
     config.report_every = 4
+  if not sft:  # after smoke: a less noisy policy gradient is more prompts or more rollouts
+    config.batch_size = args.rl_batch or config.batch_size
+    config.rl.group_size = args.group or config.rl.group_size
   return config

@@ -26,8 +26,10 @@ table gives the mean and the standard deviation over seeds; each run's line also
 training reward over its first and last quarter of steps (``metrics.jsonl``).
 
 ``--model=smollm2`` runs the same study on SmolLM2-135M-Instruct; ``--config_args`` goes to every
-``configs/rl/arithmetic.py`` call (e.g. ``prompts=bare,digits=1``) and ``--sft_batch`` sets the
-supervised batch (warm-up and the sft arm), which the CPU budget of a 135M model needs smaller.
+``configs/rl/arithmetic.py`` call (e.g. ``prompts=bare,digits=1``; ``rl_batch=16,group=8`` widens
+the RL arms' batch and leaves the supervised ones alone) and ``--sft_batch`` sets the supervised
+batch (warm-up and the sft arm), which the CPU budget of a 135M model needs smaller. Each run's
+line ends with the KL to the warm-up at its last logged step (RL arms).
 """
 
 from __future__ import annotations
@@ -66,8 +68,11 @@ def reward_trend(workdir: str) -> str:
   """Mean training reward over the first and the last quarter of a run's logged steps."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rewards = [r["train/reward"] for r in map(json.loads, f) if "train/reward" in r]
+    f.seek(0)
+    kls = [r["train/kl"] for r in map(json.loads, f) if "train/kl" in r]
   q = max(1, len(rewards) // 4)
-  return f"train reward {np.mean(rewards[:q]):.3f} -> {np.mean(rewards[-q:]):.3f}"
+  kl = f", last KL {kls[-1]:.4f}" if kls else ""  # how far an RL arm moved from the warm-up
+  return f"train reward {np.mean(rewards[:q]):.3f} -> {np.mean(rewards[-q:]):.3f}{kl}"
 
 
 def has_checkpoint(workdir: str) -> bool:
