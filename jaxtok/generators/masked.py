@@ -60,6 +60,7 @@ class MaskedTransformer(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   attention_impl: str | None = None
+  dense_layers: int = 0  # Transformer.dense_layers: the first blocks ignore attention_impl
 
   @classmethod
   def from_variant(cls, variant: str, **kwargs) -> MaskedTransformer:
@@ -100,7 +101,8 @@ class MaskedTransformer(nn.Module):
         bias_init=logical_init(nn.initializers.zeros, ("embed",)))
     self.transformer = Transformer(
         num_layers=self.num_layers, num_heads=self.num_heads, mlp_dim=self.mlp_dim, causal=False,
-        dropout=self.dropout, dtype=self.dtype, attention_impl=self.attention_impl)
+        dropout=self.dropout, dtype=self.dtype, attention_impl=self.attention_impl,
+        dense_layers=self.dense_layers)
     self.head = nn.Dense(
         self.vocab_size, dtype=self.dtype,
         kernel_init=logical_init(nn.initializers.xavier_uniform(), ("embed", "vocab")),

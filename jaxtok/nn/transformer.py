@@ -114,6 +114,8 @@ class Transformer(nn.Module):
   """A stack of ``num_layers`` blocks and a final norm. Embeddings are the caller's business.
 
   ``remat`` recomputes each block in the backward pass (activation checkpointing).
+  ``dense_layers``: the first that many blocks ignore ``attention_impl`` and attend with the
+  default implementation (sparse-attention methods keep the first layers dense, e.g. SVG2).
   """
 
   num_layers: int
@@ -135,6 +137,7 @@ class Transformer(nn.Module):
   gelu_approximate: bool = True
   remat: bool = False
   final_norm: bool = True
+  dense_layers: int = 0
 
   @nn.compact
   def __call__(self, x, *, positions=None, mask=None, kv_mask=None, decode=False,
@@ -144,7 +147,8 @@ class Transformer(nn.Module):
     fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(TransformerBlock)
               if f.name not in ("parent", "name") and hasattr(self, f.name)}
     for i in range(self.num_layers):
-      x = block_cls(**fields, name=f"layer_{i}")(
+      impl = None if i < self.dense_layers else self.attention_impl
+      x = block_cls(**{**fields, "attention_impl": impl}, name=f"layer_{i}")(
           x, positions=positions, mask=mask, kv_mask=kv_mask, decode=decode,
           deterministic=deterministic)
     if self.final_norm:

@@ -17,6 +17,7 @@ from jaxtok.tasks import (  # noqa: F401
   resgen,
   rl,
   setrec,
+  sparse_attention,
   speculative,
   sudoku,
   svg,

@@ -45,9 +45,9 @@ from jaxtok.kernels.block_sparse_attention import (  # noqa: E402
     SparseAttention,
     SparseOptions,
     plan_mask,
-    svg2_attention,
 )
 from jaxtok.kernels.block_sparse_attention.reference import attention_probs  # noqa: E402
+from jaxtok.tasks.sparse_attention import Probe  # noqa: E402  (the task's recall probe)
 
 SIZE, LEVELS = 32, 4
 MODEL = dict(vocab_size=LEVELS ** 3, seq_len=SIZE * SIZE, dim=128, num_layers=4, num_heads=4,
@@ -92,26 +92,6 @@ def train(model, tokens, steps, seed=0):
     if i % 100 == 0 or i == steps - 1:
       print(f"  step {i:4d} loss {float(loss):.3f} ({time.time() - t0:.0f} s)", flush=True)
   return params
-
-
-class Probe:
-  """A dense ``implementation`` that also runs SVG2 on the same q, k, v and records per layer
-  recall, relative error and density (eager only: it appends to a Python list)."""
-
-  def __init__(self, options):
-    self.options, self.rows = options, []
-
-  def __call__(self, q, k, v, *, mask=None, causal=False):
-    dense_probs = attention_probs(q, k)  # [B, H, N, N]
-    dense = jnp.einsum("bhns,bshd->bnhd", dense_probs, v)
-    out, plan = svg2_attention(q, k, v, options=self.options, backend="xla")
-    m = plan_mask(plan, q.shape[1], self.options, q.shape[0])
-    recall = jnp.sum(dense_probs * m, -1).mean()
-    err = jnp.linalg.norm(out - dense) / jnp.linalg.norm(dense)
-    self.rows.append((float(recall), float(err), float(plan.density),
-                      float(plan.cluster_density)))
-    self.last = (q, k, plan)
-    return dense
 
 
 def masked_ce(model, params, tokens, impl):
