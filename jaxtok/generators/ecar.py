@@ -8,9 +8,11 @@ are not published, so the choices below are ours (docs/generators_ecar.md):
 * Stage k is the image at ``size / 2**(K-1-k)`` pixels (average pooling), cut into ``patch`` x
   ``patch`` tokens; K = 1 is the single-stage baseline at full resolution.
 * Time runs from noise (t = 0) to data (t = 1). Stage k ends at ``b_k = (k+1)/K`` and starts at
-  ``a_k = b_{k-1} / (2 - b_{k-1})`` (``a_0 = 0``): the time at which the re-noised, upsampled end
-  state of stage k-1 is exactly ``a_k * up(x_{k-1}) + (1 - a_k) * eps`` with iid unit ``eps``
-  (:func:`renoise`, the Pyramidal-Flow construction for a 2x nearest upsampling).
+  ``a_k = keep * b_{k-1} / (2 - b_{k-1})`` (``a_0 = 0``): the time at which the re-noised,
+  upsampled end state of stage k-1 is exactly ``a_k * up(x_{k-1}) + (1 - a_k) * eps`` with iid
+  unit ``eps`` (:func:`renoise`; ``keep = 1`` is the Pyramidal-Flow construction for a 2x nearest
+  upsampling, ``keep < 1`` adds fresh noise along the block means, which the sampler needs
+  because the backbone already reads the end state the start is made from).
 * Inside the window the path runs linearly from that start to ``b_k * x_k + (1 - b_k) * eps``
   (same ``eps``); the head regresses its constant velocity.
 * The backbone (bidirectional inside a stage, causal across stages, :func:`block_causal_mask`)
@@ -41,13 +43,15 @@ def stage_sizes(size: int, stages: int, patch: int) -> tuple[int, ...]:
   return sizes
 
 
-def stage_windows(stages: int) -> tuple[tuple[float, float], ...]:
-  """(a_k, b_k) per stage: b_k = (k+1)/K, a_k = b_{k-1} / (2 - b_{k-1}) (see :func:`renoise`)."""
+def stage_windows(stages: int, keep: float = 1.0) -> tuple[tuple[float, float], ...]:
+  """(a_k, b_k) per stage: b_k = (k+1)/K, a_k = keep * b_{k-1} / (2 - b_{k-1}) (:func:`renoise`)."""
+  if not 0.0 < keep <= 1.0:
+    raise ValueError(f"renoise keep must be in (0, 1]; got {keep}")
   out, a = [], 0.0
   for k in range(stages):
     b = (k + 1) / stages
     out.append((a, b))
-    a = b / (2.0 - b)
+    a = keep * b / (2.0 - b)
   return tuple(out)
 
 
@@ -78,17 +82,32 @@ def block_detail_noise(rng: jax.Array, shape) -> jnp.ndarray:
   return n - upsample(downsample(n, 2))
 
 
-def renoise(rng: jax.Array, state: jnp.ndarray, end: float) -> jnp.ndarray:
+def renoise(rng: jax.Array, state: jnp.ndarray, end: float, keep: float = 1.0) -> jnp.ndarray:
   """Stage boundary: ``state = b x + (1 - b) z`` (z iid unit, [B, S, S, C]) becomes
-  ``a up(x) + (1 - a) eps`` at 2S with eps iid unit and ``a = b / (2 - b)``.
+  ``a up(x) + (1 - a) eps`` at 2S with eps iid unit and ``a = keep * b / (2 - b)``.
 
   ``up(z)`` puts 2z along each block's unit mean direction (1,1,1,1)/2 and nothing across it, so
-  ``up(z)/2 + detail noise`` is iid unit; scaling ``up(state)`` by ``1/(2 - b)`` makes the noise
-  ``(1 - b)/(2 - b) * 2 * up(z)/2 = (1 - a) up(z)/2`` and the signal ``a up(x)``.
+  with ``keep = 1`` ``up(state) / (2 - b)`` plus detail noise is exact (Pyramidal Flow). But then
+  the start's block means are a fixed multiple of ``state``, which the backbone reads: given its
+  condition the start is a point mass along the block means, and no flow can spread a point mass
+  into the coarse content still uncertain at ``b`` (the velocity there is singular; Euler
+  collapses or amplifies the head's errors). ``keep < 1`` scales ``up(state)`` by
+  ``keep / (2 - b)`` and adds fresh iid noise ``beta n``, so the block-mean direction gets a
+  variance ``beta^2`` (a block's mean: ``beta^2 / 4``) that the condition cannot know; detail
+  noise tops the other 3 directions up to ``(1 - a)^2``. The price: a later start, ``a`` falls
+  with ``keep``.
   """
-  a = end / (2.0 - end)
-  up = upsample(state) / (2.0 - end)
-  return up + (1.0 - a) * block_detail_noise(rng, up.shape)
+  b = end
+  alpha = keep / (2.0 - b)
+  a = alpha * b
+  beta = math.sqrt(max((1.0 - a) ** 2 - (2.0 * alpha * (1.0 - b)) ** 2, 0.0))
+  up = alpha * upsample(state)
+  if keep == 1.0:  # the Pyramidal-Flow rule, the same draws as before the option existed
+    return up + (1.0 - a) * block_detail_noise(rng, up.shape)
+  k_full, k_detail = jax.random.split(rng)
+  gamma = 2.0 * alpha * (1.0 - b)
+  return up + beta * jax.random.normal(k_full, up.shape) + gamma * block_detail_noise(
+      k_detail, up.shape)
 
 
 def patchify(x: jnp.ndarray, patch: int) -> jnp.ndarray:  # [B, S, S, C] -> [B, N, p*p*C]
@@ -145,6 +164,11 @@ class ECAR(nn.Module):
   # The head also reads its own slot of the backbone input (the upsampled end state of the stage
   # before), not only the backbone's summary of it: the exact coarse values and their noise.
   head_skip: bool = False
+  # Share of the previous end state kept at a stage boundary (:func:`renoise`); 1 = Pyramidal Flow.
+  renoise_keep: float = 1.0
+  # > 1: MAR-style steps inside a stage (jaxtok.generators.ecar_steps): the backbone also reads
+  # the stage's already generated tokens (their end values and a flag), through ``reveal_proj``.
+  stage_ar_steps: int = 1
 
   def setup(self):
     sizes = stage_sizes(self.size, self.stages, self.patch)
@@ -157,11 +181,19 @@ class ECAR(nn.Module):
     self.backbone = Transformer(num_layers=self.num_layers, num_heads=self.num_heads,
                                 mlp_dim=self.mlp_dim)
     self.head = FlowHead(token, self.head_width, self.head_depth)
+    if self.stage_ar_steps > 1:
+      self.reveal_proj = nn.Dense(self.dim)
 
-  def conditions(self, inputs: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+  def conditions(self, inputs: jnp.ndarray, labels: jnp.ndarray,
+                 revealed: jnp.ndarray | None = None) -> jnp.ndarray:
     """inputs [B, sum N_k, D] (stage k's slots: the upsampled end of stage k-1; zeros for k = 0)
-    -> per-token conditions [B, sum N_k, dim]."""
-    x = jnp.concatenate([self.class_embed(labels)[:, None], self.in_proj(inputs)], 1)
+    and, with ``stage_ar_steps > 1``, ``revealed`` [B, sum N_k, D + 1] (a generated token's end
+    value and 1, else zeros) -> per-token conditions [B, sum N_k, dim]."""
+    tokens = self.in_proj(inputs)
+    if self.stage_ar_steps > 1:
+      tokens = tokens + self.reveal_proj(
+          jnp.zeros(inputs.shape[:2] + (inputs.shape[2] + 1,)) if revealed is None else revealed)
+    x = jnp.concatenate([self.class_embed(labels)[:, None], tokens], 1)
     x = x + self.pos_embed[None]
     mask = jnp.asarray(block_causal_mask(self.lengths))[None, None]
     out = self.backbone(x, mask=mask)[:, 1:]
@@ -174,11 +206,11 @@ class ECAR(nn.Module):
     return self.velocity(x, t, self.conditions(inputs, labels))
 
 
-def stage_targets(rng: jax.Array, images: jnp.ndarray, stages: int):
+def stage_targets(rng: jax.Array, images: jnp.ndarray, stages: int, keep: float = 1.0):
   """Per stage (coarse to fine): (backbone input image or None, window start point, window end
   point) at that stage's size, from one set of noises so the start point is the re-noised,
   upsampled end point of the stage before."""
-  windows = stage_windows(stages)
+  windows = stage_windows(stages, keep)
   out, prev_end = [], None
   for k, (a, b) in enumerate(windows):
     x = downsample(images, 2 ** (stages - 1 - k))
@@ -188,7 +220,7 @@ def stage_targets(rng: jax.Array, images: jnp.ndarray, stages: int):
       start, inputs = eps, None
     else:
       inputs = upsample(prev_end)
-      start = renoise(k_n, prev_end, windows[k - 1][1])
+      start = renoise(k_n, prev_end, windows[k - 1][1], keep)
       eps = (start - a * upsample(downsample(x, 2))) / (1.0 - a)
     out.append((inputs, start, b * x + (1.0 - b) * eps))
     prev_end = out[-1][2]
@@ -199,8 +231,8 @@ def ecar_loss(rng: jax.Array, model: ECAR, params, images: jnp.ndarray, labels: 
   """Rectified-flow MSE of the head's velocity, a uniform time per stage and image, averaged over
   stages (images [B, S, S, C] in [-1, 1])."""
   k_path, k_t = jax.random.split(rng)
-  targets = stage_targets(k_path, images, model.stages)
-  windows = stage_windows(model.stages)
+  targets = stage_targets(k_path, images, model.stages, model.renoise_keep)
+  windows = stage_windows(model.stages, model.renoise_keep)
   inputs = jnp.concatenate(
       [jnp.zeros_like(patchify(targets[0][1], model.patch)) if i is None
        else patchify(i, model.patch) for i, _, _ in targets], 1)
@@ -236,7 +268,7 @@ def ecar_sample(rng: jax.Array, model: ECAR, params, labels: jnp.ndarray,
     raise ValueError(f"from_stage must be in [0, {model.stages}) and > 0 only with forced "
                      f"stage targets; got {from_stage}")
   sizes = stage_sizes(model.size, model.stages, model.patch)
-  windows = stage_windows(model.stages)
+  windows = stage_windows(model.stages, model.renoise_keep)
   lengths = [(s // model.patch) ** 2 for s in sizes]
   b = labels.shape[0]
   token = model.patch * model.patch * model.channels
@@ -254,7 +286,7 @@ def ecar_sample(rng: jax.Array, model: ECAR, params, labels: jnp.ndarray,
     if k > from_stage:
       rng, k_n = jax.random.split(rng)
       inputs = inputs.at[:, offset:offset + n].set(patchify(upsample(x), model.patch))
-      x = renoise(k_n, x, windows[k - 1][1])
+      x = renoise(k_n, x, windows[k - 1][1], model.renoise_keep)
     cond = model.apply({"params": params}, inputs, labels, method="conditions")
     cond = cond[:, offset:offset + n]
     tok = patchify(x, model.patch)
@@ -268,8 +300,10 @@ def ecar_sample(rng: jax.Array, model: ECAR, params, labels: jnp.ndarray,
 
 
 def sample_cost(model: ECAR, steps: tuple[int, ...]) -> dict[str, float]:
-  """``head_calls`` (all stages), ``full_res_calls`` (head calls at the final resolution) and
-  ``token_nfe`` (head calls weighted by the stage's token count over the final stage's)."""
+  """``head_calls`` (all stages), ``full_res_calls`` (head calls at the final resolution),
+  ``token_nfe`` (head calls weighted by the stage's token count over the final stage's) and
+  ``backbone_calls`` (one per stage)."""
   lengths = [(s // model.patch) ** 2 for s in stage_sizes(model.size, model.stages, model.patch)]
   return {"head_calls": sum(steps), "full_res_calls": steps[-1],
-          "token_nfe": sum(s * n / lengths[-1] for s, n in zip(steps, lengths))}
+          "token_nfe": sum(s * n / lengths[-1] for s, n in zip(steps, lengths)),
+          "backbone_calls": model.stages}

@@ -22,6 +22,7 @@ import numpy as np
 from jaxtok.config_args import with_defaults
 from jaxtok.eval.image_metrics import to_float
 from jaxtok.generators.ecar import ECAR, ecar_loss, ecar_sample, patchify, sample_cost
+from jaxtok.generators.ecar_steps import ecar_steps_loss, ecar_steps_sample, steps_sample_cost
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.common import build_optimizer
 from jaxtok.tasks.generator import DEFAULTS as GENERATOR_DEFAULTS
@@ -31,7 +32,8 @@ from jaxtok.train.steps import supervised_step
 
 DEFAULTS = {
     "model": {"stages": 3, "patch": 4, "dim": 128, "num_layers": 4, "num_heads": 4,
-              "mlp_dim": 512, "head_width": 256, "head_depth": 3, "head_skip": False},
+              "mlp_dim": 512, "head_width": 256, "head_depth": 3, "head_skip": False,
+              "renoise_keep": 0.5, "stage_ar_steps": 1},
     "sample": {"steps": (4, 8), "seed": 0},
     "report": GENERATOR_DEFAULTS["report"],
     "classifier": GENERATOR_DEFAULTS["classifier"],
@@ -83,8 +85,12 @@ def make_task(config) -> Task:
     params = model.init(k_init, inputs, batch["label"], inputs, t)["params"]
     return TrainState.create(params=params, tx=tx, rng=k_state)
 
+  stepped = int(model_cfg.stage_ar_steps) > 1
+  loss_fn, sample_fn, cost_fn = ((ecar_steps_loss, ecar_steps_sample, steps_sample_cost)
+                                 if stepped else (ecar_loss, ecar_sample, sample_cost))
+
   def losses(params, rng, batch):
-    return ecar_loss(rng, model, params, grey(batch), batch["label"])
+    return loss_fn(rng, model, params, grey(batch), batch["label"])
 
   def train_step(state, batch):
     return supervised_step(state, losses, state.step_rng(), batch)
@@ -101,10 +107,10 @@ def make_task(config) -> Task:
     for n in steps:
       per_stage = (n,) * stages
       imgs, seconds, compiled = timed_call(
-          lambda p, r, y, s=per_stage: ecar_sample(r, model, p, y, s)[0], params, rng, labels)
+          lambda p, r, y, s=per_stage: sample_fn(r, model, p, y, s)[0], params, rng, labels)
       name = f"ecar_K{stages}_N{n}"
       images[name] = np.repeat(np.asarray(imgs), 3, -1)
-      out.update({f"gen/{name}/{k}": v for k, v in sample_cost(model, per_stage).items()})
+      out.update({f"gen/{name}/{k}": v for k, v in cost_fn(model, per_stage).items()})
       out[f"gen/{name}/ms_per_sample"] = 1e3 * seconds / len(labels)
       out[f"gen/{name}/gflops_per_sample"] = flops_of(compiled) / 1e9 / len(labels)
     out.update(class_accuracy_and_fd(config, rep_cfg, clf_cfg, images, labels, classes,

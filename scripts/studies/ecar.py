@@ -3,6 +3,7 @@
   python scripts/studies/ecar.py --stages=1+3 --steps=600 --workdir=/tmp/jaxtok/ecar
   python scripts/studies/ecar.py --smoke --workdir=/tmp/jaxtok/ecar_smoke
   python scripts/studies/ecar.py --diagnose --stages=3 --steps=800 --workdir=/tmp/jaxtok/ecar
+  python scripts/studies/ecar.py --toy --keeps=1+0.5 --workdir=/tmp/jaxtok/ecar_toy
 
 Trains configs/generators/digits_ecar.py once per K in ``--stages`` (same backbone, head, batch
 and steps) through ``jaxtok.main.run``, then prints one table row per (K, N): class accuracy,
@@ -14,6 +15,11 @@ images' start point of stage j (and their backbone inputs for stages <= j), for 
 the mean squared error to the real images and saving ``<workdir>/K<K>/teacher_forced.png`` (rows:
 real, then from the last stage back to stage 0, which is plain sampling). If only plain sampling
 is poor, error builds up across stages; if the last stage alone is poor, that stage is weak.
+
+``--toy`` trains the two-stage Gaussian toy of :mod:`jaxtok.generators.ecar_toy` once per
+``--keeps`` value and prints the last stage's block variance and covariance with the stage-0 end
+as ratios to their exact values (1 for an exact sampler). ``--keep`` sets ``model.renoise_keep``
+(default 0.5; 1 is the Pyramidal-Flow boundary), ``--ar_steps`` ``model.stage_ar_steps``.
 """
 
 from __future__ import annotations
@@ -43,17 +49,18 @@ from jaxtok.generators.ecar import (  # noqa: E402
   stage_targets,
   upsample,
 )
+from jaxtok.generators.ecar_toy import coarse_gaussian_moments  # noqa: E402
 from jaxtok.tasks import TASKS  # noqa: E402
 from jaxtok.train import loop  # noqa: E402
 
-COLUMNS = ("class_accuracy", "fd_classifier", "full_res_calls", "token_nfe", "ms_per_sample",
-           "gflops_per_sample")
+COLUMNS = ("class_accuracy", "fd_classifier", "full_res_calls", "token_nfe", "backbone_calls",
+           "ms_per_sample", "gflops_per_sample")
 
 
 def config_of(stages: int, args):
   arg = "smoke" if args.smoke else f"steps={args.steps},steps_list={args.steps_list}"
-  return load_config(f"configs/generators/digits_ecar.py:{arg},stages={stages}"
-                     + (",skip" if args.skip else ""))
+  return load_config(f"configs/generators/digits_ecar.py:{arg},stages={stages},keep={args.keep},"
+                     f"ar_steps={args.ar_steps}" + (",skip" if args.skip else ""))
 
 
 def run(stages: int, args) -> dict:
@@ -76,7 +83,7 @@ def diagnose(stages: int, args, count: int = 80, euler: int = 16) -> None:
                                   shuffle=False, num_epochs=1, image_size=cfg.data.image_size)))
   real = jnp.mean(to_float(batch["image"]), -1, keepdims=True)
   labels = jnp.asarray(batch["label"])
-  forced = stage_targets(jax.random.PRNGKey(1), real, stages)
+  forced = stage_targets(jax.random.PRNGKey(1), real, stages, model.renoise_keep)
   rows = [real]
   print(f"K={stages}, step {step}, {count} test digits, N={euler} Euler steps per stage")
   coarse = upsample(downsample(real, 2))  # all the last stage is given, without its noise
@@ -102,9 +109,22 @@ def main_() -> None:
   p.add_argument("--steps_list", default="2+4+8")
   p.add_argument("--smoke", action="store_true")
   p.add_argument("--diagnose", action="store_true")
+  p.add_argument("--toy", action="store_true",
+                 help="the two-stage Gaussian toy (jaxtok.generators.ecar_toy) for each --keeps")
+  p.add_argument("--keeps", default="1+0.5")
   p.add_argument("--skip", action="store_true",
                  help="the head also reads its slot of the backbone input (model.head_skip)")
+  p.add_argument("--keep", type=float, default=0.5,
+                 help="model.renoise_keep: 1 is the Pyramidal-Flow boundary (point-mass start)")
+  p.add_argument("--ar_steps", type=int, default=1,
+                 help="model.stage_ar_steps: MAR-style backbone passes inside each stage")
   args = p.parse_args()
+  if args.toy:
+    print("| keep | block variance / exact | Cov(block, stage-0 end) / exact |")
+    for keep in (float(k) for k in args.keeps.split("+")):
+      var, cov = coarse_gaussian_moments(keep)
+      print(f"| {keep} | {var:.3f} | {cov:.3f} |")
+    return
   if args.diagnose:
     for k in (int(s) for s in args.stages.split("+")):
       diagnose(k, args)

@@ -1,5 +1,6 @@
 """The E-CAR task: the configs (K = 1 baseline, K stages, imagenet) and a smoke run through
-``jaxtok.main.run`` for K = 1 and K = 3 (head-call counts, metrics, pictures)."""
+``jaxtok.main.run`` for K = 1, K = 3 and K = 3 with MAR-style steps (head and backbone counts,
+metrics, pictures)."""
 
 from __future__ import annotations
 
@@ -25,16 +26,19 @@ def test_configs():
   full = load_config(f"{CONFIG}:imagenet")
   assert full.data.name == "imagenet2012" and full.model.num_layers == 24
   assert full.report.fd == "enl0"
+  assert k3.model.renoise_keep == 0.5 and k3.model.stage_ar_steps == 1
+  ar = load_config(f"{CONFIG}:stages=3,keep=1,ar_steps=4")
+  assert ar.model.renoise_keep == 1.0 and ar.model.stage_ar_steps == 4
   with pytest.raises(ValueError, match="stages must be >= 1"):
     load_config(f"{CONFIG}:stages=0")
 
 
 @pytest.mark.slow  # about a minute per K on a shared 2-core machine (classifier + sampling)
-@pytest.mark.parametrize("stages", [1, 3])
-def test_smoke_run_through_the_task(stages, shared_data_dir, tmp_path):
+@pytest.mark.parametrize("stages,ar_steps", [(1, 1), (3, 1), (3, 2)])
+def test_smoke_run_through_the_task(stages, ar_steps, shared_data_dir, tmp_path):
   from jaxtok import main
 
-  cfg = load_config(f"{CONFIG}:smoke,stages={stages}")
+  cfg = load_config(f"{CONFIG}:smoke,stages={stages},ar_steps={ar_steps}")
   cfg.data.data_dir = shared_data_dir
   cfg.async_checkpoint = False
   workdir = str(tmp_path)
@@ -49,6 +53,7 @@ def test_smoke_run_through_the_task(stages, shared_data_dir, tmp_path):
     assert 0.0 <= res[f"{name}/class_accuracy"] <= 1.0
     assert res[f"{name}/fd_classifier"] > res["gen/real/fd_classifier"]
     assert res[f"{name}/gflops_per_sample"] > 0
+    assert res[f"{name}/backbone_calls"] == stages * ar_steps  # every stage has >= 4 tokens
     assert os.path.exists(os.path.join(workdir, "report", f"samples_N{n}.png"))
   assert res[f"gen/ecar_K{stages}_N2/gflops_per_sample"] > res[
       f"gen/ecar_K{stages}_N1/gflops_per_sample"]
