@@ -6,10 +6,12 @@ docs/kernels_sparse_attention.md).
 
 Trains a MaskGIT generator (dense attention) over the 1024 pixel tokens of 32 px ``shapes``
 scenes, then the report samples and scores it with SVG2 attention at several block budgets
-(report/svg2.md, report/svg2_samples.png). Arguments: ``smoke``; ``full`` (for real hardware:
-64 px scenes, i.e. 4096 tokens, a 12-layer 512-wide generator, the paper's 300 query / 1000 key
-clusters, 20% dense steps and the first layer dense; not run here); ``steps=N``; ``size=S``
-(image side, tokens = S * S); ``budgets=B1+B2`` (key blocks per query block, 0: top-p only).
+(report/svg2.md, report/svg2_samples.png): it completes the bottom half of held-out scenes from
+their top half, as a video model continues its first frames. Arguments: ``smoke``; ``full``
+(for real hardware: 64 px scenes, i.e. 4096 tokens, a 12-layer 512-wide generator, the paper's
+300 query / 1000 key clusters, 20% dense steps and the first layer dense; not run here);
+``steps=N``; ``size=S`` (image side, tokens = S * S); ``budgets=B1+B2`` (key blocks per query
+block, 0: top-p only).
 """
 
 import ml_collections
@@ -59,7 +61,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "dense_layers": 1 if a.full else 0, "dense_steps": 0.2, "backend": "xla"})
   c.report = ml_collections.ConfigDict({
       "eval_images": 8 if a.smoke else 64, "probe_images": 2 if a.smoke else 8,
-      "mask_fraction": 0.5, "samples": 4 if a.smoke else 16, "num_steps": 5 if a.smoke else 16,
+      "mask_fraction": 0.5, "samples": 4 if a.smoke else 16, "given_rows": 0.5,
+      "num_steps": 5 if a.smoke else 16,
       "temperature": 1.0, "choice_temperature": 4.5, "seed": 0,
       "timing_repeats": 1 if a.smoke else 2, "pictures": 4 if a.smoke else 8})
   return c

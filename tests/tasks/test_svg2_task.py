@@ -45,10 +45,11 @@ def test_dense_layers_keep_the_first_blocks_off_the_implementation():
   assert float(jnp.abs(out[1] - out[0]).max()) > 1e-3  # ...and the first did not
 
 
-@pytest.mark.parametrize("num_tokens,steps,fraction,dense", [
-    (1024, 16, 0.2, 4), (256, 5, 0.2, 1), (64, 8, 0.0, 0), (64, 8, 1.0, 8), (64, 10, 0.5, 5)])
-def test_dense_warmup_runs_exactly_the_first_steps(num_tokens, steps, fraction, dense):
-  threshold = svg2.dense_threshold(num_tokens, steps, fraction)
+@pytest.mark.parametrize("num_tokens,given,steps,fraction,dense", [
+    (1024, 0, 16, 0.2, 4), (1024, 512, 16, 0.2, 4), (256, 0, 5, 0.2, 1), (64, 0, 8, 0.0, 0),
+    (64, 0, 8, 1.0, 8), (64, 16, 10, 0.5, 5)])
+def test_dense_warmup_runs_exactly_the_first_steps(num_tokens, given, steps, fraction, dense):
+  threshold = svg2.dense_threshold(num_tokens - given, steps, fraction)
   calls = []
   vocab = 4
 
@@ -59,7 +60,7 @@ def test_dense_warmup_runs_exactly_the_first_steps(num_tokens, steps, fraction, 
     return fn
 
   fn = svg2.hybrid_logits_fn(branch("dense"), branch("sparse"), vocab, threshold)
-  init = jnp.full((2, num_tokens), vocab, jnp.int32)
+  init = jnp.where(jnp.arange(num_tokens) < given, 1, vocab) * jnp.ones((2, 1), jnp.int32)
   tokens, _ = maskgit_sample(jax.random.key(0), fn, init, mask_id=vocab, num_steps=steps)
   jax.block_until_ready(tokens)
   assert calls == ["dense"] * dense + ["sparse"] * (steps - dense)
@@ -98,5 +99,8 @@ def test_smoke_run_budgets_bound_the_attention(tmp_path, shared_data_dir):
   assert res["svg2/b0/recall"] > 0.95
   assert abs(res["svg2/b0/dce"]) < 0.01
   assert res["svg2/sample/dense_warmup_steps"] == 1
+  # the given top half is kept, so the sparse arm that computes everything the top-p keeps
+  # samples (nearly) what dense does
+  assert res["svg2/sample/b0/equal_tokens"] > res["svg2/sample/b2/equal_tokens"] - 1e-9
   for name in ("svg2.md", "svg2_samples.png"):
     assert os.path.exists(os.path.join(tmp_path, "report", name))
