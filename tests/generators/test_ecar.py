@@ -213,9 +213,9 @@ def test_renoise_keep_below_one_matches_the_marginal_and_leaves_the_block_mean_f
 def test_two_stage_toy_samples_the_coarse_gaussian_only_with_a_free_start(keep):
   """jaxtok.generators.ecar_toy: block pixels iid N(0, 0.4^2), K = 2, the last stage sampled from
   the real stage-0 end; exact samples give both ratios 1. With keep = 1 the start is fixed by the
-  condition along the block means: Euler overshoots the covariance (1.42-1.46x seen) and falls
-  short of the variance (0.39-0.42x); with keep = 0.5: 0.93-0.94x and 0.77-0.82x (a K = 1 flow
-  reaches 0.84x of the variance on the same toy)."""
+  condition along the block means: Euler falls short of the variance and overshoots the
+  covariance (``scripts/studies/ecar.py --toy`` printed 0.42x and 1.46x); with keep = 0.5 both
+  come close (0.77x and 0.93x)."""
   var, cov = coarse_gaussian_moments(keep)
   if keep < 1:
     assert var > 0.65 and abs(cov - 1) < 0.15
