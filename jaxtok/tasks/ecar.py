@@ -21,7 +21,14 @@ import numpy as np
 
 from jaxtok.config_args import with_defaults
 from jaxtok.eval.image_metrics import to_float
-from jaxtok.generators.ecar import ECAR, ecar_loss, ecar_sample, patchify, sample_cost
+from jaxtok.generators.ecar import (
+  ECAR,
+  ecar_loss,
+  ecar_sample,
+  patchify,
+  sample_cost,
+  stage_windows,
+)
 from jaxtok.generators.ecar_steps import ecar_steps_loss, ecar_steps_sample, steps_sample_cost
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.common import build_optimizer
@@ -85,6 +92,10 @@ def make_task(config) -> Task:
     params = model.init(k_init, inputs, batch["label"], inputs, t)["params"]
     return TrainState.create(params=params, tx=tx, rng=k_state)
 
+  if int(model_cfg.stage_ar_steps) < 1:
+    raise ValueError(f"model.stage_ar_steps must be >= 1 (1: one backbone pass per stage); got "
+                     f"{model_cfg.stage_ar_steps}")
+  stage_windows(stages, float(model_cfg.renoise_keep))  # a keep outside (0, 1] fails now
   stepped = int(model_cfg.stage_ar_steps) > 1
   loss_fn, sample_fn, cost_fn = ((ecar_steps_loss, ecar_steps_sample, steps_sample_cost)
                                  if stepped else (ecar_loss, ecar_sample, sample_cost))

@@ -152,6 +152,14 @@ def make_task(config) -> Task:
     sparse_options(sparse_cfg, budget)  # bad options fail now, not after training
   if not 0.0 <= float(sparse_cfg.dense_steps) <= 1.0:
     raise ValueError(f"sparse.dense_steps is a fraction of the steps; got {sparse_cfg.dense_steps}")
+  if not 2 <= levels <= 256:
+    raise ValueError(f"model.levels (bins per colour channel) must be in [2, 256]; got {levels}")
+  if not (0.0 <= float(rep_cfg.given_rows) < 1.0 and 0.0 < float(rep_cfg.mask_fraction) <= 1.0):
+    raise ValueError(f"report.given_rows must be in [0, 1) and report.mask_fraction in (0, 1]; "
+                     f"got {rep_cfg.given_rows}, {rep_cfg.mask_fraction}")
+  if not 1 <= int(rep_cfg.samples) <= int(rep_cfg.eval_images):
+    raise ValueError(f"report.samples must be in [1, report.eval_images={rep_cfg.eval_images}] "
+                     f"(the samples continue held-out images); got {rep_cfg.samples}")
   if not 0 <= int(sparse_cfg.dense_layers) <= int(model_cfg.num_layers):
     raise ValueError(f"sparse.dense_layers must be in [0, {model_cfg.num_layers}]; got "
                      f"{sparse_cfg.dense_layers}")
@@ -219,7 +227,8 @@ def make_task(config) -> Task:
       probe = Probe(sparse_options(sparse_cfg, budget))
       model.clone(attention_impl=probe, dense_layers=int(sparse_cfg.dense_layers)).apply(
           variables, probe_in)
-      recall, err, density, _ = np.mean(np.asarray(probe.rows), 0)
+      # every layer dense (dense_layers = num_layers): the probe is never called
+      recall, err, density, _ = np.mean(np.asarray(probe.rows), 0) if probe.rows else (1, 0, 1, 1)
       ce, acc = ce_acc(sparse_model(budget))
       out |= {f"svg2/b{budget}/{k}": v for k, v in (
           ("recall", recall), ("rel_error", err), ("density", density), ("masked_ce", ce),

@@ -31,6 +31,10 @@ def test_configs():
   assert ar.model.renoise_keep == 1.0 and ar.model.stage_ar_steps == 4
   with pytest.raises(ValueError, match="stages must be >= 1"):
     load_config(f"{CONFIG}:stages=0")
+  with pytest.raises(ValueError, match="stage_ar_steps must be >= 1"):
+    jaxtok.tasks.ecar.make_task(load_config(f"{CONFIG}:smoke,stages=3,ar_steps=0"))
+  with pytest.raises(ValueError, match="keep must be in"):
+    jaxtok.tasks.ecar.make_task(load_config(f"{CONFIG}:smoke,stages=3,keep=1.5"))
 
 
 @pytest.mark.slow  # about a minute per K on a shared 2-core machine (classifier + sampling)

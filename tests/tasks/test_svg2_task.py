@@ -77,10 +77,16 @@ def test_configs_and_bad_options():
   bad.sparse.dense_layers = 3
   with pytest.raises(ValueError, match="dense_layers"):
     svg2.make_task(bad)
-  bad = load_config(f"{CONFIG}:smoke")
-  bad.sparse.top_p = 1.5
-  with pytest.raises(ValueError, match="top_p"):
-    svg2.make_task(bad)
+  for block, key, value, match in [("sparse", "top_p", 1.5, "top_p"),
+                                   ("sparse", "budgets", (0, -1), "max_blocks"),
+                                   ("model", "levels", 1, "levels"),
+                                   ("report", "given_rows", 1.0, "given_rows"),
+                                   ("report", "samples", 9, "eval_images"),
+                                   ("sparse", "dense_steps", 1.5, "dense_steps")]:
+    bad = load_config(f"{CONFIG}:smoke")
+    bad[block][key] = value
+    with pytest.raises(ValueError, match=match):
+      svg2.make_task(bad)
 
 
 @pytest.mark.slow  # ~45 s on a shared 2-core machine (builds 16 px shapes, trains 4 steps)
