@@ -1,7 +1,7 @@
 """Greedy decode throughput of SmolLM2-135M: jaxtok vs the memory-bandwidth bound vs transformers.
 
   python benchmarks/lm_decode.py [--new_tokens=64] [--batches=1,8]
-      [--dtypes=float32,bfloat16,int8] [--layouts=separate,fused]
+      [--dtypes=float32,bfloat16,bf16w,int8] [--layouts=separate,fused]
 
 At small batch, decoding is bound by reading the weights once per step: a step reads every
 parameter (the tied embedding doubles as the output head) plus the KV cache, so
@@ -14,8 +14,11 @@ and dispatch; every time is the best of ``--repeats`` runs. The baseline is tran
 are installed. The ``int8`` rows are W8A8 (``jaxtok/nn/int8.py``: int8 weights per output
 channel, activations quantised per token) against torch's dynamic quantisation of every Linear
 (the same scheme); their bound counts the int8 weights and float32 scales, and the float32 KV
-cache. ``--layouts``: jaxtok's separate q/k/v and gate/up weights, or the fused ones of
-``CausalLM(fused_projections=True)`` (what ``--mode=sample`` decodes with); one row each.
+cache. ``bf16w`` stores the weights in bfloat16 and computes in float32 (``jaxtok/nn/bf16.py``:
+bf16 x bf16 products with float32 accumulation; norms, attention and the KV cache in float32),
+against torch in bfloat16. ``--layouts``: jaxtok's separate q/k/v and gate/up weights, or the
+fused ones of ``CausalLM(fused_projections=True)`` (what ``--mode=sample`` decodes with); one row
+each.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.machine import describe  # noqa: E402
 from jaxtok.generators import causal_lm  # noqa: E402
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate  # noqa: E402
-from jaxtok.nn import int8  # noqa: E402
+from jaxtok.nn import bf16, int8  # noqa: E402
 from jaxtok.pretrained import load_pretrained_lm  # noqa: E402
 
 
@@ -78,13 +81,16 @@ def jaxtok_decode(lm, dtype: str, batch: int, prompt_len: int, n1: int, n2: int,
   """
   prompt = jax.random.randint(jax.random.key(0), (batch, prompt_len), 100, 20000)
   mask = jnp.ones_like(prompt, bool)
-  model = causal_lm.CausalLM.from_config(lm.config, dtype="float32" if dtype == "int8" else dtype)
+  model = causal_lm.CausalLM.from_config(
+      lm.config, dtype="float32" if dtype in ("int8", "bf16w") else dtype)
   params = lm.params
   if fused:
     model, params = causal_lm.decode_layout(model, params)
   if dtype == "int8":
     params = int8.quantize(model, params, prompt)
     step = ModelStep(model, int8=True)
+  elif dtype == "bf16w":
+    params, step = bf16.cast(params), ModelStep(model)
   else:
     params = jax.tree.map(lambda x: jnp.asarray(x, model.dtype), params)
     step = ModelStep(model)
@@ -112,7 +118,7 @@ def torch_decode(hf_model, torch, dtype: str, batch: int, prompt_len: int, n1: i
     model = torch.ao.quantization.quantize_dynamic(
         copy.deepcopy(hf_model.to(torch.float32)), {torch.nn.Linear}, dtype=torch.qint8)
   else:
-    model = hf_model.to(getattr(torch, dtype))
+    model = hf_model.to(getattr(torch, "bfloat16" if dtype == "bf16w" else dtype))
   gen = torch.Generator().manual_seed(0)
   prompt = torch.randint(100, 20000, (batch, prompt_len), generator=gen)
   mask = torch.ones_like(prompt)
@@ -132,7 +138,7 @@ def main():
   parser.add_argument("--new_tokens", type=int, default=64, help="N2 - N1 decode steps timed")
   parser.add_argument("--prompt_len", type=int, default=16)
   parser.add_argument("--batches", default="1,8")
-  parser.add_argument("--dtypes", default="float32,bfloat16,int8")
+  parser.add_argument("--dtypes", default="float32,bfloat16,bf16w,int8")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--layouts", default="separate,fused",
                       help="jaxtok weight layouts timed: separate and/or fused projections")
@@ -183,7 +189,7 @@ def main():
   print(header)
   print("-" * len(header))
   for dtype in dtypes:
-    itemsize = 4 if dtype == "int8" else jnp.dtype(dtype).itemsize  # of the KV cache
+    itemsize = 4 if dtype in ("int8", "bf16w") else jnp.dtype(dtype).itemsize  # KV cache
     for batch in batches:
       kv_bytes = (2 * cfg.num_layers * batch * (args.prompt_len + n2) * cfg.num_kv_heads
                   * cfg.resolved_head_dim * itemsize)

@@ -80,6 +80,7 @@ from jaxtok.decoding.vocab_trim import (  # noqa: E402
 )
 from jaxtok.generators.causal_lm import CausalLM, init_cache  # noqa: E402
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate  # noqa: E402
+from jaxtok.nn import bf16  # noqa: E402
 from jaxtok.pretrained import load_pretrained_lm  # noqa: E402
 from jaxtok.pretrained.chat import chatml  # noqa: E402
 from jaxtok.tasks.prompt_set import prompt_set  # noqa: E402
@@ -111,9 +112,11 @@ def timed(fn, repeats):
 class Runner:
   """Times plain and speculative decoding of the same prompts with the same target."""
 
-  def __init__(self, lm, new_tokens, repeats, stops):
+  def __init__(self, lm, new_tokens, repeats, stops, weights="float32"):
     self.model = CausalLM.from_config(lm.config)
     self.params = jax.tree.map(jnp.asarray, lm.params)
+    if weights == "bfloat16":  # both decoders read bf16 weights (jaxtok/nn/bf16.py)
+      self.params = bf16.cast(self.params)
     self.n, self.repeats, self.stops = new_tokens, repeats, stops
 
   def plain(self, prompt, mask, n=None):
@@ -240,6 +243,9 @@ def main():
                            "and compiles are not, 512 makes one program for all)")
   parser.add_argument("--cpu_dot", default="xla", choices=sorted(_DOT_FLAGS),
                       help="which library runs XLA:CPU's dots (read before jax starts)")
+  parser.add_argument("--weights", default="float32", choices=("float32", "bfloat16"),
+                      help="the target's and draft's weights, for plain and speculative decoding "
+                           "alike (bfloat16: jaxtok/nn/bf16.py, float32 activations)")
   args = parser.parse_args()
   only = set(args.only.split(","))
 
@@ -251,9 +257,9 @@ def main():
   texts = [chatml(t) if kind == "chat" else t for kind, t in prompt_set(args.prompts,
                                                                          args.num_prompts)]
   rows = [tok.encode(t) for t in texts]
-  runner = Runner(lm, args.new_tokens, args.repeats, tuple(lm.stop_tokens))
+  runner = Runner(lm, args.new_tokens, args.repeats, tuple(lm.stop_tokens), args.weights)
   singles = [padded([r], bucket=args.bucket) for r in rows]
-  print(f"SmolLM2-135M float32, greedy, {len(rows)} {args.prompts} prompts "
+  print(f"SmolLM2-135M, {args.weights} weights, greedy, {len(rows)} {args.prompts} prompts "
         f"({min(map(len, rows))}-{max(map(len, rows))} tokens), up to {args.new_tokens} new "
         f"tokens, best of {args.repeats}")
   base = [runner.plain(*s) for s in singles]
@@ -285,6 +291,8 @@ def main():
     config, params = restore_student(args.draft)
     draft = CausalLM.from_config(config)
     params = nn.unbox(params)
+    if args.weights == "bfloat16":
+      params = bf16.cast(params)
     trims, trimmed = [int(k) for k in args.trim_sizes.split(",") if k], {}
     if trims:  # the target's counts on 32 train-split code prompts x 64 tokens (as the config)
       start = time.perf_counter()

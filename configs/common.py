@@ -238,6 +238,10 @@ def speculative_base_config(smoke: bool, proposer: str,
   """Every key of the task, for ``configs/decoding/*.py`` (smoke: random 'tiny' models, bytes)."""
   ref = ml_collections.FieldReference
   c = ml_collections.ConfigDict({"task": "speculative", "seed": 0, "dtype": "float32"})
+  # weights: 'bfloat16' stores the target's and draft's weight matrices in bf16 for decoding
+  # (plain and speculative alike; float32 activations, jaxtok/nn/bf16.py): on XLA:CPU a verify
+  # pass over up to ~16 tokens then costs about one 1-token step (docs/decoding.md).
+  c.weights = "float32"
   # pretrained: a PRETRAINED_LMS name or a path; None = a random `variant` (smoke runs). chat:
   # format prompts as ChatML for a random target too (pretrained ones say whether they chat).
   c.target = ml_collections.ConfigDict({

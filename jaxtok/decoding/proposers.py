@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jaxtok.decoding.trees import TreeTemplate, chains
 from jaxtok.generators.causal_lm import init_cache, set_cache_index
 from jaxtok.generators.samplers.autoregressive import filter_logits
+from jaxtok.nn import bf16
 
 
 class Context(NamedTuple):
@@ -45,14 +46,17 @@ class Accepted(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class LMStep:
-  """A Flax causal LM with a ``'cache'`` collection as a tree-aware step function (hashable)."""
+  """A Flax causal LM with a ``'cache'`` collection as a tree-aware step function (hashable).
+
+  bfloat16 weights (``jaxtok.nn.bf16.cast``) are multiplied with float32 accumulation."""
 
   model: nn.Module
 
   def __call__(self, params, cache, tokens, positions, kv_mask, mask=None):
-    logits, mutated = self.model.apply(
-        {"params": params, "cache": cache}, tokens, positions=positions, kv_mask=kv_mask,
-        decode=True, mask=mask, mutable=["cache"])
+    with bf16.apply_bf16():
+      logits, mutated = self.model.apply(
+          {"params": params, "cache": cache}, tokens, positions=positions, kv_mask=kv_mask,
+          decode=True, mask=mask, mutable=["cache"])
     return logits, mutated["cache"]
 
 

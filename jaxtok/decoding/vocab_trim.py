@@ -33,6 +33,7 @@ from jaxtok import paths
 from jaxtok.decoding.proposers import DraftModel
 from jaxtok.generators.causal_lm import init_cache
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
+from jaxtok.nn import bf16
 
 
 def kept_ids(counts: np.ndarray, k: int, always_keep: Sequence[int] = ()) -> np.ndarray:
@@ -103,11 +104,17 @@ class TrimmedLMStep:
   model: nn.Module
 
   def __call__(self, params, cache, tokens, positions, kv_mask, mask=None):
-    hidden, mutated = self.model.apply(
-        {"params": params["model"], "cache": cache}, tokens, positions, kv_mask, True, mask,
-        method=_hidden, mutable=["cache"])
-    dtype = self.model.dtype
-    kept = jnp.dot(hidden.astype(dtype), params["head"].astype(dtype).T).astype(jnp.float32)
+    with bf16.apply_bf16():
+      hidden, mutated = self.model.apply(
+          {"params": params["model"], "cache": cache}, tokens, positions, kv_mask, True, mask,
+          method=_hidden, mutable=["cache"])
+    head = params["head"]
+    if head.dtype == jnp.bfloat16:  # bf16 weights (jaxtok.nn.bf16): f32 accumulation
+      flat = bf16.bf16_matmul(hidden.reshape(-1, hidden.shape[-1]), head, transposed=True)
+      kept = flat.reshape(*hidden.shape[:-1], head.shape[0])
+    else:
+      dtype = self.model.dtype
+      kept = jnp.dot(hidden.astype(dtype), head.astype(dtype).T).astype(jnp.float32)
     dropped = jnp.full(kept.shape[:-1] + (1,), -jnp.inf, jnp.float32)
     return jnp.take(jnp.concatenate([kept, dropped], axis=-1), params["slot"], axis=-1), \
         mutated["cache"]

@@ -95,14 +95,20 @@ def _int8_interceptor(next_fun, args, kwargs, context):
     return next_fun(*args, **kwargs)
   if context.method_name != "__call__":
     return next_fun(*args, **kwargs)
-  x = args[0]
-  kernel = module.get_variable("params", "kernel")
   scale = module.get_variable(SCALES, "kernel")
-  c = kernel.ndim - scale.ndim
+  return dense_apply(module, args[0], lambda x, w: int8_matmul(
+      x, w.reshape(-1, scale.size), scale.reshape(-1)), scale.ndim)
+
+
+def dense_apply(module: nn.Module, x: jnp.ndarray, matmul, out_ndim: int) -> jnp.ndarray:
+  """A Dense/DenseGeneral call through ``matmul(x [N, K], kernel) -> [N, F]``: the kernel's
+  leading axes (all but its last ``out_ndim``) are contracted with x's trailing ones, then the
+  bias is added and the result cast to the module's dtype. Shared by the int8 and bfloat16
+  weight paths, which differ only in the product."""
+  kernel = module.get_variable("params", "kernel")
+  c = kernel.ndim - out_ndim
   lead, feat = x.shape[:x.ndim - c], kernel.shape[c:]
-  out = int8_matmul(x.reshape(-1, math.prod(kernel.shape[:c])),
-                    kernel.reshape(-1, scale.size), scale.reshape(-1))
-  out = out.reshape(*lead, *feat)
+  out = matmul(x.reshape(-1, math.prod(kernel.shape[:c])), kernel).reshape(*lead, *feat)
   if module.use_bias:
     out = out + module.get_variable("params", "bias")
   return out.astype(module.dtype or jnp.float32)

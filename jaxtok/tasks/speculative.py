@@ -34,6 +34,7 @@ from jaxtok.decoding.engine import VERIFIERS, cache_slots_needed, speculative_ge
 from jaxtok.decoding.proposers import LMStep
 from jaxtok.generators.causal_lm import DTYPES, CausalLM, init_cache
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
+from jaxtok.nn import bf16
 from jaxtok.pretrained.chat import chatml
 from jaxtok.tasks import (  # noqa: F401
   speculative_del,
@@ -75,6 +76,7 @@ def _params(model, rng, host, scale):
 
 def _check_options(config) -> None:
   check_choice("dtype", config.get("dtype", "float32"), sorted(DTYPES))
+  check_choice("weights", config.get("weights", "float32"), ["bfloat16", "float32"])
   PROPOSER_BUILDERS.get(config.proposer.name)  # an unknown name lists the valid ones
   verifier, temperature = config.verifier, float(config.temperature)
   if verifier not in VERIFIERS:
@@ -159,7 +161,8 @@ def build(config) -> Task:
     if i is None:
       return {"identical": True}
     context = jnp.asarray([list(prompt_ids) + list(plain_new[:i])], jnp.int32)
-    top = jax.lax.top_k(model.apply({"params": params["target"]}, context)[0, -1], 2)[0]
+    with bf16.apply_bf16():  # bf16 weights: the product the decoders used
+      top = jax.lax.top_k(model.apply({"params": params["target"]}, context)[0, -1], 2)[0]
     gap = float(top[0] - top[1])
     return {"identical": False, "first_difference": i, "top2_gap": gap,
             "rounding": gap <= ROUNDING_GAP.get(dtype, 1e-3)}
@@ -176,7 +179,8 @@ def build(config) -> Task:
 
   def describe() -> str:
     how = "" if greedy else f", sampled at temperature {temperature}"
-    return f"proposer {p.name} ({plan.shape}), verifier {config.verifier}{how}"
+    return (f"proposer {p.name} ({plan.shape}), verifier {config.verifier}{how}, "
+            f"{config.get('weights', 'float32')} weights")
 
   seen = set()  # the (rows, width, proposer) programs that ran once (compiled)
 
@@ -232,8 +236,13 @@ def build(config) -> Task:
                    **compare(params, row, new["spec"], new["plain"]), "new": new})
     return rows, s_spec
 
-  def sample(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
+  def decode_params(state: TrainState) -> dict[str, Any]:
+    """The target's and draft's params as decoding reads them (``config.weights``)."""
     params = nn.unbox(state.params)
+    return bf16.cast(params) if config.get("weights", "float32") == "bfloat16" else params
+
+  def sample(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
+    params = decode_params(state)
     rows, stats = run(params, [sample_ids], len(sample_ids), plan.prepare(params))
     r, new = rows[0], rows[0].pop("new")
     completion = tokenizer.decode(new["spec"], skip_special_tokens=True)
@@ -260,7 +269,7 @@ def build(config) -> Task:
     prompts = prompt_set(config.eval_prompts, int(config.eval_num_prompts))
     ids = [encode(text, f"eval prompt {i} ({kind})", kind == "chat")
            for i, (kind, text) in enumerate(prompts)]
-    params = nn.unbox(state.params)
+    params = decode_params(state)
     bsz, multiple = int(config.eval_batch_size), max(int(config.eval_pad_multiple), 1)
     prop_params, rows, spec_stats = plan.prepare(params), [], []
     for start in range(0, len(ids), bsz):

@@ -9,6 +9,7 @@ import pytest
 from jaxtok.generators.causal_lm import CausalLM, LMConfig, init_cache
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.nn import int8
+from tests.nn.dense_layers import Layers
 
 
 def test_quantize_tensor_round_trip_within_half_a_step():
@@ -34,19 +35,8 @@ def test_int8_matmul_is_the_product_of_the_dequantised_operands():
   np.testing.assert_allclose(int8.int8_matmul(x, q.T, scale, transposed=True), got, rtol=1e-6)
 
 
-class _Layers(nn.Module):
-  @nn.compact
-  def __call__(self, ids):
-    embed = nn.Embed(50, 16, name="embed")
-    x = embed(ids)  # [B, T, 16]
-    x = nn.DenseGeneral((2, 8), name="heads")(x)  # [B, T, 2, 8], with bias
-    x = nn.DenseGeneral(16, axis=(-2, -1), use_bias=False, name="merge")(x)
-    x = nn.LayerNorm(name="norm")(nn.Dense(16, name="mlp")(x))
-    return embed.attend(x)
-
-
 def test_every_dense_layer_quantised_and_computed_in_int8():
-  model = _Layers()
+  model = Layers()
   ids = jax.random.randint(jax.random.key(3), (2, 7), 0, 50)
   params = model.init(jax.random.key(4), ids)["params"]
   variables = int8.quantize(model, params, ids)

@@ -54,6 +54,20 @@ def test_greedy_sample_is_identical_to_plain(tmp_path, capsys, name):
     assert json.load(f)["completion"] == (tmp_path / "sample.txt").read_text()
 
 
+def test_bf16_weights_decode_both_ways_and_stay_identical(tmp_path, capsys, monkeypatch):
+  # weights='bfloat16' hands plain and speculative decoding the same bf16 target and draft, and
+  # the products go through jaxtok/nn/bf16.py (bf16 operands, float32 accumulation).
+  casts = []
+  real_cast = speculative.bf16.cast
+  monkeypatch.setattr(speculative.bf16, "cast", lambda p: casts.append(sorted(p)) or real_cast(p))
+  result = main.run(smoke("draft", weights="bfloat16"), str(tmp_path), "sample")
+  out = capsys.readouterr().out
+  assert casts == [["draft", "target"]], casts
+  assert "bfloat16 weights" in out and result["identical"] is True, out
+  with pytest.raises(ValueError, match="weights"):
+    build(smoke("ngram", weights="int4"))
+
+
 def test_draft_workdir_self_draft_accepts_everything(tmp_path, capsys, monkeypatch):
   # restore_student hands back the target's own weights (random 'tiny', seed 0, times
   # random_scale): they enter through the pretrained-weights callback, and every draft token is

@@ -25,7 +25,6 @@ mass reaches p), then a categorical draw; or argmax when ``greedy``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
@@ -35,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtok.nn import int8
+from jaxtok.nn import bf16, int8
 
 StepFn = Callable[..., tuple[jnp.ndarray, Any]]
 
@@ -45,14 +44,16 @@ class ModelStep:
   """Adapts a Flax LM with a ``'cache'`` collection to the step-function contract (hashable).
 
   ``int8``: ``params`` is the ``{'params', 'int8_scales'}`` dict of ``jaxtok.nn.int8.quantize``
-  and the model's dense layers compute in int8 (W8A8) while the step is traced."""
+  and the model's dense layers compute in int8 (W8A8) while the step is traced. Otherwise layers
+  whose weights are bfloat16 (``jaxtok.nn.bf16.cast``) multiply them with float32 accumulation
+  (``jaxtok.nn.bf16``); float32 weights are untouched."""
 
   model: nn.Module
   int8: bool = False
 
   def __call__(self, params, cache, tokens, positions, kv_mask):
     variables = {**params, "cache": cache} if self.int8 else {"params": params, "cache": cache}
-    with int8.apply_int8() if self.int8 else contextlib.nullcontext():
+    with int8.apply_int8() if self.int8 else bf16.apply_bf16():
       logits, mutated = self.model.apply(
           variables, tokens, positions=positions, kv_mask=kv_mask, decode=True,
           mutable=["cache"])
