@@ -35,6 +35,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       None if smoke else "smollm2-135m", field_type=str)
   config.model.chat = smoke  # random models: format the prompt as ChatML anyway (a smoke check)
   config.dtype = "bfloat16" if "bf16" in args else "float32"
+  # bfloat16: weight matrices stored in bf16 for eval/sample, float32 activations and
+  # accumulation (jaxtok/nn/bf16.py; docs/lm.md for speed and perplexity).
+  config.weights = "float32"
 
   config.prompt = "What is the capital of France?"
   config.max_new_tokens = 8 if smoke else 64

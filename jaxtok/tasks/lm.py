@@ -10,7 +10,8 @@ the perplexity exp(mean NLL) of ``config.eval_text_file``, by default
 
 Config fields (see ``configs/lm/smollm2.py``): ``model.variant`` (a ``LM_VARIANTS`` name),
 ``model.pretrained`` (None, a ``PRETRAINED_LMS`` name or a path), ``dtype`` (float32, bfloat16,
-or int8 for eval/sample: W8A8, jaxtok/nn/int8.py), ``prompt``,
+or int8 for eval/sample: W8A8, jaxtok/nn/int8.py), ``weights`` (float32, or bfloat16 for
+eval/sample: weight matrices stored in bf16, float32 accumulation, jaxtok/nn/bf16.py), ``prompt``,
 ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``eval_text_file``,
 ``eval_seq_len``, ``seed``, ``watermark`` (None, or ``key``/``gamma``/``delta`` of a KGW green-list
 watermark applied while sampling, whose z-test on the completion is reported: docs/rl_watermark.md),
@@ -33,7 +34,7 @@ import optax
 from jaxtok import paths
 from jaxtok.generators.causal_lm import DTYPES, CausalLM, decode_layout, init_cache, lm_config
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
-from jaxtok.nn import int8
+from jaxtok.nn import bf16, int8
 from jaxtok.pretrained.chat import chatml
 from jaxtok.pretrained.lms import load_pretrained_lm
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
@@ -73,6 +74,12 @@ def check_options(config, *, needs_data: bool) -> None:
   if config.get("dtype") == "int8" and needs_data:
     raise UserError("config.dtype='int8' (W8A8, jaxtok/nn/int8.py) is for --mode=eval and "
                     "--mode=sample; fine-tune in float32 or bfloat16")
+  if config.get("weights", "float32") == "bfloat16" and (needs_data or
+                                                          config.get("dtype") == "int8"):
+    raise UserError("config.weights='bfloat16' (jaxtok/nn/bf16.py) stores the weights in bf16 for "
+                    "--mode=eval and --mode=sample of a float32 or bfloat16 model; it does not "
+                    "train and does not combine with dtype='int8'")
+  check_choice("weights", config.get("weights", "float32"), ["bfloat16", "float32"])
   check_int("max_new_tokens", config.get("max_new_tokens", 64), 1)
   check_int("eval_seq_len", config.get("eval_seq_len", 1024), 1)
   temperature, top_k, top_p = (config.get("temperature", 0.0), config.get("top_k", 0),
@@ -125,6 +132,7 @@ def build(config) -> Task:
       wm_cfg) else None  # built here: a bad gamma / delta / key fails before anything compiles
   # int8: the float32 model, its dense layers run W8A8 on weights quantised when evaluated.
   int8_mode = dtype == "int8"
+  bf16_weights = config.get("weights", "float32") == "bfloat16"
   model = CausalLM.from_config(arch, dtype="float32" if int8_mode else dtype)
   tx = optax.adamw(config.get("lr", 1e-4), weight_decay=config.get("weight_decay", 0.0)) if (
       needs_data) else optax.identity()
@@ -134,13 +142,12 @@ def build(config) -> Task:
     params = nn.unbox(params)
     if int8_mode:
       return int8.quantize(model, params, jnp.zeros((1, 8), jnp.int32))
-    return {"params": params}
+    return {"params": bf16.cast(params) if bf16_weights else params}
 
   def forward(variables, tokens, **kwargs):
-    if int8_mode:
-      with int8.apply_int8():
-        return model.apply(variables, tokens, **kwargs)
-    return model.apply(variables, tokens, **kwargs)
+    # bf16 weights multiply with float32 accumulation; float32 ones are left to Flax.
+    with int8.apply_int8() if int8_mode else bf16.apply_bf16():
+      return model.apply(variables, tokens, **kwargs)
 
   def init(rng: jax.Array, example_batch: Any = None) -> TrainState:
     del example_batch
@@ -171,6 +178,8 @@ def build(config) -> Task:
     d_model, params = decode_layout(model, state.params)
     if int8_mode:
       params = int8.quantize(d_model, params, jnp.zeros((1, 8), jnp.int32))
+    elif bf16_weights:
+      params = bf16.cast(params)
     prompt = config.get("prompt", "The capital of France is")
     text = chatml(prompt) if chat else prompt
     n = int(config.get("max_new_tokens", 64))

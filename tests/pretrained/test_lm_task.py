@@ -128,6 +128,30 @@ def test_int8_eval_and_sample_follow_the_float32_model(tmp_path):
     build(bad)
 
 
+def test_bf16_weights_eval_and_sample_follow_the_float32_model(tmp_path, monkeypatch):
+  # weights=bfloat16 rounds every weight matrix to bf16 for eval/sample (jaxtok/nn/bf16.py): the
+  # perplexity of the same sharpened state moves by the rounding only, the products run through
+  # bf16_matmul, and fine-tuning with it is refused.
+  from jaxtok.nn import bf16
+  calls = []
+  real = bf16.bf16_matmul
+  monkeypatch.setattr(bf16, "bf16_matmul", lambda *a, **k: calls.append(1) or real(*a, **k))
+  f32 = build(smollm2_config("smoke"))
+  config = smollm2_config("smoke")
+  config.weights = "bfloat16"
+  half = build(config)
+  state = f32.init(jax.random.key(0))
+  state = state.replace(params=jax.tree.map(lambda x: x * 4.0, state.params))
+  ref, got = f32.evaluate(state)["perplexity"], half.evaluate(state)["perplexity"]
+  assert calls and abs(np.log(ref / 384)) > 1 and abs(np.log(got / ref)) < 0.02, (ref, got)
+  greedy = f32.sample(state, str(tmp_path))
+  assert half.sample(state, str(tmp_path))["tokens_generated"] == greedy["tokens_generated"]
+  bad = smollm2_config("smoke,finetune")
+  bad.weights = "bfloat16"
+  with pytest.raises(Exception, match="does not train"):
+    build(bad)
+
+
 def test_rl_arithmetic_smollm2_config_builds():
   """configs/rl/arithmetic.py:model=smollm2 builds its task: every held-out word problem, in
   SmolLM2's tokens, fits rl.max_prompt_len (48 did not: the longest is 57 tokens)."""
