@@ -1,6 +1,6 @@
 """jaxtok's greedy decoding vs Hugging Face transformers on the same SmolLM2 weights, same run.
 
-  python benchmarks/decode_vs_transformers.py [--dtype=float32|bfloat16] [--num_prompts=4]
+  python benchmarks/decode_vs_transformers.py [--dtype=float32|bfloat16|bf16w] [--num_prompts=4]
       [--new_tokens=64] [--repeats=3] [--layout=fused|separate] [--draft=WORKDIR --draft_length=2]
 
 SmolLM2-135M-Instruct is written with ``jaxtok/pretrained/hf_export.py`` and loaded by
@@ -47,9 +47,10 @@ from jaxtok.decoding.engine import cache_slots_needed, speculative_generate  # n
 from jaxtok.decoding.proposers import DraftModel, LMStep, PromptLookup  # noqa: E402
 from jaxtok.generators.causal_lm import CausalLM, decode_layout, init_cache  # noqa: E402
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate  # noqa: E402
+from jaxtok.nn import bf16  # noqa: E402
 from jaxtok.pretrained.hf_export import export_hf  # noqa: E402
 
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "bf16w")
 
 
 def left_padded(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -79,12 +80,16 @@ class Pair:
   def __init__(self, config, params, dtype: str, directory: str, fused: bool = False):
     if dtype not in DTYPES:
       raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    self.model = CausalLM.from_config(config, dtype=dtype)
-    export_hf(directory, params, config, dtype=dtype, overwrite=True)
+    # bf16w: bf16 weights with float32 activations in jaxtok (jaxtok/nn/bf16.py), against
+    # transformers computing in bfloat16 from the same bf16 weights.
+    hf_dtype = "bfloat16" if dtype == "bf16w" else dtype
+    self.model = CausalLM.from_config(config, dtype="float32" if dtype == "bf16w" else dtype)
+    export_hf(directory, params, config, dtype=hf_dtype, overwrite=True)
     if fused:
       self.model, params = decode_layout(self.model, params)
-    self.params = jax.tree.map(lambda x: jnp.asarray(x, self.model.dtype), params)
-    self.hf = load_hf(directory, dtype)
+    self.params = (bf16.cast(params) if dtype == "bf16w" else
+                   jax.tree.map(lambda x: jnp.asarray(x, self.model.dtype), params))
+    self.hf = load_hf(directory, hf_dtype)
 
   def logits_gap(self, tokens: np.ndarray) -> float:
     """Max |jaxtok - transformers| of the logits over a [1, T] prompt."""

@@ -2,19 +2,17 @@
 
 Decoding a small LM is bound by reading its weights once per step, so storing them in bfloat16
 halves what a step reads. How the product is computed decides whether that turns into speed on
-XLA:CPU (``benchmarks/bf16_matmul.py``, SmolLM2's tied 49,152 x 576 head, Intel Xeon with AMX):
+XLA:CPU (``python benchmarks/bf16_matmul.py``, Intel Xeon, 2 cores; docs/lm.md has the table):
 
-* a model whose compute dtype is bfloat16 (Flax ``dtype=bfloat16``) multiplies bf16 x bf16 into
-  bf16, which XLA:CPU runs as a slow GEMM for two rows or more (about 35 ms for the head at any
-  row count, where float32 takes 4-9 ms): batch-8 decoding and multi-token verify passes crawl;
-* converting the weights to float32 in the graph (what Flax's dtype promotion does) is fast for
-  one row (the convert fuses into the matrix-vector product) and just as slow for two or more;
-* bf16 x bf16 with float32 accumulation (``preferred_element_type=float32``) takes a fast path
-  for two rows or more: about 2 ms for the head from 2 to 16 rows, so a pass over 16 tokens costs
-  little more than a pass over 2. One row takes a slow path again, so a single row is duplicated
-  (as jaxtok/nn/int8.py does for int8).
+* a bf16 model (Flax ``dtype=bfloat16``: bf16 x bf16 into bf16) and a float32 model holding bf16
+  weights (Flax converts them to float32 in the graph) both hit slow paths at some row counts:
+  about 30 ms for the tied 49,152 x 576 head with one row, where float32 takes 2.5 ms, and
+  0.9-1.2 ms per MLP projection at 1-4 rows, where float32 takes 0.1-0.2 ms;
+* bf16 x bf16 with float32 accumulation (``preferred_element_type=float32``) is fast at every row
+  count once a single row is duplicated into two: 1.7-2.1 ms for the head from 1 to 16 rows
+  (float32: 2.5-6.4 ms), so a pass over 16 tokens costs about what a one-token step costs.
 
-This module takes the third way: ``cast(params)`` stores every weight matrix (Dense and
+This module takes the last way: ``cast(params)`` stores every weight matrix (Dense and
 DenseGeneral kernels, embedding tables) in bfloat16, and inside ``apply_bf16()`` those layers
 compute ``bf16(x) @ W`` with float32 accumulation and hand float32 on; norms, attention, the KV
 cache and the residual stream stay float32. The activations are rounded to bfloat16 at each
