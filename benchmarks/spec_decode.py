@@ -367,8 +367,9 @@ def main():
     print("\nbatch-1 outputs that differ from plain greedy: where, and the target's top-2 logit "
           "gap there (after plain greedy's tokens)")
     for name, i, plain, at in MISMATCHES:
-      print(f"  {name}, prompt {i}: first difference at position {at}, top-2 gap "
-            f"{runner.top2_gap(plain, at):.4f}")
+      pad = int((~np.asarray(singles[i][1])).sum())  # --bucket's left padding, not scored
+      print(f"  {name}, prompt {i}: first difference at new token {at - singles[i][0].shape[1]}, "
+            f"top-2 gap {runner.top2_gap(plain[pad:], at - pad):.4f}")
 
 
 if __name__ == "__main__":
