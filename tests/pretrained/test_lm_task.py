@@ -108,47 +108,32 @@ def test_watermarked_sampling_reports_the_detectors_z():
     build(_watermark_config("smoke,delta=-1"))
 
 
-def test_int8_eval_and_sample_follow_the_float32_model(tmp_path):
-  # dtype=int8 quantises the weights when evaluating (W8A8, jaxtok/nn/int8.py): the perplexity
-  # of the same state moves little, and fine-tuning in int8 is refused with a clear message.
-  f32 = build(smollm2_config("smoke"))
-  config = smollm2_config("smoke")
-  config.dtype = "int8"
-  q = build(config)
-  state = f32.init(jax.random.key(0))
-  # Sharpen the random model so its perplexity is far from uniform: int8 must keep that.
-  state = state.replace(params=jax.tree.map(lambda x: x * 4.0, state.params))
-  ref, got = f32.evaluate(state)["perplexity"], q.evaluate(state)["perplexity"]
-  assert abs(np.log(ref / 384)) > 1 and abs(np.log(got / ref)) < 0.05, (ref, got)
-  out = q.sample(state, str(tmp_path))
-  assert 0 < out["tokens_generated"] <= config.max_new_tokens
-  bad = smollm2_config("smoke,finetune")
-  bad.dtype = "int8"
-  with pytest.raises(Exception, match="int8"):
-    build(bad)
-
-
-def test_bf16_weights_eval_and_sample_follow_the_float32_model(tmp_path, monkeypatch):
-  # weights=bfloat16 rounds every weight matrix to bf16 for eval/sample (jaxtok/nn/bf16.py): the
-  # perplexity of the same sharpened state moves by the rounding only, the products run through
-  # bf16_matmul, and fine-tuning with it is refused.
+@pytest.mark.parametrize("key,value,tol,refused", [
+    ("dtype", "int8", 0.05, "int8"), ("weights", "bfloat16", 0.02, "does not train")])
+def test_low_precision_eval_and_sample_follow_the_float32_model(tmp_path, monkeypatch, key, value,
+                                                                 tol, refused):
+  # dtype=int8 (W8A8, jaxtok/nn/int8.py) and weights=bfloat16 (jaxtok/nn/bf16.py) change the
+  # weights only when evaluating and sampling: the perplexity of the same state moves little,
+  # bf16 weights run through bf16_matmul (int8 ones do not), and fine-tuning is refused.
   from jaxtok.nn import bf16
   calls = []
   real = bf16.bf16_matmul
   monkeypatch.setattr(bf16, "bf16_matmul", lambda *a, **k: calls.append(1) or real(*a, **k))
   f32 = build(smollm2_config("smoke"))
   config = smollm2_config("smoke")
-  config.weights = "bfloat16"
-  half = build(config)
+  config[key] = value
+  low = build(config)
   state = f32.init(jax.random.key(0))
+  # Sharpen the random model so its perplexity is far from uniform: the low precision must keep it.
   state = state.replace(params=jax.tree.map(lambda x: x * 4.0, state.params))
-  ref, got = f32.evaluate(state)["perplexity"], half.evaluate(state)["perplexity"]
-  assert calls and abs(np.log(ref / 384)) > 1 and abs(np.log(got / ref)) < 0.02, (ref, got)
-  greedy = f32.sample(state, str(tmp_path))
-  assert half.sample(state, str(tmp_path))["tokens_generated"] == greedy["tokens_generated"]
+  ref, got = f32.evaluate(state)["perplexity"], low.evaluate(state)["perplexity"]
+  assert abs(np.log(ref / 384)) > 1 and abs(np.log(got / ref)) < tol, (ref, got)
+  assert bool(calls) == (key == "weights")
+  out = low.sample(state, str(tmp_path))
+  assert 0 < out["tokens_generated"] <= config.max_new_tokens
   bad = smollm2_config("smoke,finetune")
-  bad.weights = "bfloat16"
-  with pytest.raises(Exception, match="does not train"):
+  bad[key] = value
+  with pytest.raises(Exception, match=refused):
     build(bad)
 
 
