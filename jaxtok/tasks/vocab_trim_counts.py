@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxtok.decoding.vocab_trim import cached_counts, count_generated_tokens
@@ -46,6 +48,9 @@ def target_counts(model: nn.Module, params: Any, encode, stop_tokens: Sequence[i
     prompts = [encode(t)[-max_prompt_tokens:] for t in train_code_prompts(num_prompts)]
     return count_generated_tokens(model, params, prompts, vocab_size=vocab_size,
                                   max_new_tokens=new_tokens, stop_tokens=stop_tokens)
+  if cache_name and any(getattr(x, "dtype", None) == jnp.bfloat16
+                        for x in jax.tree.leaves(params)):
+    cache_name += "-bf16w"  # bf16 weights continue some prompts differently: their own counts
   path = cache_name and cache_path(cache_name, num_prompts, new_tokens, max_prompt_tokens)
   return cached_counts(path or None, compute)
 
