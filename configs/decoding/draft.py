@@ -12,7 +12,7 @@ reads its latest checkpoint with ``jaxtok.tasks.distill.restore_student(draft.wo
 round the draft proposes ``proposer.length`` tokens greedily and the target verifies them in one
 pass. ``draft.pretrained`` (a PRETRAINED_LMS name) or ``draft.variant`` (random; smoke) are used
 when ``draft.workdir`` is empty. Arguments: ``smoke`` (random 'tiny' target and draft, byte
-tokenizer; seconds), ``bf16``. Keys:
+tokenizer; seconds), ``bf16`` (bf16 weights). Keys:
 ``configs/common.py:speculative_base_config``.
 """
 
@@ -25,7 +25,8 @@ from jaxtok.config_args import parse_arg
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, bf16=False)
   c = speculative_base_config(a.smoke, "draft")
-  c.dtype = "bfloat16" if a.bf16 else "float32"
+  # bf16: bf16 weights, float32 activations (jaxtok/nn/bf16.py; a bf16 model: --config.dtype).
+  c.weights = "bfloat16" if a.bf16 else "float32"
   # The output of configs/decoding/draft_distill.py (its --workdir); smoke: a random draft.
   c.draft.workdir = ml_collections.FieldReference("" if a.smoke else "/tmp/jaxtok_draft",
                                                   field_type=str)

@@ -12,7 +12,7 @@ in one pass; greedy, so the output is plain greedy decoding's. ``--mode=sample``
 plain decoding on ``config.prompt``; ``--mode=eval`` runs the offline prompt set (``eval_prompts``:
 chat / code / mixed) and writes decoding_table.md, decoding_results.json and
 acceptance_per_position.png to the workdir. Arguments: ``smoke`` (a random 'tiny' target and the
-byte tokenizer; seconds), ``bf16``. Keys:
+byte tokenizer; seconds), ``bf16`` (bf16 weights). Keys:
 ``configs/common.py:speculative_base_config``.
 """
 
@@ -25,7 +25,8 @@ from jaxtok.config_args import parse_arg
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, bf16=False)
   c = speculative_base_config(a.smoke, "ngram")
-  c.dtype = "bfloat16" if a.bf16 else "float32"
+  # bf16: bf16 weights, float32 activations (jaxtok/nn/bf16.py; a bf16 model: --config.dtype).
+  c.weights = "bfloat16" if a.bf16 else "float32"
   c.proposer.length = 4
   c.proposer.max_ngram = 3
   c.proposer.min_ngram = 1

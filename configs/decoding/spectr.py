@@ -12,8 +12,8 @@ The distilled draft (``draft.workdir``, the output of the first command) samples
 SpecTr's K-SEQ (Sun et al., 2023; ``rho`` None = the best feasible rho per step) keeps one of
 them, so the output is distributed exactly as the target's sampler at ``temperature`` / top-k /
 top-p. Sampled, so there is no token-identity check; acceptance rate = accepted / (k * length)
-per round. Arguments: ``smoke`` (random 'tiny' target and draft, byte tokenizer), ``bf16``.
-Keys:
+per round. Arguments: ``smoke`` (random 'tiny' target and draft, byte tokenizer), ``bf16``
+(bf16 weights). Keys:
 ``configs/common.py:speculative_base_config``.
 """
 
@@ -26,7 +26,8 @@ from jaxtok.config_args import parse_arg
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, bf16=False)
   c = speculative_base_config(a.smoke, "draft", verifier="spectr")
-  c.dtype = "bfloat16" if a.bf16 else "float32"
+  # bf16: bf16 weights, float32 activations (jaxtok/nn/bf16.py; a bf16 model: --config.dtype).
+  c.weights = "bfloat16" if a.bf16 else "float32"
   # The output of configs/decoding/draft_distill.py (its --workdir); smoke: a random draft.
   c.draft.workdir = ml_collections.FieldReference("" if a.smoke else "/tmp/jaxtok_draft",
                                                   field_type=str)

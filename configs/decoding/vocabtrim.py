@@ -11,7 +11,8 @@ standard-library files (``jaxtok/tasks/vocab_trim_counts.py``; the eval prompts 
 files and chat questions) for ``count_new_tokens`` tokens each; the token counts pick the kept
 ids (``jaxtok/decoding/vocab_trim.py:kept_ids``, stop tokens always kept) and are cached under
 ``$JAXTOK_CACHE_DIR/vocab_trim`` for a pretrained target. Arguments: ``smoke`` (random 'tiny'
-target and draft, byte tokenizer, a 128-row head; seconds), ``bf16``, ``trim`` (rows kept).
+target and draft, byte tokenizer, a 128-row head; seconds), ``bf16`` (bf16 weights), ``trim``
+(rows kept).
 Other keys: ``configs/common.py:speculative_base_config`` and ``configs/decoding/draft.py``.
 """
 
@@ -24,7 +25,8 @@ from jaxtok.config_args import parse_arg
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, bf16=False, trim=0)
   c = speculative_base_config(a.smoke, "vocabtrim")
-  c.dtype = "bfloat16" if a.bf16 else "float32"
+  # bf16: bf16 weights, float32 activations (jaxtok/nn/bf16.py; a bf16 model: --config.dtype).
+  c.weights = "bfloat16" if a.bf16 else "float32"
   c.draft.workdir = ml_collections.FieldReference("" if a.smoke else "/tmp/jaxtok_draft",
                                                   field_type=str)
   c.proposer.length = 2  # the best draft length of docs/decoding.md's CPU sweep
