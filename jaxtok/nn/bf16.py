@@ -61,8 +61,9 @@ def bf16_matmul(x: jnp.ndarray, w: jnp.ndarray, *, transposed: bool = False) -> 
 
 
 def _is_bf16(module: nn.Module, name: str) -> bool:
+  # Training holds boxed (logically partitioned) float32 params; cast() returns unboxed ones.
   return (module.has_variable("params", name)
-          and module.get_variable("params", name).dtype == jnp.bfloat16)
+          and meta.unbox(module.get_variable("params", name)).dtype == jnp.bfloat16)
 
 
 def _bf16_interceptor(next_fun, args, kwargs, context):

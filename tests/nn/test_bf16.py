@@ -1,5 +1,6 @@
 """bfloat16 weights, float32 accumulation, through Flax method interception: jaxtok/nn/bf16.py."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,3 +92,18 @@ def test_cached_bf16_decoding_matches_the_bf16_full_forward():
   with bf16.apply_bf16():
     logits = model.apply({"params": params}, tokens[:, :-1])
   np.testing.assert_array_equal(np.argmax(logits[:, 5:], -1), tokens[:, 6:])
+
+
+def test_float32_boxed_params_pass_through_unchanged():
+  # Training applies the model under the interceptor with boxed (logically partitioned) float32
+  # params: those layers must be left to Flax, bit for bit.
+  cfg = LMConfig(vocab_size=61, dim=32, num_layers=1, num_heads=4, num_kv_heads=2, mlp_dim=48,
+                 max_len=16)
+  model = CausalLM.from_config(cfg)
+  tokens = jax.random.randint(jax.random.key(7), (2, 5), 0, 61)
+  variables = model.init(jax.random.key(8), tokens)
+  assert any(isinstance(x, nn.LogicallyPartitioned) for x in jax.tree.leaves(
+      variables, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)))
+  with bf16.apply_bf16():
+    got = model.apply(variables, tokens)
+  np.testing.assert_array_equal(got, model.apply(variables, tokens))
