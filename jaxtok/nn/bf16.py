@@ -6,18 +6,20 @@ XLA:CPU (``python benchmarks/bf16_matmul.py``, Intel Xeon, 2 cores; docs/lm.md h
 
 * a bf16 model (Flax ``dtype=bfloat16``: bf16 x bf16 into bf16) and a float32 model holding bf16
   weights (Flax converts them to float32 in the graph) both hit slow paths at some row counts:
-  about 30 ms for the tied 49,152 x 576 head with one row, where float32 takes 2.5 ms, and
-  0.9-1.2 ms per MLP projection at 1-4 rows, where float32 takes 0.1-0.2 ms;
+  29-30 ms for the tied 49,152 x 576 head with one row, where float32 takes 2.8 ms, and
+  0.9-1.1 ms per MLP projection at 1-4 rows, where float32 takes 0.1-0.2 ms;
 * bf16 x bf16 with float32 accumulation (``preferred_element_type=float32``) is fast at every row
-  count once a single row is duplicated into two: 1.7-2.1 ms for the head from 1 to 16 rows
-  (float32: 2.5-6.4 ms), so a pass over 16 tokens costs about what a one-token step costs.
+  count once a single row is duplicated into two: 1.9-2.1 ms for the head from 1 to 16 rows
+  (float32: 2.8-7.8 ms), so a pass over 16 tokens costs about what a one-token step costs.
 
 This module takes the last way: ``cast(params)`` stores every weight matrix (Dense and
 DenseGeneral kernels, embedding tables) in bfloat16, and inside ``apply_bf16()`` those layers
 compute ``bf16(x) @ W`` with float32 accumulation and hand float32 on; norms, attention, the KV
 cache and the residual stream stay float32. The activations are rounded to bfloat16 at each
-product's input and nowhere else, the same rounding for every row count, so a T-token verify
-pass and a one-token step agree as closely as two float32 passes do.
+product's input, the same way for every row count; but a T-token pass and T one-token steps sum
+in different orders before that rounding, and the rounding magnifies the difference: on
+SmolLM2-135M their logits differ by up to 0.24, against 1e-4 with float32 weights
+(scripts/studies/verify_rounding.py), so greedy speculative output can flip at near-ties.
 """
 
 from __future__ import annotations
