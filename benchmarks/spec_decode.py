@@ -21,16 +21,17 @@ program is run once before timing (so compilation is excluded), and each time is
 - ``vocabtrim``: the same draft with its head cut to the ``--trim_sizes`` ids SmolLM2 generates
   most often on train-split code prompts (``jaxtok/decoding/vocab_trim.py``; only with ``--draft``;
   the counts are made once and cached under ``$JAXTOK_CACHE_DIR/vocab_trim``);
+- ``fused`` (with ``--fused``): feature-fused drafters (``configs/decoding/fused_distill.py``
+  runs: Dovetail's gated fusion or EAGLE's concatenation) drafting ``--fused_lengths`` tokens,
+  with the full head and with each ``--trim_sizes`` VocabTrim head;
 - ``early_exit``: DEL self-speculation (``configs/decoding/del.py`` through the task's own
   proposer plan): each static exit (L, G) and DEL's per-prompt choice (the exit norms are trained
   once on train-split code and cached under ``$JAXTOK_CACHE_DIR/del_exits``);
 - ``dovetail`` (with ``draft``): the same draft on a second host device, reached by callbacks
   from the target's loop (``jaxtok/decoding/dovetail.py``); adds two host devices to the run;
 - ``jackpot``: a Lottery Jackpot of SmolLM2 drafting for it (``configs/decoding/jackpot.py``):
-  magnitude masks at 50% and, with ``--jackpot_masks``, a searched mask; stored dense, so these
-  rows show acceptance, not a speed-up;
-- ``batch8``: all prompts in one left-padded batch of 8, plain vs speculative (ragged
-  acceptance: each row keeps its own cache length).
+  magnitude masks at 50% and, with ``--jackpot_masks``, a searched mask (dense: acceptance only);
+- ``batch8``: all prompts in one left-padded batch, plain vs speculative (ragged acceptance).
 
 Columns: tokens/s, speed-up over plain, mean acceptance length (1 + accepted / drafts, vLLM's
 definition), and on how many prompts the output is token-identical to plain greedy decoding; for
@@ -259,6 +260,8 @@ def main():
   parser.add_argument("--jackpot_masks", default="", help="searched masks for the jackpot rows "
                       "(scripts/studies/jackpot_smollm2.py --out_masks)")
   parser.add_argument("--draft_lengths", default="2,3,4,5")
+  parser.add_argument("--fused", default="", help="feature_distill workdirs (comma-separated)")
+  parser.add_argument("--fused_lengths", default="1,2,3,4")
   parser.add_argument("--trim_sizes", default="", help="VocabTrim head sizes (with --draft), "
                       "e.g. 4096,8192,16384: a row per size after each draft row")
   parser.add_argument("--bucket", type=int, default=1,
@@ -310,6 +313,13 @@ def main():
         adj = {"adjacency": run[1][1]["proposer_state"]["adjacency"]}
         runs.append(run)
       report(f"recycling N={size} (depth {tree.max_depth})", runs, base, prefill)
+  trims = [int(k) for k in args.trim_sizes.split(",") if k]
+
+  def vocab_counts():  # the target's counts on 32 train-split code prompts x 64 tokens (cached)
+    return target_counts(runner.model, runner.params, tok.encode, runner.stops,
+                         vocab_size=lm.config.vocab_size, num_prompts=32, new_tokens=64,
+                         max_prompt_tokens=256, cache_name="smollm2-135m")
+
   if "draft" in only and args.draft:
     from jaxtok.tasks.distill import restore_student
     config, params = restore_student(args.draft)
@@ -317,12 +327,10 @@ def main():
     params = nn.unbox(params)
     if args.weights == "bfloat16":
       params = bf16.cast(params)
-    trims, trimmed = [int(k) for k in args.trim_sizes.split(",") if k], {}
-    if trims:  # the target's counts on 32 train-split code prompts x 64 tokens (as the config)
+    trimmed = {}
+    if trims:
       start = time.perf_counter()
-      counts = target_counts(runner.model, runner.params, tok.encode, runner.stops,
-                             vocab_size=lm.config.vocab_size, num_prompts=32, new_tokens=64,
-                             max_prompt_tokens=256, cache_name="smollm2-135m")
+      counts = vocab_counts()
       made = np.concatenate([  # plain greedy's new tokens on these prompts
           np.asarray(out)[0, w[0].shape[1]:][:int(stats["num_generated"][0])]
           for (_, (out, stats)), w in zip(base, singles)])
@@ -348,6 +356,20 @@ def main():
         report(f"dovetail G={g} (draft on {jax.devices()[1]})", runs, base, prefill)
         print(f"  draft-side calls: {holder.calls}, {holder.seconds:.2f} s in them (transfers "
               "included, every call of the timed and untimed runs)")
+  if "fused" in only:  # feature-fused drafters (feature_distill workdirs), greedy chains
+    from jaxtok.decoding.fused_draft import FusedDraft, trim_head
+    from jaxtok.tasks.distill_features import restore_fused_draft
+    for workdir in filter(None, args.fused.split(",")):
+      net, d_params = restore_fused_draft(workdir, lm.config)
+      d_params = bf16.cast(d_params) if args.weights == "bfloat16" else d_params
+      pp = {"net": d_params, "embed": runner.params["embed"]["embedding"]}
+      heads = {None: pp} | {k: trim_head(pp, kept_ids(vocab_counts(), k, runner.stops))
+                            for k in trims}
+      for g in map(int, args.fused_lengths.split(",")):
+        for k, params in heads.items():
+          report(f"fused {net.fusion} depth {net.depth} G={g}" + (f" head {k}" if k else ""),
+                 [runner.spec(*s, FusedDraft(net, length=g), params) for s in singles], base,
+                 prefill)
   if "early_exit" in only:
     early_exit_rows(runner, lm, singles, base, prefill, args.static_exits)
   if "jackpot" in only:

@@ -9,9 +9,11 @@ row) to a host-side :class:`DeviceDraft`, which runs an ordinary :class:`DraftMo
 the drafted tokens. Only token ids cross devices; the draft's state never enters the target's
 program. Verification is the engine's, so greedy output stays plain greedy decoding's.
 
-What is not built here: Dovetail's drafter with dynamic gating fusion of the target's features
-(the engine's target step returns logits only), so the draft is any :class:`DraftModel` (a
-deeper-narrower one is a ``configs/decoding/draft_distill.py`` student choice).
+Dovetail's drafter itself, dynamic gating fusion of the target's features with token embeddings
+in a deeper drafter, is ``jaxtok/decoding/fused_draft.py`` (the ``fused`` proposer), run on the
+target's device. Placing it on another device is not built: it reads the target's hidden states
+every round ([B, G + 1, M] floats instead of token ids), so the placement here stays for
+:class:`DraftModel` drafts.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ def cache_slots_needed(prompt_len: int, max_new_tokens: int, tree_size: int) -> 
 def speculative_generate(
     rng: jax.Array,
     target_step,  # (params, cache, tokens, positions, kv_mask, mask) -> (logits, cache)
+    # (with features=True -> (logits, cache, hidden) for a proposer reading them)
     target_params: Any,
     proposer,  # a jaxtok.decoding.proposers proposer
     proposer_params: Any,
@@ -172,9 +173,18 @@ def _generate(rng, target_step, target_params, proposer, proposer_params, cache,
   positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=1) - 1, 0).astype(jnp.int32)
   kv_mask = jnp.concatenate([prompt_mask, jnp.ones((b, slots - p), bool)], axis=1)
   cache = set_cache_index(cache, jnp.zeros((b,), jnp.int32))
-  logits, cache = target_step(target_params, cache, prompt, positions, kv_mask)
+  # A proposer that reads the target's hidden states (a feature-fused drafter) gets them from
+  # every target pass: the prompt's for init, the tree's for update.
+  feats = getattr(proposer, "reads_target_features", False)
+
+  def call_target(cache, toks, pos, mask=None):  # -> (logits, cache, {'features': ...} or {})
+    out = target_step(target_params, cache, toks, pos, kv_mask, mask, **(
+        {"features": True} if feats else {}))
+    return out[0], out[1], ({"features": out[2]} if feats else {})
+
+  logits, cache, extra = call_target(cache, prompt, positions)
   first = choose(jax.random.fold_in(rng, 0), logits[:, -1])
-  prop_state = proposer.init(proposer_params, prompt, prompt_mask, positions, kv_mask)
+  prop_state = proposer.init(proposer_params, prompt, prompt_mask, positions, kv_mask, **extra)
 
   width = p + max_new_tokens + depth_max + 1  # room for one round's overshoot
   tokens = jnp.full((b, width), pad_id, jnp.int32).at[:, :p].set(prompt).at[:, p].set(first)
@@ -198,15 +208,15 @@ def _generate(rng, target_step, target_params, proposer, proposer_params, cache,
                   root=s["root"], position=s["position"], slot=s["slot"], kv_mask=kv_mask)
     tree, q, prop = proposer.propose(proposer_params, s["prop"], ctx, k_prop)
     cache = set_cache_index(s["cache"], s["slot"])
-    logits, cache = target_step(target_params, cache, tree, s["position"][:, None] + depths,
-                                kv_mask, tree_mask)  # [B, T, V]
+    logits, cache, extra = call_target(cache, tree, s["position"][:, None] + depths,
+                                       tree_mask)  # [B, T, V]
     accept = _verify(verifier, template, tree, q, logits, target_probs, k_verify, rho,
                      getattr(proposer, "num_drafts", 1))
     if not template.is_chain:  # chains are already in place (path = 0, 1, 2, ...)
       cache = compact_cache(cache, s["slot"], accept.path)
     n = accept.num_accepted
     cache = set_cache_index(cache, s["slot"] + n + 1)
-    prop = proposer.update(proposer_params, prop, ctx, tree, logits, accept)
+    prop = proposer.update(proposer_params, prop, ctx, tree, logits, accept, **extra)
 
     # New tokens: the accepted path's tokens, then the target's token; cut at a stop token
     # and at max_new_tokens.

@@ -52,12 +52,26 @@ class LMStep:
 
   model: nn.Module
 
-  def __call__(self, params, cache, tokens, positions, kv_mask, mask=None):
+  def __call__(self, params, cache, tokens, positions, kv_mask, mask=None, features=False):
+    """(logits, cache); with ``features`` (logits, cache, final-normed hidden states)."""
     with bf16.apply_bf16():
-      logits, mutated = self.model.apply(
-          {"params": params, "cache": cache}, tokens, positions=positions, kv_mask=kv_mask,
-          decode=True, mask=mask, mutable=["cache"])
-    return logits, mutated["cache"]
+      out, mutated = self.model.apply(
+          {"params": params, "cache": cache}, tokens, positions, kv_mask, mask,
+          method=_features_and_logits if features else _logits, mutable=["cache"])
+    if features:
+      return out[1], mutated["cache"], out[0]
+    return out, mutated["cache"]
+
+
+def _logits(module, tokens, positions, kv_mask, mask):
+  return module(tokens, positions=positions, kv_mask=kv_mask, decode=True, mask=mask)
+
+
+def _features_and_logits(module, tokens, positions, kv_mask, mask):
+  h = module.transformer(module.embed(tokens), positions=positions, mask=mask, kv_mask=kv_mask,
+                         decode=True)
+  logits = module.embed.attend(h) if module.tie_embeddings else module.lm_head(h)
+  return h.astype(jnp.float32), logits.astype(jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ from jaxtok.tasks import (  # noqa: F401
   audio,
   dimwise,
   distill,
+  distill_features,
   ecar,
   generator,
   iter_sr,

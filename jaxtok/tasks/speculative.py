@@ -39,6 +39,7 @@ from jaxtok.pretrained.chat import chatml
 from jaxtok.tasks import (  # noqa: F401
   speculative_del,
   speculative_dovetail,
+  speculative_fused,
   speculative_jackpot,
   speculative_sorted,
 )
