@@ -233,6 +233,42 @@ def sudoku_config(kind: str, *, smoke: bool, steps: int, dim: int = 96, layers: 
   return c
 
 
+def teacher_distill_config(task: str, a, *, steps: int, smoke_steps: int, report_every: int,
+                           smoke_data: tuple[int, int], smoke_eval_batches: int
+                           ) -> ml_collections.ConfigDict:
+  """Teacher, loop, data and optimiser of configs/decoding/*_distill.py: SmolLM2-135M (smoke: a
+  random 'tiny' teacher on byte-level source) and its BPE of the standard library's source.
+
+  ``a``: the parsed argument with ``smoke``, ``steps``, ``batch``, ``seq`` and ``lr``."""
+  smoke, ref = a.smoke, ml_collections.FieldReference
+  c = ml_collections.ConfigDict({"task": task, "seed": 0, "dtype": "float32"})
+  c.teacher = ml_collections.ConfigDict({
+      "pretrained": ref(None if smoke else "smollm2-135m", field_type=str),
+      "variant": "tiny",  # the random teacher when pretrained is None
+      "seed": 1234})
+  c.num_steps = a.steps or (smoke_steps if smoke else steps)
+  c.batch_size = c.eval_batch_size = a.batch
+  c.eval_max_batches = smoke_eval_batches if smoke else 8  # test batches scored by report / eval
+  c.log_every = 5 if smoke else 10
+  c.eval_every = 0  # the loop's full pass over the test split: off (report scores a sample)
+  c.checkpoint_every = 0 if smoke else 50
+  c.report_every = c.num_steps if smoke else report_every
+  c.keep_checkpoints = 2
+  c.async_checkpoint = not smoke
+  c.init_from = ""
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.data = ml_collections.ConfigDict({
+      "name": "python_source" if smoke else "python_source_smollm2",
+      "seq_len": a.seq + 1,  # T + 1 tokens per example (inputs and targets)
+      "data_dir": ref(None, field_type=str)})
+  if smoke:
+    c.data.num_train, c.data.num_test = smoke_data
+  c.optimizer = ml_collections.ConfigDict({
+      "lr": a.lr or (3e-3 if smoke else 1e-3), "warmup_steps": 5 if smoke else 20,
+      "b1": 0.9, "b2": 0.99, "weight_decay": 0.0, "grad_clip": 1.0, "final_lr_fraction": 0.1})
+  return c
+
+
 def speculative_base_config(smoke: bool, proposer: str,
                             verifier: str = "greedy") -> ml_collections.ConfigDict:
   """Every key of the task, for ``configs/decoding/*.py`` (smoke: random 'tiny' models, bytes)."""

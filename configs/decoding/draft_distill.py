@@ -34,6 +34,7 @@ top-1 agreement 0.517 (8192 test tokens; teacher CE 2.00), passage.txt KL 4.03, 
 
 import ml_collections
 
+from configs.common import teacher_distill_config
 from jaxtok.config_args import parse_arg
 
 
@@ -41,15 +42,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, steps=0, batch=8, seq=128, lr=0.0, layers="0+1+2+3",
                 temperature=1.0, ce=0.0)
   smoke = a.smoke
-  c = ml_collections.ConfigDict()
-  c.task = "distill"
-  c.seed = 0
-  c.dtype = "float32"
-  c.teacher = ml_collections.ConfigDict()
-  c.teacher.pretrained = ml_collections.FieldReference(
-      None if smoke else "smollm2-135m", field_type=str)
-  c.teacher.variant = "tiny"  # the random teacher when pretrained is None
-  c.teacher.seed = 1234
+  c = teacher_distill_config("distill", a, steps=250, smoke_steps=40, report_every=125,
+                             smoke_data=(512, 64), smoke_eval_batches=4)
   c.student = ml_collections.ConfigDict()
   layers = tuple(int(i) for i in a.layers.split("+") if i.strip())
   if smoke:
@@ -61,28 +55,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.student.init_from_teacher_layers = layers
   c.distill_temperature = a.temperature
   c.ce_weight = a.ce
-
-  c.num_steps = a.steps or (40 if smoke else 250)
-  c.batch_size = a.batch
-  c.eval_batch_size = a.batch
-  c.eval_max_batches = 4 if smoke else 8  # test batches scored by report / --mode=eval
-  c.log_every = 5 if smoke else 10
-  c.eval_every = 0  # the loop's full pass over the test split: off (report scores a sample)
-  c.checkpoint_every = 0 if smoke else 50
-  c.report_every = c.num_steps if smoke else 125
-  c.keep_checkpoints = 2
-  c.async_checkpoint = not smoke
-  c.init_from = ""
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "python_source" if smoke else "python_source_smollm2"
-  c.data.seq_len = a.seq + 1  # T + 1 tokens per example (inputs and targets)
-  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
-  if smoke:
-    c.data.num_train, c.data.num_test = 512, 64
-  c.optimizer = ml_collections.ConfigDict({
-      "lr": a.lr or (3e-3 if smoke else 1e-3), "warmup_steps": 5 if smoke else 20,
-      "b1": 0.9, "b2": 0.99, "weight_decay": 0.0, "grad_clip": 1.0, "final_lr_fraction": 0.1})
 
   c.eval_text_file = ""  # "" = jaxtok/pretrained/data/passage.txt
   c.eval_seq_len = a.seq

@@ -288,18 +288,8 @@ def build(config) -> Task:
     params = nn.unbox(state.params)
     return _pooled(params, _text_windows(), "text") | _pooled(params, _test_batches(), "heldout")
 
-  def report(state: TrainState, workdir: str, step: int) -> dict[str, float]:
-    if jax.process_index() == 0:
-      record = {"student": dataclasses.asdict(arch), "step": int(step),
-                "config": json.loads(config.to_json())}
-      paths.write_text(paths.join(workdir, STUDENT_FILE), json.dumps(record, indent=1))
-    return heldout(state)
-
-  def evaluate(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
-    del workdir
-    result = heldout(state)
-    print(" ".join(f"{k}={v:.4f}" for k, v in result.items()))
-    return result
+  report, evaluate = recorded_heldout(heldout, STUDENT_FILE, config,
+                                      {"student": dataclasses.asdict(arch)})
 
   def sample(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
     prompt = config.get("prompt", "def fibonacci(n):")
@@ -327,6 +317,23 @@ def build(config) -> Task:
 
   return Task(init=_make_init(student, tx, t_params, layers), train_step=train_step,
               eval_step=eval_step, report=report, sample=sample, evaluate=evaluate)
+
+
+def recorded_heldout(heldout, record_file: str, config, record: dict):
+  """A task's ``report`` (writes ``<workdir>/<record_file>``: ``record``, the step and the
+  config, what a restore reads; then scores ``heldout(state)``) and ``evaluate`` (prints it)."""
+  def report(state: TrainState, workdir: str, step: int) -> dict[str, float]:
+    if jax.process_index() == 0:
+      out = {**record, "step": int(step), "config": json.loads(config.to_json())}
+      paths.write_text(paths.join(workdir, record_file), json.dumps(out, indent=1))
+    return heldout(state)
+
+  def evaluate(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
+    del workdir
+    result = heldout(state)
+    print(" ".join(f"{k}={v:.4f}" for k, v in result.items()))
+    return result
+  return report, evaluate
 
 
 def student_record(workdir: str, config_path: str | None = None

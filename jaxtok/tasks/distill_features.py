@@ -37,7 +37,7 @@ from jaxtok.generators.causal_lm import CausalLM, LMConfig
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.common import build_optimizer
 from jaxtok.tasks.distill import DEFAULTS as DISTILL_DEFAULTS
-from jaxtok.tasks.distill import _boxed_like, _load_teacher, options
+from jaxtok.tasks.distill import _boxed_like, _load_teacher, options, recorded_heldout
 from jaxtok.train import loop
 from jaxtok.train.state import TrainState
 from jaxtok.train.steps import supervised_step
@@ -146,18 +146,8 @@ def build(config) -> Task:
     return {f"heldout/{k}": v / max(count, 1.0) for k, v in total.items()} | {
         "heldout/tokens": count}
 
-  def report(state: TrainState, workdir: str, step: int) -> dict[str, float]:
-    if jax.process_index() == 0:
-      record = {"drafter": {"depth": net.depth, "fusion": net.fusion}, "step": int(step),
-                "config": json.loads(config.to_json())}
-      paths.write_text(paths.join(workdir, RECORD_FILE), json.dumps(record, indent=1))
-    return heldout(state)
-
-  def evaluate(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
-    del workdir
-    result = heldout(state)
-    print(" ".join(f"{k}={v:.4f}" for k, v in result.items()))
-    return result
+  report, evaluate = recorded_heldout(heldout, RECORD_FILE, config,
+                                      {"drafter": {"depth": net.depth, "fusion": net.fusion}})
 
   return Task(init=_make_init(net, tx, t_params, layers), train_step=train_step,
               eval_step=eval_step, report=report, evaluate=evaluate)

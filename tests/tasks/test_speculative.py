@@ -133,7 +133,7 @@ def test_cli_sampled_spectr(tmp_path):
 
 BAD = [
     ("ngram", {"proposer__name": "medusa"}, r"unknown proposer 'medusa'; valid proposer names: "
-     "dovetail, draft, early_exit, jackpot, ngram, recycling, sorted, vocabtrim"),
+     "dovetail, draft, early_exit, fused, jackpot, ngram, recycling, sorted, vocabtrim"),
     ("ngram", {"verifier": "typical"}, r"unknown verifier 'typical'; valid: greedy, rejection, "
      "spectr"),
     ("ngram", {"temperature": 0.7}, r"temperature 0.7 > 0 samples, but the greedy verifier"),
