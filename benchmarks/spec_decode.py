@@ -92,7 +92,8 @@ from jaxtok.tasks.prompt_set import prompt_set  # noqa: E402
 from jaxtok.tasks.vocab_trim_counts import target_counts  # noqa: E402
 
 HEADER = ("| method (batch {}) | tokens/s | speed-up | decode tokens/s | decode speed-up | "
-          "mean acceptance length | identical |\n|---|---|---|---|---|---|---|")
+          "mean acceptance length | per-position acceptance | identical |\n"
+          "|---|---|---|---|---|---|---|---|")
 
 
 def padded(rows: list[list[int]], bucket: int = 128) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -181,9 +182,10 @@ def report(name, runs, base, prefill):
   if "num_drafts" in stats[0]:
     drafts = sum(int(np.asarray(s["num_drafts"]).sum()) for s in stats)
     accepted = sum(int(np.asarray(s["num_accepted_tokens"]).sum()) for s in stats)
-    mal = f"{1 + accepted / max(drafts, 1):.2f}"
+    per = sum(np.asarray(s["accepted_per_position"], np.float64) for s in stats) / max(drafts, 1)
+    mal = f"{1 + accepted / max(drafts, 1):.2f} | {' '.join(f'{x:.2f}' for x in per)}"
   else:
-    mal = "-"
+    mal = "- | -"
   # The prefill is timed separately: if the machine's load changed between the two, the
   # decode-phase difference can be meaningless (even negative). Say so instead of printing it.
   phase = (f"{(toks - len(runs)) / decode:.1f} | {base_decode / decode:.2f}"
@@ -323,10 +325,8 @@ def main():
   if "draft" in only and args.draft:
     from jaxtok.tasks.distill import restore_student
     config, params = restore_student(args.draft)
-    draft = CausalLM.from_config(config)
-    params = nn.unbox(params)
-    if args.weights == "bfloat16":
-      params = bf16.cast(params)
+    draft, params = CausalLM.from_config(config), nn.unbox(params)
+    params = bf16.cast(params) if args.weights == "bfloat16" else params
     trimmed = {}
     if trims:
       start = time.perf_counter()
@@ -367,7 +367,7 @@ def main():
                             for k in trims}
       for g in map(int, args.fused_lengths.split(",")):
         for k, params in heads.items():
-          report(f"fused {net.fusion} depth {net.depth} G={g}" + (f" head {k}" if k else ""),
+          report(f"fused {os.path.basename(workdir)} G={g}" + (f" head {k}" if k else ""),
                  [runner.spec(*s, FusedDraft(net, length=g), params) for s in singles], base,
                  prefill)
   if "early_exit" in only:
