@@ -10,6 +10,9 @@ three pure functions the engine calls inside its jitted loop:
 ``ctx`` is a :class:`Context` (the tokens so far, where the root sits); ``q`` is the proposer's
 distribution for each non-root node, float32 [B, T - 1, V], or None for a deterministic proposal
 (the verifier then treats it as one-hot). ``accept`` is an :class:`Accepted` (the accepted path).
+A proposer with ``reads_target_features = True`` (``fused_draft.FusedDraft``) also gets
+``features=``: the target's final-normed hidden states of the prompt [B, P, M] in ``init`` and of
+the tree [B, T, M] in ``update``.
 """
 
 from __future__ import annotations
