@@ -12,7 +12,7 @@ import pytest
 from jaxtok import main
 from jaxtok.config_args import load_config
 from jaxtok.generators.causal_lm import lm_config
-from jaxtok.tasks import TASKS
+from jaxtok.tasks import TASKS, speculative_fused
 from jaxtok.tasks.distill_features import RECORD_FILE, build, restore_fused_draft
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -68,3 +68,24 @@ def test_bad_options_are_refused(tmp_path):
   spec.draft.workdir = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError, match="train a drafter there first"):
     main.run(spec, str(tmp_path / "s2"), "sample")
+
+
+def test_fused_proposer_shares_the_targets_table_and_casts_with_bf16_weights():
+  """speculative_fused.build_fused: the drafter's head is the target's own embedding table (not
+  a copy), and with weights='bfloat16' the drafter's matrices are bf16 like the target's."""
+  from jaxtok.tasks.speculative_proposers import Target
+  arch = lm_config("tiny")
+  target = Target(arch=arch, model=None, name="tiny", pretrained=None, tokenizer=None, stops=(),
+                  dtype="float32")
+  table = jnp.ones((arch.vocab_size, arch.dim), jnp.bfloat16)
+  for weights, want in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
+    spec = config("fused")
+    spec.weights = weights
+    plan = speculative_fused.build_fused(spec, target)
+    made = plan.prepare({"target": {"embed": {"embedding": table}}})
+    assert made["embed"] is table
+    leaves = jax.tree_util.tree_leaves_with_path(made["net"])
+    kernels = [x.dtype for p, x in leaves if p[-1].key == "kernel"]
+    others = [x.dtype for p, x in leaves if p[-1].key != "kernel"]  # norm scales, gate bias
+    assert kernels and all(d == want for d in kernels), (weights, kernels)
+    assert others and all(d == jnp.float32 for d in others), (weights, others)
