@@ -19,6 +19,9 @@ Arguments (comma-separated): ``smoke`` (a random 'tiny' teacher and a random 'ti
 byte-level ``python_source``; about 30 s), ``steps=N``, ``batch=B``, ``seq=T`` (tokens per input),
 ``lr=X``, ``layers=0+1+2+3`` (teacher blocks copied into the student, joined by '+'; ``layers=``
 = a random 'smollm2-draft'), ``temperature=X``, ``ce=X`` (weight of next-token cross-entropy).
+``greedy=N`` (train on N stdlib windows whose last 3/4 SmolLM2 wrote by greedy decoding,
+``python_source_smollm2_greedy``: the text a drafter meets at decode time; built on first use, about
+700 windows a minute), ``init=DIR`` (start from the weights of a run's workdir: fine-tuning).
 
 Measured on 2 shared CPU cores (Dec 2026). Which blocks: every pruned copy starts far from the
 teacher (SmolLM2's final norm expects 30 blocks; heldout KL 16.4 nats, agreement 0.02 for blocks
@@ -39,8 +42,8 @@ from jaxtok.config_args import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, steps=0, batch=8, seq=128, lr=0.0, layers="0+1+2+3",
-                temperature=1.0, ce=0.0)
+  a = parse_arg(arg, smoke=False, steps=0, batch=8, seq=128, lr=0.0, greedy=0, init="",
+                layers="0+1+2+3", temperature=1.0, ce=0.0)
   smoke = a.smoke
   c = teacher_distill_config("distill", a, steps=250, smoke_steps=40, report_every=125,
                              smoke_data=(512, 64), smoke_eval_batches=4)

@@ -17,6 +17,9 @@ Arguments (comma-separated): ``smoke`` (a random 'tiny' target on byte-level sou
 ``steps=N``, ``batch=B``, ``seq=T``, ``lr=X``, ``depth=D``, ``fusion=gated|concat``,
 ``layers=28+29`` (teacher blocks the drafter's blocks start from, joined by '+'; ``layers=`` =
 random blocks), ``feature_weight=X``, ``unroll=K`` (training passes: 1 = teacher-forced only).
+``greedy=N`` (train on N stdlib windows whose last 3/4 SmolLM2 wrote by greedy decoding,
+``python_source_smollm2_greedy``: the text a drafter meets at decode time; built on first use, about
+700 windows a minute), ``init=DIR`` (start from the weights of a run's workdir: fine-tuning).
 """
 
 import ml_collections
@@ -26,8 +29,8 @@ from jaxtok.config_args import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, steps=0, batch=8, seq=128, lr=0.0, depth=2, fusion="gated",
-                layers="28+29", feature_weight=1.0, unroll=2)
+  a = parse_arg(arg, smoke=False, steps=0, batch=8, seq=128, lr=0.0, greedy=0, init="",
+                depth=2, fusion="gated", layers="28+29", feature_weight=1.0, unroll=2)
   c = teacher_distill_config("feature_distill", a, steps=200, smoke_steps=30, report_every=100,
                              smoke_data=(256, 32), smoke_eval_batches=2)
   c.drafter = ml_collections.ConfigDict({"depth": a.depth, "fusion": a.fusion})

@@ -8,6 +8,7 @@ from jaxtok.data import (  # noqa: F401
   arithmetic,
   arithmetic_cot,
   digits,
+  greedy_source,
   interactions,
   layouts,
   natural_patches,

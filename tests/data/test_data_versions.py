@@ -8,9 +8,9 @@ integer, string and float fields exactly (floats rounded to 1e-4), images by the
 changes at the same VERSION fails; after a deliberate change, bump the builder's VERSION and
 refresh the table with ``python tests/data/test_data_versions.py``.
 
-Not fingerprinted, because their content is not the generator's alone: ``python_source`` (the
-installed Python's standard library), ``svg_icons`` (the installed Font Awesome release) and
-``espeak_speech`` (the installed espeak-ng voice data).
+Not fingerprinted, because their content is not the generator's alone: ``python_source`` and
+``python_source_greedy`` (the installed Python's standard library), ``svg_icons`` (the installed
+Font Awesome release) and ``espeak_speech`` (the installed espeak-ng voice data).
 """
 
 from __future__ import annotations

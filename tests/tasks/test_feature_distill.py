@@ -22,13 +22,22 @@ def config(name, arg="smoke"):
   return load_config(os.path.join(REPO, "configs", "decoding", f"{name}.py") + f":{arg}")
 
 
-def test_smoke_run_learns_restores_and_decodes_losslessly(tmp_path):
-  assert "feature_distill" in TASKS
+@pytest.fixture(scope="module")
+def human_run(tmp_path_factory):
+  """The smoke config trained on human-written source: (data dir, workdir, final metrics)."""
+  root = tmp_path_factory.mktemp("fused")
   c = config("fused_distill")
-  c.data.data_dir = str(tmp_path / "data")
+  c.data.data_dir = str(root / "data")
   c.log_every = 1
-  workdir = str(tmp_path / "run")
-  final = main.run(c, workdir)
+  workdir = str(root / "run")
+  return c.data.data_dir, workdir, main.run(c, workdir)
+
+
+def test_smoke_run_learns_restores_and_decodes_losslessly(human_run, tmp_path):
+  assert "feature_distill" in TASKS
+  data_dir, workdir, final = human_run
+  c = config("fused_distill")
+  c.data.data_dir = data_dir
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   kl = [r["train/kl"] for r in rows if "train/kl" in r]
@@ -49,6 +58,22 @@ def test_smoke_run_learns_restores_and_decodes_losslessly(tmp_path):
   spec.draft.workdir = workdir
   result = main.run(spec, str(tmp_path / "spec"), "sample")
   assert result["identical"] is True and result["rounds"] > 0
+
+
+def test_training_on_the_targets_greedy_text_fits_the_targets_greedy_text(human_run, tmp_path):
+  """``greedy=N``: the drafter trains on windows the (random tiny) target continued greedily, the
+  contexts it drafts from at decode time. On held-out greedy windows it agrees with the target
+  more often than the drafter trained as long on human-written source (measured: first token
+  0.186 vs 0.073, second pass on its own feature 0.103 vs 0.033; on human windows both 0.12)."""
+  data_dir, human_workdir, _ = human_run
+  c = config("fused_distill", "smoke,greedy=256")
+  assert c.data.name == "python_source_greedy" and c.data.num_train == 256
+  c.data.data_dir = data_dir
+  workdir = str(tmp_path / "greedy")
+  on_policy = main.run(c, workdir)
+  off_policy = main.run(c, human_workdir, "eval")  # the same greedy test windows
+  for k in ("heldout/agreement", "heldout/agreement_2"):
+    assert on_policy[k] > 1.5 * off_policy[k], (k, on_policy[k], off_policy[k])
 
 
 def test_bad_options_are_refused(tmp_path):
