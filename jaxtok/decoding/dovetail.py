@@ -10,10 +10,11 @@ the drafted tokens. Only token ids cross devices; the draft's state never enters
 program. Verification is the engine's, so greedy output stays plain greedy decoding's.
 
 Dovetail's drafter itself, dynamic gating fusion of the target's features with token embeddings
-in a deeper drafter, is ``jaxtok/decoding/fused_draft.py`` (the ``fused`` proposer), run on the
-target's device. Placing it on another device is not built: it reads the target's hidden states
-every round ([B, G + 1, M] floats instead of token ids), so the placement here stays for
-:class:`DraftModel` drafts.
+in a deeper drafter, is :class:`~jaxtok.decoding.fused_draft.FusedDraft`; the holder places it the
+same way. It reads the target's hidden states, so then the callbacks also carry the prompt's
+features once ([B, P, M] floats) and the verified chain's every round ([B, G + 1, M]: 576 floats
+a token for SmolLM2, against one int for a draft model); the drafter's copy of the target's
+embedding table (its input and its head) lives on its device.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import io_callback
 
-from jaxtok.decoding.proposers import Accepted, Context, DraftModel
+from jaxtok.decoding.proposers import Accepted, Context
 from jaxtok.decoding.trees import TreeTemplate
 
 
@@ -47,12 +48,14 @@ def parse_device(spec: str) -> jax.Device:
 
 
 class DeviceDraft:
-  """Host side of the placement: a greedy DraftModel, its params and state on ``device``."""
+  """Host side of the placement: a greedy drafter (a ``DraftModel``, or a ``FusedDraft`` that
+  reads the target's features), its params and state on ``device``."""
 
-  def __init__(self, draft: DraftModel, device: jax.Device):
-    if draft.num_drafts != 1 or draft.temperature > 0:
+  def __init__(self, draft: Any, device: jax.Device):
+    if getattr(draft, "num_drafts", 1) != 1 or getattr(draft, "temperature", 0.0) > 0:
       raise ValueError("Dovetail placement drafts one greedy chain (num_drafts=1, temperature 0)")
     self.draft, self.device = draft, device
+    self.reads_features = bool(getattr(draft, "reads_target_features", False))
     self.params = self.state = None
     self.seconds, self.calls = 0.0, 0  # wall time inside the draft's calls (transfers included)
     self._init, self._propose = jax.jit(draft.init), jax.jit(draft.propose)
@@ -70,10 +73,14 @@ class DeviceDraft:
     self.seconds, self.calls = self.seconds + time.perf_counter() - begin, self.calls + 1
     return out
 
-  def host_init(self, prompt, prompt_mask, positions, kv_mask):
+  def _features(self, features: tuple) -> dict:  # () or (array,) -> the drafter's keyword
+    return {"features": self._put(features[0])} if self.reads_features else {}
+
+  def host_init(self, prompt, prompt_mask, positions, kv_mask, *features):
     if self.params is None:
       raise ValueError("DeviceDraft.load(params) must run before decoding")
-    self.state = self._timed(self._init, self.params, *self._put(
+    feats = self._features(features)
+    self.state = self._timed(lambda *a: self._init(*a, **feats), self.params, *self._put(
         (prompt, prompt_mask, positions, kv_mask)))
     return np.int32(0)
 
@@ -82,10 +89,12 @@ class DeviceDraft:
                                       Context(*self._put(tuple(ctx))), jax.random.key(0))
     return np.asarray(tree, np.int32)
 
-  def host_update(self, ctx, tree, accept, tick):
+  def host_update(self, ctx, tree, accept, tick, *features):
+    feats = self._features(features)
     self.state = self._timed(
-        lambda *a: self._update(self.params, self.state, *a), Context(*self._put(tuple(ctx))),
-        self._put(tree), None, Accepted(*self._put(tuple(accept))))
+        lambda *a: self._update(self.params, self.state, *a, **feats),
+        Context(*self._put(tuple(ctx))), self._put(tree), None,
+        Accepted(*self._put(tuple(accept))))
     return np.int32(tick + 1)
 
   def state_devices(self) -> set:
@@ -107,10 +116,14 @@ class DovetailDraft:
   def length(self) -> int:
     return self.holder.draft.length
 
-  def init(self, params, prompt, prompt_mask, positions, kv_mask):
+  @property
+  def reads_target_features(self) -> bool:  # the engine then passes features= below
+    return self.holder.reads_features
+
+  def init(self, params, prompt, prompt_mask, positions, kv_mask, features=None):
     del params
     tick = io_callback(self.holder.host_init, jax.ShapeDtypeStruct((), jnp.int32), prompt,
-                       prompt_mask, positions, kv_mask, ordered=True)
+                       prompt_mask, positions, kv_mask, *_given(features), ordered=True)
     return {"tick": tick}
 
   def propose(self, params, state, ctx: Context, rng):
@@ -119,8 +132,14 @@ class DovetailDraft:
     tree = io_callback(self.holder.host_propose, shape, tuple(ctx), state["tick"], ordered=True)
     return tree, None, state
 
-  def update(self, params, state, ctx: Context, tree_tokens, target_logits, accept: Accepted):
-    del params, target_logits  # a draft model's update never reads the target's logits
+  def update(self, params, state, ctx: Context, tree_tokens, target_logits, accept: Accepted,
+             features=None):
+    del params, target_logits  # neither drafter's update reads the target's logits
     tick = io_callback(self.holder.host_update, jax.ShapeDtypeStruct((), jnp.int32),
-                       tuple(ctx), tree_tokens, tuple(accept), state["tick"], ordered=True)
+                       tuple(ctx), tree_tokens, tuple(accept), state["tick"], *_given(features),
+                       ordered=True)
     return {"tick": tick}
+
+
+def _given(features) -> tuple:
+  return () if features is None else (features,)

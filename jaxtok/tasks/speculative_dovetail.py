@@ -15,6 +15,7 @@ import jax
 from jaxtok.decoding.dovetail import DeviceDraft, DovetailDraft, parse_device
 from jaxtok.decoding.proposers import DraftModel, LMStep
 from jaxtok.generators.causal_lm import CausalLM
+from jaxtok.tasks.speculative_fused import fused_drafter
 from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Plan, Target, load_draft
 
 
@@ -32,6 +33,20 @@ def build_dovetail(config, target: Target) -> Plan:
                      "devices the target's mesh spans: put the draft on another backend (e.g. "
                      "JAX_PLATFORMS=cpu,cuda with device=cuda:0, the target on the CPU) or run "
                      "the target on one device")
+  drafter = str(p.get("drafter", "draft"))
+  if drafter == "fused":  # Dovetail's own drafter: it reads the target's features
+    fused, make_params, name = fused_drafter(config, target)
+    holder = DeviceDraft(fused, device)
+
+    def prepare_fused(params):
+      if holder.params is None:
+        holder.load(make_params(params))  # the drafter and a copy of the embedding table, once
+      return None
+
+    return Plan(DovetailDraft(holder), draft_name=name, prepare=prepare_fused,
+                shape=f"{int(p.length)} tokens drafted on {device} by the fused drafter")
+  if drafter != "draft":
+    raise ValueError(f"proposer.drafter must be 'draft' or 'fused', got {drafter!r}")
   d_arch, d_host, d_name = load_draft(config, target)
   d_model = CausalLM.from_config(d_arch, dtype=target.dtype)
   holder = DeviceDraft(DraftModel(LMStep(d_model), length=int(p.length)), device)

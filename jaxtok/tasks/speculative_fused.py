@@ -19,8 +19,9 @@ from jaxtok.tasks.distill_features import drafter_net, restore_fused_draft
 from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Plan, Target
 
 
-@PROPOSER_BUILDERS.register("fused")
-def build_fused(config, target: Target) -> Plan:
+def fused_drafter(config, target: Target):
+  """(FusedDraft, ``params -> its params``, name): the drafter of ``draft.workdir`` (or a random
+  one), its params made once from the target's embedding table (also for ``dovetail``)."""
   p, d = config.proposer, config.draft
   if float(p.draft_temperature) > 0 or int(p.num_drafts) != 1:
     raise ValueError("the fused drafter proposes one greedy chain: set "
@@ -37,15 +38,21 @@ def build_fused(config, target: Target) -> Plan:
     x = jnp.zeros((1, 4, net.dim), jnp.float32)
     host = nn.unbox(net.init(jax.random.key(int(d.get("seed", 1))), x, x)["params"])
     name = "random drafter"
-  proposer = FusedDraft(net, length=int(p.length))
   cast = bf16.cast if config.get("weights", "float32") == "bfloat16" else (
       lambda t: jax.tree.map(jnp.asarray, t))
   made = {}
 
-  def prepare(params):
+  def make_params(params):
     if not made:
       made["net"] = cast(host)
     return {"net": made["net"], "embed": params["target"]["embed"]["embedding"]}
 
-  return Plan(proposer, draft_name=name, prepare=prepare,
+  return FusedDraft(net, length=int(p.length)), make_params, name
+
+
+@PROPOSER_BUILDERS.register("fused")
+def build_fused(config, target: Target) -> Plan:
+  proposer, make_params, name = fused_drafter(config, target)
+  net = proposer.net
+  return Plan(proposer, draft_name=name, prepare=make_params,
               shape=f"{proposer.length} tokens, {net.fusion} fusion, depth {net.depth}")

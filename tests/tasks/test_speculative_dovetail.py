@@ -27,6 +27,9 @@ def test_smoke_sample_is_identical_to_plain(tmp_path, capsys):
   result = main.run(config(), str(tmp_path), "sample")
   out = capsys.readouterr().out
   assert result["identical"] is True and "proposer dovetail (2 tokens drafted on" in out, out
+  result = main.run(config("smoke,drafter=fused"), str(tmp_path / "fused"), "sample")
+  out = capsys.readouterr().out
+  assert result["identical"] is True and "drafted on cpu:0 by the fused drafter" in out, out
 
 
 # Two host devices need their own process (XLA reads the flag when the backend starts).
@@ -35,7 +38,7 @@ PLACEMENT = textwrap.dedent("""
   from jaxtok.decoding.dovetail import DeviceDraft, DovetailDraft, parse_device
   from jaxtok.decoding.engine import speculative_generate
   from jaxtok.decoding.proposers import DraftModel, LMStep
-  from jaxtok.generators.causal_lm import CausalLM, init_cache
+  from jaxtok.generators.causal_lm import CausalLM, init_cache, lm_config
   from jaxtok.generators.samplers.autoregressive import ModelStep, generate
   m = CausalLM.from_config("tiny")
   init = lambda s: jax.tree.map(lambda x: x * 3.0, nn.unbox(
@@ -61,6 +64,28 @@ PLACEMENT = textwrap.dedent("""
     # one init, then a propose and an update per round
     assert holder.calls == 1 + 2 * int(st["num_drafts"].max()), (holder.calls, st["num_drafts"])
     print(name, "accepted", st["num_accepted_tokens"].tolist())
+  # Dovetail's own drafter, fused with the target's features, placed on the other device: its
+  # state there (the true features and tokens of the last window, its cache) is the state of
+  # the same drafter run beside the target, round for round.
+  from jaxtok.decoding.fused_draft import FusedDraft
+  from jaxtok.tasks.distill_features import drafter_net
+  net = drafter_net(lm_config("tiny"), 2, "gated")
+  x = jnp.zeros((1, 4, net.dim))
+  fp = {"net": nn.unbox(net.init(jax.random.key(5), x, x)["params"]),
+        "embed": target["embed"]["embedding"]}
+  holder = DeviceDraft(FusedDraft(net, length=2), parse_device("cpu:1"))
+  holder.load(fp)
+  out, st = speculative_generate(jax.random.key(0), LMStep(m), target, DovetailDraft(holder),
+                                 None, prompt, mask, max_new_tokens=20, target_model=m)
+  ref, rs = speculative_generate(jax.random.key(0), LMStep(m), target, FusedDraft(net, length=2),
+                                 fp, prompt, mask, max_new_tokens=20, target_model=m)
+  assert np.array_equal(out, plain) and np.array_equal(out, ref)
+  assert np.array_equal(st["num_drafts"], rs["num_drafts"])
+  for k in ("feats", "tokens"):
+    np.testing.assert_allclose(holder.state[k], rs["proposer_state"][k], rtol=1e-5, atol=1e-5)
+  assert holder.state_devices() == {jax.devices()[1]}, holder.state_devices()
+  assert holder.calls == 1 + 2 * int(st["num_drafts"].max())
+  print("fused placed", st["num_accepted_tokens"].tolist())
   # Through the task, a draft device inside the target's mesh would deadlock: refused at build.
   from jaxtok.config_args import load_config
   from jaxtok.tasks.speculative import build
@@ -80,6 +105,7 @@ def test_draft_lives_on_its_own_device():
   assert p.returncode == 0, p.stderr[-3000:]
   # The self-draft is the target: every draft accepted; the other draft's count is the engine's.
   assert "self accepted [15, 15]" in p.stdout and "task refuses" in p.stdout, p.stdout
+  assert "fused placed" in p.stdout, p.stdout
 
 
 def test_bad_options_fail_at_build():
@@ -92,3 +118,5 @@ def test_bad_options_fail_at_build():
   c.proposer.draft_temperature = 0.7
   with pytest.raises(ValueError, match="drafts one greedy chain"):
     build(c)
+  with pytest.raises(ValueError, match="proposer.drafter must be 'draft' or 'fused'"):
+    build(config("smoke,drafter=eagle"))
