@@ -27,8 +27,10 @@ program is run once before timing (so compilation is excluded), and each time is
 - ``early_exit``: DEL self-speculation (``configs/decoding/del.py`` through the task's own
   proposer plan): each static exit (L, G) and DEL's per-prompt choice (the exit norms are trained
   once on train-split code and cached under ``$JAXTOK_CACHE_DIR/del_exits``);
-- ``dovetail`` (with ``draft``): the same draft on a second host device, reached by callbacks
-  from the target's loop (``jaxtok/decoding/dovetail.py``); adds two host devices to the run;
+- ``dovetail`` (with ``draft`` or ``fused``): the same draft, or fused drafter with its full head,
+  on a second host device, reached by callbacks from the target's loop
+  (``jaxtok/decoding/dovetail.py``: token ids cross, and for the fused drafter the target's
+  features of each verified chain); adds two host devices to the run;
 - ``jackpot``: a Lottery Jackpot of SmolLM2 drafting for it (``configs/decoding/jackpot.py``):
   magnitude masks at 50% and, with ``--jackpot_masks``, a searched mask (dense: acceptance only);
 - ``batch8``: all prompts in one left-padded batch, plain vs speculative (ragged acceptance).
@@ -73,6 +75,7 @@ import numpy as np  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from benchmarks.machine import describe  # noqa: E402
+from benchmarks.spec_rows import early_exit_rows, fused_rows, jackpot_rows  # noqa: E402
 from jaxtok.decoding.engine import cache_slots_needed, speculative_generate  # noqa: E402
 from jaxtok.decoding.proposers import DraftModel, LMStep, PromptLookup, TokenRecycling  # noqa: E402
 from jaxtok.decoding.trees import DEFAULT_RANK_ACCEPT as RANK_ACCEPT  # noqa: E402
@@ -194,59 +197,6 @@ def report(name, runs, base, prefill):
         f"{same}/{len(runs)} |", flush=True)
 
 
-def early_exit_rows(runner, lm, singles, base, prefill, static=""):
-  """DEL through the speculative task's own plan (configs/decoding/del.py): a row per static
-  exit (L, gamma) without the confidence stop, then DEL (per-prompt choice, stop < threshold),
-  whose shadow pass over the prompt is timed with it."""
-  from jaxtok.config_args import load_config
-  from jaxtok.decoding import early_exit as ee
-  from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Target
-
-  config = load_config(os.path.join(REPO, "configs", "decoding", "del.py"))
-  target = Target(lm.config, runner.model, "smollm2-135m", "smollm2-135m", lm.tokenizer,
-                  runner.stops, "float32")
-  plan = PROPOSER_BUILDERS["early_exit"](config, target)
-  start = time.perf_counter()
-  fit = plan.prepare({"target": runner.params})
-  print(f"exit norms ready in {time.perf_counter() - start:.1f} s (cached after the first run)")
-  layers = tuple(config.proposer.exit_layers)
-  grid = [(lay, g) for lay in layers for g in config.proposer.gammas]
-  for lay, g in [tuple(map(int, x.split(":"))) for x in static.split(",")] if static else grid:
-    if lay not in layers:
-      raise SystemExit(f"--static_exits: L={lay} is not one of the config's exits {layers}")
-    prop = ee.ConfidentDraft(LMStep(ee.exit_model(runner.model, lay)), length=g)
-    p = ee.exit_params(runner.params, lay, fit["scales"][layers.index(lay)])
-    report(f"early exit L={lay} G={g}", [runner.spec(*s, prop, p) for s in singles], base,
-           prefill)
-  runs = []
-  for s in singles:
-    plan.choose({"target": runner.params}, fit, *s)  # compile the shadow pass for this width
-    start = time.perf_counter()
-    prop, p = plan.choose({"target": runner.params}, fit, *s)
-    shadow = time.perf_counter() - start
-    secs, out = runner.spec(*s, prop, p)
-    runs.append((secs + shadow, out))
-  report(f"DEL (stop < {config.proposer.threshold}, shadow pass timed)", runs, base, prefill)
-
-
-def jackpot_rows(runner, lm, singles, base, prefill, masks_file):
-  """Lottery Jackpots drafting for their parent (``configs/decoding/jackpot.py`` through the
-  task's plan): magnitude masks at 50%, and the searched masks of ``masks_file`` if given.
-  Stored dense, the draft costs a target step: these rows measure acceptance, not speed."""
-  from jaxtok.config_args import load_config
-  from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Target
-
-  target = Target(lm.config, runner.model, "smollm2-135m", "smollm2-135m", lm.tokenizer,
-                  runner.stops, "float32")
-  for masks in ("",) + ((masks_file,) if masks_file else ()):
-    config = load_config(os.path.join(REPO, "configs", "decoding", "jackpot.py") +
-                         (f":masks={masks}" if masks else ""))
-    plan = PROPOSER_BUILDERS["jackpot"](config, target)
-    draft = plan.prepare({"target": runner.params})
-    name = f"jackpot ({'searched' if masks else 'magnitude'}, 50%) G={config.proposer.length}"
-    report(name, [runner.spec(*s, plan.proposer, draft) for s in singles], base, prefill)
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--new_tokens", type=int, default=128)
@@ -357,23 +307,12 @@ def main():
         print(f"  draft-side calls: {holder.calls}, {holder.seconds:.2f} s in them (transfers "
               "included, every call of the timed and untimed runs)")
   if "fused" in only:  # feature-fused drafters (feature_distill workdirs), greedy chains
-    from jaxtok.decoding.fused_draft import FusedDraft, trim_head
-    from jaxtok.tasks.distill_features import restore_fused_draft
-    for workdir in filter(None, args.fused.split(",")):
-      net, d_params = restore_fused_draft(workdir, lm.config)
-      d_params = bf16.cast(d_params) if args.weights == "bfloat16" else d_params
-      pp = {"net": d_params, "embed": runner.params["embed"]["embedding"]}
-      heads = {None: pp} | {k: trim_head(pp, kept_ids(vocab_counts(), k, runner.stops))
-                            for k in trims}
-      for g in map(int, args.fused_lengths.split(",")):
-        for k, params in heads.items():
-          report(f"fused {os.path.basename(workdir)} G={g}" + (f" head {k}" if k else ""),
-                 [runner.spec(*s, FusedDraft(net, length=g), params) for s in singles], base,
-                 prefill)
+    fused_rows(runner, lm, singles, base, prefill, report, args, trims,
+               lambda k: kept_ids(vocab_counts(), k, runner.stops), "dovetail" in only)
   if "early_exit" in only:
-    early_exit_rows(runner, lm, singles, base, prefill, args.static_exits)
+    early_exit_rows(runner, lm, singles, base, prefill, report, args.static_exits)
   if "jackpot" in only:
-    jackpot_rows(runner, lm, singles, base, prefill, args.jackpot_masks)
+    jackpot_rows(runner, lm, singles, base, prefill, report, args.jackpot_masks)
   if "batch8" in only and len(rows) > 1:
     batch = padded(rows)
     plain8 = runner.plain(*batch)

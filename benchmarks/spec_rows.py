@@ -1,0 +1,96 @@
+"""Rows of benchmarks/spec_decode.py that build their proposer through a task's plan or a
+trained workdir: early exit / DEL, Lottery Jackpots, feature-fused drafters (same device, and
+with ``--only=...,dovetail`` on the second host device). Each takes the script's ``report``."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+
+from jaxtok.decoding.proposers import LMStep
+from jaxtok.nn import bf16
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def early_exit_rows(runner, lm, singles, base, prefill, report, static=""):
+  """DEL through the speculative task's own plan (configs/decoding/del.py): a row per static
+  exit (L, gamma) without the confidence stop, then DEL (per-prompt choice, stop < threshold),
+  whose shadow pass over the prompt is timed with it."""
+  from jaxtok.config_args import load_config
+  from jaxtok.decoding import early_exit as ee
+  from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Target
+
+  config = load_config(os.path.join(REPO, "configs", "decoding", "del.py"))
+  target = Target(lm.config, runner.model, "smollm2-135m", "smollm2-135m", lm.tokenizer,
+                  runner.stops, "float32")
+  plan = PROPOSER_BUILDERS["early_exit"](config, target)
+  start = time.perf_counter()
+  fit = plan.prepare({"target": runner.params})
+  print(f"exit norms ready in {time.perf_counter() - start:.1f} s (cached after the first run)")
+  layers = tuple(config.proposer.exit_layers)
+  grid = [(lay, g) for lay in layers for g in config.proposer.gammas]
+  for lay, g in [tuple(map(int, x.split(":"))) for x in static.split(",")] if static else grid:
+    if lay not in layers:
+      raise SystemExit(f"--static_exits: L={lay} is not one of the config's exits {layers}")
+    prop = ee.ConfidentDraft(LMStep(ee.exit_model(runner.model, lay)), length=g)
+    p = ee.exit_params(runner.params, lay, fit["scales"][layers.index(lay)])
+    report(f"early exit L={lay} G={g}", [runner.spec(*s, prop, p) for s in singles], base,
+           prefill)
+  runs = []
+  for s in singles:
+    plan.choose({"target": runner.params}, fit, *s)  # compile the shadow pass for this width
+    start = time.perf_counter()
+    prop, p = plan.choose({"target": runner.params}, fit, *s)
+    shadow = time.perf_counter() - start
+    secs, out = runner.spec(*s, prop, p)
+    runs.append((secs + shadow, out))
+  report(f"DEL (stop < {config.proposer.threshold}, shadow pass timed)", runs, base, prefill)
+
+
+def jackpot_rows(runner, lm, singles, base, prefill, report, masks_file):
+  """Lottery Jackpots drafting for their parent (``configs/decoding/jackpot.py`` through the
+  task's plan): magnitude masks at 50%, and the searched masks of ``masks_file`` if given.
+  Stored dense, the draft costs a target step: these rows measure acceptance, not speed."""
+  from jaxtok.config_args import load_config
+  from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Target
+
+  target = Target(lm.config, runner.model, "smollm2-135m", "smollm2-135m", lm.tokenizer,
+                  runner.stops, "float32")
+  for masks in ("",) + ((masks_file,) if masks_file else ()):
+    config = load_config(os.path.join(REPO, "configs", "decoding", "jackpot.py") +
+                         (f":masks={masks}" if masks else ""))
+    plan = PROPOSER_BUILDERS["jackpot"](config, target)
+    draft = plan.prepare({"target": runner.params})
+    name = f"jackpot ({'searched' if masks else 'magnitude'}, 50%) G={config.proposer.length}"
+    report(name, [runner.spec(*s, plan.proposer, draft) for s in singles], base, prefill)
+
+
+def fused_rows(runner, lm, singles, base, prefill, report, args, trims, kept, placed=False):
+  """Every ``--fused`` workdir at every ``--fused_lengths`` G, with the full head and each
+  VocabTrim head (``kept(k)``: the ids kept); ``placed``: also the full-head drafter on host
+  device 1, the target's features of each verified chain shipped to it (Dovetail)."""
+  from jaxtok.decoding.dovetail import DeviceDraft, DovetailDraft
+  from jaxtok.decoding.fused_draft import FusedDraft, trim_head
+  from jaxtok.tasks.distill_features import restore_fused_draft
+
+  for workdir in filter(None, args.fused.split(",")):
+    net, d_params = restore_fused_draft(workdir, lm.config)
+    d_params = bf16.cast(d_params) if args.weights == "bfloat16" else d_params
+    pp = {"net": d_params, "embed": runner.params["embed"]["embedding"]}
+    heads = {None: pp} | {k: trim_head(pp, kept(k)) for k in trims}
+    name = os.path.basename(workdir)
+    for g in map(int, args.fused_lengths.split(",")):
+      for k, params in heads.items():
+        report(f"fused {name} G={g}" + (f" head {k}" if k else ""),
+               [runner.spec(*s, FusedDraft(net, length=g), params) for s in singles], base,
+               prefill)
+      if placed:
+        holder = DeviceDraft(FusedDraft(net, length=g), jax.devices()[1])
+        holder.load(pp)
+        report(f"dovetail fused {name} G={g} (drafter on {jax.devices()[1]})",
+               [runner.spec(*s, DovetailDraft(holder), None) for s in singles], base, prefill)
+        print(f"  drafter-side calls: {holder.calls}, {holder.seconds:.2f} s in them (transfers "
+              "included, every call of the timed and untimed runs)")
