@@ -150,7 +150,9 @@ def init_draft_cache(net: FusedDraftNet, batch: int, slots: int) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class FusedDraft:
-  """Greedy chain drafts of ``length`` tokens from the feature-fused drafter.
+  """Chain drafts of ``length`` tokens from the feature-fused drafter: greedy (``temperature``
+  0; q one-hot) or sampled from its softmax at ``temperature`` (q that softmax, zero outside a
+  trimmed head's ids), for the engine's rejection-sampling verifier.
 
   Params: ``{'net': FusedDraftNet params, 'embed': the target's embedding table [V, M]}``, and
   optionally VocabTrim's head (:func:`trim_head`): ``'head'`` [k, M], the rows of ``embed`` for
@@ -162,11 +164,14 @@ class FusedDraft:
 
   net: FusedDraftNet
   length: int = 2
+  temperature: float = 0.0
   reads_target_features = True  # the engine passes the target's hidden states
 
   def __post_init__(self):
     if self.length < 1:
       raise ValueError(f"length must be >= 1, got {self.length}")
+    if self.temperature < 0:
+      raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
 
   @property
   def template(self) -> TreeTemplate:
@@ -179,10 +184,20 @@ class FusedDraft:
                                        positions, kv_mask, True, mutable=["cache"])
     return hidden, mutated["cache"]
 
-  def _draft_token(self, params, h):  # predicted feature [B, M] -> greedy draft id [B]
-    if "head" in params:
-      return params["head_ids"][jnp.argmax(head_logits(h, params["head"]), -1)].astype(jnp.int32)
-    return jnp.argmax(head_logits(h, params["embed"]), -1).astype(jnp.int32)
+  def _draft_token(self, params, h, key):  # predicted feature [B, M] -> id [B], q [B, V]
+    trimmed = "head" in params
+    logits = head_logits(h, params["head" if trimmed else "embed"])  # [B, k or V]
+    if self.temperature <= 0:
+      pick = jnp.argmax(logits, -1)
+      probs = jax.nn.one_hot(pick, logits.shape[-1], dtype=jnp.float32)
+    else:
+      scaled = logits / self.temperature
+      pick, probs = jax.random.categorical(key, scaled), jax.nn.softmax(scaled, -1)
+    if not trimmed:
+      return pick.astype(jnp.int32), probs
+    v = params["embed"].shape[0]
+    q = jnp.zeros((h.shape[0], v), jnp.float32).at[:, params["head_ids"]].set(probs)
+    return params["head_ids"][pick].astype(jnp.int32), q
 
   def init(self, params, prompt, prompt_mask, positions, kv_mask, features):
     del prompt_mask
@@ -198,26 +213,27 @@ class FusedDraft:
     return {"cache": cache, "tokens": prompt[:, p - g:], "feats": feats}
 
   def propose(self, params, state, ctx: Context, rng):
-    del rng
     g = self.length
+    keys = jax.random.split(rng, g)
     window = jnp.concatenate([state["tokens"], ctx.root[:, None]], axis=1)  # slots s-G .. s
     pos = jnp.maximum(ctx.position[:, None] - g + jnp.arange(g + 1), 0)
     cache = set_cache_index(state["cache"], ctx.slot - g)
     hidden, cache = self._run(params, cache, state["feats"], window, pos, ctx.kv_mask)
     h = hidden[:, -1]  # the predicted feature of the root
-    tok = self._draft_token(params, h)
+    tok, q = self._draft_token(params, h, keys[0])
 
     def body(carry, j):
       cache, h, tok = carry
       hid, cache = self._run(params, cache, h[:, None], tok[:, None],
                              (ctx.position + j)[:, None], ctx.kv_mask)
       h = hid[:, 0]
-      nxt = self._draft_token(params, h)
-      return (cache, h, nxt), nxt
+      nxt, q = self._draft_token(params, h, keys[j])
+      return (cache, h, nxt), (nxt, q)
 
-    (cache, _, _), rest = jax.lax.scan(body, (cache, h, tok), jnp.arange(1, g))
+    (cache, _, _), (rest, qs) = jax.lax.scan(body, (cache, h, tok), jnp.arange(1, g))
     drafts = jnp.concatenate([tok[:, None], rest.swapaxes(0, 1)], axis=1)  # [B, G]
-    return jnp.concatenate([ctx.root[:, None], drafts], axis=1), None, {**state, "cache": cache}
+    q = jnp.concatenate([q[:, None], qs.swapaxes(0, 1)], axis=1)  # [B, G, V]
+    return jnp.concatenate([ctx.root[:, None], drafts], axis=1), q, {**state, "cache": cache}
 
   def update(self, params, state, ctx: Context, tree_tokens, target_logits, accept: Accepted,
              features):

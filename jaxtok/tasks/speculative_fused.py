@@ -3,7 +3,8 @@
 ``draft.workdir`` is a ``feature_distill`` run (``configs/decoding/fused_distill.py``); empty, a
 random drafter (``draft.seed``, ``proposer.depth``, ``proposer.fusion``) for smoke runs. The
 drafter reads the target's hidden states and embedding table, so its params are made per run
-from the target's (``prepare``); with ``weights='bfloat16'`` its matrices are bf16 too.
+from the target's (``prepare``); with ``weights='bfloat16'`` its matrices are bf16 too. Drafts are
+greedy (``proposer.draft_temperature`` 0) or sampled, for the rejection verifier.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ def fused_drafter(config, target: Target):
   """(FusedDraft, ``params -> its params``, name): the drafter of ``draft.workdir`` (or a random
   one), its params made once from the target's embedding table (also for ``dovetail``)."""
   p, d = config.proposer, config.draft
-  if float(p.draft_temperature) > 0 or int(p.num_drafts) != 1:
-    raise ValueError("the fused drafter proposes one greedy chain: set "
-                     "proposer.draft_temperature=0 and num_drafts=1")
+  if int(p.num_drafts) != 1:
+    raise ValueError(f"the fused drafter proposes one chain: set proposer.num_drafts=1, got "
+                     f"{int(p.num_drafts)}")
   if d.get("workdir"):
     if not paths.exists(d.workdir):
       raise FileNotFoundError(f"draft.workdir {d.workdir!r} does not exist: train a drafter "
@@ -47,12 +48,14 @@ def fused_drafter(config, target: Target):
       made["net"] = cast(host)
     return {"net": made["net"], "embed": params["target"]["embed"]["embedding"]}
 
-  return FusedDraft(net, length=int(p.length)), make_params, name
+  return FusedDraft(net, length=int(p.length), temperature=float(p.draft_temperature)), \
+      make_params, name
 
 
 @PROPOSER_BUILDERS.register("fused")
 def build_fused(config, target: Target) -> Plan:
   proposer, make_params, name = fused_drafter(config, target)
   net = proposer.net
+  how = f", drafts sampled at {proposer.temperature}" if proposer.temperature > 0 else ""
   return Plan(proposer, draft_name=name, prepare=make_params,
-              shape=f"{proposer.length} tokens, {net.fusion} fusion, depth {net.depth}")
+              shape=f"{proposer.length} tokens, {net.fusion} fusion, depth {net.depth}{how}")

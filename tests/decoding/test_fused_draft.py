@@ -15,6 +15,7 @@ from jaxtok.decoding.proposers import Accepted, Context, LMStep
 from jaxtok.generators.causal_lm import CausalLM, LMConfig, init_cache
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.tasks.distill_features import drafter_net, target_features
+from tests.decoding.chi2 import chi2_pvalue
 
 CFG = LMConfig(vocab_size=64, dim=32, num_layers=3, num_heads=4, num_kv_heads=2, mlp_dim=64,
                max_len=256)
@@ -85,7 +86,7 @@ def test_drafts_equal_a_cache_free_recomputation_across_ragged_rounds(target, ac
     ctx = Context(tokens=None, valid=None, length=None, root=jnp.asarray([root]),
                   position=jnp.asarray([s]), slot=jnp.asarray([s]), kv_mask=kv_mask)
     tree, q, state = prop.propose(pp, state, ctx, jax.random.key(0))
-    assert q is None
+    np.testing.assert_array_equal(np.asarray(q).argmax(-1), np.asarray(tree)[:, 1:])  # one-hot
     full = jnp.asarray([seq + [root]])
     ref = _reference_drafts(net, params, embed, seq + [root],
                             target_features(model, t_params, full)[0], g)
@@ -120,6 +121,38 @@ def test_fused_greedy_is_token_identical_to_plain_greedy(target, fusion, depth, 
   assert int(stats["num_draft_tokens"].sum()) > 0
 
 
+@pytest.mark.parametrize("trimmed", [False, True])
+def test_sampled_drafts_keep_the_targets_distribution(target, trimmed):
+  """Temperature-1 rejection sampling with drafts sampled from the drafter (q its softmax; with a
+  trimmed head, zero outside the kept ids): x1, x2, x3 and the in-round pair (x2, x3) follow the
+  target's exact joint (chi-square), and drafts are accepted often enough to matter."""
+  model, params = target
+  net, d_params = _drafter("gated")
+  pp = {"net": d_params, "embed": params["embed"]["embedding"]}
+  if trimmed:
+    pp = fd.trim_head(pp, jnp.arange(0, CFG.vocab_size, 2))  # the even ids only
+  prompt, rows, v = jnp.array([[5, 9, 3, 7]]), 4000, CFG.vocab_size
+  out, stats = speculative_generate(
+      jax.random.key(3), LMStep(model), params, fd.FusedDraft(net, length=2, temperature=2.0),
+      pp, jnp.repeat(prompt, rows, 0), jnp.ones((rows, 4), bool), max_new_tokens=3,
+      verifier="rejection", temperature=1.0, target_model=model)
+  out = np.asarray(out)[:, 4:]
+  rate = float(stats["num_accepted_tokens"].sum() / stats["num_draft_tokens"].sum())
+  assert rate > 0.1, rate
+  logp = lambda toks: jax.nn.log_softmax(model.apply({"params": params}, toks)[:, -1])
+  grid = lambda *cols: jnp.concatenate(
+      [jnp.broadcast_to(prompt, (cols[0].shape[0], 4))] + [c[:, None] for c in cols], axis=1)
+  p1 = jnp.exp(logp(prompt))[0]
+  p2 = jnp.exp(logp(grid(jnp.arange(v))))
+  p3 = jnp.exp(logp(grid(jnp.repeat(jnp.arange(v), v), jnp.tile(jnp.arange(v), v))))
+  joint = np.asarray(p1[:, None, None] * p2[:, :, None] * p3.reshape(v, v, v), np.float64)
+  checks = {"x1": (out[:, 0], joint.sum((1, 2))), "x2": (out[:, 1], joint.sum((0, 2))),
+            "x3": (out[:, 2], joint.sum((0, 1))),
+            "x2,x3": (out[:, 1] * v + out[:, 2], joint.sum(0).reshape(-1))}
+  for name, (samples, probs) in checks.items():
+    assert chi2_pvalue(samples, probs) > 1e-3, name
+
+
 def test_trimmed_head_drafts_the_argmax_over_the_kept_ids(target):
   model, t_params = target
   net, params = _drafter("gated")
@@ -135,7 +168,7 @@ def test_trimmed_head_drafts_the_argmax_over_the_kept_ids(target):
   def first_draft(pp):
     state = prop.init(pp, prompt, jnp.ones_like(prompt, bool), jnp.arange(6)[None], kv_mask,
                       feats)
-    return int(prop.propose(pp, state, ctx, None)[0][0, 1])
+    return int(prop.propose(pp, state, ctx, jax.random.key(0))[0][0, 1])
 
   untrimmed = first_draft(full)
   assert first_draft(fd.trim_head(full, jnp.arange(CFG.vocab_size))) == untrimmed

@@ -76,6 +76,15 @@ def test_training_on_the_targets_greedy_text_fits_the_targets_greedy_text(human_
     assert on_policy[k] > 1.5 * off_policy[k], (k, on_policy[k], off_policy[k])
 
 
+def test_sample_config_samples_drafts_and_verifies_by_rejection(tmp_path, capsys):
+  c = config("fused", "smoke,sample")
+  assert (c.verifier, c.temperature, c.proposer.draft_temperature) == ("rejection", 1.0, 1.0)
+  result = main.run(c, str(tmp_path), "sample")
+  out = capsys.readouterr().out
+  assert "drafts sampled at 1.0), verifier rejection" in out, out
+  assert result["accepted"] > 0  # sampled drafts of the random drafter are accepted at times
+
+
 def test_bad_options_are_refused(tmp_path):
   c = config("fused_distill")
   c.drafter.depth = 0
@@ -86,8 +95,8 @@ def test_bad_options_are_refused(tmp_path):
   with pytest.raises(ValueError, match="must name 2 blocks of the 2-layer teacher"):
     build(c)
   spec = config("fused")
-  spec.proposer.draft_temperature = 0.7
-  with pytest.raises(ValueError, match="one greedy chain"):
+  spec.proposer.num_drafts = 2
+  with pytest.raises(ValueError, match="proposes one chain"):
     main.run(spec, str(tmp_path / "s"), "sample")
   spec = config("fused")
   spec.draft.workdir = str(tmp_path / "missing")
