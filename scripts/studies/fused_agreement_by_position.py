@@ -8,6 +8,13 @@ speculative runs of docs/decoding_fused.md draft at positions 230-460 (long code
 as in a round) against SmolLM2's argmax on ``--windows`` test-split windows of ``--length``
 tokens spread over the held-out standard-library source, and prints the agreement per block of
 128 positions, so a drop past the training length shows.
+
+``--rounds``: on spec_decode's code prompts, SmolLM2's greedy continuation (float32, ``--new``
+tokens) scored the same way, then the rounds of G=1 speculative decoding replayed on it: a round
+at root s accepts its draft iff the drafter agreed at s, and the next root is s + 2 (the draft
+and the target's bonus token) or s + 1. Per-round acceptance then differs from the mean
+agreement over positions whenever agreement comes in runs: a run of agreed positions is crossed
+two tokens a round, a run of misses one token a round, so misses get more rounds than positions.
 """
 
 from __future__ import annotations
@@ -34,11 +41,15 @@ def main():
   parser.add_argument("--length", type=int, default=512)
   parser.add_argument("--windows", type=int, default=8)
   parser.add_argument("--block", type=int, default=128)
+  parser.add_argument("--rounds", action="store_true", help="replay G=1 rounds on code prompts")
+  parser.add_argument("--new", type=int, default=96)
   args = parser.parse_args()
   lm = load_pretrained_lm("smollm2-135m")
   model = CausalLM.from_config(lm.config)
   params = jax.tree.map(jnp.asarray, lm.params)
   embed = params["embed"]["embedding"]
+  if args.rounds:
+    return replay_rounds(args, lm, model, params, embed)
   stream, _ = token_stream("smollm2", "test")
   step = (len(stream) - args.length) // args.windows
   rows = jnp.asarray(np.stack([stream[i * step:i * step + args.length]
@@ -58,6 +69,44 @@ def main():
     agree = np.asarray(jnp.argmax(fd.head_logits(pred, embed), -1) == top)
     cells = " | ".join(f"{agree[:, a:b].mean():.3f}" for a, b in blocks)
     print(f"| {os.path.basename(workdir)} | {cells} | {agree.mean():.3f} |", flush=True)
+
+
+def replay_rounds(args, lm, model, params, embed):
+  from jaxtok.generators.causal_lm import init_cache
+  from jaxtok.generators.samplers.autoregressive import ModelStep, generate
+  from jaxtok.tasks.prompt_set import prompt_set
+
+  seqs = []
+  for _, text in prompt_set("code", 8):
+    prompt = jnp.asarray([lm.tokenizer.encode(text)])
+    out, _ = generate(jax.random.key(0), ModelStep(model), params,
+                      init_cache(model, 1, prompt.shape[1] + args.new), prompt,
+                      jnp.ones(prompt.shape, bool), max_new_tokens=args.new, greedy=True)
+    seqs.append((np.asarray(out[0]), prompt.shape[1]))
+  print(f"{len(seqs)} code prompts, {args.new} greedy new tokens each (float32); drafts for the "
+        "new tokens after the first, teacher-forced:")
+  print("| drafter | mean agreement over positions | G=1 rounds | accepted per round |")
+  print("|---|---|---|---|")
+  for workdir in args.workdirs:
+    net, d_params = restore_fused_draft(workdir, lm.config)
+    d_params = jax.tree.map(jnp.asarray, d_params)
+    agreed, rounds, accepted = [], 0, 0
+    for seq, p in seqs:
+      toks = jnp.asarray(seq[None])
+      feats = target_features(model, params, toks)
+      pred = net.apply({"params": d_params}, fd.shift_features(feats), jnp.take(embed, toks, 0))
+      # agree[s]: the drafter at root s predicts token s + 1 as the target did (greedy text).
+      drafted = np.asarray(jnp.argmax(fd.head_logits(pred, embed), -1))[0]
+      agree = drafted == np.append(seq[1:], -1)
+      window = agree[p:len(seq) - 1]  # roots: the first new token .. the one before the last
+      agreed.append(window)
+      s = 0
+      while s < len(window):
+        rounds, accepted = rounds + 1, accepted + int(window[s])
+        s += 2 if window[s] else 1
+    mean = np.concatenate(agreed).mean()
+    print(f"| {os.path.basename(workdir)} | {mean:.3f} | {rounds} | {accepted / rounds:.3f} |",
+          flush=True)
 
 
 if __name__ == "__main__":
