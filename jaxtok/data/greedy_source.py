@@ -42,6 +42,7 @@ from jaxtok.data.spec import DatasetSpec
 from jaxtok.generators import causal_lm
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.nn import bf16
+from jaxtok.pretrained import load_pretrained_lm
 
 CHUNK = 64  # rows decoded together (the last chunk is padded to this, so one compile per size)
 SMOKE_TEACHER = ("tiny", 1234)  # configs/common.py:teacher_distill_config's random teacher
@@ -62,8 +63,6 @@ def window_rows(num_windows: int, num: int) -> np.ndarray:
 def load_target(codec: str) -> tuple[causal_lm.CausalLM, Any]:
   """(model in the decode layout, params) of the LM that continues the prompts."""
   if codec == "smollm2":
-    from jaxtok.pretrained import load_pretrained_lm  # the wheel is needed only here
-
     lm = load_pretrained_lm("smollm2-135m")
     model = causal_lm.CausalLM.from_config(lm.config, dtype="float32")
     model, params = causal_lm.decode_layout(model, lm.params)
