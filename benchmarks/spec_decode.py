@@ -25,8 +25,9 @@ program is run once before timing (so compilation is excluded), and each time is
   runs: Dovetail's gated fusion or EAGLE's concatenation) drafting ``--fused_lengths`` tokens,
   with the full head and with each ``--trim_sizes`` VocabTrim head;
 - ``early_exit``: DEL self-speculation (``configs/decoding/del.py`` through the task's own
-  proposer plan): each static exit (L, G) and DEL's per-prompt choice (the exit norms are trained
-  once on train-split code and cached under ``$JAXTOK_CACHE_DIR/del_exits``);
+  proposer plan): each static exit (L, G) and DEL's per-prompt choice (the exit norms, or with
+  ``--del_config=adapter=1`` exit adapters, are trained once on train-split code and cached
+  under ``$JAXTOK_CACHE_DIR/del_exits``);
 - ``dovetail`` (with ``draft`` or ``fused``): the same draft, or fused drafter with its full head,
   on a second host device, reached by callbacks from the target's loop
   (``jaxtok/decoding/dovetail.py``: token ids cross, and for the fused drafter the target's
@@ -209,6 +210,9 @@ def main():
   parser.add_argument("--draft", default="", help="a draft_distill workdir")
   parser.add_argument("--static_exits", default="", help="L:G pairs for the static early-exit "
                       "rows, e.g. 4:2,8:2 (default: the config's whole grid)")
+  parser.add_argument("--del_config", default="", help="arguments of configs/decoding/del.py "
+                      "for the early_exit rows, ';' between configs: e.g. ';adapter=1' gives "
+                      "exit norms, then exit adapters")
   parser.add_argument("--jackpot_masks", default="", help="searched masks for the jackpot rows "
                       "(scripts/studies/jackpot_smollm2.py --out_masks)")
   parser.add_argument("--draft_lengths", default="2,3,4,5")
@@ -310,7 +314,8 @@ def main():
     fused_rows(runner, lm, singles, base, prefill, report, args, trims,
                lambda k: kept_ids(vocab_counts(), k, runner.stops), "dovetail" in only)
   if "early_exit" in only:
-    early_exit_rows(runner, lm, singles, base, prefill, report, args.static_exits)
+    for del_args in args.del_config.split(";"):
+      early_exit_rows(runner, lm, singles, base, prefill, report, args.static_exits, del_args)
   if "jackpot" in only:
     jackpot_rows(runner, lm, singles, base, prefill, report, args.jackpot_masks)
   if "batch8" in only and len(rows) > 1:

@@ -9,35 +9,38 @@ import time
 
 import jax
 
-from jaxtok.decoding.proposers import LMStep
 from jaxtok.nn import bf16
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def early_exit_rows(runner, lm, singles, base, prefill, report, static=""):
-  """DEL through the speculative task's own plan (configs/decoding/del.py): a row per static
-  exit (L, gamma) without the confidence stop, then DEL (per-prompt choice, stop < threshold),
-  whose shadow pass over the prompt is timed with it."""
+def early_exit_rows(runner, lm, singles, base, prefill, report, static="", del_args=""):
+  """DEL through the speculative task's own plan (configs/decoding/del.py, with ``del_args``,
+  e.g. ``adapter=1``): a row per static exit (L, gamma) without the confidence stop, then DEL
+  (per-prompt choice, stop < threshold), whose shadow pass over the prompt is timed with it."""
   from jaxtok.config_args import load_config
-  from jaxtok.decoding import early_exit as ee
+  from jaxtok.tasks.speculative_del import exit_draft
   from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Target
 
-  config = load_config(os.path.join(REPO, "configs", "decoding", "del.py"))
+  config = load_config(os.path.join(REPO, "configs", "decoding", "del.py") +
+                       (f":{del_args}" if del_args else ""))
   target = Target(lm.config, runner.model, "smollm2-135m", "smollm2-135m", lm.tokenizer,
                   runner.stops, "float32")
   plan = PROPOSER_BUILDERS["early_exit"](config, target)
   start = time.perf_counter()
   fit = plan.prepare({"target": runner.params})
-  print(f"exit norms ready in {time.perf_counter() - start:.1f} s (cached after the first run)")
+  adapted = bool(config.proposer.adapter)
+  print(f"exit {'adapters' if adapted else 'norms'} ready in {time.perf_counter() - start:.1f} s "
+        "(cached after the first run)")
   layers = tuple(config.proposer.exit_layers)
   grid = [(lay, g) for lay in layers for g in config.proposer.gammas]
+  trim = int(config.proposer.trim_size)
+  tag = " + adapter" * adapted + (f", head {trim}" if trim else "")
   for lay, g in [tuple(map(int, x.split(":"))) for x in static.split(",")] if static else grid:
     if lay not in layers:
       raise SystemExit(f"--static_exits: L={lay} is not one of the config's exits {layers}")
-    prop = ee.ConfidentDraft(LMStep(ee.exit_model(runner.model, lay)), length=g)
-    p = ee.exit_params(runner.params, lay, fit["scales"][layers.index(lay)])
-    report(f"early exit L={lay} G={g}", [runner.spec(*s, prop, p) for s in singles], base,
+    prop, p = exit_draft(runner.model, runner.params, fit, layers, lay, g, adapted=adapted)
+    report(f"early exit L={lay}{tag} G={g}", [runner.spec(*s, prop, p) for s in singles], base,
            prefill)
   runs = []
   for s in singles:
@@ -47,7 +50,8 @@ def early_exit_rows(runner, lm, singles, base, prefill, report, static=""):
     shadow = time.perf_counter() - start
     secs, out = runner.spec(*s, prop, p)
     runs.append((secs + shadow, out))
-  report(f"DEL (stop < {config.proposer.threshold}, shadow pass timed)", runs, base, prefill)
+  report(f"DEL{tag} (stop < {config.proposer.threshold}, shadow pass timed)", runs, base,
+         prefill)
 
 
 def jackpot_rows(runner, lm, singles, base, prefill, report, masks_file):

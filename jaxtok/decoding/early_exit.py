@@ -172,19 +172,20 @@ def acceptance_rates(matches, total, prior_rates, prior_weight: float = 8.0) -> 
   return (matches + prior_weight * prior) / (float(total) + prior_weight)
 
 
-def tokens_per_cost(alpha, layer, gamma, num_layers):
+def tokens_per_cost(alpha, layer, gamma, num_layers, extra: int = 0):
   """Expected tokens per layer-pass of one round: (1 + sum_{i=1..gamma} alpha^i) /
-  (gamma * layer + num_layers) — gamma draft steps through ``layer`` blocks, one full verify."""
+  (gamma * (layer + extra) + num_layers) — gamma draft steps through ``layer`` blocks and
+  ``extra`` more (an exit adapter's: ``exit_adapter.py``), one full verify."""
   alpha = np.asarray(alpha, np.float64)
   expected = sum(alpha ** i for i in range(1, int(gamma) + 1))
-  return (1.0 + expected) / (gamma * layer + num_layers)
+  return (1.0 + expected) / (gamma * (layer + extra) + num_layers)
 
 
-def select_exit(alphas, layers, gammas, num_layers) -> tuple[int, int, float]:
+def select_exit(alphas, layers, gammas, num_layers, extra: int = 0) -> tuple[int, int, float]:
   """(layer, gamma, tokens per cost) maximising ``tokens_per_cost`` over layers x gammas."""
   if len(alphas) != len(layers):
     raise ValueError(f"alphas ({len(alphas)}) must give one rate per layer ({len(layers)})")
-  best = max(((tokens_per_cost(a, lay, g, num_layers), lay, g)
+  best = max(((tokens_per_cost(a, lay, g, num_layers, extra), lay, g)
               for a, lay in zip(alphas, layers) for g in gammas))
   return best[1], best[2], float(best[0])
 

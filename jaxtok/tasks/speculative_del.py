@@ -7,6 +7,12 @@ standard-library source (``exit_windows`` x ``exit_window_len`` tokens, ``exit_s
 the scales are cached under ``$JAXTOK_CACHE_DIR/del_exits`` for a pretrained target), and each
 exit's top-1 agreement with the target on test-split windows becomes DEL's prior rate.
 
+``proposer.adapter`` puts a trained block between each exit and the head (Kangaroo's adapter,
+``jaxtok/decoding/exit_adapter.py``; ``adapter_init`` picks the block it starts as, ``adapter_lr``
+its learning rate, the windows and steps are the exit norms'): a draft step then costs L + 1
+blocks, which DEL's cost model counts. ``proposer.trim_size`` > 0 gives every exit VocabTrim's
+head (the ``trim_size`` ids the target generates most often on train-split prompts).
+
 ``proposer.exit_layer`` > 0 drafts from that exit with ``length`` tokens a round (LayerSkip's
 static choice). ``exit_layer`` 0 is DEL: per batch of prompts, shadow tokens on the prompts
 (one target pass up to the deepest exit) update the prior rates, and ``select_exit`` picks the
@@ -28,8 +34,11 @@ import numpy as np
 from jaxtok import paths
 from jaxtok.data.python_source import corpus_files, split_of
 from jaxtok.decoding import early_exit as ee
+from jaxtok.decoding import exit_adapter as xa
 from jaxtok.decoding.proposers import LMStep
+from jaxtok.decoding.vocab_trim import TrimmedLMStep, kept_ids, trim_params
 from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Plan, Target
+from jaxtok.tasks.vocab_trim_counts import target_counts
 
 
 def source_windows(encode, split: str, num: int, length: int) -> np.ndarray:
@@ -45,12 +54,14 @@ def source_windows(encode, split: str, num: int, length: int) -> np.ndarray:
   raise ValueError(f"the {split} split has {len(ids)} tokens, fewer than {num} x {length}")
 
 
-def _cache_file(name: str, layers, p) -> str:
+def _cache_file(name: str, layers, p, adapted: bool) -> str:
   root = os.environ.get("JAXTOK_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
                                                             "jaxtok")
   tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
   key = (f"{tag}_L{'-'.join(map(str, layers))}_{int(p.exit_windows)}x{int(p.exit_window_len)}"
-         f"_s{int(p.exit_steps)}_py{sys.version_info.major}{sys.version_info.minor}.npz")
+         f"_s{int(p.exit_steps)}" + (f"_adapter-{p.adapter_init}-{float(p.adapter_lr):g}"
+                                     if adapted else "") +
+         f"_py{sys.version_info.major}{sys.version_info.minor}.npz")
   return os.path.join(root, "del_exits", key)
 
 
@@ -70,62 +81,109 @@ def _check(p, num_layers: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
     raise ValueError(f"proposer.threshold must be in [0, 1), got {p.threshold}")
   if min(int(p.exit_steps), int(p.exit_windows), int(p.exit_window_len)) < 1:
     raise ValueError("proposer.exit_steps, exit_windows and exit_window_len must be >= 1")
+  if int(p.get("trim_size", 0)) < 0:
+    raise ValueError(f"proposer.trim_size must be >= 0 (0: the full head), got {p.trim_size}")
+  if p.get("adapter", False):
+    if p.adapter_init not in xa.INIT_FROM:
+      raise ValueError(f"proposer.adapter_init must be one of {xa.INIT_FROM}, got "
+                       f"{p.adapter_init!r}")
+    if not float(p.adapter_lr) > 0:
+      raise ValueError(f"proposer.adapter_lr must be > 0, got {p.adapter_lr}")
   return layers, gammas, layer
+
+
+def exit_draft(model, target_params, fit, layers: tuple[int, ...], layer: int, gamma: int,
+               threshold: float = 0.0, adapted: bool = False):
+  """(proposer, its params) drafting ``gamma`` tokens from exit ``layer`` of ``fit`` (the
+  prepared exits: norms, or adapters when ``adapted``; with ``fit['kept']``, a trimmed head)."""
+  k = layers.index(layer)
+  if adapted:
+    draft = xa.adapter_model(model, layer)
+    params = xa.adapter_params(target_params, layer, xa.unpack(fit, f"adapter{k}"))
+  else:
+    draft = ee.exit_model(model, layer)
+    params = ee.exit_params(target_params, layer, fit["scales"][k])
+  if "kept" in fit:  # VocabTrim's head: drafts only among the kept ids, a [k, d] matmul
+    return (ee.ConfidentDraft(TrimmedLMStep(draft), length=gamma, threshold=threshold),
+            trim_params(params, fit["kept"]))
+  return ee.ConfidentDraft(LMStep(draft), length=gamma, threshold=threshold), params
 
 
 @PROPOSER_BUILDERS.register("early_exit")
 def build_early_exit(config, target: Target) -> Plan:
   p, model = config.proposer, target.model
   layers, gammas, layer = _check(p, model.num_layers)
-  threshold = float(p.threshold)
+  threshold, adapted = float(p.threshold), bool(p.get("adapter", False))
+
+  trim = int(p.get("trim_size", 0))
 
   def proposer(lay: int, gamma: int):
-    return ee.ConfidentDraft(LMStep(ee.exit_model(model, lay)), length=gamma,
+    draft = (xa.adapter_model if adapted else ee.exit_model)(model, lay)
+    return ee.ConfidentDraft(TrimmedLMStep(draft) if trim else LMStep(draft), length=gamma,
                              threshold=threshold)
 
   fitted: dict = {}
 
   def prepare(params):
     if not fitted:
-      path = target.pretrained and _cache_file(target.pretrained, layers, p)
+      path = target.pretrained and _cache_file(target.pretrained, layers, p, adapted)
       if path and paths.exists(path):
         with paths.path(path).open("rb") as f:
           fitted.update(np.load(f))
       else:
         n, length = int(p.exit_windows), int(p.exit_window_len)
         encode = target.tokenizer.encode
-        fitted.update(ee.fit_exit_norms(
-            model, params["target"], layers, source_windows(encode, "train", n, length),
-            source_windows(encode, "test", max(n // 4, 1), length),
-            steps=int(p.exit_steps)))
+        train = source_windows(encode, "train", n, length)
+        held_out = source_windows(encode, "test", max(n // 4, 1), length)
+        if adapted:
+          fitted.update(xa.fit_exit_adapters(
+              model, params["target"], layers, train, held_out, steps=int(p.exit_steps),
+              learning_rate=float(p.adapter_lr), init_from=p.adapter_init,
+              log_every=max(int(p.exit_steps) // 4, 1)))
+        else:
+          fitted.update(ee.fit_exit_norms(model, params["target"], layers, train, held_out,
+                                          steps=int(p.exit_steps)))
         if path:
           paths.makedirs(paths.path(path).parent)
           with paths.path(path).open("wb") as f:
             np.savez(f, **fitted)
-      print("DEL exits " + ", ".join(
-          f"L={lay}: top-1 agreement {b:.3f} -> {a:.3f}" for lay, b, a in zip(
-              layers, fitted["agree_before"], fitted["agree_after"])) + " (test-split windows)")
+      kl = (["" for _ in layers] if "kl_after" not in fitted else
+            [f", KL {b:.2f} -> {a:.2f}" for b, a in zip(fitted["kl_before"], fitted["kl_after"])])
+      print("DEL exits " + ("(adapters) " if adapted else "") + ", ".join(
+          f"L={lay}: top-1 agreement {b:.3f} -> {a:.3f}{d}" for lay, b, a, d in zip(
+              layers, fitted["agree_before"], fitted["agree_after"], kl)) +
+            " (test-split windows)")
+      if trim:  # after caching: the kept ids are not part of the trained exits
+        fitted["kept"] = kept_ids(target_counts(
+            model, params["target"], target.tokenizer.encode, target.stops,
+            vocab_size=target.arch.vocab_size, num_prompts=int(p.count_prompts),
+            new_tokens=int(p.count_new_tokens), max_prompt_tokens=int(p.count_prompt_tokens),
+            cache_name=target.pretrained), trim, target.stops)
     if layer:
-      return ee.exit_params(params["target"], layer, fitted["scales"][layers.index(layer)])
+      return exit_draft(model, params["target"], fitted, layers, layer, 1, adapted=adapted)[1]
     return fitted
 
   if layer:
     return Plan(proposer(layer, int(p.length)), prepare=prepare,
-                shape=f"exit L={layer} of {model.num_layers}, {int(p.length)} tokens, "
-                      f"stop below {threshold}")
+                shape=f"exit L={layer} of {model.num_layers}{' + adapter' * adapted}, "
+                      f"{int(p.length)} tokens, stop below {threshold}"
+                      + (f", head of {trim} ids" if trim else ""))
 
-  shadow = jax.jit(lambda prm, sc, pr, m: ee.prompt_shadow(model, prm, sc, layers, pr, m,
-                                                           model.norm_eps))
+  if adapted:
+    shadow = jax.jit(lambda prm, ad, pr, m: xa.adapter_shadow(model, prm, ad, layers, pr, m))
+  else:
+    shadow = jax.jit(lambda prm, sc, pr, m: ee.prompt_shadow(model, prm, sc, layers, pr, m,
+                                                             model.norm_eps))
 
   def choose(params, fit, tokens, mask):
-    matches, total = jax.device_get(shadow(params["target"], jnp.asarray(fit["scales"]), tokens,
-                                           mask))
+    exits = (tuple(xa.unpack(fit, f"adapter{k}") for k in range(len(layers))) if adapted
+             else jnp.asarray(fit["scales"]))
+    matches, total = jax.device_get(shadow(params["target"], exits, tokens, mask))
     rates = ee.acceptance_rates(matches, total, fit["agree_after"])
-    lay, gamma, _ = ee.select_exit(rates, layers, gammas, model.num_layers)
+    lay, gamma, _ = ee.select_exit(rates, layers, gammas, model.num_layers, int(adapted))
     print(f"DEL: shadow rates {dict(zip(layers, np.round(rates, 3).tolist()))} -> L={lay}, "
           f"gamma={gamma}")
-    return proposer(lay, gamma), ee.exit_params(params["target"], lay,
-                                                fit["scales"][layers.index(lay)])
+    return exit_draft(model, params["target"], fit, layers, lay, gamma, threshold, adapted)
 
   candidates = tuple(proposer(lay, g) for lay in layers for g in gammas)
   return Plan(candidates[0], prepare=prepare, choose=choose, candidates=candidates,

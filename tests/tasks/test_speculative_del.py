@@ -14,10 +14,10 @@ from jaxtok import main
 from jaxtok.config_args import load_config
 from jaxtok.decoding.engine import speculative_generate
 from jaxtok.decoding.proposers import LMStep
-from jaxtok.generators.causal_lm import CausalLM, lm_config
+from jaxtok.generators.causal_lm import CausalLM, init_cache, lm_config
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
 from jaxtok.tasks.speculative import build
-from jaxtok.tasks.speculative_del import source_windows
+from jaxtok.tasks.speculative_del import exit_draft, source_windows
 from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Target
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,24 +30,28 @@ def del_config(arg="smoke", **proposer):
   return config
 
 
-@pytest.mark.parametrize("arg", ["smoke", "smoke,layer=2"])
+@pytest.mark.parametrize("arg", ["smoke", "smoke,layer=2", "smoke,adapter=1,head=64"])
 def test_del_eval_is_token_identical_to_plain_greedy(tmp_path, capsys, arg):
   result = main.run(del_config(arg), str(tmp_path), "eval")
   out = capsys.readouterr().out
   assert result["identical"] == result["prompts"] == 2, out
-  assert "DEL exits L=1: top-1 agreement" in out, out
-  assert ("DEL: shadow rates" in out) == (arg == "smoke"), out  # only DEL chooses per batch
+  adapted = "adapter" in arg
+  assert f"DEL exits {'(adapters) ' if adapted else ''}L=1: top-1 agreement" in out, out
+  assert ("DEL: shadow rates" in out) == (arg != "smoke,layer=2"), out  # only DEL chooses
 
 
-def test_del_choice_follows_the_shadow_rates():
+@pytest.mark.parametrize("adapter", [False, True])
+def test_del_choice_follows_the_shadow_rates(adapter):
   # Blocks 3 and 4 of a 4-block target write nothing to the residual stream, so exit 2 with the
-  # final norm IS the target (agreement 1, KL 0: training keeps it) while exit 1 is a guess. DEL
-  # must pick L=2 with the longest draft, and every drafted token is then accepted.
-  config = del_config(exit_layers=(1, 2), gammas=(1, 3), exit_steps=3, threshold=0.0)
+  # final norm IS the target (agreement 1, KL 0: training keeps it) while exit 1 is a guess. An
+  # adapted exit L starts as blocks 1..L+1, so with adapters only block 4 is zeroed. DEL must
+  # pick L=2 with the longest draft, and every drafted token is then accepted.
+  config = del_config(exit_layers=(1, 2), gammas=(1, 3), exit_steps=3, threshold=0.0,
+                      adapter=adapter, adapter_init="next")
   model = CausalLM.from_config("small")
   params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
   params = jax.tree.map(lambda x: x * 3.0, params)
-  for i in (2, 3):
+  for i in (3,) if adapter else (2, 3):
     block = params["transformer"][f"layer_{i}"]
     block["attn"]["out"]["kernel"] = jnp.zeros_like(block["attn"]["out"]["kernel"])
     block["mlp"]["down"]["kernel"] = jnp.zeros_like(block["mlp"]["down"]["kernel"])
@@ -60,7 +64,7 @@ def test_del_choice_follows_the_shadow_rates():
   ids = tok.encode("def add(a, b):\n    return a + b\n\ndef sub(a, b):")
   prompt, mask = jnp.asarray([ids], jnp.int32), jnp.ones((1, len(ids)), bool)
   proposer, exit_params = plan.choose({"target": params}, fit, prompt, mask)
-  assert proposer.step.model.num_layers == 2 and proposer.length == 3
+  assert proposer.step.model.num_layers == 2 + adapter and proposer.length == 3
   _, stats = speculative_generate(jax.random.key(0), LMStep(model), params, proposer, exit_params,
                                   prompt, mask, max_new_tokens=16, target_model=model)
   assert int(stats["num_accepted_tokens"][0]) == int(stats["num_draft_tokens"][0]) > 0
@@ -72,6 +76,9 @@ def test_del_choice_follows_the_shadow_rates():
     ({"gammas": (0, 2)}, r"gammas must be draft lengths >= 1"),
     ({"threshold": 1.0}, r"threshold must be in \[0, 1\), got 1.0"),
     ({"exit_steps": 0}, r"exit_steps, exit_windows and exit_window_len must be >= 1"),
+    ({"adapter": True, "adapter_init": "first"}, r"adapter_init must be one of \('next', "),
+    ({"adapter": True, "adapter_lr": 0.0}, r"adapter_lr must be > 0, got 0.0"),
+    ({"trim_size": -1}, r"trim_size must be >= 0 \(0: the full head\), got -1"),
 ])
 def test_bad_exit_options_fail_at_build(proposer, message):
   with pytest.raises(ValueError, match=message):
@@ -84,3 +91,30 @@ def test_source_windows_are_consecutive_and_split_disjoint():
   assert train.shape == test.shape == (3, 32) and not np.array_equal(train, test)
   with pytest.raises(ValueError, match="fewer than"):
     source_windows(encode, "test", 10**6, 1024)
+
+
+@pytest.mark.parametrize("adapter", [False, True])
+def test_trimmed_exit_keeps_the_exit_logits_at_kept_ids(adapter):
+  # head=K puts VocabTrim's head on the exit: its logits are the untrimmed exit's at the kept
+  # ids and -inf elsewhere, so greedy drafts are the exit's argmax over the kept ids.
+  tok = ByteTokenizer()
+  model = CausalLM.from_config("small")
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
+  target = Target(lm_config("small"), model, "small", None, tok, (tok.eos_id,), "float32")
+  config = del_config(f"smoke,head=32,adapter={int(adapter)}", exit_steps=2)
+  fit = PROPOSER_BUILDERS["early_exit"](config, target).prepare({"target": params})
+  kept = np.asarray(fit["kept"])
+  assert len(kept) == 32 and tok.eos_id in kept
+  layers = tuple(config.proposer.exit_layers)
+  trimmed, t_params = exit_draft(model, params, fit, layers, 2, 2, adapted=adapter)
+  full, f_params = exit_draft(model, params, {k: v for k, v in fit.items() if k != "kept"},
+                              layers, 2, 2, adapted=adapter)
+  tokens = jnp.asarray([tok.encode("def f(x):")], jnp.int32)
+  pos = jnp.arange(tokens.shape[1])[None]
+  kv = jnp.ones_like(tokens, bool)
+  cache = lambda prop: init_cache(prop.step.model, 1, tokens.shape[1], per_row=True)
+  got, _ = trimmed.step(t_params, cache(trimmed), tokens, pos, kv)
+  want, _ = full.step(f_params, cache(full), tokens, pos, kv)
+  np.testing.assert_allclose(got[..., kept], want[..., kept], rtol=1e-5, atol=1e-5)
+  dropped = np.setdiff1d(np.arange(got.shape[-1]), kept)
+  assert np.all(np.isneginf(np.asarray(got[..., dropped])))
