@@ -12,8 +12,9 @@ Exit L with an adapter is, as a model, the target's first L blocks followed by t
 and norm and the tied head: ``adapter_model`` is the target with ``num_layers = L + 1`` and
 ``adapter_params`` puts the adapter at ``layer_L``, so it drafts through the unchanged engine
 (``early_exit.ConfidentDraft``) with its own KV cache. A draft step costs L + 1 blocks plus the
-head. The adapter starts as a copy of one of the target's blocks (``init_from``: ``'next'``,
-block L, which already reads exit L's states; ``'last'``, the block before the target's head).
+head. The adapter starts as a copy of one of the target's blocks (``init_from``: ``'last'``, the
+block before the target's head, or ``'next'``, block L, which already reads exit L's states;
+on SmolLM2's exit 8 ``'last'`` ends with the lower held-out KL, docs/decoding_del.md).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def adapter_model(target: CausalLM, layer: int) -> CausalLM:
   return target.clone(num_layers=layer + 1, parent=None)
 
 
-def init_adapter(target_params: dict, layer: int, init_from: str = "next") -> dict:
+def init_adapter(target_params: dict, layer: int, init_from: str = "last") -> dict:
   """``{'layer_0': block, 'final_norm': norm}``: a copy of the target's block ``layer``
   (``'next'``) or its last block (``'last'``), and the target's final norm."""
   if init_from not in INIT_FROM:
@@ -118,7 +119,7 @@ def _agreeing(model, adapter, hidden, final, head):  # how many positions' argma
 
 
 def train_adapter(model: CausalLM, adapter: dict, hidden: jnp.ndarray, final: jnp.ndarray,
-                  head: jnp.ndarray, *, steps: int, batch: int = 8, learning_rate: float = 3e-4,
+                  head: jnp.ndarray, *, steps: int, batch: int = 8, learning_rate: float = 1e-3,
                   seed: int = 0, log_every: int = 0) -> tuple[dict, list[float]]:
   """Adam (cosine decay) on the adapter by KL to the frozen target, windows of the cached
   states (``exit_states``) ``batch`` at a time; returns (adapter, per-step KL)."""
@@ -145,7 +146,7 @@ def train_adapter(model: CausalLM, adapter: dict, hidden: jnp.ndarray, final: jn
 
 def fit_exit_adapters(model: CausalLM, params: dict, layers: tuple[int, ...], train: np.ndarray,
                       held_out: np.ndarray, *, steps: int, batch: int = 8,
-                      learning_rate: float = 3e-4, init_from: str = "next",
+                      learning_rate: float = 1e-3, init_from: str = "last",
                       log_every: int = 0) -> dict[str, np.ndarray]:
   """An adapter per exit in ``layers`` trained on token windows ``train`` [N, T]; returns the
   adapters flattened (``pack``) with, per exit, held-out top-1 agreement and KL of the
