@@ -85,6 +85,8 @@ def exit_states(model: CausalLM, params: dict, tokens: np.ndarray, layer: int, c
                 ) -> tuple[jnp.ndarray, jnp.ndarray]:
   """The target's residual stream after ``layer`` blocks and its final normed states, both
   [N, T, M], for token windows [N, T] (``chunk`` windows a pass)."""
+  if not 1 <= layer < model.num_layers:
+    raise ValueError(f"exit layer must be in 1..{model.num_layers - 1}, got {layer}")
   names = {f"layer_{layer - 1}", "final_norm"}
 
   def one(prm, toks):  # one pass, both states captured
@@ -128,8 +130,8 @@ def train_adapter(model: CausalLM, adapter: dict, hidden: jnp.ndarray, final: jn
   tx = optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1)))
   opt = tx.init(adapter)
 
-  @jax.jit
-  def step(adapter, opt, h, f):
+  @jax.jit  # the head is an argument, not a 113 MB constant folded into the program
+  def step(adapter, opt, h, f, head):
     loss, grad = jax.value_and_grad(lambda a: adapter_kl(model, a, h, f, head))(adapter)
     updates, opt = tx.update(grad, opt)
     return optax.apply_updates(adapter, updates), opt, loss
@@ -137,7 +139,7 @@ def train_adapter(model: CausalLM, adapter: dict, hidden: jnp.ndarray, final: jn
   rng, losses = np.random.default_rng(seed), []
   for i in range(steps):
     idx = jnp.asarray(rng.integers(0, hidden.shape[0], min(batch, hidden.shape[0])))
-    adapter, opt, loss = step(adapter, opt, hidden[idx], final[idx])
+    adapter, opt, loss = step(adapter, opt, hidden[idx], final[idx], head)
     losses.append(float(loss))
     if log_every and (i + 1) % log_every == 0:
       print(f"  adapter step {i + 1}/{steps}: KL {np.mean(losses[-log_every:]):.3f}", flush=True)
@@ -154,10 +156,10 @@ def fit_exit_adapters(model: CausalLM, params: dict, layers: tuple[int, ...], tr
   head = _head(params)
   out: dict[str, np.ndarray] = {}
   stats = {k: [] for k in ("agree_before", "agree_after", "kl_before", "kl_after")}
-  kl_fn = jax.jit(lambda a, h, f: adapter_kl(model, a, h, f, head))
+  kl_fn = jax.jit(lambda a, h, f, e: adapter_kl(model, a, h, f, e))
 
   def kl(a, h, f, chunk=4):  # chunks of windows bound the [chunk, T, V] logits
-    return np.mean([float(kl_fn(a, h[i:i + chunk], f[i:i + chunk]))
+    return np.mean([float(kl_fn(a, h[i:i + chunk], f[i:i + chunk], head))
                     for i in range(0, len(h), chunk)])
 
   for k, layer in enumerate(layers):

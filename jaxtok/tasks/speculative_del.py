@@ -96,17 +96,22 @@ def exit_draft(model, target_params, fit, layers: tuple[int, ...], layer: int, g
                threshold: float = 0.0, adapted: bool = False):
   """(proposer, its params) drafting ``gamma`` tokens from exit ``layer`` of ``fit`` (the
   prepared exits: norms, or adapters when ``adapted``; with ``fit['kept']``, a trimmed head)."""
-  k = layers.index(layer)
+  k, trimmed = layers.index(layer), "kept" in fit
+  proposer = exit_proposer(model, layer, gamma, threshold, adapted, trimmed)
   if adapted:
-    draft = xa.adapter_model(model, layer)
     params = xa.adapter_params(target_params, layer, xa.unpack(fit, f"adapter{k}"))
   else:
-    draft = ee.exit_model(model, layer)
     params = ee.exit_params(target_params, layer, fit["scales"][k])
-  if "kept" in fit:  # VocabTrim's head: drafts only among the kept ids, a [k, d] matmul
-    return (ee.ConfidentDraft(TrimmedLMStep(draft), length=gamma, threshold=threshold),
-            trim_params(params, fit["kept"]))
-  return ee.ConfidentDraft(LMStep(draft), length=gamma, threshold=threshold), params
+  return proposer, trim_params(params, fit["kept"]) if trimmed else params
+
+
+def exit_proposer(model, layer: int, gamma: int, threshold: float, adapted: bool,
+                  trimmed: bool) -> ee.ConfidentDraft:
+  """The drafter of exit ``layer`` (an adapter's block on top when ``adapted``; VocabTrim's
+  head, a [k, d] matmul over the kept ids only, when ``trimmed``)."""
+  draft = (xa.adapter_model if adapted else ee.exit_model)(model, layer)
+  return ee.ConfidentDraft(TrimmedLMStep(draft) if trimmed else LMStep(draft), length=gamma,
+                           threshold=threshold)
 
 
 @PROPOSER_BUILDERS.register("early_exit")
@@ -118,9 +123,7 @@ def build_early_exit(config, target: Target) -> Plan:
   trim = int(p.get("trim_size", 0))
 
   def proposer(lay: int, gamma: int):
-    draft = (xa.adapter_model if adapted else ee.exit_model)(model, lay)
-    return ee.ConfidentDraft(TrimmedLMStep(draft) if trim else LMStep(draft), length=gamma,
-                             threshold=threshold)
+    return exit_proposer(model, lay, gamma, threshold, adapted, bool(trim))
 
   fitted: dict = {}
 

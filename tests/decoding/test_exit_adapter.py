@@ -104,6 +104,8 @@ def test_pack_round_trip_and_bad_arguments(target):
     xa.init_adapter(params, 4)
   with pytest.raises(ValueError, match=r"adapted exit must be in 1..3, got 0"):
     xa.adapter_model(model, 0)
+  with pytest.raises(ValueError, match=r"exit layer must be in 1..3, got 4"):
+    xa.exit_states(model, params, np.zeros((1, 4), np.int32), 4)
   h = jnp.zeros((1, 4, CFG.dim))
   with pytest.raises(ValueError, match="exit and final states disagree"):
     xa.train_adapter(model, adapter, h, h[:, :3], params["embed"]["embedding"], steps=1)
