@@ -16,9 +16,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def early_exit_rows(runner, lm, singles, base, prefill, report, static="", del_args=""):
   """DEL through the speculative task's own plan (configs/decoding/del.py, with ``del_args``,
-  e.g. ``adapter=1``): a row per static exit (L, gamma) without the confidence stop, then DEL
-  (per-prompt choice, stop < threshold), whose shadow pass over the prompt is timed with it."""
+  e.g. ``adapter=1``): a row per static exit (L, gamma) without the confidence stop, a row of
+  plain steps in the engine (``NoDraft``) when the grid has gamma 0 (``cost=measured``), then
+  DEL (per-prompt choice, stop < threshold), whose shadow pass over the prompt is timed with it."""
   from jaxtok.config_args import load_config
+  from jaxtok.decoding.proposers import NoDraft
   from jaxtok.tasks.speculative_del import exit_draft
   from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Target
 
@@ -33,7 +35,7 @@ def early_exit_rows(runner, lm, singles, base, prefill, report, static="", del_a
   print(f"exit {'adapters' if adapted else 'norms'} ready in {time.perf_counter() - start:.1f} s "
         "(cached after the first run)")
   layers = tuple(config.proposer.exit_layers)
-  grid = [(lay, g) for lay in layers for g in config.proposer.gammas]
+  grid = [(lay, g) for lay in layers for g in config.proposer.gammas if g]  # 0: no drafts
   trim = int(config.proposer.trim_size)
   tag = " + adapter" * adapted + (f", head {trim}" if trim else "")
   for lay, g in [tuple(map(int, x.split(":"))) for x in static.split(",")] if static else grid:
@@ -42,6 +44,9 @@ def early_exit_rows(runner, lm, singles, base, prefill, report, static="", del_a
     prop, p = exit_draft(runner.model, runner.params, fit, layers, lay, g, adapted=adapted)
     report(f"early exit L={lay}{tag} G={g}", [runner.spec(*s, prop, p) for s in singles], base,
            prefill)
+  if 0 in config.proposer.gammas:  # what DEL's gamma = 0 costs: plain steps through the engine
+    report("no drafts (NoDraft: plain steps in the speculative engine)",
+           [runner.spec(*s, NoDraft(), None) for s in singles], base, prefill)
   runs = []
   for s in singles:
     plan.choose({"target": runner.params}, fit, *s)  # compile the shadow pass for this width
@@ -50,7 +55,8 @@ def early_exit_rows(runner, lm, singles, base, prefill, report, static="", del_a
     shadow = time.perf_counter() - start
     secs, out = runner.spec(*s, prop, p)
     runs.append((secs + shadow, out))
-  report(f"DEL{tag} (stop < {config.proposer.threshold}, shadow pass timed)", runs, base,
+  cost = " on measured costs" * (config.proposer.cost == "measured")
+  report(f"DEL{tag}{cost} (stop < {config.proposer.threshold}, shadow pass timed)", runs, base,
          prefill)
 
 

@@ -18,8 +18,12 @@ decoding's. The proposer: ``jaxtok/tasks/speculative_del.py``; measured in docs/
 ``jaxtok/decoding/exit_adapter.py``; it starts as a copy of the target's last block), on more
 windows for more steps; a draft step then costs L + 1 blocks.
 ``head=K`` drafts with VocabTrim's head of the K ids the target generates most often.
+``cost=measured`` prices rounds in seconds timed on this machine before the first batch (a
+draft step per exit, a verify pass per draft length, a plain step) instead of layer passes, and
+adds draft lengths 0 (no drafting: DEL may decode plainly) and 1. ``shadow=W`` computes the
+shadow tokens on the prompt's last W tokens only (a W-token pass instead of a prompt-long one).
 Arguments: ``smoke`` (a random 4-block byte-level target, exits 1 and 2; seconds), ``layer``,
-``adapter``, ``head``.
+``adapter``, ``head``, ``cost`` (``layers`` | ``measured``), ``shadow``.
 """
 
 import ml_collections
@@ -31,13 +35,18 @@ ADAPTER_STEPS, ADAPTER_WINDOWS = 300, 192  # see docs/decoding_del.md, "Exit ada
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, layer=0, adapter=False, head=0)
+  a = parse_arg(arg, smoke=False, layer=0, adapter=False, head=0, cost="layers", shadow=0)
   c = speculative_base_config(a.smoke, "early_exit")
   if a.smoke:
     c.target.variant = "small"  # 4 blocks: two exits to choose from
   p = c.proposer
   p.exit_layers = (1, 2) if a.smoke else (4, 8, 12)  # of 30; the study's grid
   p.gammas = (2, 3) if a.smoke else (2, 4)
+  p.cost = a.cost  # "layers" (the paper's) or "measured" (seconds on this machine)
+  p.cost_context = 64 if a.smoke else 256  # cached tokens when timing (the eval prompts' size)
+  if a.cost == "measured":
+    p.gammas = (0, 1) + p.gammas
+  p.shadow_tokens = a.shadow  # 0: shadow tokens on the whole prompt; W: on its last W tokens
   p.exit_layer = a.layer  # 0: DEL's per-context choice
   p.length = 2  # the static arm's draft length (the study's best static arm: L=4, gamma=2)
   p.threshold = 0.4

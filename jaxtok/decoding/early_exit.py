@@ -14,11 +14,18 @@ giving per-layer acceptance rates ``alpha_L``; with i.i.d. acceptance a chain of
 yields ``1 + sum_{i<=gamma} alpha_L^i`` tokens per round at a cost of ``gamma * L + N`` layer
 passes (``tokens_per_cost``), and ``select_exit`` takes the argmax. Drafting stops early when the
 draft's top-1 probability falls below ``threshold`` (``ConfidentDraft``).
+
+Layer passes are the paper's cost unit. They leave out the tied output head (a 49k-row head is
+worth about 8 of SmolLM2-135M's blocks, paid by every draft step) and price a verify pass over
+gamma + 1 tokens like a one-token step, which holds on an accelerator but not on a CPU; so
+``select_exit`` also takes measured costs (``StepCosts`` from ``step_seconds``) and can choose
+``gamma = 0``: no drafting, when no exit is predicted to beat plain decoding.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +33,7 @@ import numpy as np
 import optax
 
 from jaxtok.decoding.proposers import Context, DraftModel
-from jaxtok.generators.causal_lm import CausalLM
+from jaxtok.generators.causal_lm import CausalLM, init_cache, set_cache_index
 
 
 def exit_model(target: CausalLM, layer: int) -> CausalLM:
@@ -181,13 +188,63 @@ def tokens_per_cost(alpha, layer, gamma, num_layers, extra: int = 0):
   return (1.0 + expected) / (gamma * (layer + extra) + num_layers)
 
 
-def select_exit(alphas, layers, gammas, num_layers, extra: int = 0) -> tuple[int, int, float]:
-  """(layer, gamma, tokens per cost) maximising ``tokens_per_cost`` over layers x gammas."""
+@dataclasses.dataclass(frozen=True)
+class StepCosts:
+  """What a round costs, in any one unit: a draft step from each exit layer (``draft``), a
+  target verify pass over a root and ``gamma`` drafts (``verify[gamma]``), and a plain one-token
+  target step (``plain``, the cost of a token without drafting)."""
+
+  draft: dict
+  verify: dict
+  plain: float
+
+
+def layer_costs(layers, gammas, num_layers, extra: int = 0) -> StepCosts:
+  """DEL's cost model: layer passes (a draft step from exit L costs L + ``extra`` blocks; a verify
+  pass, whatever its length, and a plain step cost all ``num_layers``). It ignores the output
+  head and assumes a pass over a few tokens costs what a one-token pass costs."""
+  return StepCosts({lay: float(lay + extra) for lay in layers},
+                   {g: float(num_layers) for g in gammas}, float(num_layers))
+
+
+def select_exit(alphas, layers, gammas, num_layers, extra: int = 0,
+                costs: StepCosts | None = None) -> tuple[int, int, float]:
+  """(layer, gamma, expected tokens per unit cost), the best of layers x gammas.
+
+  A round from exit L drafting gamma tokens yields ``1 + sum_{i<=gamma} alpha_L^i`` tokens and
+  costs ``gamma * costs.draft[L] + costs.verify[gamma]``; ``costs`` defaults to
+  :func:`layer_costs` (``tokens_per_cost``). ``gamma = 0`` in ``gammas`` is not drafting at all
+  (one token per ``costs.plain``); picking it returns layer 0."""
   if len(alphas) != len(layers):
     raise ValueError(f"alphas ({len(alphas)}) must give one rate per layer ({len(layers)})")
-  best = max(((tokens_per_cost(a, lay, g, num_layers, extra), lay, g)
-              for a, lay in zip(alphas, layers) for g in gammas))
+  costs = costs or layer_costs(layers, gammas, num_layers, extra)
+  options = [(1.0 / costs.plain, 0, 0)] if 0 in gammas else []
+  for a, lay in zip(alphas, layers):
+    for g in (g for g in gammas if g > 0):
+      expected = 1.0 + sum(float(a) ** i for i in range(1, g + 1))
+      options.append((expected / (g * costs.draft[lay] + costs.verify[g]), lay, g))
+  best = max(options)
   return best[1], best[2], float(best[0])
+
+
+def step_seconds(step, params, model: CausalLM, tokens: int, context: int,
+                 repeats: int = 5) -> float:
+  """Best-of-``repeats`` seconds of one jitted ``step`` (an ``LMStep``-like function of ``model``)
+  over ``tokens`` new tokens after ``context`` cached ones, batch 1 (compilation excluded). The
+  cache's contents are zeros: the cost of attention does not depend on them."""
+  cache = set_cache_index(init_cache(model, 1, context + tokens, per_row=True),
+                          jnp.full((1,), context, jnp.int32))
+  toks = jnp.zeros((1, tokens), jnp.int32)
+  pos = context + jnp.arange(tokens, dtype=jnp.int32)[None]
+  kv = jnp.ones((1, context + tokens), bool)
+  fn = jax.jit(lambda prm, c: step(prm, c, toks, pos, kv)[0])
+  jax.block_until_ready(fn(params, cache))
+  best = float("inf")
+  for _ in range(repeats):
+    begin = time.perf_counter()
+    jax.block_until_ready(fn(params, cache))
+    best = min(best, time.perf_counter() - begin)
+  return best
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Proposers for speculative decoding: a draft LM, n-gram prompt lookup, Token Recycling.
+"""Proposers for speculative decoding: a draft LM, n-gram prompt lookup, Token Recycling, none.
 
 A proposer is a frozen (hashable) dataclass with a static ``template`` (the tree it fills) and
 three pure functions the engine calls inside its jitted loop:
@@ -258,3 +258,26 @@ class TokenRecycling:
     adj = state["adjacency"].at[tree_tokens.reshape(-1)].set(top.reshape(-1, self.top_k))
     return {"adjacency": adj}
 
+
+
+@dataclasses.dataclass(frozen=True)
+class NoDraft:
+  """No drafts: a tree of the root alone, so each round is one target step that accepts nothing
+  and emits the target's next token, i.e. plain decoding run by the speculative engine. It is
+  the arm a proposer picks when it predicts that drafting would not pay (DEL's ``gamma = 0``)."""
+
+  @property
+  def template(self) -> TreeTemplate:
+    return TreeTemplate((-1,), (0,))
+
+  def init(self, params, prompt, prompt_mask, positions, kv_mask):
+    del params, prompt, prompt_mask, positions, kv_mask
+    return {}
+
+  def propose(self, params, state, ctx: Context, rng):
+    del params, rng
+    return ctx.root[:, None], None, state
+
+  def update(self, params, state, ctx, tree_tokens, target_logits, accept):
+    del params, ctx, tree_tokens, target_logits, accept
+    return state

@@ -171,16 +171,6 @@ def build(config) -> Task:
             "rounding": gap <= ROUNDING_GAP.get(
                 "bfloat16" if config.get("weights") == "bfloat16" else dtype, 1e-3)}
 
-  def acceptance(stats_list, row=slice(None)) -> dict[str, Any]:
-    """Acceptance over batches' stats (of one row of a batch: ``row``; then no per-position)."""
-    drafts, drafted, accepted = (sum(int(np.sum(s[k][row])) for s in stats_list) for k in (
-        "num_drafts", "num_draft_tokens", "num_accepted_tokens"))
-    reached = sum(np.asarray(s["accepted_per_position"], np.int64) for s in stats_list)
-    return {"rounds": drafts, "drafted": drafted, "accepted": accepted,
-            "mean_acceptance_length": 1 + accepted / max(drafts, 1),
-            "acceptance_rate": accepted / max(drafted, 1),
-            "per_position": [float(r) / max(drafts, 1) for r in reached]}
-
   def describe() -> str:
     how = "" if greedy else f", sampled at temperature {temperature}"
     return (f"proposer {p.name} ({plan.shape}), verifier {config.verifier}{how}, "
@@ -309,6 +299,20 @@ def build(config) -> Task:
 
   return Task(init=init, train_step=train_step, sample=sample, evaluate=evaluate,
               needs_data=False)
+
+
+def acceptance(stats_list, row=slice(None)) -> dict[str, Any]:
+  """Acceptance over batches' stats (of one row of a batch: ``row``; then no per-position)."""
+  drafts, drafted, accepted = (sum(int(np.sum(s[k][row])) for s in stats_list) for k in (
+      "num_drafts", "num_draft_tokens", "num_accepted_tokens"))
+  # Batches may draft to different depths (DEL picks the length per batch; 0: no drafts).
+  depth = max(len(s["accepted_per_position"]) for s in stats_list)
+  reached = sum(np.pad(np.asarray(s["accepted_per_position"], np.int64),
+                       (0, depth - len(s["accepted_per_position"]))) for s in stats_list)
+  return {"rounds": drafts, "drafted": drafted, "accepted": accepted,
+          "mean_acceptance_length": 1 + accepted / max(drafts, 1),
+          "acceptance_rate": accepted / max(drafted, 1),
+          "per_position": [float(r) / max(drafts, 1) for r in reached]}
 
 
 def _acceptance_text(acc) -> str:

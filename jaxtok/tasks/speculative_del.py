@@ -18,6 +18,13 @@ static choice). ``exit_layer`` 0 is DEL: per batch of prompts, shadow tokens on 
 (one target pass up to the deepest exit) update the prior rates, and ``select_exit`` picks the
 (L, gamma) over ``exit_layers`` x ``gammas`` with the most expected tokens per layer-pass. Either
 way drafting stops in a round once every row's top-1 probability is below ``threshold``.
+
+``proposer.cost = 'measured'`` replaces layer passes by seconds timed once on this machine before
+the first batch (a draft step from each exit, a verify pass per draft length, a plain step;
+``cost_context`` cached tokens), and a 0 in ``gammas`` lets DEL decode without drafts
+(``NoDraft``) when no exit is predicted to beat plain decoding. ``shadow_tokens`` = W > 0 runs
+the shadow pass over the prompts' last W tokens only (they see no earlier context): its cost is
+then W tokens of target and exit heads, not a second prefill of the whole prompt.
 """
 
 from __future__ import annotations
@@ -35,10 +42,12 @@ from jaxtok import paths
 from jaxtok.data.python_source import corpus_files, split_of
 from jaxtok.decoding import early_exit as ee
 from jaxtok.decoding import exit_adapter as xa
-from jaxtok.decoding.proposers import LMStep
+from jaxtok.decoding.proposers import LMStep, NoDraft
 from jaxtok.decoding.vocab_trim import TrimmedLMStep, kept_ids, trim_params
 from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Plan, Target
 from jaxtok.tasks.vocab_trim_counts import target_counts
+
+COSTS = ("layers", "measured")  # DEL's layer passes; seconds timed on this machine
 
 
 def source_windows(encode, split: str, num: int, length: int) -> np.ndarray:
@@ -72,8 +81,16 @@ def _check(p, num_layers: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
   if not layers or min(layers) < 1 or max(layers) >= num_layers or len(set(layers)) < len(layers):
     raise ValueError(f"proposer.exit_layers must be distinct layers in 1..{num_layers - 1} (an "
                      f"exit at the last layer is the target itself), got {layers}")
-  if not gammas or min(gammas) < 1:
-    raise ValueError(f"proposer.gammas must be draft lengths >= 1, got {gammas}")
+  if not gammas or min(gammas) < 0 or max(gammas) < 1:
+    raise ValueError(f"proposer.gammas must be draft lengths >= 0 (0: no drafting), at least one "
+                     f">= 1, got {gammas}")
+  if p.get("cost", "layers") not in COSTS:
+    raise ValueError(f"proposer.cost must be one of {COSTS}, got {p.cost!r}")
+  if int(p.get("shadow_tokens", 0)) < 0:
+    raise ValueError(f"proposer.shadow_tokens must be >= 0 (0: the whole prompt), got "
+                     f"{p.shadow_tokens}")
+  if int(p.get("cost_context", 1)) < 1:
+    raise ValueError(f"proposer.cost_context must be >= 1, got {p.cost_context}")
   if layer and layer not in layers:
     raise ValueError(f"proposer.exit_layer {layer} is not one of exit_layers {layers} (whose "
                      "norms are trained); 0 picks the exit per batch (DEL)")
@@ -119,6 +136,7 @@ def build_early_exit(config, target: Target) -> Plan:
   p, model = config.proposer, target.model
   layers, gammas, layer = _check(p, model.num_layers)
   threshold, adapted = float(p.threshold), bool(p.get("adapter", False))
+  shadow_tokens = int(p.get("shadow_tokens", 0))
 
   trim = int(p.get("trim_size", 0))
 
@@ -164,6 +182,9 @@ def build_early_exit(config, target: Target) -> Plan:
             cache_name=target.pretrained), trim, target.stops)
     if layer:
       return exit_draft(model, params["target"], fitted, layers, layer, 1, adapted=adapted)[1]
+    if p.get("cost", "layers") == "measured" and "costs" not in fitted:
+      fitted["costs"] = measure_costs(model, params["target"], fitted, layers, gammas, adapted,
+                                      int(p.cost_context))
     return fitted
 
   if layer:
@@ -181,13 +202,38 @@ def build_early_exit(config, target: Target) -> Plan:
   def choose(params, fit, tokens, mask):
     exits = (tuple(xa.unpack(fit, f"adapter{k}") for k in range(len(layers))) if adapted
              else jnp.asarray(fit["scales"]))
+    if shadow_tokens:  # a pass over the prompts' last W columns, not a prompt-long one
+      tokens, mask = tokens[:, -shadow_tokens:], mask[:, -shadow_tokens:]
     matches, total = jax.device_get(shadow(params["target"], exits, tokens, mask))
     rates = ee.acceptance_rates(matches, total, fit["agree_after"])
-    lay, gamma, _ = ee.select_exit(rates, layers, gammas, model.num_layers, int(adapted))
-    print(f"DEL: shadow rates {dict(zip(layers, np.round(rates, 3).tolist()))} -> L={lay}, "
-          f"gamma={gamma}")
+    lay, gamma, _ = ee.select_exit(rates, layers, gammas, model.num_layers, int(adapted),
+                                   fit.get("costs"))
+    print(f"DEL: shadow rates {dict(zip(layers, np.round(rates, 3).tolist()))} -> " + (
+        f"L={lay}, gamma={gamma}" if gamma else "no drafting (gamma=0: plain target steps)"))
+    if not gamma:
+      return NoDraft(), None
     return exit_draft(model, params["target"], fit, layers, lay, gamma, threshold, adapted)
 
-  candidates = tuple(proposer(lay, g) for lay in layers for g in gammas)
+  candidates = tuple(proposer(lay, g) for lay in layers for g in gammas if g)
+  candidates += (NoDraft(),) if 0 in gammas else ()
   return Plan(candidates[0], prepare=prepare, choose=choose, candidates=candidates,
               shape=f"DEL over exits {layers} x lengths {gammas}, stop below {threshold}")
+
+
+def measure_costs(model, target_params, fit, layers: tuple[int, ...], gammas: tuple[int, ...],
+                  adapted: bool, context: int) -> ee.StepCosts:
+  """DEL's costs in seconds on this machine, batch 1 after ``context`` cached tokens: one draft
+  step from each prepared exit (its head trimmed if ``fit`` has kept ids), a target pass over
+  gamma + 1 tokens for each draft length, a plain one-token target step. Printed."""
+  target = LMStep(model)
+  time_target = lambda n: ee.step_seconds(target, target_params, model, n, context)
+  verify = {g: time_target(g + 1) for g in gammas if g}
+  draft = {}
+  for lay in layers:
+    prop, prm = exit_draft(model, target_params, fit, layers, lay, 1, adapted=adapted)
+    draft[lay] = ee.step_seconds(prop.step, prm, prop.step.model, 1, context)
+  costs = ee.StepCosts(draft, verify, time_target(1))
+  ms = lambda d, k: ", ".join(f"{k}={key} {1e3 * v:.2f}" for key, v in d.items())
+  print(f"DEL step costs (ms, measured after {context} cached tokens): plain step "
+        f"{1e3 * costs.plain:.2f}; verify {ms(verify, 'gamma')}; draft step {ms(draft, 'L')}")
+  return costs

@@ -3,6 +3,7 @@ decoding with an early-exit draft, the closed-form exit/length choice, shadow-to
 exit-norm training lowering the KL to the final logits."""
 
 import itertools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxtok.decoding import early_exit as ee
-from jaxtok.decoding.proposers import LMStep
+from jaxtok.decoding.proposers import LMStep, NoDraft
 from tests.decoding.tiny_llama import CFG, assert_lossless, tiny_llama
 
 
@@ -72,6 +73,58 @@ def test_select_exit_is_the_argmax_of_tokens_per_cost():
   assert picks[(0.75, 0.8, 0.8), 0] == (2, 8) and picks[(0.75, 0.8, 0.8), 4] == (2, 4)
   # A useless exit (alpha 0) never pays: any gamma only adds cost.
   assert ee.tokens_per_cost(0.0, 4, 3, 30) < ee.tokens_per_cost(0.0, 4, 1, 30)
+
+
+def test_select_exit_on_costs_drafts_only_above_the_break_even_rate():
+  # One draft token (alpha) per round costs draft + verify = 0.3 + 1.2 for 1 + alpha tokens; plain
+  # decoding costs 1.0 a token. Drafting pays iff (1 + alpha) / 1.5 > 1, i.e. alpha > 0.5.
+  costs = ee.StepCosts(draft={4: 0.3}, verify={1: 1.2}, plain=1.0)
+  assert ee.select_exit([0.49], (4,), (0, 1), 30, costs=costs)[:2] == (0, 0)
+  layer, gamma, value = ee.select_exit([0.51], (4,), (0, 1), 30, costs=costs)
+  assert (layer, gamma) == (4, 1) and value == pytest.approx(1.51 / 1.5)
+  # Without the plain option it drafts whatever the rate.
+  assert ee.select_exit([0.1], (4,), (1,), 30, costs=costs)[:2] == (4, 1)
+
+
+def test_select_exit_on_costs_is_the_argmax_over_rounds_and_plain():
+  rng = np.random.default_rng(0)
+  layers, gammas = (2, 6, 12), (0, 1, 2, 4)
+  for _ in range(20):
+    alphas = rng.uniform(0, 1, 3)
+    costs = ee.StepCosts(dict(zip(layers, rng.uniform(0.05, 0.6, 3))),
+                         {g: 1 + 0.1 * g * rng.uniform() for g in gammas if g},
+                         rng.uniform(0.8, 1.2))
+    brute = {(0, 0): 1 / costs.plain} | {
+        (lay, g): (1 + sum(a ** i for i in range(1, g + 1))) / (g * costs.draft[lay] +
+                                                                costs.verify[g])
+        for (a, lay), g in itertools.product(zip(alphas, layers), gammas[1:])}
+    layer, gamma, value = ee.select_exit(alphas, layers, gammas, 30, costs=costs)
+    assert (layer, gamma) == max(brute, key=brute.get) and value == pytest.approx(max(
+        brute.values()))
+  # DEL's own model is layer_costs: the same choice as without costs.
+  alphas = [0.75, 0.8, 0.8]
+  assert ee.select_exit(alphas, layers, (1, 2, 8), 30, 4, ee.layer_costs(layers, (1, 2, 8), 30, 4)
+                        ) == ee.select_exit(alphas, layers, (1, 2, 8), 30, 4)
+
+
+def test_no_draft_is_plain_decoding_through_the_engine(target):
+  # DEL's gamma = 0: a root-only tree, one target pass per token, output plain greedy's.
+  model, params = target
+  stats = assert_lossless(model, params, NoDraft(), None, n=20)
+  assert int(stats["forward_passes"]) == 20  # the prefill's token, then 19 one-token rounds
+  assert int(stats["num_draft_tokens"].sum()) == 0 and stats["accepted_per_position"].shape == (0,)
+
+
+def test_step_seconds_times_one_call_after_compiling(target):
+  # A step that sleeps 30 ms inside the program: one call, not the compile or the repeats summed.
+  def step(params, cache, tokens, positions, kv_mask):
+    del cache, positions, kv_mask
+    slept = jax.pure_callback(lambda t: (time.sleep(0.03), t)[1],
+                              jax.ShapeDtypeStruct(tokens.shape, tokens.dtype), tokens)
+    return slept.astype(jnp.float32) * params, None
+
+  seconds = ee.step_seconds(step, jnp.float32(1.0), target[0], tokens=3, context=5, repeats=4)
+  assert 0.03 <= seconds < 0.09, seconds  # four calls summed would be 0.12
 
 
 def test_shadow_matches_equal_a_direct_count(target):

@@ -12,11 +12,12 @@ import pytest
 
 from jaxtok import main
 from jaxtok.config_args import load_config
+from jaxtok.decoding import early_exit as ee
 from jaxtok.decoding.engine import speculative_generate
-from jaxtok.decoding.proposers import LMStep
+from jaxtok.decoding.proposers import LMStep, NoDraft
 from jaxtok.generators.causal_lm import CausalLM, init_cache, lm_config
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
-from jaxtok.tasks.speculative import build
+from jaxtok.tasks.speculative import acceptance, build
 from jaxtok.tasks.speculative_del import exit_draft, source_windows
 from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Target
 
@@ -30,7 +31,8 @@ def del_config(arg="smoke", **proposer):
   return config
 
 
-@pytest.mark.parametrize("arg", ["smoke", "smoke,layer=2", "smoke,adapter=1,head=64"])
+@pytest.mark.parametrize("arg", ["smoke", "smoke,layer=2", "smoke,adapter=1,head=64",
+                                 "smoke,cost=measured,shadow=16"])
 def test_del_eval_is_token_identical_to_plain_greedy(tmp_path, capsys, arg):
   result = main.run(del_config(arg), str(tmp_path), "eval")
   out = capsys.readouterr().out
@@ -38,6 +40,8 @@ def test_del_eval_is_token_identical_to_plain_greedy(tmp_path, capsys, arg):
   adapted = "adapter" in arg
   assert f"DEL exits {'(adapters) ' if adapted else ''}L=1: top-1 agreement" in out, out
   assert ("DEL: shadow rates" in out) == (arg != "smoke,layer=2"), out  # only DEL chooses
+  assert ("DEL step costs (ms, measured after 64 cached tokens): plain step" in out) == (
+      "cost=measured" in arg), out
 
 
 @pytest.mark.parametrize("adapter", [False, True])
@@ -50,13 +54,7 @@ def test_del_choice_follows_the_shadow_rates(adapter):
   # this test is about the choice, not the training.)
   config = del_config(exit_layers=(1, 2), gammas=(1, 3), exit_steps=3, threshold=0.0,
                       adapter=adapter, adapter_init="next", adapter_lr=1e-6)
-  model = CausalLM.from_config("small")
-  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
-  params = jax.tree.map(lambda x: x * 3.0, params)
-  for i in (3,) if adapter else (2, 3):
-    block = params["transformer"][f"layer_{i}"]
-    block["attn"]["out"]["kernel"] = jnp.zeros_like(block["attn"]["out"]["kernel"])
-    block["mlp"]["down"]["kernel"] = jnp.zeros_like(block["mlp"]["down"]["kernel"])
+  model, params = zeroed_target(adapter)
   tok = ByteTokenizer()
   plan = PROPOSER_BUILDERS["early_exit"](config, Target(
       lm_config("small"), model, "small", None, tok, (tok.eos_id,), "float32"))
@@ -72,10 +70,65 @@ def test_del_choice_follows_the_shadow_rates(adapter):
   assert int(stats["num_accepted_tokens"][0]) == int(stats["num_draft_tokens"][0]) > 0
 
 
+def zeroed_target(adapter: bool):
+  """A random 4-block target whose last blocks write nothing to the residual stream, so exit 2
+  (or exit 2 + an adapter copying block 3) is the target itself."""
+  model = CausalLM.from_config("small")
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
+  params = jax.tree.map(lambda x: x * 3.0, params)
+  for i in (3,) if adapter else (2, 3):
+    block = params["transformer"][f"layer_{i}"]
+    block["attn"]["out"]["kernel"] = jnp.zeros_like(block["attn"]["out"]["kernel"])
+    block["mlp"]["down"]["kernel"] = jnp.zeros_like(block["mlp"]["down"]["kernel"])
+  return model, params
+
+
+def test_del_on_costs_decodes_plainly_when_drafting_cannot_pay():
+  # Exit 2 is the target (rate ~1). With the costs timed on this machine DEL must pick some
+  # exit (the dict is well formed); with drafts as dear as a plain step even a perfect draft
+  # does not pay (G = 3: 4 tokens for 3 x 1 + 1.1 > 4 plain steps), so DEL decodes without
+  # drafts, losslessly; with drafts at a tenth of a step it drafts G = 3 from exit 2.
+  config = del_config("smoke,cost=measured", exit_layers=(1, 2), gammas=(0, 1, 3), exit_steps=3,
+                      threshold=0.0)
+  model, params = zeroed_target(False)
+  tok = ByteTokenizer()
+  plan = PROPOSER_BUILDERS["early_exit"](config, Target(
+      lm_config("small"), model, "small", None, tok, (tok.eos_id,), "float32"))
+  fit = plan.prepare({"target": params})
+  costs = fit["costs"]
+  assert set(costs.draft) == {1, 2} and set(costs.verify) == {1, 3}
+  assert isinstance(plan.candidates[-1], NoDraft)
+  ids = tok.encode("def add(a, b):\n    return a + b\n\ndef sub(a, b):")
+  prompt, mask = jnp.asarray([ids], jnp.int32), jnp.ones((1, len(ids)), bool)
+  fit["costs"] = ee.StepCosts({1: 1.0, 2: 1.0}, {1: 1.1, 3: 1.1}, 1.0)
+  proposer, p = plan.choose({"target": params}, fit, prompt, mask)
+  assert isinstance(proposer, NoDraft) and p is None
+  fit["costs"] = ee.StepCosts({1: 0.1, 2: 0.1}, {1: 1.1, 3: 1.1}, 1.0)
+  proposer, p = plan.choose({"target": params}, fit, prompt, mask)
+  assert proposer.step.model.num_layers == 2 and proposer.length == 3
+
+
+def test_acceptance_pads_batches_that_drafted_to_different_depths():
+  # DEL picks the draft length per batch: G = 2, then no drafts, then G = 1.
+  stats = [{"num_drafts": np.array([4]), "num_draft_tokens": np.array([8]),
+            "num_accepted_tokens": np.array([5]), "accepted_per_position": np.array([3, 2])},
+           {"num_drafts": np.array([6]), "num_draft_tokens": np.array([0]),
+            "num_accepted_tokens": np.array([0]), "accepted_per_position": np.zeros(0, int)},
+           {"num_drafts": np.array([2]), "num_draft_tokens": np.array([2]),
+            "num_accepted_tokens": np.array([1]), "accepted_per_position": np.array([1])}]
+  acc = acceptance(stats)
+  assert (acc["rounds"], acc["drafted"], acc["accepted"]) == (12, 10, 6)
+  assert acc["per_position"] == [4 / 12, 2 / 12] and acc["acceptance_rate"] == 0.6
+
+
 @pytest.mark.parametrize("proposer,message", [
     ({"exit_layers": (1, 4)}, r"exit_layers must be distinct layers in 1..3 .* got \(1, 4\)"),
     ({"exit_layer": 3}, r"exit_layer 3 is not one of exit_layers \(1, 2\)"),
-    ({"gammas": (0, 2)}, r"gammas must be draft lengths >= 1"),
+    ({"gammas": (-1, 2)}, r"gammas must be draft lengths >= 0 \(0: no drafting\), at least one"),
+    ({"gammas": (0,)}, r"at least one >= 1, got \(0,\)"),
+    ({"cost": "seconds"}, r"proposer.cost must be one of \('layers', 'measured'\), got 'seconds'"),
+    ({"cost_context": 0}, r"proposer.cost_context must be >= 1, got 0"),
+    ({"shadow_tokens": -1}, r"shadow_tokens must be >= 0 \(0: the whole prompt\), got -1"),
     ({"threshold": 1.0}, r"threshold must be in \[0, 1\), got 1.0"),
     ({"exit_steps": 0}, r"exit_steps, exit_windows and exit_window_len must be >= 1"),
     ({"adapter": True, "adapter_init": "first"}, r"adapter_init must be one of \('next', "),
