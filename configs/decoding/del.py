@@ -22,8 +22,11 @@ windows for more steps; a draft step then costs L + 1 blocks.
 draft step per exit, a verify pass per draft length, a plain step) instead of layer passes, and
 adds draft lengths 0 (no drafting: DEL may decode plainly) and 1. ``shadow=W`` computes the
 shadow tokens on the prompt's last W tokens only (a W-token pass instead of a prompt-long one).
+``data=greedy`` trains the exits on stdlib prefixes continued by the target's own greedy decoding
+(``python_source_smollm2_greedy``, built on first use) instead of human-written source.
 Arguments: ``smoke`` (a random 4-block byte-level target, exits 1 and 2; seconds), ``layer``,
-``adapter``, ``head``, ``cost`` (``layers`` | ``measured``), ``shadow``.
+``adapter``, ``head``, ``cost`` (``layers`` | ``measured``), ``shadow``, ``data``
+(``source`` | ``greedy``), ``exits`` (``+``-separated exit layers, e.g. ``4+12``).
 """
 
 import ml_collections
@@ -35,18 +38,26 @@ ADAPTER_STEPS, ADAPTER_WINDOWS = 300, 192  # see docs/decoding_del.md, "Exit ada
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, layer=0, adapter=False, head=0, cost="layers", shadow=0)
+  a = parse_arg(arg, smoke=False, layer=0, adapter=False, head=0, cost="layers", shadow=0,
+                data="source", exits="")
   c = speculative_base_config(a.smoke, "early_exit")
   if a.smoke:
     c.target.variant = "small"  # 4 blocks: two exits to choose from
   p = c.proposer
   p.exit_layers = (1, 2) if a.smoke else (4, 8, 12)  # of 30; the study's grid
+  if a.exits:  # e.g. "4" or "4+12": train (and choose among) only these exits
+    p.exit_layers = tuple(int(x) for x in a.exits.split("+"))
   p.gammas = (2, 3) if a.smoke else (2, 4)
   p.cost = a.cost  # "layers" (the paper's) or "measured" (seconds on this machine)
   p.cost_context = 64 if a.smoke else 256  # cached tokens when timing (the eval prompts' size)
   if a.cost == "measured":
     p.gammas = (0, 1) + p.gammas
   p.shadow_tokens = a.shadow  # 0: shadow tokens on the whole prompt; W: on its last W tokens
+  if a.data not in ("source", "greedy"):
+    raise ValueError(f"data must be 'source' or 'greedy', got {a.data!r}")
+  if a.data == "greedy":  # stdlib prefixes continued by the target (jaxtok/data/greedy_source.py)
+    p.exit_data = "python_source_greedy" if a.smoke else "python_source_smollm2_greedy"
+    p.exit_data_sizes = (8, 4) if a.smoke else (3200, 64)  # the build fused_distill uses
   p.exit_layer = a.layer  # 0: DEL's per-context choice
   p.length = 2  # the static arm's draft length (the study's best static arm: L=4, gamma=2)
   p.threshold = 0.4

@@ -4,6 +4,7 @@ Exit L drafts with the target's own first L blocks, an exit norm and the tied he
 (``jaxtok/decoding/early_exit.py``). Before the first batch the exit norms at
 ``proposer.exit_layers`` are trained by KL to the frozen target on windows of train-split
 standard-library source (``exit_windows`` x ``exit_window_len`` tokens, ``exit_steps`` Adam steps;
+or ``exit_data``, a local token set such as the target's own greedy continuations;
 the scales are cached under ``$JAXTOK_CACHE_DIR/del_exits`` for a pretrained target), and each
 exit's top-1 agreement with the target on test-split windows becomes DEL's prior rate.
 
@@ -40,6 +41,7 @@ import numpy as np
 
 from jaxtok import paths
 from jaxtok.data.python_source import corpus_files, split_of
+from jaxtok.data.sources import get_spec, open_split
 from jaxtok.decoding import early_exit as ee
 from jaxtok.decoding import exit_adapter as xa
 from jaxtok.decoding.proposers import LMStep, NoDraft
@@ -63,13 +65,34 @@ def source_windows(encode, split: str, num: int, length: int) -> np.ndarray:
   raise ValueError(f"the {split} split has {len(ids)} tokens, fewer than {num} x {length}")
 
 
-def _cache_file(name: str, layers, p, adapted: bool) -> str:
+def exit_windows(p, encode, split: str, num: int, length: int) -> np.ndarray:
+  """int [num, length]: the exits' training (``split`` 'train') or held-out windows: stdlib
+  source (``source_windows``), or with ``proposer.exit_data`` the first ``num`` examples of that
+  local token set, e.g. ``python_source_smollm2_greedy`` (stdlib prefixes continued by the
+  target's own greedy decoding: the text a drafter meets at decode time), built with
+  ``exit_data_sizes`` (train, test) examples of ``length`` + 1 tokens."""
+  name = p.get("exit_data", "")
+  if not name:
+    return source_windows(encode, split, num, length)
+  sizes = tuple(int(x) for x in p.exit_data_sizes)
+  src = open_split(get_spec(name), split, data_dir=None, image_size=length + 1,
+                   builder_overrides={"num_train": sizes[0], "num_test": sizes[1]})
+  if len(src) < num:
+    raise ValueError(f"proposer.exit_data {name!r} has {len(src)} {split} windows, fewer than "
+                     f"the {num} asked for: raise exit_data_sizes {sizes}")
+  return np.stack([np.asarray(src[i]["tokens"][:length]) for i in range(num)]).astype(np.int32)
+
+
+def exit_cache_file(name: str, layers, p, adapted: bool) -> str:
+  """Where the exits trained for pretrained target ``name`` are cached: every setting that
+  changes them (layers, windows, steps, adapter settings, training data) is in the name."""
   root = os.environ.get("JAXTOK_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
                                                             "jaxtok")
   tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
   key = (f"{tag}_L{'-'.join(map(str, layers))}_{int(p.exit_windows)}x{int(p.exit_window_len)}"
          f"_s{int(p.exit_steps)}" + (f"_adapter-{p.adapter_init}-{float(p.adapter_lr):g}"
                                      if adapted else "") +
+         (f"_{p.exit_data}" if p.get("exit_data", "") else "") +
          f"_py{sys.version_info.major}{sys.version_info.minor}.npz")
   return os.path.join(root, "del_exits", key)
 
@@ -147,15 +170,15 @@ def build_early_exit(config, target: Target) -> Plan:
 
   def prepare(params):
     if not fitted:
-      path = target.pretrained and _cache_file(target.pretrained, layers, p, adapted)
+      path = target.pretrained and exit_cache_file(target.pretrained, layers, p, adapted)
       if path and paths.exists(path):
         with paths.path(path).open("rb") as f:
           fitted.update(np.load(f))
       else:
         n, length = int(p.exit_windows), int(p.exit_window_len)
         encode = target.tokenizer.encode
-        train = source_windows(encode, "train", n, length)
-        held_out = source_windows(encode, "test", max(n // 4, 1), length)
+        train = exit_windows(p, encode, "train", n, length)
+        held_out = exit_windows(p, encode, "test", max(n // 4, 1), length)
         if adapted:
           fitted.update(xa.fit_exit_adapters(
               model, params["target"], layers, train, held_out, steps=int(p.exit_steps),

@@ -12,13 +12,14 @@ import pytest
 
 from jaxtok import main
 from jaxtok.config_args import load_config
+from jaxtok.data.sources import get_spec, open_split
 from jaxtok.decoding import early_exit as ee
 from jaxtok.decoding.engine import speculative_generate
 from jaxtok.decoding.proposers import LMStep, NoDraft
 from jaxtok.generators.causal_lm import CausalLM, init_cache, lm_config
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
 from jaxtok.tasks.speculative import acceptance, build
-from jaxtok.tasks.speculative_del import exit_draft, source_windows
+from jaxtok.tasks.speculative_del import exit_cache_file, exit_draft, exit_windows, source_windows
 from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Target
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -146,6 +147,23 @@ def test_source_windows_are_consecutive_and_split_disjoint():
   assert train.shape == test.shape == (3, 32) and not np.array_equal(train, test)
   with pytest.raises(ValueError, match="fewer than"):
     source_windows(encode, "test", 10**6, 1024)
+
+
+def test_exit_windows_read_the_targets_greedy_set():
+  # data=greedy: the exits train on windows of the local greedy set (a prefix continued by an
+  # LM), its first examples in order; not on raw source. The trained exits are cached apart.
+  p = del_config("smoke,data=greedy").proposer
+  got = exit_windows(p, None, "train", 3, 64)
+  src = open_split(get_spec("python_source_greedy"), "train", data_dir=None, image_size=65,
+                   builder_overrides={"num_train": 8, "num_test": 4})
+  np.testing.assert_array_equal(got, np.stack([src[i]["tokens"][:64] for i in range(3)]))
+  assert not np.array_equal(got, source_windows(ByteTokenizer().encode, "train", 3, 64))
+  with pytest.raises(ValueError, match="has 4 test windows, fewer than the 5 asked for"):
+    exit_windows(p, None, "test", 5, 64)
+  source = del_config("smoke").proposer
+  assert exit_cache_file("t", (1, 2), p, True) != exit_cache_file("t", (1, 2), source, True)
+  with pytest.raises(ValueError, match="data must be 'source' or 'greedy', got 'web'"):
+    del_config("smoke,data=web")
 
 
 @pytest.mark.parametrize("adapter", [False, True])
