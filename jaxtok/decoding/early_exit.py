@@ -228,15 +228,15 @@ def select_exit(alphas, layers, gammas, num_layers, extra: int = 0,
 
 
 def step_seconds(step, params, model: CausalLM, tokens: int, context: int,
-                 repeats: int = 5) -> float:
+                 repeats: int = 5, batch: int = 1) -> float:
   """Best-of-``repeats`` seconds of one jitted ``step`` (an ``LMStep``-like function of ``model``)
-  over ``tokens`` new tokens after ``context`` cached ones, batch 1 (compilation excluded). The
-  cache's contents are zeros: the cost of attention does not depend on them."""
-  cache = set_cache_index(init_cache(model, 1, context + tokens, per_row=True),
-                          jnp.full((1,), context, jnp.int32))
-  toks = jnp.zeros((1, tokens), jnp.int32)
-  pos = context + jnp.arange(tokens, dtype=jnp.int32)[None]
-  kv = jnp.ones((1, context + tokens), bool)
+  over ``tokens`` new tokens after ``context`` cached ones, for ``batch`` rows (compilation
+  excluded). The cache's contents are zeros: the cost of attention does not depend on them."""
+  cache = set_cache_index(init_cache(model, batch, context + tokens, per_row=True),
+                          jnp.full((batch,), context, jnp.int32))
+  toks = jnp.zeros((batch, tokens), jnp.int32)
+  pos = jnp.broadcast_to(context + jnp.arange(tokens, dtype=jnp.int32), (batch, tokens))
+  kv = jnp.ones((batch, context + tokens), bool)
   fn = jax.jit(lambda prm, c: step(prm, c, toks, pos, kv)[0])
   jax.block_until_ready(fn(params, cache))
   best = float("inf")

@@ -20,9 +20,9 @@ static choice). ``exit_layer`` 0 is DEL: per batch of prompts, shadow tokens on 
 (L, gamma) over ``exit_layers`` x ``gammas`` with the most expected tokens per layer-pass. Either
 way drafting stops in a round once every row's top-1 probability is below ``threshold``.
 
-``proposer.cost = 'measured'`` replaces layer passes by seconds timed once on this machine before
-the first batch (a draft step from each exit, a verify pass per draft length, a plain step;
-``cost_context`` cached tokens), and a 0 in ``gammas`` lets DEL decode without drafts
+``proposer.cost = 'measured'`` replaces layer passes by seconds timed on this machine at the first
+choice for each batch size (a draft step from each exit, a verify pass per draft length, a plain
+step; ``cost_context`` cached tokens), and a 0 in ``gammas`` lets DEL decode without drafts
 (``NoDraft``) when no exit is predicted to beat plain decoding. ``shadow_tokens`` = W > 0 runs
 the shadow pass over the prompts' last W tokens only (they see no earlier context): its cost is
 then W tokens of target and exit heads, not a second prefill of the whole prompt.
@@ -205,9 +205,8 @@ def build_early_exit(config, target: Target) -> Plan:
             cache_name=target.pretrained), trim, target.stops)
     if layer:
       return exit_draft(model, params["target"], fitted, layers, layer, 1, adapted=adapted)[1]
-    if p.get("cost", "layers") == "measured" and "costs" not in fitted:
-      fitted["costs"] = measure_costs(model, params["target"], fitted, layers, gammas, adapted,
-                                      int(p.cost_context))
+    if p.get("cost", "layers") == "measured":
+      fitted.setdefault("costs", {})  # per batch size, timed by the first choice at that size
     return fitted
 
   if layer:
@@ -229,8 +228,14 @@ def build_early_exit(config, target: Target) -> Plan:
       tokens, mask = tokens[:, -shadow_tokens:], mask[:, -shadow_tokens:]
     matches, total = jax.device_get(shadow(params["target"], exits, tokens, mask))
     rates = ee.acceptance_rates(matches, total, fit["agree_after"])
-    lay, gamma, _ = ee.select_exit(rates, layers, gammas, model.num_layers, int(adapted),
-                                   fit.get("costs"))
+    costs = fit.get("costs")
+    if costs is not None:  # measured: time this batch size once (the task's untimed first call)
+      b = int(tokens.shape[0])
+      if b not in costs:
+        costs[b] = measure_costs(model, params["target"], fit, layers, gammas, adapted,
+                                 int(p.cost_context), b)
+      costs = costs[b]
+    lay, gamma, _ = ee.select_exit(rates, layers, gammas, model.num_layers, int(adapted), costs)
     print(f"DEL: shadow rates {dict(zip(layers, np.round(rates, 3).tolist()))} -> " + (
         f"L={lay}, gamma={gamma}" if gamma else "no drafting (gamma=0: plain target steps)"))
     if not gamma:
@@ -244,19 +249,19 @@ def build_early_exit(config, target: Target) -> Plan:
 
 
 def measure_costs(model, target_params, fit, layers: tuple[int, ...], gammas: tuple[int, ...],
-                  adapted: bool, context: int) -> ee.StepCosts:
-  """DEL's costs in seconds on this machine, batch 1 after ``context`` cached tokens: one draft
-  step from each prepared exit (its head trimmed if ``fit`` has kept ids), a target pass over
-  gamma + 1 tokens for each draft length, a plain one-token target step. Printed."""
+                  adapted: bool, context: int, batch: int = 1) -> ee.StepCosts:
+  """DEL's costs in seconds on this machine for ``batch`` rows after ``context`` cached tokens:
+  one draft step from each prepared exit (its head trimmed if ``fit`` has kept ids), a target
+  pass over gamma + 1 tokens for each draft length, a plain one-token target step. Printed."""
   target = LMStep(model)
-  time_target = lambda n: ee.step_seconds(target, target_params, model, n, context)
+  time_target = lambda n: ee.step_seconds(target, target_params, model, n, context, batch=batch)
   verify = {g: time_target(g + 1) for g in gammas if g}
   draft = {}
   for lay in layers:
     prop, prm = exit_draft(model, target_params, fit, layers, lay, 1, adapted=adapted)
-    draft[lay] = ee.step_seconds(prop.step, prm, prop.step.model, 1, context)
+    draft[lay] = ee.step_seconds(prop.step, prm, prop.step.model, 1, context, batch=batch)
   costs = ee.StepCosts(draft, verify, time_target(1))
   ms = lambda d, k: ", ".join(f"{k}={key} {1e3 * v:.2f}" for key, v in d.items())
-  print(f"DEL step costs (ms, measured after {context} cached tokens): plain step "
+  print(f"DEL step costs (ms, batch {batch}, measured after {context} cached tokens): plain step "
         f"{1e3 * costs.plain:.2f}; verify {ms(verify, 'gamma')}; draft step {ms(draft, 'L')}")
   return costs

@@ -123,8 +123,10 @@ def test_step_seconds_times_one_call_after_compiling(target):
                               jax.ShapeDtypeStruct(tokens.shape, tokens.dtype), tokens)
     return slept.astype(jnp.float32) * params, None
 
-  seconds = ee.step_seconds(step, jnp.float32(1.0), target[0], tokens=3, context=5, repeats=4)
-  assert 0.03 <= seconds < 0.09, seconds  # four calls summed would be 0.12
+  for batch in (1, 2):
+    seconds = ee.step_seconds(step, jnp.float32(1.0), target[0], tokens=3, context=5, repeats=4,
+                              batch=batch)
+    assert 0.03 <= seconds < 0.09, seconds  # four calls summed would be 0.12
 
 
 def test_shadow_matches_equal_a_direct_count(target):

@@ -41,7 +41,7 @@ def test_del_eval_is_token_identical_to_plain_greedy(tmp_path, capsys, arg):
   adapted = "adapter" in arg
   assert f"DEL exits {'(adapters) ' if adapted else ''}L=1: top-1 agreement" in out, out
   assert ("DEL: shadow rates" in out) == (arg != "smoke,layer=2"), out  # only DEL chooses
-  assert ("DEL step costs (ms, measured after 64 cached tokens): plain step" in out) == (
+  assert ("DEL step costs (ms, batch 1, measured after 64 cached tokens): plain step" in out) == (
       "cost=measured" in arg), out
 
 
@@ -85,10 +85,10 @@ def zeroed_target(adapter: bool):
 
 
 def test_del_on_costs_decodes_plainly_when_drafting_cannot_pay():
-  # Exit 2 is the target (rate ~1). With the costs timed on this machine DEL must pick some
-  # exit (the dict is well formed); with drafts as dear as a plain step even a perfect draft
-  # does not pay (G = 3: 4 tokens for 3 x 1 + 1.1 > 4 plain steps), so DEL decodes without
-  # drafts, losslessly; with drafts at a tenth of a step it drafts G = 3 from exit 2.
+  # Exit 2 is the target (rate ~1). Costs are timed per batch size at its first choice. With
+  # drafts as dear as a plain step even a perfect draft does not pay (G = 3: 4 tokens for
+  # 3 x 1 + 1.1 > 4 plain steps), so DEL decodes without drafts; with drafts at a tenth of a
+  # step it drafts G = 3 from exit 2.
   config = del_config("smoke,cost=measured", exit_layers=(1, 2), gammas=(0, 1, 3), exit_steps=3,
                       threshold=0.0)
   model, params = zeroed_target(False)
@@ -96,15 +96,16 @@ def test_del_on_costs_decodes_plainly_when_drafting_cannot_pay():
   plan = PROPOSER_BUILDERS["early_exit"](config, Target(
       lm_config("small"), model, "small", None, tok, (tok.eos_id,), "float32"))
   fit = plan.prepare({"target": params})
-  costs = fit["costs"]
-  assert set(costs.draft) == {1, 2} and set(costs.verify) == {1, 3}
-  assert isinstance(plan.candidates[-1], NoDraft)
+  assert fit["costs"] == {} and isinstance(plan.candidates[-1], NoDraft)
   ids = tok.encode("def add(a, b):\n    return a + b\n\ndef sub(a, b):")
-  prompt, mask = jnp.asarray([ids], jnp.int32), jnp.ones((1, len(ids)), bool)
-  fit["costs"] = ee.StepCosts({1: 1.0, 2: 1.0}, {1: 1.1, 3: 1.1}, 1.0)
+  prompt, mask = jnp.asarray([ids] * 2, jnp.int32), jnp.ones((2, len(ids)), bool)
+  plan.choose({"target": params}, fit, prompt, mask)  # times batch 2 once, on first use
+  costs = fit["costs"][2]
+  assert set(fit["costs"]) == {2} and set(costs.draft) == {1, 2} and set(costs.verify) == {1, 3}
+  fit["costs"][2] = ee.StepCosts({1: 1.0, 2: 1.0}, {1: 1.1, 3: 1.1}, 1.0)
   proposer, p = plan.choose({"target": params}, fit, prompt, mask)
   assert isinstance(proposer, NoDraft) and p is None
-  fit["costs"] = ee.StepCosts({1: 0.1, 2: 0.1}, {1: 1.1, 3: 1.1}, 1.0)
+  fit["costs"][2] = ee.StepCosts({1: 0.1, 2: 0.1}, {1: 1.1, 3: 1.1}, 1.0)
   proposer, p = plan.choose({"target": params}, fit, prompt, mask)
   assert proposer.step.model.num_layers == 2 and proposer.length == 3
 
