@@ -11,9 +11,11 @@ ChatML and held-out standard-library code). The baseline is jaxtok's own jitted 
 memory-bandwidth bound at batch 1 (benchmarks/lm_decode.py). Batch-1 prompts are not padded
 unless ``--bucket`` says so; the batch of 8 is left-padded to a multiple of 128 tokens. Every
 program is run once before timing (so compilation is excluded), and each time is the best of
-``--repeats`` runs. Rows:
+``--repeats`` runs; every row's runs alternate with plain runs of the same prompts, and its
+speed-up is over those (the machine's speed drifts within a run). Rows:
 
 - ``ngram``: prompt lookup (vLLM's n-gram proposer) with draft length G;
+  (with ``--adaptive``, then the same lookup choosing 0, 1, 2 or G drafts per round);
 - ``recycling``: Token Recycling with trees of N nodes (``trees.best_tree``), the sweep the
   issue asks for (on a CPU a verify pass over N tokens costs more than a 1-token step once N
   tokens of matmul outweigh reading the weights, so the best tree is small);
@@ -50,6 +52,7 @@ import argparse
 import os
 import sys
 import time
+from typing import Any, NamedTuple
 
 # XLA:CPU's own GEMM is about 3x less bandwidth-efficient for 2-16 rows than its matrix-vector
 # path, which makes a T-token verify pass cost ~1.7 one-token steps; routing dots to oneDNN
@@ -93,6 +96,7 @@ from jaxtok.nn import bf16  # noqa: E402
 from jaxtok.pretrained import load_pretrained_lm  # noqa: E402
 from jaxtok.pretrained.chat import chatml  # noqa: E402
 from jaxtok.tasks.prompt_set import prompt_set  # noqa: E402
+from jaxtok.tasks.speculative_proposers import verify_costs  # noqa: E402
 from jaxtok.tasks.vocab_trim_counts import target_counts  # noqa: E402
 
 HEADER = ("| method (batch {}) | tokens/s | speed-up | decode tokens/s | decode speed-up | "
@@ -122,6 +126,29 @@ def timed(fn, repeats):
   return best, out
 
 
+class Run(NamedTuple):
+  secs: float  # best of the row's runs
+  out: Any  # (tokens, stats)
+  plain_secs: float  # best of plain runs alternated with them (same prompt)
+
+
+def timed_pair(fn, plain_fn, repeats) -> Run:
+  """Best-of-``repeats`` of ``fn`` and of ``plain_fn``, run alternately (compiled first), so
+  that both see the same machine: on a shared machine the speed drifts by tens of percent within
+  a run, and one baseline timed at the start misprices every later row."""
+  jax.block_until_ready(fn())
+  jax.block_until_ready(plain_fn())
+  best, best_plain, out = float("inf"), float("inf"), None
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(plain_fn())
+    best_plain = min(best_plain, time.perf_counter() - start)
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    best = min(best, time.perf_counter() - start)
+  return Run(best, out, best_plain)
+
+
 class Runner:
   """Times plain and speculative decoding of the same prompts with the same target."""
 
@@ -132,13 +159,15 @@ class Runner:
       self.params = bf16.cast(self.params)
     self.n, self.repeats, self.stops = new_tokens, repeats, stops
 
-  def plain(self, prompt, mask, n=None):
+  def plain_fn(self, prompt, mask, n=None):
     b, p = prompt.shape
     n = n or self.n
     cache = init_cache(self.model, b, p + n)
-    return timed(lambda: generate(jax.random.key(0), ModelStep(self.model), self.params, cache,
-                                  prompt, mask, max_new_tokens=n, greedy=True,
-                                  stop_tokens=self.stops), self.repeats)
+    return lambda: generate(jax.random.key(0), ModelStep(self.model), self.params, cache, prompt,
+                            mask, max_new_tokens=n, greedy=True, stop_tokens=self.stops)
+
+  def plain(self, prompt, mask, n=None):
+    return timed(self.plain_fn(prompt, mask, n), self.repeats)
 
   def top2_gap(self, tokens, index):
     """The target's top-2 logit gap for the token at ``index`` of a batch-1 sequence (after
@@ -157,22 +186,25 @@ class Runner:
     # the model, which costs far more host time than it is worth timing).
     slots = cache_slots_needed(prompt.shape[1], self.n, proposer.template.size)
     cache = init_cache(self.model, prompt.shape[0], slots, per_row=True)
-    return timed(lambda: speculative_generate(
+    return timed_pair(lambda: speculative_generate(
         jax.random.key(0), LMStep(self.model), self.params, proposer, proposer_params, prompt,
-        mask, max_new_tokens=self.n, stop_tokens=self.stops, cache=cache), self.repeats)
+        mask, max_new_tokens=self.n, stop_tokens=self.stops, cache=cache),
+        self.plain_fn(prompt, mask), self.repeats)
 
 
 MISMATCHES = []  # (row name, prompt index, plain tokens [P + N], first differing index)
 
 
 def report(name, runs, base, prefill):
-  """One table row from per-prompt (seconds, (tokens, stats)) of a method and of the baseline.
+  """One table row from per-prompt :class:`Run` s of a method; ``base``: the baseline's
+  (seconds, (tokens, stats)) from the start of the script, whose tokens are the reference.
 
-  Both timings are of whole generate calls; the decode-phase columns subtract ``prefill``
-  (seconds of the prompt pass, the same program for both) and count the tokens after the first.
+  The speed-up is over the plain runs alternated with the row's own (``Run.plain_secs``). Both
+  timings are of whole generate calls; the decode-phase columns subtract ``prefill`` (seconds of
+  the prompt pass, the same program for both) and count the tokens after the first.
   """
-  secs = sum(r[0] for r in runs)
-  base_secs = sum(r[0] for r in base)
+  secs = sum(r.secs for r in runs)
+  base_secs = sum(r.plain_secs for r in runs)
   toks = sum(int(np.asarray(r[1][1]["num_generated"]).sum()) for r in runs)
   decode, base_decode = secs - prefill, base_secs - prefill
   same = 0
@@ -198,6 +230,21 @@ def report(name, runs, base, prefill):
         f"{same}/{len(runs)} |", flush=True)
 
 
+def adaptive_ngram_rows(runner, lm, batches, base, prefill, g):
+  """Prompt lookup with draft lengths (0, 1, 2, g) chosen per round: on equal costs (draft g
+  whenever a row has a copy, else a plain step) and on verify passes timed here at this batch
+  size (``verify_costs``: 256 cached tokens, best of 5)."""
+  lengths = tuple(sorted({0, 1, 2, g} & set(range(g + 1))))
+  costs = verify_costs(runner.model, runner.params, lengths, 256, batches[0][0].shape[0])
+  for name, c in (("equal costs", ()), ("measured costs", costs)):
+    prop = PromptLookup(length=g, lengths=lengths, costs=c)
+    runs = [runner.spec(*s, prop, None) for s in batches]
+    report(f"ngram G<={g} per round, {name}", runs, base, prefill)
+    per = sum(np.asarray(r.out[1]["rounds_per_size"]) for r in runs)
+    print("  batch rounds by draft length: " + ", ".join(f"G={n} {int(c)}"
+                                                       for n, c in zip(lengths, per)))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--new_tokens", type=int, default=128)
@@ -206,6 +253,9 @@ def main():
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--only", default="ngram,recycling,draft,batch8")
   parser.add_argument("--ngram_lengths", default="2,4,6")
+  parser.add_argument("--adaptive", action="store_true",
+                      help="after each n-gram row, the same lookup choosing its draft length per "
+                           "round (0 when nothing matches), on equal and on measured verify costs")
   parser.add_argument("--tree_sizes", default="2,4,8,12,16,24,32,48,80")
   parser.add_argument("--draft", default="", help="a draft_distill workdir")
   parser.add_argument("--static_exits", default="", help="L:G pairs for the static early-exit "
@@ -257,6 +307,8 @@ def main():
     for g in map(int, args.ngram_lengths.split(",")):
       prop = PromptLookup(length=g)
       report(f"ngram G={g}", [runner.spec(*s, prop, None) for s in singles], base, prefill)
+      if args.adaptive:
+        adaptive_ngram_rows(runner, lm, singles, base, prefill, g)
   if "recycling" in only:
     for size in map(int, args.tree_sizes.split(",")):
       tree = best_tree(size, RANK_ACCEPT, max_depth=6)
@@ -326,6 +378,8 @@ def main():
     print(HEADER.format(len(rows)))
     prefill8 = runner.prefill(*batch)
     report("ngram G=4", [runner.spec(*batch, PromptLookup(length=4), None)], [plain8], prefill8)
+    if args.adaptive:
+      adaptive_ngram_rows(runner, lm, [batch], [plain8], prefill8, 4)
     tree = best_tree(8, RANK_ACCEPT, max_depth=6)
     report("recycling N=8", [runner.spec(*batch, TokenRecycling(
         tree, vocab_size=lm.config.vocab_size), None)], [plain8], prefill8)

@@ -53,8 +53,8 @@ def early_exit_rows(runner, lm, singles, base, prefill, report, static="", del_a
     start = time.perf_counter()
     prop, p = plan.choose({"target": runner.params}, fit, *s)
     shadow = time.perf_counter() - start
-    secs, out = runner.spec(*s, prop, p)
-    runs.append((secs + shadow, out))
+    run = runner.spec(*s, prop, p)
+    runs.append(run._replace(secs=run.secs + shadow))
   cost = " on measured costs" * (config.proposer.cost == "measured")
   report(f"DEL{tag}{cost} (stop < {config.proposer.threshold}, shadow pass timed)", runs, base,
          prefill)

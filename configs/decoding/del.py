@@ -24,9 +24,12 @@ adds draft lengths 0 (no drafting: DEL may decode plainly) and 1. ``shadow=W`` c
 shadow tokens on the prompt's last W tokens only (a W-token pass instead of a prompt-long one).
 ``data=greedy`` trains the exits on stdlib prefixes continued by the target's own greedy decoding
 (``python_source_smollm2_greedy``, built on first use) instead of human-written source.
+``verify=confident`` verifies only the drafts before the first one below ``threshold`` (none: a
+plain step) instead of every slot of the round (``all``, the filler included).
 Arguments: ``smoke`` (a random 4-block byte-level target, exits 1 and 2; seconds), ``layer``,
 ``adapter``, ``head``, ``cost`` (``layers`` | ``measured``), ``shadow``, ``data``
-(``source`` | ``greedy``), ``exits`` (``+``-separated exit layers, e.g. ``4+12``).
+(``source`` | ``greedy``), ``exits`` (``+``-separated exit layers, e.g. ``4+12``), ``verify``
+(``all`` | ``confident``).
 """
 
 import ml_collections
@@ -39,7 +42,7 @@ ADAPTER_STEPS, ADAPTER_WINDOWS = 300, 192  # see docs/decoding_del.md, "Exit ada
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, layer=0, adapter=False, head=0, cost="layers", shadow=0,
-                data="source", exits="")
+                data="source", exits="", verify="all")
   c = speculative_base_config(a.smoke, "early_exit")
   if a.smoke:
     c.target.variant = "small"  # 4 blocks: two exits to choose from
@@ -61,6 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   p.exit_layer = a.layer  # 0: DEL's per-context choice
   p.length = 2  # the static arm's draft length (the study's best static arm: L=4, gamma=2)
   p.threshold = 0.4
+  p.verify = a.verify  # "all": every slot of the round; "confident": the sure drafts only
   p.exit_steps = 10 if a.smoke else 60
   p.exit_windows = 4 if a.smoke else 12
   p.exit_window_len = 64 if a.smoke else 128

@@ -12,7 +12,10 @@ in one pass; greedy, so the output is plain greedy decoding's. ``--mode=sample``
 plain decoding on ``config.prompt``; ``--mode=eval`` runs the offline prompt set (``eval_prompts``:
 chat / code / mixed) and writes decoding_table.md, decoding_results.json and
 acceptance_per_position.png to the workdir. Arguments: ``smoke`` (a random 'tiny' target and the
-byte tokenizer; seconds), ``bf16`` (bf16 weights). Keys:
+byte tokenizer; seconds), ``bf16`` (bf16 weights), ``adaptive`` (each round drafts 0, 1, 2 or
+``length`` tokens, whichever the expected tokens per cost favour: no match anywhere is a plain
+step), ``cost=measured`` (with adaptive: the verify passes timed on this machine per batch size;
+default ``equal``, an accelerator's). Keys:
 ``configs/common.py:speculative_base_config``.
 """
 
@@ -23,11 +26,14 @@ from jaxtok.config_args import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, bf16=False)
+  a = parse_arg(arg, smoke=False, bf16=False, adaptive=False, cost="equal")
   c = speculative_base_config(a.smoke, "ngram")
   # bf16: bf16 weights, float32 activations (jaxtok/nn/bf16.py; a bf16 model: --config.dtype).
   c.weights = "bfloat16" if a.bf16 else "float32"
   c.proposer.length = 4
   c.proposer.max_ngram = 3
   c.proposer.min_ngram = 1
+  c.proposer.lengths = (0, 1, 2, c.proposer.length) if a.adaptive else ()
+  c.proposer.cost = a.cost
+  c.proposer.cost_context = 64 if a.smoke else 256  # cached tokens when timing (prompt-sized)
   return c

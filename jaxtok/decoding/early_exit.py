@@ -251,13 +251,36 @@ def step_seconds(step, params, model: CausalLM, tokens: int, context: int,
 class ConfidentDraft(DraftModel):
   """A greedy ``DraftModel`` that stops drafting a round once its top-1 probability falls below
   ``threshold`` in every row: the remaining draft steps are skipped (``lax.cond``) and their
-  slots hold the last draft token repeated (verification judges them like any draft)."""
+  slots hold the last draft token repeated. ``verify="all"`` verifies every slot (filler
+  included); ``verify="confident"`` verifies only the drafts before the first one below the
+  threshold (the longest such run over the rows; none: a plain step), which on a CPU, where a
+  pass over more tokens costs more, saves the filler's share of the verify pass."""
 
   threshold: float = 0.0
+  verify: str = "all"
 
   def __post_init__(self):
     if self.num_drafts != 1 or self.temperature > 0:
       raise ValueError("ConfidentDraft drafts one greedy chain (num_drafts=1, temperature=0)")
+    if self.verify not in ("all", "confident"):
+      raise ValueError(f"verify must be 'all' or 'confident', got {self.verify!r}")
+
+  @property
+  def sizes(self) -> tuple[int, ...] | None:  # the root and the first 0..G drafts
+    return tuple(range(1, self.length + 2)) if self.verify == "confident" else None
+
+  def init(self, params, prompt, prompt_mask, positions, kv_mask):
+    state = super().init(params, prompt, prompt_mask, positions, kv_mask)
+    return dict(state, confident=jnp.zeros((prompt.shape[0],), jnp.int32))
+
+  def update(self, params, state, ctx: Context, tree_tokens, target_logits, accept):
+    out = super().update(params, state, ctx, tree_tokens, target_logits, accept)
+    return dict(out, confident=state["confident"])
+
+  def choose_size(self, params, state, ctx: Context, tree_tokens):
+    del params, tree_tokens
+    active = jnp.ones_like(state["confident"], bool) if ctx.active is None else ctx.active
+    return jnp.max(jnp.where(active, state["confident"], 0)).astype(jnp.int32)
 
   def propose(self, params, state, ctx: Context, rng):
     del rng
@@ -278,14 +301,18 @@ class ConfidentDraft(DraftModel):
       def run(cache):
         logits, cache = self.step(params, cache, tok[:, None], ctx.position[:, None] + j,
                                   kv_mask)
-        nxt, conf = pick(logits[:, 0])
-        return cache, nxt, jnp.any(conf >= self.threshold)
+        nxt, p_top = pick(logits[:, 0])
+        return cache, nxt, p_top.astype(jnp.float32)
 
-      cache, nxt, go_next = jax.lax.cond(go, run, lambda c: (c, tok, jnp.array(False)), cache)
-      return (cache, nxt, go_next), nxt
+      skip = lambda c: (c, tok, jnp.zeros(tok.shape, jnp.float32))  # nothing drafted: not sure
+      cache, nxt, p_top = jax.lax.cond(go, run, skip, cache)
+      return (cache, nxt, jnp.any(p_top >= self.threshold)), (nxt, p_top)
 
     go = jnp.any(conf >= self.threshold)
-    (cache, _, _), toks = jax.lax.scan(body, (cache, tok, go), jnp.arange(1, g))
+    (cache, _, _), (toks, confs) = jax.lax.scan(body, (cache, tok, go), jnp.arange(1, g))
     drafts = jnp.concatenate([tok[None], toks], axis=0).swapaxes(0, 1)  # [B, G]
+    p_tops = jnp.concatenate([conf[None].astype(jnp.float32), confs], axis=0).swapaxes(0, 1)
+    sure = p_tops >= self.threshold
+    confident = jnp.cumprod(sure, axis=1).sum(axis=1).astype(jnp.int32)  # leading sure drafts
     tree = jnp.concatenate([ctx.root[:, None], drafts], axis=1)
-    return tree, None, {"cache": cache, "prev": state["prev"]}
+    return tree, None, {"cache": cache, "prev": state["prev"], "confident": confident}

@@ -19,9 +19,16 @@ Verifiers (losslessness is the contract):
 - ``spectr``: SpecTr's K-SEQ over k chains (Sun et al., 2023).
 With sampling the output is distributed as the target's (temperature / top-k / top-p) sampler.
 
-Metrics follow vLLM's definitions: ``num_drafts`` (rounds a row took part in),
-``num_draft_tokens``, ``num_accepted_tokens``, and ``accepted_per_position`` [D] (rounds whose
-accepted path reached depth d + 1); mean acceptance length = 1 + accepted / drafts.
+Metrics follow vLLM's definitions: ``num_drafts`` (rounds a row took part in that verified at
+least one draft), ``num_draft_tokens``, ``num_accepted_tokens``, and ``accepted_per_position``
+[D] (rounds whose accepted path reached depth d + 1); mean acceptance length = 1 + accepted /
+drafts.
+
+A proposer may verify less than its whole tree in a round: with ``sizes`` (increasing node
+counts, each a prefix of its template; 1 is the root alone, a plain step) and
+``choose_size(params, state, ctx, tree) -> index into sizes``, the round's target pass covers only
+the chosen prefix, one choice for the whole batch (shapes are static; ``lax.switch`` over one
+verify program per size). ``num_draft_tokens`` counts the verified drafts.
 """
 
 from __future__ import annotations
@@ -72,8 +79,9 @@ def speculative_generate(
 
   ``stats``: ``forward_passes`` (target passes, prefill included), ``num_generated`` [B],
   ``done`` [B], ``num_drafts`` [B], ``num_draft_tokens`` [B], ``num_accepted_tokens`` [B],
-  ``accepted_per_position`` [D], and the proposer's final ``proposer_state`` (e.g. Token
-  Recycling's adjacency matrix, to hot-start the next call).
+  ``accepted_per_position`` [D], ``rounds_per_size`` [S] (rounds that verified each of the
+  proposer's ``sizes``; one entry without them) and the proposer's final ``proposer_state``
+  (e.g. Token Recycling's adjacency matrix, to hot-start the next call).
   """
   if verifier not in VERIFIERS:
     raise ValueError(f"unknown verifier {verifier!r}; valid: {', '.join(VERIFIERS)}")
@@ -85,6 +93,13 @@ def speculative_generate(
   if verifier == "spectr" and template.parents != _chains_parents(template, k):
     raise ValueError("the spectr verifier needs k independent chains (a DraftModel with "
                      "num_drafts=k)")
+  sizes = getattr(proposer, "sizes", None)
+  if sizes:
+    if list(sizes) != sorted(set(sizes)) or not 1 <= sizes[0] <= sizes[-1] <= template.size:
+      raise ValueError(f"proposer.sizes must be increasing node counts in 1..{template.size} "
+                       f"(prefixes of its template), got {sizes}")
+    if k != 1:
+      raise ValueError(f"a proposer with {k} drafts cannot verify a prefix of its tree (sizes)")
   if jnp.ndim(prompt) != 2 or jnp.shape(prompt_mask) != jnp.shape(prompt):
     raise ValueError(f"prompt must be [B, P] with a mask of the same shape; got "
                      f"{jnp.shape(prompt)} and {jnp.shape(prompt_mask)}")
@@ -151,6 +166,7 @@ def _generate(rng, target_step, target_params, proposer, proposer_params, cache,
               stop_tokens, pad_id):
   template = proposer.template
   t_nodes, depth_max = template.size, template.max_depth
+  sizes = tuple(getattr(proposer, "sizes", None) or (t_nodes,))
   b, p = prompt.shape
   slots = cache_slots(cache)
   greedy = verifier == "greedy"
@@ -196,27 +212,44 @@ def _generate(rng, target_step, target_params, proposer, proposer_params, cache,
       slot=jnp.full((b,), p, jnp.int32),
       done=jnp.logical_or(jnp.isin(first, stops), max_new_tokens <= 1),
       drafts=zeros, draft_tokens=zeros, accepted=zeros,
-      per_position=jnp.zeros((depth_max,), jnp.int32))
+      per_position=jnp.zeros((depth_max,), jnp.int32),
+      size_rounds=jnp.zeros((len(sizes),), jnp.int32))
 
   def cond(s):
     return jnp.logical_not(jnp.all(s["done"]))
 
+  def verify_round(n, cache, tree, q, prop, ctx, key):
+    """Verifies the first ``n`` nodes of the tree (a prefix of a BFS template is a tree)."""
+    sub = template if n == t_nodes else template.prefix(n)
+    cache = set_cache_index(cache, ctx.slot)
+    logits, cache, extra = call_target(cache, tree[:, :n], ctx.position[:, None] + depths[:n],
+                                       tree_mask[..., :n, :n])  # [B, n, V]
+    accept = _verify(verifier, sub, tree[:, :n], None if q is None else q[:, :n - 1], logits,
+                     target_probs, key, rho, getattr(proposer, "num_drafts", 1))
+    if not sub.is_chain:  # chains are already in place (path = 0, 1, 2, ...)
+      cache = compact_cache(cache, ctx.slot, accept.path)
+    cache = set_cache_index(cache, ctx.slot + accept.num_accepted + 1)
+    prop = proposer.update(proposer_params, prop, ctx, tree[:, :n], logits, accept, **extra)
+    path = jnp.pad(accept.path, ((0, 0), (0, depth_max - sub.max_depth)), mode="edge")
+    return cache, accept._replace(path=path), prop
+
   def body(s):
     key = jax.random.fold_in(rng, s["round"] + 1)
     k_prop, k_verify = jax.random.split(key)
+    active = jnp.logical_not(s["done"])
     ctx = Context(tokens=s["tokens"], valid=s["valid"], length=p + s["generated"],
-                  root=s["root"], position=s["position"], slot=s["slot"], kv_mask=kv_mask)
+                  root=s["root"], position=s["position"], slot=s["slot"], kv_mask=kv_mask,
+                  active=active)
     tree, q, prop = proposer.propose(proposer_params, s["prop"], ctx, k_prop)
-    cache = set_cache_index(s["cache"], s["slot"])
-    logits, cache, extra = call_target(cache, tree, s["position"][:, None] + depths,
-                                       tree_mask)  # [B, T, V]
-    accept = _verify(verifier, template, tree, q, logits, target_probs, k_verify, rho,
-                     getattr(proposer, "num_drafts", 1))
-    if not template.is_chain:  # chains are already in place (path = 0, 1, 2, ...)
-      cache = compact_cache(cache, s["slot"], accept.path)
+    args = (s["cache"], tree, q, prop, ctx, k_verify)
+    if len(sizes) == 1:
+      pick = jnp.array(0, jnp.int32)
+      cache, accept, prop = verify_round(t_nodes, *args)
+    else:  # the proposer picks this round's verify length (one per batch: shapes are static)
+      pick = proposer.choose_size(proposer_params, prop, ctx, tree)
+      cache, accept, prop = jax.lax.switch(
+          pick, [functools.partial(verify_round, n) for n in sizes], *args)
     n = accept.num_accepted
-    cache = set_cache_index(cache, s["slot"] + n + 1)
-    prop = proposer.update(proposer_params, prop, ctx, tree, logits, accept, **extra)
 
     # New tokens: the accepted path's tokens, then the target's token; cut at a stop token
     # and at max_new_tokens.
@@ -228,7 +261,6 @@ def _generate(rng, target_step, target_params, proposer, proposer_params, cache,
     is_stop = jnp.logical_and(jnp.isin(new, stops), keep)
     before_stop = jnp.cumsum(is_stop, axis=1) - is_stop == 0
     keep = jnp.logical_and(keep, before_stop)
-    active = jnp.logical_not(s["done"])
     keep = jnp.logical_and(keep, active[:, None])
     count = keep.sum(axis=1).astype(jnp.int32)
     starts = p + s["generated"]
@@ -237,7 +269,8 @@ def _generate(rng, target_step, target_params, proposer, proposer_params, cache,
     generated = s["generated"] + count
     done = s["done"] | jnp.any(is_stop & keep, axis=1) | (generated >= max_new_tokens)
 
-    drafted = jnp.where(active, t_nodes - 1, 0)
+    drafted = jnp.where(active, jnp.asarray(sizes, jnp.int32)[pick] - 1, 0)
+    drafting = active & (drafted > 0)  # a round of plain steps (the root alone) is not a draft
     # Count the accepted drafts that were kept: a stop token or max_new_tokens may cut the round.
     used = jnp.minimum(n, count)
     reached = (jnp.arange(depth_max)[None] < used[:, None]) & active[:, None]
@@ -246,15 +279,16 @@ def _generate(rng, target_step, target_params, proposer, proposer_params, cache,
         generated=generated, root=jnp.where(active, accept.next_token, s["root"]),
         position=s["position"] + jnp.where(active, n + 1, 0),
         slot=s["slot"] + jnp.where(active, n + 1, 0), done=done,
-        drafts=s["drafts"] + active, draft_tokens=s["draft_tokens"] + drafted,
+        drafts=s["drafts"] + drafting, draft_tokens=s["draft_tokens"] + drafted,
         accepted=s["accepted"] + jnp.where(active, used, 0),
-        per_position=s["per_position"] + reached.sum(axis=0).astype(jnp.int32))
+        per_position=s["per_position"] + reached.sum(axis=0).astype(jnp.int32),
+        size_rounds=s["size_rounds"].at[pick].add(1))
 
   s = jax.lax.while_loop(cond, body, state)
   stats = dict(forward_passes=s["round"] + 1, num_generated=s["generated"], done=s["done"],
                num_drafts=s["drafts"], num_draft_tokens=s["draft_tokens"],
                num_accepted_tokens=s["accepted"], accepted_per_position=s["per_position"],
-               proposer_state=s["prop"])
+               rounds_per_size=s["size_rounds"], proposer_state=s["prop"])
   return s["tokens"][:, :p + max_new_tokens], stats
 
 

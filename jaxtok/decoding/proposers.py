@@ -38,6 +38,7 @@ class Context(NamedTuple):
   position: jnp.ndarray  # int [B]: the root's position id
   slot: jnp.ndarray  # int [B]: the root's cache slot (target and draft caches share slots)
   kv_mask: jnp.ndarray  # bool [B, S]: real cache slots (prompt padding is False)
+  active: jnp.ndarray | None = None  # bool [B]: rows still generating (None: all)
 
 
 class Accepted(NamedTuple):
@@ -167,31 +168,65 @@ class PromptLookup:
 
   Tries ``max_ngram`` down to ``min_ngram`` (vLLM's ``prompt_lookup_max/min``) and proposes the
   ``length`` tokens after the most recent match of the longest n-gram found; with no match the
-  proposal is the root repeated (cheap, and verification rejects it). No model, no state.
+  proposal is the root repeated (cheap, and verification rejects it).
+
+  With ``lengths`` (e.g. (0, 1, 2, 4)) it verifies only as many drafts each round as pay: the
+  expected tokens of the batch's round, ``sum_rows 1 + sum_{i <= min(g, copied)} a^i`` over rows
+  with a match, divided by ``costs[g]`` (seconds of a target pass over 1 + g tokens at this batch,
+  e.g. ``early_exit.step_seconds``; all equal by default, as on an accelerator), picks g; a round
+  with no match anywhere is a plain step (g = 0). ``a``, the chance that a copied token is
+  accepted given the ones before it were, is estimated as decoding goes, apart for each n-gram
+  length of the match (a 3-token match is better evidence than a 1-token one): accepted / tested
+  drafts, shrunk to ``prior`` with ``prior_weight`` pseudo-drafts.
   """
 
   length: int = 4
   max_ngram: int = 3
   min_ngram: int = 1
+  lengths: tuple[int, ...] = ()
+  costs: tuple[float, ...] = ()
+  prior: float = 0.6
+  prior_weight: float = 8.0
 
   def __post_init__(self):
     if not 1 <= self.min_ngram <= self.max_ngram:
       raise ValueError(f"need 1 <= min_ngram <= max_ngram, got {self.min_ngram}, {self.max_ngram}")
+    if self.lengths:
+      if (list(self.lengths) != sorted(set(self.lengths)) or self.lengths[0] < 0
+              or self.lengths[-1] != self.length):
+        raise ValueError(f"lengths must be increasing draft lengths from 0 up to length="
+                         f"{self.length}, got {self.lengths}")
+      if self.costs and (len(self.costs) != len(self.lengths) or min(self.costs) <= 0):
+        raise ValueError(f"costs must give one positive cost per length {self.lengths}, got "
+                         f"{self.costs}")
+    elif self.costs:
+      raise ValueError("costs price the verify passes of `lengths`; give lengths too")
+    if not 0.0 <= self.prior <= 1.0 or self.prior_weight <= 0:
+      raise ValueError(f"need 0 <= prior <= 1 and prior_weight > 0, got {self.prior}, "
+                       f"{self.prior_weight}")
 
   @property
   def template(self) -> TreeTemplate:
     return chains(1, self.length)
 
+  @property
+  def sizes(self) -> tuple[int, ...] | None:  # nodes verified per round: the root + g drafts
+    return tuple(1 + g for g in self.lengths) or None
+
   def init(self, params, prompt, prompt_mask, positions, kv_mask):
-    del params, prompt, prompt_mask, positions, kv_mask
-    return {}
+    del params, prompt_mask, positions, kv_mask
+    if not self.lengths:
+      return {}
+    b, n = prompt.shape[0], self.max_ngram - self.min_ngram + 1
+    return {"copied": jnp.zeros((b,), jnp.int32), "ngram": jnp.zeros((b,), jnp.int32),
+            "tested": jnp.zeros((n,), jnp.float32), "hits": jnp.zeros((n,), jnp.float32)}
 
   def propose(self, params, state, ctx: Context, rng):
     del params, rng
     toks, valid, end = ctx.tokens, ctx.valid, ctx.length  # root at end - 1
     b, span = toks.shape
     idx = jnp.arange(span)[None]  # [1, L]
-    best = jnp.full((b,), -1, jnp.int32)
+    best, matched = jnp.full((b,), -1, jnp.int32), jnp.zeros((b,), jnp.int32)
     for n in range(self.min_ngram, self.max_ngram + 1):  # longer n-grams override shorter
       suffix = jnp.take_along_axis(toks, jnp.clip(end[:, None] - n + jnp.arange(n), 0, span - 1),
                                    axis=1)  # [B, n]
@@ -202,15 +237,46 @@ class PromptLookup:
         hit = jnp.logical_and(hit, ok)
       last_hit = jnp.max(jnp.where(hit, idx, -1), axis=1)  # the most recent match
       best = jnp.where(last_hit >= 0, last_hit, best)
+      matched = jnp.where(last_hit >= 0, n - self.min_ngram, matched)  # the rate bin
     take = jnp.clip(best[:, None] + 1 + jnp.arange(self.length), 0, span - 1)
     drafts = jnp.take_along_axis(toks, take, axis=1)
-    usable = jnp.logical_and(best[:, None] >= 0, take < end[:, None])
+    usable = jnp.logical_and(best[:, None] >= 0, take < end[:, None])  # a prefix of each row
     drafts = jnp.where(usable, drafts, ctx.root[:, None])
+    if self.lengths:
+      state = dict(state, copied=usable.sum(axis=1).astype(jnp.int32), ngram=matched)
     return jnp.concatenate([ctx.root[:, None], drafts], axis=1), None, state
 
+  def rates(self, state):
+    """The acceptance estimate per n-gram length of the match (min_ngram .. max_ngram)."""
+    return (state["hits"] + self.prior * self.prior_weight) / (state["tested"] + self.prior_weight)
+
+  def choose_size(self, params, state, ctx: Context, tree_tokens):
+    """Index into ``lengths`` of the round's draft length (see the class docstring)."""
+    del params, tree_tokens
+    active = jnp.ones_like(state["copied"], bool) if ctx.active is None else ctx.active
+    a = self.rates(state)[state["ngram"]]  # [B]: each row's match length's rate
+    powers = a[:, None] ** jnp.arange(1, self.length + 1, dtype=jnp.float32)  # [B, G]
+    gain = jnp.pad(jnp.cumsum(powers, axis=1), ((0, 0), (1, 0)))  # [B, G + 1]: sum_{i<=g} a^i
+    lengths = jnp.asarray(self.lengths, jnp.int32)
+    reach = jnp.minimum(lengths[:, None], state["copied"][None])  # [S, B]
+    gained = jnp.take_along_axis(gain.T, reach, axis=0)  # [S, B]
+    tokens = jnp.sum(jnp.where(active[None], 1.0 + gained, 0.0), axis=1)  # [S]
+    costs = jnp.asarray(self.costs or (1.0,) * len(self.lengths), jnp.float32)
+    return jnp.argmax(tokens / costs).astype(jnp.int32)  # ties: the shorter pass
+
   def update(self, params, state, ctx, tree_tokens, target_logits, accept):
-    del params, ctx, tree_tokens, target_logits, accept
-    return state
+    del params, target_logits
+    g = tree_tokens.shape[1] - 1  # this round's verified drafts (static per verify program)
+    if not self.lengths or g == 0:
+      return state
+    active = jnp.ones_like(state["copied"], bool) if ctx.active is None else ctx.active
+    copied = jnp.minimum(state["copied"], g)
+    tested = jnp.minimum(accept.num_accepted + 1, copied)  # drafts the verifier judged
+    hits = jnp.minimum(accept.num_accepted, tested)
+    counted = active & (copied > 0)
+    bins = state["ngram"]
+    return dict(state, tested=state["tested"].at[bins].add(jnp.where(counted, tested, 0)),
+                hits=state["hits"].at[bins].add(jnp.where(counted, hits, 0)))
 
 
 @dataclasses.dataclass(frozen=True)

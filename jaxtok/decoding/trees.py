@@ -72,6 +72,12 @@ class TreeTemplate:
   def is_chain(self) -> bool:
     return self.parents == tuple(range(-1, self.size - 1))
 
+  def prefix(self, n: int) -> TreeTemplate:
+    """The first ``n`` nodes (a tree: every parent precedes its children)."""
+    if not 1 <= n <= self.size:
+      raise ValueError(f"a prefix of a {self.size}-node tree has 1..{self.size} nodes, got {n}")
+    return TreeTemplate(self.parents[:n], self.ranks[:n])
+
   def ancestor_mask(self) -> np.ndarray:
     """bool [T, T]: node t sees node u iff u is t or an ancestor of t."""
     mask = np.eye(self.size, dtype=bool)

@@ -309,18 +309,26 @@ def acceptance(stats_list, row=slice(None)) -> dict[str, Any]:
   depth = max(len(s["accepted_per_position"]) for s in stats_list)
   reached = sum(np.pad(np.asarray(s["accepted_per_position"], np.int64),
                        (0, depth - len(s["accepted_per_position"]))) for s in stats_list)
+  # Rounds by verify length, for a proposer that picks it per round (proposer.lengths order).
+  sizes = {len(s.get("rounds_per_size", ())) for s in stats_list}
+  per_size = ([int(sum(np.asarray(s["rounds_per_size"])[i] for s in stats_list))
+               for i in range(sizes.pop())] if len(sizes) == 1 else [])
   return {"rounds": drafts, "drafted": drafted, "accepted": accepted,
           "mean_acceptance_length": 1 + accepted / max(drafts, 1),
           "acceptance_rate": accepted / max(drafted, 1),
-          "per_position": [float(r) / max(drafts, 1) for r in reached]}
+          "per_position": [float(r) / max(drafts, 1) for r in reached],
+          "rounds_per_size": per_size if len(per_size) > 1 else []}
 
 
 def _acceptance_text(acc) -> str:
   return (f"mean acceptance length {acc['mean_acceptance_length']:.2f} (1 + {acc['accepted']} "
-          f"accepted / {acc['rounds']} rounds), acceptance rate {acc['acceptance_rate']:.3f} "
+          f"accepted / {acc['rounds']} drafting rounds), acceptance rate "
+          f"{acc['acceptance_rate']:.3f} "
           f"({acc['accepted']} / {acc['drafted']} drafted)\nper-position acceptance (rounds whose "
           "accepted path reached depth d): " + " ".join(
-              f"d{d}={f:.2f}" for d, f in enumerate(acc["per_position"], 1)))
+              f"d{d}={f:.2f}" for d, f in enumerate(acc["per_position"], 1)) + (
+          "\nbatch rounds by verify length (proposer.lengths order): " +
+          " ".join(map(str, acc["rounds_per_size"])) if acc.get("rounds_per_size") else ""))
 
 
 def _identity_line(result, tokenizer, new) -> str:

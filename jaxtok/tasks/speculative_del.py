@@ -119,6 +119,8 @@ def _check(p, num_layers: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
                      "norms are trained); 0 picks the exit per batch (DEL)")
   if not 0.0 <= float(p.threshold) < 1.0:
     raise ValueError(f"proposer.threshold must be in [0, 1), got {p.threshold}")
+  if p.get("verify", "all") not in ("all", "confident"):
+    raise ValueError(f"proposer.verify must be 'all' or 'confident', got {p.verify!r}")
   if min(int(p.exit_steps), int(p.exit_windows), int(p.exit_window_len)) < 1:
     raise ValueError("proposer.exit_steps, exit_windows and exit_window_len must be >= 1")
   if int(p.get("trim_size", 0)) < 0:
@@ -133,11 +135,12 @@ def _check(p, num_layers: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
 
 
 def exit_draft(model, target_params, fit, layers: tuple[int, ...], layer: int, gamma: int,
-               threshold: float = 0.0, adapted: bool = False):
+               threshold: float = 0.0, adapted: bool = False, verify: str = "all"):
   """(proposer, its params) drafting ``gamma`` tokens from exit ``layer`` of ``fit`` (the
-  prepared exits: norms, or adapters when ``adapted``; with ``fit['kept']``, a trimmed head)."""
+  prepared exits: norms, or adapters when ``adapted``; with ``fit['kept']``, a trimmed head);
+  ``verify``: ``ConfidentDraft.verify``."""
   k, trimmed = layers.index(layer), "kept" in fit
-  proposer = exit_proposer(model, layer, gamma, threshold, adapted, trimmed)
+  proposer = exit_proposer(model, layer, gamma, threshold, adapted, trimmed, verify)
   if adapted:
     params = xa.adapter_params(target_params, layer, xa.unpack(fit, f"adapter{k}"))
   else:
@@ -146,12 +149,12 @@ def exit_draft(model, target_params, fit, layers: tuple[int, ...], layer: int, g
 
 
 def exit_proposer(model, layer: int, gamma: int, threshold: float, adapted: bool,
-                  trimmed: bool) -> ee.ConfidentDraft:
+                  trimmed: bool, verify: str = "all") -> ee.ConfidentDraft:
   """The drafter of exit ``layer`` (an adapter's block on top when ``adapted``; VocabTrim's
   head, a [k, d] matmul over the kept ids only, when ``trimmed``)."""
   draft = (xa.adapter_model if adapted else ee.exit_model)(model, layer)
   return ee.ConfidentDraft(TrimmedLMStep(draft) if trimmed else LMStep(draft), length=gamma,
-                           threshold=threshold)
+                           threshold=threshold, verify=verify)
 
 
 @PROPOSER_BUILDERS.register("early_exit")
@@ -159,12 +162,12 @@ def build_early_exit(config, target: Target) -> Plan:
   p, model = config.proposer, target.model
   layers, gammas, layer = _check(p, model.num_layers)
   threshold, adapted = float(p.threshold), bool(p.get("adapter", False))
-  shadow_tokens = int(p.get("shadow_tokens", 0))
+  shadow_tokens, verify = int(p.get("shadow_tokens", 0)), p.get("verify", "all")
 
   trim = int(p.get("trim_size", 0))
 
   def proposer(lay: int, gamma: int):
-    return exit_proposer(model, lay, gamma, threshold, adapted, bool(trim))
+    return exit_proposer(model, lay, gamma, threshold, adapted, bool(trim), verify)
 
   fitted: dict = {}
 
@@ -209,10 +212,11 @@ def build_early_exit(config, target: Target) -> Plan:
       fitted.setdefault("costs", {})  # per batch size, timed by the first choice at that size
     return fitted
 
+  sure = ", verifying the sure drafts only" if verify == "confident" else ""
   if layer:
     return Plan(proposer(layer, int(p.length)), prepare=prepare,
                 shape=f"exit L={layer} of {model.num_layers}{' + adapter' * adapted}, "
-                      f"{int(p.length)} tokens, stop below {threshold}"
+                      f"{int(p.length)} tokens, stop below {threshold}{sure}"
                       + (f", head of {trim} ids" if trim else ""))
 
   if adapted:
@@ -240,12 +244,13 @@ def build_early_exit(config, target: Target) -> Plan:
         f"L={lay}, gamma={gamma}" if gamma else "no drafting (gamma=0: plain target steps)"))
     if not gamma:
       return NoDraft(), None
-    return exit_draft(model, params["target"], fit, layers, lay, gamma, threshold, adapted)
+    return exit_draft(model, params["target"], fit, layers, lay, gamma, threshold, adapted,
+                      verify)
 
   candidates = tuple(proposer(lay, g) for lay in layers for g in gammas if g)
   candidates += (NoDraft(),) if 0 in gammas else ()
   return Plan(candidates[0], prepare=prepare, choose=choose, candidates=candidates,
-              shape=f"DEL over exits {layers} x lengths {gammas}, stop below {threshold}")
+              shape=f"DEL over exits {layers} x lengths {gammas}, stop below {threshold}{sure}")
 
 
 def measure_costs(model, target_params, fit, layers: tuple[int, ...], gammas: tuple[int, ...],

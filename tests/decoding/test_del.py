@@ -34,11 +34,14 @@ def test_exit_model_equals_the_target_truncated(target):
   np.testing.assert_allclose(direct, via_hidden, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("layer,threshold", [(1, 0.0), (2, 0.5), (4, 0.0)])
-def test_early_exit_greedy_is_token_identical_to_plain_greedy(target, layer, threshold):
+@pytest.mark.parametrize("layer,threshold,verify", [
+    (1, 0.0, "all"), (2, 0.5, "all"), (4, 0.0, "all"), (2, 0.5, "confident"),
+    (4, 0.0, "confident")])
+def test_early_exit_greedy_is_token_identical_to_plain_greedy(target, layer, threshold, verify):
   model, params = target
   scale = params["transformer"]["final_norm"]["scale"]
-  prop = ee.ConfidentDraft(LMStep(ee.exit_model(model, layer)), length=3, threshold=threshold)
+  prop = ee.ConfidentDraft(LMStep(ee.exit_model(model, layer)), length=3, threshold=threshold,
+                           verify=verify)
   stats = assert_lossless(model, params, prop, ee.exit_params(params, layer, scale))
   if layer == CFG.num_layers:  # the full model drafting for itself accepts every draft
     assert int(stats["num_accepted_tokens"].sum()) == int(stats["num_draft_tokens"].sum())
@@ -56,6 +59,43 @@ def test_confident_draft_stops_below_threshold(target):
                    position=jnp.array([4]), slot=jnp.array([4]), kv_mask=jnp.ones((1, 16), bool))
   tree, _, _ = prop.propose(p2, state, ctx, jax.random.key(0))
   assert np.all(np.asarray(tree[0, 1:]) == int(tree[0, 1]))
+
+
+def test_confident_verify_drops_the_unsure_drafts_from_the_verify_pass(target):
+  model, params = target
+  scale = params["transformer"]["final_norm"]["scale"]
+  p2 = ee.exit_params(params, 2, scale)
+  step = LMStep(ee.exit_model(model, 2))
+  # Never sure (1.01): every round verifies the root alone, i.e. plain steps (after one draft
+  # step each); always sure (0.0): every round verifies all 4 drafts.
+  never = assert_lossless(model, params, ee.ConfidentDraft(step, length=4, threshold=1.01,
+                                                           verify="confident"), p2)
+  rounds = int(never["forward_passes"]) - 1
+  np.testing.assert_array_equal(never["rounds_per_size"], [rounds, 0, 0, 0, 0])
+  np.testing.assert_array_equal(never["num_draft_tokens"], [0, 0])
+  always = assert_lossless(model, params, ee.ConfidentDraft(step, length=4, threshold=0.0,
+                                                            verify="confident"), p2)
+  assert np.asarray(always["rounds_per_size"])[:4].sum() == 0
+  # In between, a round verifies the longest run of sure drafts over the rows: the counts the
+  # proposer reports, recomputed from the draft's own top-1 probabilities.
+  prop = ee.ConfidentDraft(step, length=4, threshold=0.5, verify="confident")
+  prompt, mask = jnp.array([[5, 9, 3, 7], [1, 2, 3, 1]]), jnp.ones((2, 4), bool)
+  kv = jnp.ones((2, 16), bool)
+  state = prop.init(p2, prompt, mask, jnp.broadcast_to(jnp.arange(4), (2, 4)), kv)
+  ctx = ee.Context(tokens=prompt, valid=mask, length=jnp.array([5, 5]), root=jnp.array([1, 7]),
+                   position=jnp.array([4, 4]), slot=jnp.array([4, 4]), kv_mask=kv)
+  tree, _, out = prop.propose(p2, state, ctx, jax.random.key(0))
+  seq = jnp.concatenate([prompt, tree], axis=1)
+  probs = jax.nn.softmax(ee.exit_model(model, 2).apply({"params": p2}, seq[:, :-1]), axis=-1)
+  conf = np.asarray(probs.max(-1)[:, 4:])  # the draft's top-1 at each draft
+  ran = 1 + int(np.argmin(np.r_[np.any(conf[:, :-1] >= 0.5, axis=0), False]))  # draft steps
+  np.testing.assert_array_equal(np.asarray(tree[:, 1:1 + ran]),
+                                np.asarray(probs.argmax(-1)[:, 4:4 + ran]))
+  sure = np.cumprod(conf >= 0.5, axis=1).sum(axis=1)
+  np.testing.assert_array_equal(out["confident"], sure)
+  assert int(prop.choose_size(p2, out, ctx, tree)) == sure.max()
+  with pytest.raises(ValueError, match="verify must be 'all' or 'confident'"):
+    ee.ConfidentDraft(step, length=4, verify="some")
 
 
 def test_select_exit_is_the_argmax_of_tokens_per_cost():

@@ -195,3 +195,23 @@ def test_mismatch_report_tells_rounding_from_a_bug():
                          "plain 'j')") and "2e-06, within float rounding" in line, line
   line = speculative._identity_line(dict(result, top2_gap=0.8, rounding=False), tok, new)
   assert "0.8, NOT explained by float rounding: a bug" in line, line
+
+
+def test_adaptive_ngram_on_measured_costs_times_once_per_batch_and_stays_identical(
+    tmp_path, capsys):
+  # ngram.py:adaptive,cost=measured prices each round's verify length with passes timed on this
+  # machine (the first choice per batch size), picks per round, and is still plain greedy.
+  config = load_config(os.path.join(REPO, "configs", "decoding", "ngram.py") +
+                       ":smoke,adaptive=1,cost=measured")
+  assert tuple(config.proposer.lengths) == (0, 1, 2, 4)
+  result = main.run(config, str(tmp_path), "sample")
+  out = capsys.readouterr().out
+  assert result["identical"] is True, out
+  assert out.count("verify pass costs (ms, batch 1, after 64 cached tokens): g=0 ") == 1, out
+  assert "0..4 tokens a round (0, 1, 2, 4; measured costs)" in out, out
+  assert "batch rounds by verify length (proposer.lengths order): " in out, out
+  with pytest.raises(ValueError, match="proposer.cost must be 'equal' or 'measured'"):
+    build(smoke("ngram", proposer__lengths=(0, 4), proposer__cost="timed"))
+  with pytest.raises(ValueError, match="lengths must be increasing draft lengths from 0 up to "
+                     "length=4"):
+    build(smoke("ngram", proposer__lengths=(0, 2)))

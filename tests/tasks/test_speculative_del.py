@@ -33,7 +33,7 @@ def del_config(arg="smoke", **proposer):
 
 
 @pytest.mark.parametrize("arg", ["smoke", "smoke,layer=2", "smoke,adapter=1,head=64",
-                                 "smoke,cost=measured,shadow=16"])
+                                 "smoke,cost=measured,shadow=16", "smoke,verify=confident"])
 def test_del_eval_is_token_identical_to_plain_greedy(tmp_path, capsys, arg):
   result = main.run(del_config(arg), str(tmp_path), "eval")
   out = capsys.readouterr().out
@@ -43,6 +43,9 @@ def test_del_eval_is_token_identical_to_plain_greedy(tmp_path, capsys, arg):
   assert ("DEL: shadow rates" in out) == (arg != "smoke,layer=2"), out  # only DEL chooses
   assert ("DEL step costs (ms, batch 1, measured after 64 cached tokens): plain step" in out) == (
       "cost=measured" in arg), out
+  # verify=confident: rounds verify 0..gamma drafts, counted per length.
+  assert ("verifying the sure drafts only" in out) == ("confident" in arg), out
+  assert ("batch rounds by verify length" in out) == ("confident" in arg), out
 
 
 @pytest.mark.parametrize("adapter", [False, True])
@@ -132,6 +135,7 @@ def test_acceptance_pads_batches_that_drafted_to_different_depths():
     ({"cost_context": 0}, r"proposer.cost_context must be >= 1, got 0"),
     ({"shadow_tokens": -1}, r"shadow_tokens must be >= 0 \(0: the whole prompt\), got -1"),
     ({"threshold": 1.0}, r"threshold must be in \[0, 1\), got 1.0"),
+    ({"verify": "sure"}, r"proposer.verify must be 'all' or 'confident', got 'sure'"),
     ({"exit_steps": 0}, r"exit_steps, exit_windows and exit_window_len must be >= 1"),
     ({"adapter": True, "adapter_init": "first"}, r"adapter_init must be one of \('next', "),
     ({"adapter": True, "adapter_lr": 0.0}, r"adapter_lr must be > 0, got 0.0"),
