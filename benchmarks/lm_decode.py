@@ -1,7 +1,7 @@
 """Greedy decode throughput of SmolLM2-135M: jaxtok vs the memory-bandwidth bound vs transformers.
 
   python benchmarks/lm_decode.py [--new_tokens=64] [--batches=1,8]
-      [--dtypes=float32,bfloat16,bf16w,int8] [--layouts=separate,fused]
+      [--dtypes=float32,bfloat16,bf16w,int8] [--layouts=separate,fused,rows,fused_rows]
 
 At small batch, decoding is bound by reading the weights once per step: a step reads every
 parameter (the tied embedding doubles as the output head) plus the KV cache, so
@@ -17,8 +17,10 @@ channel, activations quantised per token) against torch's dynamic quantisation o
 cache. ``bf16w`` stores the weights in bfloat16 and computes in float32 (``jaxtok/nn/bf16.py``:
 bf16 x bf16 products with float32 accumulation; norms, attention and the KV cache in float32),
 against torch in bfloat16. ``--layouts``: jaxtok's separate q/k/v and gate/up weights, or the
-fused ones of ``CausalLM(fused_projections=True)`` (what ``--mode=sample`` decodes with); one row
-each.
+fused ones of ``CausalLM(fused_projections=True)`` (what ``--mode=sample`` decodes with), and for
+float32 either of them with the weights stored features-first (``rows``, ``fused_rows``:
+``jaxtok/nn/rows.py``, whose 2-48-row products read each weight once where XLA:CPU's GEMM does
+not; a batch of 8 is such a product); one row each.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.machine import describe  # noqa: E402
 from jaxtok.generators import causal_lm  # noqa: E402
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate  # noqa: E402
-from jaxtok.nn import bf16, int8  # noqa: E402
+from jaxtok.nn import bf16, int8, rows  # noqa: E402
 from jaxtok.pretrained import load_pretrained_lm  # noqa: E402
 
 
@@ -70,8 +72,11 @@ def read_bandwidth(nbytes: int = 512 << 20) -> tuple[dict[str, float], object]:
   return out, measure
 
 
+LAYOUTS = ("separate", "fused", "rows", "fused_rows")
+
+
 def jaxtok_decode(lm, dtype: str, batch: int, prompt_len: int, n1: int, n2: int,
-                  repeats: int, matvec_bw, fused: bool) -> tuple[float, float, int]:
+                  repeats: int, matvec_bw, layout: str) -> tuple[float, float, int]:
   """(decode tokens/s of jaxtok's jitted while-loop generation, best read bandwidth seen,
   bytes of the weights one step reads).
 
@@ -84,7 +89,7 @@ def jaxtok_decode(lm, dtype: str, batch: int, prompt_len: int, n1: int, n2: int,
   model = causal_lm.CausalLM.from_config(
       lm.config, dtype="float32" if dtype in ("int8", "bf16w") else dtype)
   params = lm.params
-  if fused:
+  if layout.startswith("fused"):
     model, params = causal_lm.decode_layout(model, params)
   if dtype == "int8":
     params = int8.quantize(model, params, prompt)
@@ -93,6 +98,8 @@ def jaxtok_decode(lm, dtype: str, batch: int, prompt_len: int, n1: int, n2: int,
     params, step = bf16.cast(params), ModelStep(model)
   else:
     params = jax.tree.map(lambda x: jnp.asarray(x, model.dtype), params)
+    if layout.endswith("rows"):
+      params = rows.transpose(model, params, prompt)
     step = ModelStep(model)
 
   def run(n):
@@ -141,14 +148,15 @@ def main():
   parser.add_argument("--dtypes", default="float32,bfloat16,bf16w,int8")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--layouts", default="separate,fused",
-                      help="jaxtok weight layouts timed: separate and/or fused projections")
+                      help="jaxtok weight layouts timed: separate and/or fused projections, and "
+                           "for float32 either stored features-first (rows, fused_rows)")
   parser.add_argument("--no_torch", action="store_true", help="skip the transformers baseline")
   args = parser.parse_args()
   batches = [int(b) for b in args.batches.split(",")]
   dtypes = args.dtypes.split(",")
   layouts = args.layouts.split(",")
-  if not set(layouts) <= {"separate", "fused"}:
-    parser.error(f"--layouts must be separate and/or fused, got {args.layouts!r}")
+  if not set(layouts) <= set(LAYOUTS):
+    parser.error(f"--layouts must be some of {', '.join(LAYOUTS)}, got {args.layouts!r}")
   n1, n2 = 8, 8 + args.new_tokens
 
   print(f"machine: {describe()}")
@@ -196,8 +204,10 @@ def main():
       theirs = (torch_decode(hf_model, torch, dtype, batch, args.prompt_len, n1, n2,
                              args.repeats) if hf_model is not None else float("nan"))
       for layout in layouts:
+        if layout.endswith("rows") and dtype != "float32":
+          continue  # the features-first layout is a float32 one
         ours, row_bw, weight_bytes = jaxtok_decode(lm, dtype, batch, args.prompt_len, n1, n2,
-                                                   args.repeats, matvec_bw, layout == "fused")
+                                                   args.repeats, matvec_bw, layout)
         row_bw = max(row_bw, bandwidth)
         bound = batch * row_bw / (weight_bytes + kv_bytes)
         print(f"{dtype:9} {batch:5d} {layout:>8} {row_bw / 1e9:5.1f} {ours:12.1f} {bound:11.1f} "

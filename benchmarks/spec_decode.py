@@ -93,6 +93,7 @@ from jaxtok.decoding.vocab_trim import (  # noqa: E402
 from jaxtok.generators.causal_lm import CausalLM, init_cache  # noqa: E402
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate  # noqa: E402
 from jaxtok.nn import bf16  # noqa: E402
+from jaxtok.nn import rows as rows_layout  # noqa: E402
 from jaxtok.pretrained import load_pretrained_lm  # noqa: E402
 from jaxtok.pretrained.chat import chatml  # noqa: E402
 from jaxtok.tasks.prompt_set import prompt_set  # noqa: E402
@@ -149,6 +150,10 @@ def timed_pair(fn, plain_fn, repeats) -> Run:
   return Run(best, out, best_plain)
 
 
+# The rows whose proposers reach the target only through its step function (--weights=rows).
+ROWS_ROWS = {"ngram", "recycling", "draft", "batch8"}
+
+
 class Runner:
   """Times plain and speculative decoding of the same prompts with the same target."""
 
@@ -157,6 +162,8 @@ class Runner:
     self.params = jax.tree.map(jnp.asarray, lm.params)
     if weights == "bfloat16":  # both decoders read bf16 weights (jaxtok/nn/bf16.py)
       self.params = bf16.cast(self.params)
+    elif weights == "rows":  # both decoders read features-first weights (jaxtok/nn/rows.py)
+      self.params = rows_layout.transpose(self.model, self.params, jnp.zeros((1, 8), jnp.int32))
     self.n, self.repeats, self.stops = new_tokens, repeats, stops
 
   def plain_fn(self, prompt, mask, n=None):
@@ -172,7 +179,7 @@ class Runner:
   def top2_gap(self, tokens, index):
     """The target's top-2 logit gap for the token at ``index`` of a batch-1 sequence (after
     ``tokens[:index]``), computed as the decoders compute (bf16 weights included)."""
-    with bf16.apply_bf16():
+    with rows_layout.float_weights():
       logits = self.model.apply({"params": self.params}, jnp.asarray(tokens[None, :index]))
     top = jax.lax.top_k(logits[0, -1], 2)[0]
     return float(top[0] - top[1])
@@ -276,11 +283,15 @@ def main():
                            "and compiles are not, 512 makes one program for all)")
   parser.add_argument("--cpu_dot", default="xla", choices=sorted(_DOT_FLAGS),
                       help="which library runs XLA:CPU's dots (read before jax starts)")
-  parser.add_argument("--weights", default="float32", choices=("float32", "bfloat16"),
+  parser.add_argument("--weights", default="float32", choices=("float32", "bfloat16", "rows"),
                       help="the target's and draft's weights, for plain and speculative decoding "
-                           "alike (bfloat16: jaxtok/nn/bf16.py, float32 activations)")
+                           "alike (bfloat16: jaxtok/nn/bf16.py, float32 activations; rows: the "
+                           "target's float32 weights features-first, jaxtok/nn/rows.py)")
   args = parser.parse_args()
   only = set(args.only.split(","))
+  if args.weights == "rows" and not only <= ROWS_ROWS:
+    parser.error(f"--weights=rows runs the rows {sorted(ROWS_ROWS)} (the others read the "
+                 f"target's layers themselves); got --only={args.only}")
 
   print(f"machine: {describe()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   start = time.perf_counter()

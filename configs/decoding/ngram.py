@@ -12,8 +12,9 @@ in one pass; greedy, so the output is plain greedy decoding's. ``--mode=sample``
 plain decoding on ``config.prompt``; ``--mode=eval`` runs the offline prompt set (``eval_prompts``:
 chat / code / mixed) and writes decoding_table.md, decoding_results.json and
 acceptance_per_position.png to the workdir. Arguments: ``smoke`` (a random 'tiny' target and the
-byte tokenizer; seconds), ``bf16`` (bf16 weights), ``adaptive`` (each round drafts 0, 1, 2 or
-``length`` tokens, whichever the expected tokens per cost favour: no match anywhere is a plain
+byte tokenizer; seconds), ``bf16`` (bf16 weights), ``rows`` (the target's float32 weights
+stored features-first: cheaper verify passes on a CPU), ``adaptive`` (each round drafts 0, 1, 2
+or ``length`` tokens, whichever the expected tokens per cost favour: no match anywhere is a plain
 step), ``cost=measured`` (with adaptive: the verify passes timed on this machine per batch size;
 default ``equal``, an accelerator's). Keys:
 ``configs/common.py:speculative_base_config``.
@@ -26,10 +27,12 @@ from jaxtok.config_args import parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = parse_arg(arg, smoke=False, bf16=False, adaptive=False, cost="equal")
+  a = parse_arg(arg, smoke=False, bf16=False, rows=False, adaptive=False, cost="equal")
   c = speculative_base_config(a.smoke, "ngram")
   # bf16: bf16 weights, float32 activations (jaxtok/nn/bf16.py; a bf16 model: --config.dtype).
-  c.weights = "bfloat16" if a.bf16 else "float32"
+  # rows: float32 weights stored features-first, so the target's few-row verify passes read each
+  # weight once on XLA:CPU (jaxtok/nn/rows.py).
+  c.weights = "bfloat16" if a.bf16 else "rows" if a.rows else "float32"
   c.proposer.length = 4
   c.proposer.max_ngram = 3
   c.proposer.min_ngram = 1

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jaxtok.decoding.trees import TreeTemplate, chains
 from jaxtok.generators.causal_lm import init_cache, set_cache_index
 from jaxtok.generators.samplers.autoregressive import filter_logits
-from jaxtok.nn import bf16
+from jaxtok.nn import rows
 
 
 class Context(NamedTuple):
@@ -52,13 +52,14 @@ class Accepted(NamedTuple):
 class LMStep:
   """A Flax causal LM with a ``'cache'`` collection as a tree-aware step function (hashable).
 
-  bfloat16 weights (``jaxtok.nn.bf16.cast``) are multiplied with float32 accumulation."""
+  bfloat16 weights (``jaxtok.nn.bf16.cast``) are multiplied with float32 accumulation, and
+  features-first float32 weights (``jaxtok.nn.rows.transpose``) with the few-row products."""
 
   model: nn.Module
 
   def __call__(self, params, cache, tokens, positions, kv_mask, mask=None, features=False):
     """(logits, cache); with ``features`` (logits, cache, final-normed hidden states)."""
-    with bf16.apply_bf16():
+    with rows.float_weights():
       out, mutated = self.model.apply(
           {"params": params, "cache": cache}, tokens, positions, kv_mask, mask,
           method=_features_and_logits if features else _logits, mutable=["cache"])

@@ -35,6 +35,7 @@ from jaxtok.decoding.proposers import LMStep
 from jaxtok.generators.causal_lm import DTYPES, CausalLM, init_cache
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.nn import bf16
+from jaxtok.nn import rows as rows_lib
 from jaxtok.pretrained.chat import chatml
 from jaxtok.tasks import (  # noqa: F401
   speculative_del,
@@ -59,6 +60,8 @@ from jaxtok.train.validate import UserError, check_choice
 # bf16 weights round activations to bf16 at every product, as a bf16 model does
 # (scripts/studies/verify_rounding.py measures the size).
 ROUNDING_GAP = {"float32": 1e-3, "bfloat16": 0.5}
+# Proposers that reach the target only through its step function, so its layout may change.
+ROWS_PROPOSERS = ("ngram", "recycling", "draft")
 
 
 def _params(model, rng, host, scale):
@@ -79,7 +82,12 @@ def _params(model, rng, host, scale):
 
 def _check_options(config) -> None:
   check_choice("dtype", config.get("dtype", "float32"), sorted(DTYPES))
-  check_choice("weights", config.get("weights", "float32"), ["bfloat16", "float32"])
+  weights = config.get("weights", "float32")
+  check_choice("weights", weights, ["bfloat16", "float32", "rows"])
+  if weights == "rows" and config.proposer.name not in ROWS_PROPOSERS:
+    raise UserError(f"weights='rows' (the target's float32 weights stored features-first, "
+                    f"jaxtok/nn/rows.py) works with the proposers {', '.join(ROWS_PROPOSERS)}; "
+                    f"{config.proposer.name!r} reads the target's layers itself")
   PROPOSER_BUILDERS.get(config.proposer.name)  # an unknown name lists the valid ones
   verifier, temperature = config.verifier, float(config.temperature)
   if verifier not in VERIFIERS:
@@ -164,7 +172,7 @@ def build(config) -> Task:
     if i is None:
       return {"identical": True}
     context = jnp.asarray([list(prompt_ids) + list(plain_new[:i])], jnp.int32)
-    with bf16.apply_bf16():  # bf16 weights: the product the decoders used
+    with rows_lib.float_weights():  # bf16 or features-first weights: the decoders' products
       top = jax.lax.top_k(model.apply({"params": params["target"]}, context)[0, -1], 2)[0]
     gap = float(top[0] - top[1])
     return {"identical": False, "first_difference": i, "top2_gap": gap,
@@ -232,8 +240,11 @@ def build(config) -> Task:
 
   def decode_params(state: TrainState) -> dict[str, Any]:
     """The target's and draft's params as decoding reads them (``config.weights``)."""
-    params = nn.unbox(state.params)
-    return bf16.cast(params) if config.get("weights", "float32") == "bfloat16" else params
+    params, weights = nn.unbox(state.params), config.get("weights", "float32")
+    if weights == "rows":  # the target's few-row verify products read each weight once
+      return {**params, "target": rows_lib.transpose(model, params["target"],
+                                                     jnp.zeros((1, 8), jnp.int32))}
+    return bf16.cast(params) if weights == "bfloat16" else params
 
   def sample(state: TrainState, workdir: str | None = None) -> dict[str, Any]:
     params = decode_params(state)

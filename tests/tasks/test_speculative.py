@@ -68,6 +68,27 @@ def test_bf16_weights_decode_both_ways_and_stay_identical(tmp_path, capsys, monk
     build(smoke("ngram", weights="int4"))
 
 
+def test_rows_weights_transpose_the_target_only_and_stay_identical(tmp_path, capsys, monkeypatch):
+  # ngram.py:rows=1 stores the target's kernels features-first (jaxtok/nn/rows.py) for plain and
+  # speculative decoding alike; a proposer that reads the target's layers itself is refused.
+  seen = []
+  real = speculative.rows_lib.transpose
+  monkeypatch.setattr(speculative.rows_lib, "transpose",
+                      lambda m, p, *a: seen.append(sorted(p)) or real(m, p, *a))
+  config = load_config(os.path.join(REPO, "configs", "decoding", "ngram.py") + ":smoke,rows=1")
+  assert config.weights == "rows"
+  result = main.run(config, str(tmp_path), "sample")
+  out = capsys.readouterr().out
+  assert seen == [["embed", "transformer"]], seen  # the target's params (no draft), once
+  assert "rows weights" in out and result["identical"] is True, out
+  assert result["drafted"] > 0, result
+  del_config = load_config(os.path.join(REPO, "configs", "decoding", "del.py") + ":smoke")
+  del_config.weights = "rows"
+  with pytest.raises(ValueError, match="weights='rows' .* works with the proposers ngram, "
+                     "recycling, draft; 'early_exit' reads the target's layers itself"):
+    build(del_config)
+
+
 def test_draft_workdir_self_draft_accepts_everything(tmp_path, capsys, monkeypatch):
   # restore_student hands back the target's own weights (random 'tiny', seed 0, times
   # random_scale): they enter through the pretrained-weights callback, and every draft token is

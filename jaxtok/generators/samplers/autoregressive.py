@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxtok.nn import bf16, int8
+from jaxtok.nn import int8, rows
 
 StepFn = Callable[..., tuple[jnp.ndarray, Any]]
 
@@ -46,14 +46,15 @@ class ModelStep:
   ``int8``: ``params`` is the ``{'params', 'int8_scales'}`` dict of ``jaxtok.nn.int8.quantize``
   and the model's dense layers compute in int8 (W8A8) while the step is traced. Otherwise layers
   whose weights are bfloat16 (``jaxtok.nn.bf16.cast``) multiply them with float32 accumulation
-  (``jaxtok.nn.bf16``); float32 weights are untouched."""
+  (``jaxtok.nn.bf16``), and float32 weights stored features-first (``jaxtok.nn.rows.transpose``)
+  take the few-row products of ``jaxtok.nn.rows``; other float32 weights are untouched."""
 
   model: nn.Module
   int8: bool = False
 
   def __call__(self, params, cache, tokens, positions, kv_mask):
     variables = {**params, "cache": cache} if self.int8 else {"params": params, "cache": cache}
-    with int8.apply_int8() if self.int8 else bf16.apply_bf16():
+    with int8.apply_int8() if self.int8 else rows.float_weights():
       logits, mutated = self.model.apply(
           variables, tokens, positions=positions, kv_mask=kv_mask, decode=True,
           mutable=["cache"])
