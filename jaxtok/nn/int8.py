@@ -126,14 +126,11 @@ def apply_int8() -> Iterator[None]:
     yield
 
 
-def quantize(model: nn.Module, params: Any, *args, **kwargs) -> dict[str, Any]:
-  """``{'params': ..., 'int8_scales': ...}`` for ``model.apply`` under :func:`apply_int8`.
-
-  ``args``/``kwargs`` are an example call (shapes only: the model is traced, not run). Every
-  Dense, DenseGeneral (contracting trailing axes) and Embed is quantised; everything else
-  (norms, biases) stays as it was.
-  """
-  params = meta.unbox(params)
+def weight_layers(model: nn.Module, params: Any, *args, **kwargs) -> dict[tuple[str, ...], int]:
+  """Every weight layer an example call (``args``/``kwargs``, traced, not run) goes through:
+  module path -> how many trailing input axes a Dense/DenseGeneral contracts, or -1 for an Embed
+  (its table's rows are the tied head's channels). DenseGeneral layouts other than trailing
+  contracted axes are left out. Shared by the int8 and the features-first layouts."""
   found: dict[tuple[str, ...], int] = {}
 
   def record(next_fun, a, kw, context):
@@ -143,11 +140,23 @@ def quantize(model: nn.Module, params: Any, *args, **kwargs) -> dict[str, Any]:
       if c is not None:
         found[module.path] = c
     elif isinstance(module, nn.Embed):
-      found[module.path] = -1  # per-row scales
+      found[module.path] = -1
     return next_fun(*a, **kw)
 
   with nn.intercept_methods(record):
     jax.eval_shape(lambda p: model.apply({"params": p}, *args, **kwargs), params)
+  return found
+
+
+def quantize(model: nn.Module, params: Any, *args, **kwargs) -> dict[str, Any]:
+  """``{'params': ..., 'int8_scales': ...}`` for ``model.apply`` under :func:`apply_int8`.
+
+  ``args``/``kwargs`` are an example call (shapes only: the model is traced, not run). Every
+  Dense, DenseGeneral (contracting trailing axes) and Embed is quantised; everything else
+  (norms, biases) stays as it was.
+  """
+  params = meta.unbox(params)
+  found = weight_layers(model, params, *args, **kwargs)
   if not found:
     raise ValueError(f"{type(model).__name__} has no Dense, DenseGeneral or Embed layer to "
                      f"quantise")

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from flax.core import meta
 
 from jaxtok.nn import bf16
-from jaxtok.nn.int8 import _contracted
+from jaxtok.nn.int8 import _contracted, weight_layers
 
 KERNEL_T = "kernel_t"
 HEAD_MARK = "rows_head"  # a zero-size leaf beside an embedding table: its attend runs here
@@ -62,26 +62,13 @@ def transpose(model: nn.Module, params: Any, *args, **kwargs) -> Any:
   """``params`` with every Dense/DenseGeneral kernel (that contracts trailing input axes) moved
   to ``kernel_t``, its feature axes first; ``args``/``kwargs`` are an example call (traced)."""
   params = meta.unbox(params)
-  found: dict[tuple[str, ...], int] = {}
-
-  def record(next_fun, a, kw, context):
-    module = context.module
-    if context.method_name == "__call__" and isinstance(module, (nn.Dense, nn.DenseGeneral)):
-      c = _contracted(module, a[0].ndim)
-      if c is not None:
-        found[module.path] = c
-    elif isinstance(module, nn.Embed):
-      found[module.path] = 0
-    return next_fun(*a, **kw)
-
-  with nn.intercept_methods(record):
-    jax.eval_shape(lambda p: model.apply({"params": p}, *args, **kwargs), params)
+  found = weight_layers(model, params, *args, **kwargs)
   out = jax.tree.map(lambda x: x, params)  # a copy to write into
   for path, c in found.items():
     node = out
     for name in path:
       node = node[name]
-    if c == 0:
+    if c < 0:  # an embedding table: already features-first
       node[HEAD_MARK] = jnp.zeros((0,), jnp.float32)
       continue
     kernel = jnp.asarray(node.pop("kernel"))
