@@ -205,7 +205,8 @@ def main():
                              args.repeats) if hf_model is not None else float("nan"))
       for layout in layouts:
         if layout.endswith("rows") and dtype != "float32":
-          continue  # the features-first layout is a float32 one
+          print(f"{dtype:9} {batch:5d} {layout:>8}  skipped: the features-first layout is float32")
+          continue
         ours, row_bw, weight_bytes = jaxtok_decode(lm, dtype, batch, args.prompt_len, n1, n2,
                                                    args.repeats, matvec_bw, layout)
         row_bw = max(row_bw, bandwidth)

@@ -1,6 +1,6 @@
 """A SmolLM2-135M pass over T tokens: the features-first weight layout vs the plain one.
 
-  python benchmarks/rows_matmul.py                        # batch 1 and 8; about 6 min here
+  python benchmarks/rows_matmul.py        # batch 1 and 8; about 9 min here (AMD EPYC)
   python benchmarks/rows_matmul.py --batches=1 --tokens=1,2,5
 
 A speculative verify pass runs the target over the tree's T tokens (times the batch) after the
