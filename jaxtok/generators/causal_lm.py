@@ -11,6 +11,7 @@ an empty one of a chosen length without running the model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -171,11 +172,20 @@ def init_cache(model: CausalLM, batch_size: int, max_len: int, per_row: bool = F
   ``per_row`` gives every row its own write index (``cache_index`` int [B]), for decoders whose
   rows advance by different amounts. Uses ``jax.eval_shape``: nothing is initialised or compiled.
   """
-  tokens = jax.ShapeDtypeStruct((batch_size, max_len), jnp.int32)
-  shapes = jax.eval_shape(
-      lambda t: model.init(jax.random.key(0), t, decode=True), tokens)["cache"]
+  try:
+    shapes = _cache_shapes(model, int(batch_size), int(max_len))
+  except TypeError:  # a model with an unhashable field: trace it every time
+    shapes = _cache_shapes.__wrapped__(model, int(batch_size), int(max_len))
   cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
   return set_cache_index(cache, jnp.zeros((batch_size,), jnp.int32)) if per_row else cache
+
+
+@functools.lru_cache(maxsize=64)
+def _cache_shapes(model: CausalLM, batch_size: int, max_len: int) -> dict:
+  # Tracing SmolLM2's init costs about 0.5 s of host time, 20 decode steps' worth: a loop that
+  # calls generate per prompt pays it once per (model, batch, length) instead of every call.
+  tokens = jax.ShapeDtypeStruct((batch_size, max_len), jnp.int32)
+  return jax.eval_shape(lambda t: model.init(jax.random.key(0), t, decode=True), tokens)["cache"]
 
 
 def set_cache_index(cache: dict, index: jnp.ndarray) -> dict:

@@ -37,6 +37,22 @@ def test_cached_decode_equals_full_forward(tiny):
   np.testing.assert_allclose(np.concatenate(outs, axis=1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_init_cache_traces_each_shape_once(tiny, monkeypatch):
+  model = tiny[0]
+  traced = []
+  real = jax.eval_shape
+  monkeypatch.setattr(jax, "eval_shape", lambda *a, **k: traced.append(1) or real(*a, **k))
+  first = init_cache(model, 3, 11, per_row=True)
+  again = init_cache(CausalLM.from_config(TINY), 3, 11, per_row=True)  # an equal module
+  other = init_cache(model, 3, 12)
+  assert len(traced) <= 2  # (3, 11) once, (3, 12) once; none if an earlier test built them
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), first, again)
+  kv = [a for a in jax.tree.leaves(other) if a.ndim == 4]  # cached keys/values [B, L, H, D]
+  assert len(kv) == 2 * TINY.num_layers and all(a.shape[:2] == (3, 12) for a in kv)
+  assert [a.shape for a in jax.tree.leaves(first) if a.ndim == 1] == [(3,)] * TINY.num_layers
+  assert not any(np.any(a) for a in jax.tree.leaves(first))  # empty, index 0: zeros throughout
+
+
 def test_left_padding_with_kv_mask_equals_unpadded_row(tiny):
   model, params, tokens = tiny
   row = tokens[:1, :6]  # [1, 6]
