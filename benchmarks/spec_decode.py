@@ -19,7 +19,8 @@ speed-up is over those (the machine's speed drifts within a run). Rows:
 - ``recycling``: Token Recycling with trees of N nodes (``trees.best_tree``), the sweep the
   issue asks for (on a CPU a verify pass over N tokens costs more than a 1-token step once N
   tokens of matmul outweigh reading the weights, so the best tree is small);
-- ``draft``: a distilled draft model (``--draft`` = a ``configs/decoding/draft_distill.py`` run);
+- ``draft``: a distilled draft model (``--draft`` = a ``configs/decoding/draft_distill.py`` run;
+  ``--draft_branches=k``: k greedy chains that start from its top-k first tokens);
 - ``vocabtrim``: the same draft with its head cut to the ``--trim_sizes`` ids SmolLM2 generates
   most often on train-split code prompts (``jaxtok/decoding/vocab_trim.py``; only with ``--draft``;
   the counts are made once and cached under ``$JAXTOK_CACHE_DIR/vocab_trim``);
@@ -49,6 +50,7 @@ to bf16 at every product, which turns summation-order noise into larger steps).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -79,7 +81,7 @@ import numpy as np  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from benchmarks.machine import describe  # noqa: E402
-from benchmarks.spec_rows import early_exit_rows, fused_rows, jackpot_rows  # noqa: E402
+from benchmarks.spec_rows import adaptive_ngram_rows, early_exit_rows, fused_rows, jackpot_rows  # noqa: E402
 from jaxtok.decoding.engine import cache_slots_needed, speculative_generate  # noqa: E402
 from jaxtok.decoding.proposers import DraftModel, LMStep, PromptLookup, TokenRecycling  # noqa: E402
 from jaxtok.decoding.trees import DEFAULT_RANK_ACCEPT as RANK_ACCEPT  # noqa: E402
@@ -97,7 +99,6 @@ from jaxtok.nn import rows as rows_layout  # noqa: E402
 from jaxtok.pretrained import load_pretrained_lm  # noqa: E402
 from jaxtok.pretrained.chat import chatml  # noqa: E402
 from jaxtok.tasks.prompt_set import prompt_set  # noqa: E402
-from jaxtok.tasks.speculative_proposers import verify_costs  # noqa: E402
 from jaxtok.tasks.vocab_trim_counts import target_counts  # noqa: E402
 
 HEADER = ("| method (batch {}) | tokens/s | speed-up | decode tokens/s | decode speed-up | "
@@ -237,21 +238,6 @@ def report(name, runs, base, prefill):
         f"{same}/{len(runs)} |", flush=True)
 
 
-def adaptive_ngram_rows(runner, lm, batches, base, prefill, g):
-  """Prompt lookup with draft lengths (0, 1, 2, g) chosen per round: on equal costs (draft g
-  whenever a row has a copy, else a plain step) and on verify passes timed here at this batch
-  size (``verify_costs``: 256 cached tokens, best of 5)."""
-  lengths = tuple(sorted({0, 1, 2, g} & set(range(g + 1))))
-  costs = verify_costs(runner.model, runner.params, lengths, 256, batches[0][0].shape[0])
-  for name, c in (("equal costs", ()), ("measured costs", costs)):
-    prop = PromptLookup(length=g, lengths=lengths, costs=c)
-    runs = [runner.spec(*s, prop, None) for s in batches]
-    report(f"ngram G<={g} per round, {name}", runs, base, prefill)
-    per = sum(np.asarray(r.out[1]["rounds_per_size"]) for r in runs)
-    print("  batch rounds by draft length: " + ", ".join(f"G={n} {int(c)}"
-                                                       for n, c in zip(lengths, per)))
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--new_tokens", type=int, default=128)
@@ -273,6 +259,8 @@ def main():
   parser.add_argument("--jackpot_masks", default="", help="searched masks for the jackpot rows "
                       "(scripts/studies/jackpot_smollm2.py --out_masks)")
   parser.add_argument("--draft_lengths", default="2,3,4,5")
+  parser.add_argument("--draft_branches", default="1", help="k greedy chains per draft row, "
+                      "from the draft's top-k first tokens (1: one chain)")
   parser.add_argument("--fused", default="", help="feature_distill workdirs (comma-separated)")
   parser.add_argument("--fused_lengths", default="1,2,3,4")
   parser.add_argument("--trim_sizes", default="", help="VocabTrim head sizes (with --draft), "
@@ -319,7 +307,7 @@ def main():
       prop = PromptLookup(length=g)
       report(f"ngram G={g}", [runner.spec(*s, prop, None) for s in singles], base, prefill)
       if args.adaptive:
-        adaptive_ngram_rows(runner, lm, singles, base, prefill, g)
+        adaptive_ngram_rows(runner, report, singles, base, prefill, g)
   if "recycling" in only:
     for size in map(int, args.tree_sizes.split(",")):
       tree = best_tree(size, RANK_ACCEPT, max_depth=6)
@@ -358,14 +346,16 @@ def main():
         cover = np.isin(made, np.flatnonzero(np.asarray(trimmed[k]["slot"]) < k)).mean()
         print(f"k={k}: the kept ids hold {cover:.3f} of plain greedy's new tokens here")
       print()
-    for g in map(int, args.draft_lengths.split(",")):
-      prop = DraftModel(LMStep(draft), length=g)
-      report(f"draft G={g}", [runner.spec(*s, prop, params) for s in singles], base, prefill)
+    for g, c in itertools.product(map(int, args.draft_lengths.split(",")),
+                                  map(int, args.draft_branches.split(","))):
+      top = f"top-{c} x " if c > 1 else ""
+      prop = DraftModel(LMStep(draft), length=g, num_drafts=c)
+      report(f"draft {top}G={g}", [runner.spec(*s, prop, params) for s in singles], base, prefill)
       for k in trims:
-        prop = VocabTrimDraft(TrimmedLMStep(draft), length=g)
-        report(f"vocabtrim k={k} G={g}", [runner.spec(*s, prop, trimmed[k]) for s in singles],
-               base, prefill)
-      if "dovetail" in only:  # the same draft, its weights and cache on the second host device
+        prop = VocabTrimDraft(TrimmedLMStep(draft), length=g, num_drafts=c)
+        report(f"vocabtrim k={k} {top}G={g}", [runner.spec(*s, prop, trimmed[k])
+                                                for s in singles], base, prefill)
+      if "dovetail" in only and c == 1:  # the same draft, its weights and cache on host device 1
         from jaxtok.decoding.dovetail import DeviceDraft, DovetailDraft
         holder = DeviceDraft(DraftModel(LMStep(draft), length=g), jax.devices()[1])
         holder.load(params)
@@ -390,7 +380,7 @@ def main():
     prefill8 = runner.prefill(*batch)
     report("ngram G=4", [runner.spec(*batch, PromptLookup(length=4), None)], [plain8], prefill8)
     if args.adaptive:
-      adaptive_ngram_rows(runner, lm, [batch], [plain8], prefill8, 4)
+      adaptive_ngram_rows(runner, report, [batch], [plain8], prefill8, 4)
     tree = best_tree(8, RANK_ACCEPT, max_depth=6)
     report("recycling N=8", [runner.spec(*batch, TokenRecycling(
         tree, vocab_size=lm.config.vocab_size), None)], [plain8], prefill8)

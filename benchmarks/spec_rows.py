@@ -1,6 +1,7 @@
 """Rows of benchmarks/spec_decode.py that build their proposer through a task's plan or a
 trained workdir: early exit / DEL, Lottery Jackpots, feature-fused drafters (same device, and
-with ``--only=...,dovetail`` on the second host device). Each takes the script's ``report``."""
+with ``--only=...,dovetail`` on the second host device), and prompt lookup choosing its draft
+length per round (``--adaptive``). Each takes the script's ``report``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import os
 import time
 
 import jax
+import numpy as np
 
+from jaxtok.decoding.proposers import PromptLookup
 from jaxtok.nn import bf16
+from jaxtok.tasks.speculative_proposers import verify_costs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,3 +108,18 @@ def fused_rows(runner, lm, singles, base, prefill, report, args, trims, kept, pl
                [runner.spec(*s, DovetailDraft(holder), None) for s in singles], base, prefill)
         print(f"  drafter-side calls: {holder.calls}, {holder.seconds:.2f} s in them (transfers "
               "included, every call of the timed and untimed runs)")
+
+
+def adaptive_ngram_rows(runner, report, batches, base, prefill, g):
+  """Prompt lookup with draft lengths (0, 1, 2, g) chosen per round: on equal costs (draft g
+  whenever a row has a copy, else a plain step) and on verify passes timed here at this batch
+  size (``verify_costs``: 256 cached tokens, best of 5)."""
+  lengths = tuple(sorted({0, 1, 2, g} & set(range(g + 1))))
+  costs = verify_costs(runner.model, runner.params, lengths, 256, batches[0][0].shape[0])
+  for name, c in (("equal costs", ()), ("measured costs", costs)):
+    prop = PromptLookup(length=g, lengths=lengths, costs=c)
+    runs = [runner.spec(*s, prop, None) for s in batches]
+    report(f"ngram G<={g} per round, {name}", runs, base, prefill)
+    per = sum(np.asarray(r.out[1]["rounds_per_size"]) for r in runs)
+    print("  batch rounds by draft length: " + ", ".join(f"G={n} {int(c)}"
+                                                       for n, c in zip(lengths, per)))

@@ -88,7 +88,10 @@ class DraftModel:
   (when every draft was accepted, the last draft token was never fed) and gives the first
   draft distribution; so the draft never needs a variable-length catch-up step.
   ``temperature`` 0 drafts greedily (argmax, q = one-hot); otherwise drafts are sampled from
-  the draft's softmax at that temperature (i.i.d. across the ``num_drafts`` chains).
+  the draft's softmax at that temperature (i.i.d. across the ``num_drafts`` chains). Greedy with
+  ``num_drafts`` k > 1 branches at the first draft token: chain i starts with the draft's i-th
+  most likely token and continues greedily (k identical argmax chains would verify one chain's
+  tokens k times), so the round accepts when the target's argmax is anywhere in the draft's top k.
   """
 
   step: LMStep
@@ -129,7 +132,13 @@ class DraftModel:
       return jax.random.categorical(key, scaled).astype(jnp.int32), jax.nn.softmax(scaled)
 
     keys = jax.random.split(rng, g)
-    tok, q = pick(logits[:, 1], keys[0])
+    if self.temperature <= 0 and k > 1:  # copy i of a row takes the draft's i-th best token
+      top = jax.lax.top_k(logits[:, 1], k)[1]  # [Bk, k]; the k copies of a row are equal
+      tok = jnp.take_along_axis(top, (jnp.arange(top.shape[0]) % k)[:, None], 1)[:, 0]
+      tok = tok.astype(jnp.int32)
+      q = jax.nn.one_hot(tok, logits.shape[-1], dtype=jnp.float32)
+    else:
+      tok, q = pick(logits[:, 1], keys[0])
 
     def body(carry, key_and_j):
       cache, tok = carry
