@@ -273,13 +273,15 @@ def main():
                       help="which library runs XLA:CPU's dots (read before jax starts)")
   parser.add_argument("--weights", default="float32", choices=("float32", "bfloat16", "rows"),
                       help="the target's and draft's weights, for plain and speculative decoding "
-                           "alike (bfloat16: jaxtok/nn/bf16.py, float32 activations; rows: the "
-                           "target's float32 weights features-first, jaxtok/nn/rows.py)")
+                           "alike (bfloat16: jaxtok/nn/bf16.py, float32 activations; rows: "
+                           "float32 weights features-first, jaxtok/nn/rows.py)")
   args = parser.parse_args()
   only = set(args.only.split(","))
   if args.weights == "rows" and not only <= ROWS_ROWS:
     parser.error(f"--weights=rows runs the rows {sorted(ROWS_ROWS)} (the others read the "
                  f"target's layers themselves); got --only={args.only}")
+  if args.weights == "rows" and args.trim_sizes:
+    parser.error("--weights=rows does not trim the draft's head (--trim_sizes)")
 
   print(f"machine: {describe()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   start = time.perf_counter()
@@ -331,7 +333,8 @@ def main():
     from jaxtok.tasks.distill import restore_student
     config, params = restore_student(args.draft)
     draft, params = CausalLM.from_config(config), nn.unbox(params)
-    params = bf16.cast(params) if args.weights == "bfloat16" else params
+    params = (bf16.cast(params) if args.weights == "bfloat16" else rows_layout.transpose(
+        draft, params, jnp.zeros((1, 8), jnp.int32)) if args.weights == "rows" else params)
     trimmed = {}
     if trims:
       start = time.perf_counter()

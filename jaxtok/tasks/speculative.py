@@ -61,7 +61,7 @@ from jaxtok.train.validate import UserError, check_choice
 # (scripts/studies/verify_rounding.py measures the size).
 ROUNDING_GAP = {"float32": 1e-3, "bfloat16": 0.5}
 # Proposers that reach the target only through its step function, so its layout may change.
-ROWS_PROPOSERS = ("ngram", "recycling", "draft")
+ROWS_PROPOSERS = ("ngram", "recycling", "draft")  # draft: its own weights features-first too
 
 
 def _params(model, rng, host, scale):
@@ -242,8 +242,11 @@ def build(config) -> Task:
     """The target's and draft's params as decoding reads them (``config.weights``)."""
     params, weights = nn.unbox(state.params), config.get("weights", "float32")
     if weights == "rows":  # the target's few-row verify products read each weight once
-      return {**params, "target": rows_lib.transpose(model, params["target"],
-                                                     jnp.zeros((1, 8), jnp.int32))}
+      example = jnp.zeros((1, 8), jnp.int32)
+      out = {**params, "target": rows_lib.transpose(model, params["target"], example)}
+      if "draft" in params and plan.draft is not None:  # its steps are 2-token, k-chain products
+        out["draft"] = rows_lib.transpose(plan.draft, params["draft"], example)
+      return out
     return bf16.cast(params) if weights == "bfloat16" else params
 
   def sample(state: TrainState, workdir: str | None = None) -> dict[str, Any]:

@@ -68,18 +68,20 @@ def test_bf16_weights_decode_both_ways_and_stay_identical(tmp_path, capsys, monk
     build(smoke("ngram", weights="int4"))
 
 
-def test_rows_weights_transpose_the_target_only_and_stay_identical(tmp_path, capsys, monkeypatch):
-  # ngram.py:rows=1 stores the target's kernels features-first (jaxtok/nn/rows.py) for plain and
-  # speculative decoding alike; a proposer that reads the target's layers itself is refused.
+def test_rows_weights_transpose_target_and_draft_and_stay_identical(tmp_path, capsys, monkeypatch):
+  # draft.py:rows=1 stores the target's and the draft's kernels features-first
+  # (jaxtok/nn/rows.py) for plain and speculative decoding alike (here with 2 greedy chains from
+  # the draft's top-2 first tokens); a proposer that reads the target's layers itself is refused.
   seen = []
   real = speculative.rows_lib.transpose
   monkeypatch.setattr(speculative.rows_lib, "transpose",
                       lambda m, p, *a: seen.append(sorted(p)) or real(m, p, *a))
-  config = load_config(os.path.join(REPO, "configs", "decoding", "ngram.py") + ":smoke,rows=1")
-  assert config.weights == "rows"
+  config = load_config(os.path.join(REPO, "configs", "decoding", "draft.py")
+                       + ":smoke,rows=1,branches=2")
+  assert config.weights == "rows" and config.proposer.num_drafts == 2
   result = main.run(config, str(tmp_path), "sample")
   out = capsys.readouterr().out
-  assert seen == [["embed", "transformer"]], seen  # the target's params (no draft), once
+  assert seen == [["embed", "transformer"]] * 2, seen  # the target's params, the draft's, once
   assert "rows weights" in out and result["identical"] is True, out
   assert result["drafted"] > 0, result
   del_config = load_config(os.path.join(REPO, "configs", "decoding", "del.py") + ":smoke")
