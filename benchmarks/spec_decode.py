@@ -108,8 +108,7 @@ HEADER = ("| method (batch {}) | tokens/s | speed-up | decode tokens/s | decode 
 
 def padded(rows: list[list[int]], bucket: int = 128) -> tuple[jnp.ndarray, jnp.ndarray]:
   width = -(-max(len(r) for r in rows) // bucket) * bucket
-  tokens = np.zeros((len(rows), width), np.int32)
-  mask = np.zeros((len(rows), width), bool)
+  tokens, mask = np.zeros((len(rows), width), np.int32), np.zeros((len(rows), width), bool)
   for i, r in enumerate(rows):
     tokens[i, width - len(r):], mask[i, width - len(r):] = r, True
   return jnp.asarray(tokens), jnp.asarray(mask)
@@ -138,8 +137,7 @@ def timed_pair(fn, plain_fn, repeats) -> Run:
   """Best-of-``repeats`` of ``fn`` and of ``plain_fn``, run alternately (compiled first), so
   that both see the same machine: on a shared machine the speed drifts by tens of percent within
   a run, and one baseline timed at the start misprices every later row."""
-  jax.block_until_ready(fn())
-  jax.block_until_ready(plain_fn())
+  jax.block_until_ready((fn(), plain_fn()))
   best, best_plain, out = float("inf"), float("inf"), None
   for _ in range(repeats):
     start = time.perf_counter()
