@@ -4,7 +4,7 @@
       [--new_tokens=64] [--repeats=3] [--layout=fused|separate] [--draft=WORKDIR --draft_length=2]
 
 SmolLM2-135M-Instruct is written with ``jaxtok/pretrained/hf_export.py`` and loaded by
-transformers (torch, CPU, ``torch.set_num_threads(2)``); its logits on a prompt are checked
+transformers (torch, CPU, ``--torch_threads``, 2 by default); its logits on a prompt are checked
 against jaxtok's before anything is timed, so both libraries run the same model. Prompts are the
 offline prompt set (``jaxtok/tasks/prompt_set.py``). Every program runs once before timing; then
 jaxtok and transformers are timed alternately and each keeps its best of ``--repeats`` (the
@@ -24,7 +24,8 @@ row generates exactly ``--new_tokens`` tokens. Rows:
    jaxtok program.
 
 jaxtok runs its models in ``--layout`` (fused: ``CausalLM(fused_projections=True)``, what
-``--mode=sample`` decodes with; separate: the layout the weights are trained and exported in).
+``--mode=sample`` decodes with; separate: the layout the weights are trained and exported in;
+fused_rows: fused, with the float32 weights stored features-first, ``jaxtok/nn/rows.py``).
 Columns: tokens/s of each, the ratio, and whether the two libraries' tokens are identical.
 """
 
@@ -48,6 +49,7 @@ from jaxtok.decoding.proposers import DraftModel, LMStep, PromptLookup  # noqa: 
 from jaxtok.generators.causal_lm import CausalLM, decode_layout, init_cache  # noqa: E402
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate  # noqa: E402
 from jaxtok.nn import bf16  # noqa: E402
+from jaxtok.nn import rows as rows_lib  # noqa: E402
 from jaxtok.pretrained.hf_export import export_hf  # noqa: E402
 
 DTYPES = ("float32", "bfloat16", "bf16w")
@@ -77,7 +79,8 @@ class Pair:
   """Greedy decoders of one CausalLM in jaxtok and transformers; each method returns the two
   zero-argument programs (jaxtok, transformers), both giving int tokens [B, P + N]."""
 
-  def __init__(self, config, params, dtype: str, directory: str, fused: bool = False):
+  def __init__(self, config, params, dtype: str, directory: str, fused: bool = False,
+               rows: bool = False):
     if dtype not in DTYPES:
       raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     # bf16w: bf16 weights with float32 activations in jaxtok (jaxtok/nn/bf16.py), against
@@ -89,12 +92,15 @@ class Pair:
       self.model, params = decode_layout(self.model, params)
     self.params = (bf16.cast(params) if dtype == "bf16w" else
                    jax.tree.map(lambda x: jnp.asarray(x, self.model.dtype), params))
+    if rows:  # float32 weights features-first (jaxtok/nn/rows.py): few-row passes read them once
+      self.params = rows_lib.transpose(self.model, self.params, jnp.zeros((1, 8), jnp.int32))
     self.hf = load_hf(directory, hf_dtype)
 
   def logits_gap(self, tokens: np.ndarray) -> float:
     """Max |jaxtok - transformers| of the logits over a [1, T] prompt."""
     import torch
-    ours = self.model.apply({"params": self.params}, jnp.asarray(tokens))
+    with rows_lib.float_weights():
+      ours = self.model.apply({"params": self.params}, jnp.asarray(tokens))
     with torch.no_grad():
       theirs = self.hf(torch.as_tensor(tokens, dtype=torch.long)).logits.float().numpy()
     return float(np.abs(np.asarray(ours, np.float32) - theirs).max())
@@ -182,16 +188,18 @@ def main():
   parser.add_argument("--new_tokens", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--lookup_length", type=int, default=4)
-  parser.add_argument("--layout", default="fused", choices=("fused", "separate"))
+  parser.add_argument("--layout", default="fused", choices=("fused", "separate", "fused_rows"))
   parser.add_argument("--draft", default="", help="a draft_distill workdir: the assisted rows")
   parser.add_argument("--draft_length", type=int, default=2)
+  parser.add_argument("--torch_threads", type=int, default=2, help="torch's thread count (which "
+                      "is faster depends on the CPU and the batch: benchmarks/lm_decode.py)")
   args = parser.parse_args()
   import torch
 
   from jaxtok.pretrained import load_pretrained_lm
   from jaxtok.pretrained.chat import chatml
   from jaxtok.tasks.prompt_set import prompt_set
-  torch.set_num_threads(2)
+  torch.set_num_threads(args.torch_threads)
   print(f"machine: {describe()}")
   print(f"torch {torch.__version__} threads: {torch.get_num_threads()}")
   lm = load_pretrained_lm("smollm2-135m")
@@ -199,8 +207,10 @@ def main():
           for kind, t in prompt_set("mixed", args.num_prompts)]
   n = args.new_tokens
   with tempfile.TemporaryDirectory() as directory:
-    fused = args.layout == "fused"
-    pair = Pair(lm.config, lm.params, args.dtype, directory, fused)
+    fused, rows = args.layout.startswith("fused"), args.layout.endswith("rows")
+    if rows and args.dtype != "float32":
+      parser.error("--layout=fused_rows stores float32 weights features-first: --dtype=float32")
+    pair = Pair(lm.config, lm.params, args.dtype, directory, fused, rows)
     gap = pair.logits_gap(np.asarray([rows[0][:64]], np.int32))
     print(f"max |logit gap| jaxtok vs transformers on a 64-token prompt: {gap:.2e}")
     if args.dtype == "float32" and gap > 1e-3:
@@ -225,7 +235,7 @@ def main():
     from jaxtok.tasks.distill import restore_student
     d_config, d_params = restore_student(args.draft)
     draft = Pair(d_config, nn.unbox(d_params), args.dtype, os.path.join(directory, "draft"),
-                 fused)
+                 fused, rows)
     g = args.draft_length
     for default in (False, True):
       name = (f"draft model, batch 1: jaxtok G={g} vs transformers' default schedule" if default

@@ -1,6 +1,7 @@
 """benchmarks/decode_vs_transformers.py's core on a random tiny Llama: both libraries decode the
 same exported weights, so greedy tokens must be identical (plain batch 1, left-padded batch,
-prompt lookup, assisted generation with a draft model), with jaxtok in the fused layout."""
+prompt lookup, assisted generation with a draft model), with jaxtok in the fused layout, with
+and without features-first float32 weights."""
 
 import importlib.util
 
@@ -17,19 +18,22 @@ pytestmark = pytest.mark.skipif(
     reason="needs torch and transformers (the baseline library)")
 
 
-@pytest.mark.slow  # about 80 s on the shared 2-core machine
-def test_tiny_model_identical_greedy_tokens(tmp_path):
+@pytest.mark.slow  # about 80 s a layout on the shared 2-core machine
+@pytest.mark.parametrize("rows", [False, True])  # fused, or fused with features-first weights
+def test_tiny_model_identical_greedy_tokens(tmp_path, rows):
   from benchmarks.decode_vs_transformers import Pair, alternate, left_padded
   config = LM_VARIANTS["tiny"]
   params = nn.unbox(CausalLM.from_config(config).init(
       jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
-  pair = Pair(config, params, "float32", str(tmp_path / "hf"), fused=True)
+  pair = Pair(config, params, "float32", str(tmp_path / "hf"), fused=True, rows=rows)
   assert pair.model.fused_projections
+  assert rows == any("kernel_t" in str(path) for path, _ in
+                     jax.tree_util.tree_leaves_with_path(pair.params))
   # The draft: another random model of the same vocabulary (it drafts badly, and greedy
   # verification must still give the target's tokens).
   d_params = nn.unbox(CausalLM.from_config(config).init(
       jax.random.key(1), jnp.zeros((1, 4), jnp.int32))["params"])
-  draft = Pair(config, d_params, "float32", str(tmp_path / "draft"), fused=True)
+  draft = Pair(config, d_params, "float32", str(tmp_path / "draft"), fused=True, rows=rows)
   rng = np.random.default_rng(0)
   # Repeated chunks give prompt lookup matches to draft from.
   rows = [list(rng.integers(3, config.vocab_size, 5)) * 3, list(rng.integers(3, 60, 9))]
