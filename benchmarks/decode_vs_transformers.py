@@ -207,10 +207,10 @@ def main():
           for kind, t in prompt_set("mixed", args.num_prompts)]
   n = args.new_tokens
   with tempfile.TemporaryDirectory() as directory:
-    fused, rows = args.layout.startswith("fused"), args.layout.endswith("rows")
-    if rows and args.dtype != "float32":
+    fused, features_first = args.layout.startswith("fused"), args.layout.endswith("rows")
+    if features_first and args.dtype != "float32":
       parser.error("--layout=fused_rows stores float32 weights features-first: --dtype=float32")
-    pair = Pair(lm.config, lm.params, args.dtype, directory, fused, rows)
+    pair = Pair(lm.config, lm.params, args.dtype, directory, fused, features_first)
     gap = pair.logits_gap(np.asarray([rows[0][:64]], np.int32))
     print(f"max |logit gap| jaxtok vs transformers on a 64-token prompt: {gap:.2e}")
     if args.dtype == "float32" and gap > 1e-3:
@@ -235,7 +235,7 @@ def main():
     from jaxtok.tasks.distill import restore_student
     d_config, d_params = restore_student(args.draft)
     draft = Pair(d_config, nn.unbox(d_params), args.dtype, os.path.join(directory, "draft"),
-                 fused, rows)
+                 fused, features_first)
     g = args.draft_length
     for default in (False, True):
       name = (f"draft model, batch 1: jaxtok G={g} vs transformers' default schedule" if default
