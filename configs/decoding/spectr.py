@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                                   field_type=str)
   c.proposer.num_drafts = 3
   c.proposer.length = 3
-  c.proposer.draft_temperature = 1.0  # i.i.d. drafts (at 0 all k chains would be the same)
+  c.proposer.draft_temperature = 1.0  # i.i.d. drafts (at 0: the top-k chains, refused here)
   c.temperature = 1.0
   c.top_p = 0.95
   return c

@@ -93,6 +93,12 @@ def speculative_generate(
   if verifier == "spectr" and template.parents != _chains_parents(template, k):
     raise ValueError("the spectr verifier needs k independent chains (a DraftModel with "
                      "num_drafts=k)")
+  if verifier == "spectr" and k > 1 and getattr(proposer, "temperature", 1.0) <= 0:
+    # K-SEQ's output is the target's only for k i.i.d. draws from one q; greedy chains start
+    # from the draft's k best tokens (DraftModel), which is not such a draw.
+    raise ValueError(f"the spectr verifier needs {k} sampled drafts; greedy k-chain drafts start "
+                     "from the draft's top-k tokens: set a draft temperature > 0 or use "
+                     "verifier='greedy'")
   sizes = getattr(proposer, "sizes", None)
   if sizes:
     if list(sizes) != sorted(set(sizes)) or not 1 <= sizes[0] <= sizes[-1] <= template.size:

@@ -111,6 +111,10 @@ def test_greedy_draft_branches_over_its_top_k_first_tokens(target):
   rounds = {k: int(np.asarray(v["num_drafts"]).sum()) for k, v in stats.items()}
   assert acc["branched"] >= 2 * acc["single"] > 0 and rounds["branched"] < rounds["single"], (
       acc, rounds)  # measured: 11 vs 4 accepted, 58 vs 65 rounds
+  with pytest.raises(ValueError, match="spectr verifier needs 3 sampled drafts"):
+    speculative_generate(jax.random.key(0), LMStep(model), params, branched, draft_params, prompt,
+                         mask, max_new_tokens=4, target_model=model, verifier="spectr",
+                         temperature=1.0)
 
 
 def assert_lossless_rows(model, params, prop, prop_params, prompt, mask, n=24):
