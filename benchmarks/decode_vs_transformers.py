@@ -4,8 +4,9 @@
       [--new_tokens=64] [--repeats=3] [--layout=fused|separate] [--draft=WORKDIR --draft_length=2]
 
 SmolLM2-135M-Instruct is written with ``jaxtok/pretrained/hf_export.py`` and loaded by
-transformers (torch, CPU, ``--torch_threads``, 2 by default); its logits on a prompt are checked
-against jaxtok's before anything is timed, so both libraries run the same model. Prompts are the
+transformers (torch, CPU; each row times it with 1 thread and with every core and keeps the
+faster, or at ``--torch_threads``); its logits on a prompt are checked against jaxtok's before
+anything is timed, so both libraries run the same model. Prompts are the
 offline prompt set (``jaxtok/tasks/prompt_set.py``). Every program runs once before timing; then
 jaxtok and transformers are timed alternately and each keeps its best of ``--repeats`` (the
 machine is shared, so alternating puts both under the same load). Neither stops at EOS: every
@@ -160,25 +161,40 @@ class Pair:
     return ours, self._hf(tokens, mask, n, assistant_model=draft.hf)
 
 
-def alternate(programs: list[tuple], repeats: int) -> tuple[float, float, bool]:
+def alternate(programs: list[tuple], repeats: int, threads: tuple[int, ...] = ()
+              ) -> tuple[float, float, bool, int | None]:
   """Seconds (best of ``repeats``, summed over the programs) of jaxtok and transformers, timed
-  in turn after one warm-up call each, and whether every pair gave identical tokens."""
+  in turn after one warm-up call each, whether every pair gave identical tokens, and torch's
+  thread count: with ``threads``, transformers is timed at each count in turn and keeps the
+  fastest (which count wins depends on the CPU and the batch; one count for every row would
+  handicap torch in some of them), else at the count it has (None)."""
+  import torch
   outs = [(np.asarray(jax.block_until_ready(o())), t()) for o, t in programs]
   same = all(a.shape == b.shape and np.array_equal(a, b) for a, b in outs)
-  best = np.full((len(programs), 2), np.inf)
+  counts = tuple(threads) or (None,)
+  best = np.full((len(programs), 1 + len(counts)), np.inf)
+
+  def timed(i, j, fn):
+    start = time.perf_counter()
+    fn()
+    best[i, j] = min(best[i, j], time.perf_counter() - start)
+
   for _ in range(repeats):
     for i, (ours, theirs) in enumerate(programs):
-      for j, fn in enumerate((lambda o=ours: jax.block_until_ready(o()), theirs)):
-        start = time.perf_counter()
-        fn()
-        best[i, j] = min(best[i, j], time.perf_counter() - start)
-  return float(best[:, 0].sum()), float(best[:, 1].sum()), same
+      timed(i, 0, lambda o=ours: jax.block_until_ready(o()))
+      for j, count in enumerate(counts):
+        if count is not None:
+          torch.set_num_threads(count)
+        timed(i, 1 + j, theirs)
+  theirs = best[:, 1:].sum(axis=0)
+  pick = int(np.argmin(theirs))
+  return float(best[:, 0].sum()), float(theirs[pick]), same, counts[pick]
 
 
-def row(name: str, tokens: int, secs: tuple[float, float, bool]) -> str:
-  ours, theirs, same = secs
-  return (f"| {name} | {tokens / ours:.1f} | {tokens / theirs:.1f} | {theirs / ours:.2f} | "
-          f"{same} |")
+def row(name: str, tokens: int, secs: tuple[float, float, bool, int | None]) -> str:
+  ours, theirs, same, threads = secs
+  return (f"| {name} | {tokens / ours:.1f} | {tokens / theirs:.1f} | {threads or '-'} | "
+          f"{theirs / ours:.2f} | {same} |")
 
 
 def main():
@@ -191,17 +207,23 @@ def main():
   parser.add_argument("--layout", default="fused", choices=("fused", "separate", "fused_rows"))
   parser.add_argument("--draft", default="", help="a draft_distill workdir: the assisted rows")
   parser.add_argument("--draft_length", type=int, default=2)
-  parser.add_argument("--torch_threads", type=int, default=2, help="torch's thread count (which "
-                      "is faster depends on the CPU and the batch: benchmarks/lm_decode.py)")
+  parser.add_argument("--torch_threads", default="auto", help="torch's thread count, or 'auto': "
+                      "time transformers with 1 thread and with every core in each row and keep "
+                      "the faster (which wins depends on the CPU and the batch)")
   args = parser.parse_args()
   import torch
 
   from jaxtok.pretrained import load_pretrained_lm
   from jaxtok.pretrained.chat import chatml
   from jaxtok.tasks.prompt_set import prompt_set
-  torch.set_num_threads(args.torch_threads)
+  if args.torch_threads == "auto":
+    threads = tuple(sorted({1, os.cpu_count() or 1}))
+  elif args.torch_threads.isdigit() and int(args.torch_threads) > 0:
+    threads = (int(args.torch_threads),)
+  else:
+    parser.error(f"--torch_threads must be a positive count or 'auto', got {args.torch_threads!r}")
   print(f"machine: {describe()}")
-  print(f"torch {torch.__version__} threads: {torch.get_num_threads()}")
+  print(f"torch {torch.__version__} threads tried in each row: {threads}")
   lm = load_pretrained_lm("smollm2-135m")
   rows = [lm.tokenizer.encode(chatml(t) if kind == "chat" else t)
           for kind, t in prompt_set("mixed", args.num_prompts)]
@@ -219,16 +241,17 @@ def main():
     print(f"SmolLM2-135M-Instruct {args.dtype}, greedy, {len(rows)} mixed prompts "
           f"({min(map(len, rows))}-{max(map(len, rows))} tokens), {n} new tokens each, "
           f"best of {args.repeats}, alternating; jaxtok layout: {args.layout}\n")
-    print("| row | jaxtok tokens/s | transformers tokens/s | jaxtok / transformers | "
-          "identical tokens |\n|---|---|---|---|---|")
+    print("| row | jaxtok tokens/s | transformers tokens/s | torch threads | "
+          "jaxtok / transformers | identical tokens |\n|---|---|---|---|---|---|")
     total = n * len(rows)
-    print(row("plain greedy, batch 1", total,
-              alternate([pair.plain(*s, n) for s in singles], args.repeats)), flush=True)
+    timed = lambda programs: alternate(programs, args.repeats, threads)
+    print(row("plain greedy, batch 1", total, timed([pair.plain(*s, n) for s in singles])),
+          flush=True)
     print(row(f"plain greedy, batch {len(rows)} left-padded", total,
-              alternate([pair.plain(*left_padded(rows), n)], args.repeats)), flush=True)
+              timed([pair.plain(*left_padded(rows), n)])), flush=True)
     g = args.lookup_length
     print(row(f"prompt lookup G={g}, batch 1", total,
-              alternate([pair.lookup(*s, n, g) for s in singles], args.repeats)), flush=True)
+              timed([pair.lookup(*s, n, g) for s in singles])), flush=True)
     if not args.draft:
       print("assisted generation with a draft model: not run (no --draft)")
       return
@@ -240,8 +263,8 @@ def main():
     for default in (False, True):
       name = (f"draft model, batch 1: jaxtok G={g} vs transformers' default schedule" if default
               else f"draft model G={g} (assisted generation), batch 1")
-      print(row(name, total, alternate([pair.assisted(draft, *s, n, g, default)
-                                        for s in singles], args.repeats)), flush=True)
+      print(row(name, total, timed([pair.assisted(draft, *s, n, g, default) for s in singles])),
+            flush=True)
 
 
 if __name__ == "__main__":
