@@ -50,3 +50,23 @@ def test_tiny_model_identical_greedy_tokens(tmp_path, rows):
     pair.assisted(draft, *left_padded(rows), 12, 2)
   with pytest.raises(ValueError, match="dtype"):
     Pair(config, params, "float16", str(tmp_path / "bad"))
+
+
+@pytest.mark.parametrize("fast", [1, 2])
+def test_alternate_keeps_torchs_faster_thread_count(fast):
+  # transformers' side is a stand-in that is 10x faster at one thread count: the row must report
+  # that count and its time, not the other's.
+  import time
+
+  import torch
+
+  from benchmarks.decode_vs_transformers import alternate
+  before = torch.get_num_threads()
+  theirs = lambda: (time.sleep(0.002 if torch.get_num_threads() == fast else 0.02),
+                    np.zeros(3, np.float32))[1]
+  try:
+    ours, secs, same, threads = alternate([(lambda: jnp.zeros(3), theirs)], repeats=2,
+                                          threads=(1, 2))
+  finally:
+    torch.set_num_threads(before)
+  assert threads == fast and secs < 0.01 and same
