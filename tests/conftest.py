@@ -37,3 +37,35 @@ def shared_data_dir():
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
   return SHARED_DATA_DIR
+
+
+def pytest_addoption(parser):
+  parser.addoption("--slow-shard", default=None, metavar="i/K",
+                   help="of the tests marked slow, run only shard i of K (tests/sharding.py)")
+  parser.addoption("--store-durations", default=None, metavar="PATH",
+                   help="merge each test's setup+call+teardown seconds into this JSON file")
+
+
+def pytest_configure(config):
+  from tests import sharding
+
+  shard = config.getoption("--slow-shard")
+  if shard:
+    try:
+      sharding.parse_shard(shard)
+    except ValueError as e:
+      raise pytest.UsageError(str(e)) from None
+  path = config.getoption("--store-durations")
+  if path:
+    config.pluginmanager.register(sharding.DurationRecorder(path), "jaxtok-durations")
+
+
+def pytest_collection_modifyitems(config, items):
+  from tests import sharding
+
+  arg = config.getoption("--slow-shard")
+  if arg:
+    kept, gone = sharding.select(items, arg, sharding.load_durations())
+    if gone:
+      config.hook.pytest_deselected(items=gone)
+      items[:] = kept

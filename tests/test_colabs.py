@@ -111,6 +111,7 @@ def test_committed_notebook_holds_a_full_runs_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+@pytest.mark.slow  # 172 s on 2 cores (tests/durations.json)
 def test_notebook_runs_in_a_kernel_against_the_installed_package(
     path, installed_env, tmp_path, shared_data_dir):  # noqa: F811
   before = _sha(path)

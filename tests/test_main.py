@@ -151,6 +151,7 @@ def test_config_errors_before_compiling(tmp_path, shared_data_dir, override, mes
   assert time.perf_counter() - t < 60
 
 
+@pytest.mark.slow  # 12 s on 2 cores (tests/durations.json)
 def test_nan_guard_names_step_and_checkpoint(tmp_path, shared_data_dir):
   p = run_main(str(tmp_path), shared_data_dir, "--config.loss.l1=nan", check=False)
   assert p.returncode != 0
@@ -187,6 +188,7 @@ def _assert_same_run(workdir, reference):
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+@pytest.mark.slow  # 34 s on 2 cores (tests/durations.json)
 def test_sigkill_and_resume_is_bit_identical(tmp_path, shared_data_dir, reference_every5):
   ref = reference_every5  # checkpoints every 5 steps too, so checkpoint steps match
   seed = random.randrange(10**6)
@@ -204,6 +206,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, shared_data_dir, referenc
     raise AssertionError(f"(kill delay seed {seed}) {e}") from e
 
 
+@pytest.mark.slow  # 21 s on 2 cores (tests/durations.json)
 def test_sigterm_saves_then_resumes_identically(tmp_path, shared_data_dir, reference_every5):
   ref = reference_every5
   workdir = str(tmp_path / "term")
@@ -226,6 +229,7 @@ def _losses(workdir):
   return np.array([r["train/loss"] for r in metrics(workdir) if "train/loss" in r])
 
 
+@pytest.mark.slow  # 81 s on 2 cores (tests/durations.json)
 def test_same_loss_curve_on_8_devices_and_2_processes(baseline, tmp_path, shared_data_dir):
   ref_losses = _losses(baseline[0])
   w8 = str(tmp_path / "dev8")

@@ -126,6 +126,7 @@ def test_every_shipped_config_loads_by_name_when_installed(installed_env, tmp_pa
   assert tasks["quickstart.py"] == "tokenizer" and tasks["generators/sudoku_mdm.py"] == "sudoku"
 
 
+@pytest.mark.slow  # 19 s on 2 cores (tests/durations.json)
 def test_the_cli_runs_a_config_by_name_when_installed(installed_env, tmp_path,  # noqa: F811
                                                       shared_data_dir):
   workdir = tmp_path / "run"

@@ -68,6 +68,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_two_processes_read_their_rows_of_the_same_global_batches(tiny, tmp_path):
   """Both processes start on an empty data_dir: they build it once (file lock), then each reads
   its half of every global batch of the 1-process stream (built elsewhere)."""

@@ -23,6 +23,7 @@ def built(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow  # 10 s on 2 cores (tests/durations.json)
 def test_continuation_is_the_targets_greedy_choice_at_every_generated_position(built):
   tokens = built["train"]["tokens"]
   p = gs.prompt_len(SIZE)

@@ -53,6 +53,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_two_processes_encode_disjoint_rows_of_one_cache(tiny, tmp_path):
   ex = {s: all_examples(tiny, s) for s in ("train", "test")}  # builds the data set first
   ref_dir = str(tmp_path / "ref")

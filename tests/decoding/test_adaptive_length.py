@@ -48,6 +48,7 @@ class CyclingOracle(OracleTree):
 
 @pytest.mark.parametrize("tree", [chain(4), best_tree(12, (0.5, 0.45), max_depth=4)],
                          ids=["chain", "tree"])
+@pytest.mark.slow  # 12 s on 2 cores (tests/durations.json)
 def test_prefixes_of_any_tree_stay_lossless_and_are_counted(target, tree):
   model, params = target
   prompt, mask = prompts()
@@ -68,6 +69,7 @@ def test_prefixes_of_any_tree_stay_lossless_and_are_counted(target, tree):
   assert np.asarray(stats["num_accepted_tokens"]).min() > 0
 
 
+@pytest.mark.slow  # 12 s on 2 cores (tests/durations.json)
 def test_prompt_lookup_priced_out_of_drafting_takes_plain_steps(target):
   model, params = target
   prompt, mask = prompts()

@@ -191,6 +191,7 @@ def test_sequential_sampler_matches_the_joint_one_call_per_token(toy):
   np.testing.assert_array_equal(st["nfe"], 3)
 
 
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_independent_joint_accepts_every_draft():
   """With independent tokens the draft conditionals equal the verifier's (q = p), so every round
   commits all k targets: 5 tokens at k=2 take rounds of 2, 2 and a draft-only 1 (5 NFE), at

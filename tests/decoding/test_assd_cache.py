@@ -37,6 +37,7 @@ def rows(num_given):
 
 
 @pytest.mark.parametrize("k", [None, 3])
+@pytest.mark.slow  # 19 s on 2 cores (tests/durations.json)
 def test_cached_samplers_draw_the_uncached_tokens(model, k):
   m, params = model
   tokens, ranks, num_given = rows([0, 1, 5, 9, 15, 3])
@@ -54,6 +55,7 @@ def test_cached_samplers_draw_the_uncached_tokens(model, k):
       assert np.any(sa["steps"] < sa["generated"]) and np.any(sa["nfe"] > sa["steps"])
 
 
+@pytest.mark.slow  # 10 s on 2 cores (tests/durations.json)
 def test_each_call_has_the_uncached_conditionals(model):
   """A draft call, a verify call, then a correction committed at the second draft (whose slot
   holds the rejected draft's content) and the next draft call: logits within float rounding."""
@@ -88,6 +90,7 @@ def test_each_call_has_the_uncached_conditionals(model):
   assert float(jnp.max(jnp.abs(stale - got[2]))) > 1e-2
 
 
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_one_row_runs_unbatched_with_the_vmapped_result(model):
   """sample_rows skips vmap for one row (so ASSD's lax.cond is a branch, not a select of both
   calls); its tokens and counts are those of the vmapped sampler."""

@@ -37,6 +37,7 @@ def test_exit_model_equals_the_target_truncated(target):
 @pytest.mark.parametrize("layer,threshold,verify", [
     (1, 0.0, "all"), (2, 0.5, "all"), (4, 0.0, "all"), (2, 0.5, "confident"),
     (4, 0.0, "confident")])
+@pytest.mark.slow  # 30 s on 2 cores (tests/durations.json)
 def test_early_exit_greedy_is_token_identical_to_plain_greedy(target, layer, threshold, verify):
   model, params = target
   scale = params["transformer"]["final_norm"]["scale"]
@@ -61,6 +62,7 @@ def test_confident_draft_stops_below_threshold(target):
   assert np.all(np.asarray(tree[0, 1:]) == int(tree[0, 1]))
 
 
+@pytest.mark.slow  # 32 s on 2 cores (tests/durations.json)
 def test_confident_verify_drops_the_unsure_drafts_from_the_verify_pass(target):
   model, params = target
   scale = params["transformer"]["final_norm"]["scale"]

@@ -76,6 +76,7 @@ def test_greedy_is_token_identical_to_plain_greedy(target, kind):
   assert int(stats["forward_passes"]) == int(drafts.max()) + 1
 
 
+@pytest.mark.slow  # 31 s on 2 cores (tests/durations.json)
 def test_greedy_draft_branches_over_its_top_k_first_tokens(target):
   model, params = target
   # The draft: the target with noise on every weight (agrees with it on some tokens, not all).
@@ -181,6 +182,7 @@ def exact_joint(model, params, prompt):
 
 @pytest.mark.parametrize("verifier,num_drafts,draft_temperature",
                          [("rejection", 1, 1.6), ("spectr", 3, 2.0)])
+@pytest.mark.slow  # 21 s on 2 cores (tests/durations.json)
 def test_sampling_matches_the_targets_distribution(target, verifier, num_drafts,
                                                    draft_temperature):
   model, params = target

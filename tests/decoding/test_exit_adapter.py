@@ -50,6 +50,7 @@ def test_a_copy_of_the_next_block_at_the_last_exit_is_the_target(target):
 
 
 @pytest.mark.parametrize("layer,threshold", [(1, 0.0), (2, 0.5), (3, 0.0)])
+@pytest.mark.slow  # 24 s on 2 cores (tests/durations.json)
 def test_adapted_exit_drafting_is_token_identical_to_plain_greedy(target, layer, threshold):
   model, params = target
   prop = ee.ConfidentDraft(LMStep(xa.adapter_model(model, layer)), length=3,

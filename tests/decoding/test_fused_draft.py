@@ -65,6 +65,7 @@ def _reference_drafts(net, params, embed, tokens, feats, g):
 
 
 @pytest.mark.parametrize("accepts", [(0, 2, 1, 2), (2, 2, 0, 0)])
+@pytest.mark.slow  # 50 s on 2 cores (tests/durations.json)
 def test_drafts_equal_a_cache_free_recomputation_across_ragged_rounds(target, accepts):
   model, t_params = target
   net, params = _drafter("gated")
@@ -103,6 +104,7 @@ def test_drafts_equal_a_cache_free_recomputation_across_ragged_rounds(target, ac
 
 
 @pytest.mark.parametrize("fusion,depth,length", [("gated", 2, 2), ("concat", 1, 3)])
+@pytest.mark.slow  # 13 s on 2 cores (tests/durations.json)
 def test_fused_greedy_is_token_identical_to_plain_greedy(target, fusion, depth, length):
   model, params = target
   net, d_params = _drafter(fusion, depth)
@@ -122,6 +124,7 @@ def test_fused_greedy_is_token_identical_to_plain_greedy(target, fusion, depth, 
 
 
 @pytest.mark.parametrize("trimmed", [False, True])
+@pytest.mark.slow  # 22 s on 2 cores (tests/durations.json)
 def test_sampled_drafts_keep_the_targets_distribution(target, trimmed):
   """Temperature-1 rejection sampling with drafts sampled from the drafter (q its softmax; with a
   trimmed head, zero outside the kept ids): x1, x2, x3 and the in-round pair (x2, x3) follow the
@@ -153,6 +156,7 @@ def test_sampled_drafts_keep_the_targets_distribution(target, trimmed):
     assert chi2_pvalue(samples, probs) > 1e-3, name
 
 
+@pytest.mark.slow  # 8 s on 2 cores (tests/durations.json)
 def test_trimmed_head_drafts_the_argmax_over_the_kept_ids(target):
   model, t_params = target
   net, params = _drafter("gated")
@@ -181,6 +185,7 @@ def test_trimmed_head_drafts_the_argmax_over_the_kept_ids(target):
   assert first_draft(fd.trim_head(full, kept)) == want
 
 
+@pytest.mark.slow  # 11 s on 2 cores (tests/durations.json)
 def test_training_raises_agreement(target):
   """Teacher-forced training on the target's features of random text lifts top-1 agreement."""
   model, t_params = target

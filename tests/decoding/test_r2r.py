@@ -49,6 +49,7 @@ def _run(models, rule, threshold, window=8, seed=0):
   return dec.generate(sp, lp, rp, PROMPT, MASK, threshold, N, rng=jax.random.key(seed))
 
 
+@pytest.mark.slow  # 12 s on 2 cores (tests/durations.json)
 def test_route_all_is_the_large_models_greedy_output(models):
   toks, routed, calls = _run(models, "router", 0.0)
   assert bool(routed.all()) and int(calls) == N
@@ -82,6 +83,7 @@ def test_lazy_large_cache_matches_a_full_recompute(models, window, rate):
   assert (routed[:, 1:] & ~routed[:, :-1]).any()
 
 
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_router_learns_a_confidence_rule():
   """Divergent iff the small model's top-1 probability < 0.5: the router must find it among
   the log-prob, embedding and (noise) hidden features."""

@@ -33,6 +33,7 @@ def test_reconverged_compares_the_tails_up_to_a_shift():
     reconverged(a, a, sync=7, max_shift=1)
 
 
+@pytest.mark.slow  # 21 s on 2 cores (tests/durations.json)
 def test_cached_rollouts_equal_a_naive_greedy_recompute(lm):
   model, params, tokens = lm
   window, positions, firsts = tokens[0], np.array([0, 4, 11, 7]), np.array([3, 17, 0, 30])

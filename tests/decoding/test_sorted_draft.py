@@ -80,6 +80,7 @@ class _Stub(sd.SortedDraft):
 
 @pytest.mark.parametrize("margin,threshold,deeper", [(5.0, 0.5, False), (1.0, 0.5, True),
                                                      (1.0, 0.0, False), (5.0, 1.0, True)])
+@pytest.mark.slow  # 29 s on 2 cores (tests/durations.json)
 def test_escalation_runs_the_deeper_model_exactly_when_unsure(target, margin, threshold,
                                                               deeper):
   model, params = target
@@ -110,6 +111,7 @@ def test_always_escalating_to_the_target_itself_accepts_every_draft(target):
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.3, 0.9])
+@pytest.mark.slow  # 22 s on 2 cores (tests/durations.json)
 def test_sorted_greedy_is_token_identical_to_plain_greedy(target, threshold):
   model, params = target
   student, s_params = _model(3, scale=2.0)

@@ -56,6 +56,7 @@ def _context(prompt, root, slots):
 
 
 @pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.slow  # 13 s on 2 cores (tests/durations.json)
 def test_trimmed_head_equals_full_head_at_kept_ids_and_drafts_their_argmax(tied):
   model, params = make(3, LMConfig(**{**CFG.__dict__, "tie_embeddings": tied}))
   prompt = jnp.array([[5, 9, 3, 7, 1], [2, 2, 8, 4, 6]])
@@ -90,6 +91,7 @@ def test_trimmed_head_equals_full_head_at_kept_ids_and_drafts_their_argmax(tied)
   np.testing.assert_array_equal(q, jax.nn.one_hot(tree[:, 1:], CFG.vocab_size))
 
 
+@pytest.mark.slow  # 11 s on 2 cores (tests/durations.json)
 def test_greedy_speculative_with_trimmed_draft_is_identical_to_plain():
   model, params = make(0)
   prompt, mask = prompts()
@@ -124,6 +126,7 @@ def test_greedy_speculative_with_trimmed_draft_is_identical_to_plain():
   np.testing.assert_array_equal(np.asarray(out), ref)
 
 
+@pytest.mark.slow  # 7 s on 2 cores (tests/durations.json)
 def test_sampled_draft_q_is_the_kept_softmax_over_the_full_vocabulary():
   model, params = make(2, scale=1.0)
   prompt = jnp.array([[5, 9, 3, 7], [2, 2, 8, 4]])
@@ -160,6 +163,7 @@ def test_cached_counts_reads_the_saved_file(tmp_path):
   assert calls == [1]
 
 
+@pytest.mark.slow  # 14 s on 2 cores (tests/durations.json)
 def test_vocabtrim_smoke_config_is_identical_to_plain(tmp_path, capsys):
   assert "vocabtrim" in PROPOSER_BUILDERS
   config = load_config(os.path.join(REPO, "configs", "decoding", "vocabtrim.py") + ":smoke")
@@ -169,6 +173,7 @@ def test_vocabtrim_smoke_config_is_identical_to_plain(tmp_path, capsys):
   assert result["tokens"] == config.max_new_tokens
 
 
+@pytest.mark.slow  # 12 s on 2 cores (tests/durations.json)
 def test_vocabtrim_drafts_k_chains_for_spectr(tmp_path, capsys):
   # SpecTr verifies k sampled chains of the trimmed draft: q is a proper full-vocabulary
   # distribution (test above), so K-SEQ's exactness for any q (tests/decoding/test_verify.py)

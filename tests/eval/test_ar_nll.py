@@ -31,6 +31,7 @@ def test_byte_entropy_by_hand():
   assert byte_entropy(np.array([[7, 7, 7, 7], [1, 2, 3, 4]])) == pytest.approx((0 + 2) / 2)
 
 
+@pytest.mark.slow  # 14 s on 2 cores (tests/durations.json)
 def test_fitted_scorer_prefers_the_corpus_rule():
   """Rows count up mod 7 from a random start: after fitting, a continuation that follows the
   rule costs far less than a shuffled one, and far less than the untrained log V."""

@@ -10,6 +10,7 @@ from jaxtok.eval.perceptual import efficientnet_perceptual_loss
 from jaxtok.pretrained.efficientnet import load_efficientnet_lite0
 
 
+@pytest.mark.slow  # 7 s on 2 cores (tests/durations.json)
 def test_perceptual_loss_inside_jit_with_gradient():
   model, variables = load_efficientnet_lite0()
   img = jnp.asarray(data.chelsea()[::8, ::8][:32, :32].astype(np.float32) / 127.5 - 1)

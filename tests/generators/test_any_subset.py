@@ -71,6 +71,7 @@ def _sees(logits):  # [L + 1, Q, V] -> bool [Q, L]: does target q move when posi
 
 
 @pytest.mark.parametrize("num_visible", [0, 3])
+@pytest.mark.slow  # 17 s on 2 cores (tests/durations.json)
 def test_query_stream_sees_exactly_the_earlier_ranks(tiny, num_visible):
   """Training pass (limits = own ranks): a masked target i (rank >= num_visible) moves with token j
   iff rank_j < rank_i, so it never sees its own token or a later rank, through any number of

@@ -99,6 +99,7 @@ def _left_pad(rows, width):
   return jnp.asarray(prompt), jnp.asarray(mask)
 
 
+@pytest.mark.slow  # 14 s on 2 cores (tests/durations.json)
 def test_ragged_batch_equals_per_row_and_uncached_greedy(tiny_lm):
   model, params = tiny_lm
   rows = [[5, 9], [1, 2, 3, 4, 5], [7, 7, 30]]

@@ -34,6 +34,7 @@ def sample(model, **kw):
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
 @pytest.mark.parametrize("rule", ["threshold", "dcd"])
+@pytest.mark.slow  # 22 s on 2 cores (tests/durations.json)
 def test_refresh_every_step_equals_uncached(model, cache, rule):
   kw = dict(block_length=4, rule=rule, threshold=0.3, window=2)
   ref, ref_stats = sample(model, cache="none", **kw)

@@ -22,6 +22,7 @@ def tiny():
   return model, params, tokens
 
 
+@pytest.mark.slow  # 13 s on 2 cores (tests/durations.json)
 def test_cached_decode_equals_full_forward(tiny):
   model, params, tokens = tiny
   full = model.apply({"params": params}, tokens)  # [B, T, V]
@@ -65,6 +66,7 @@ def test_left_padding_with_kv_mask_equals_unpadded_row(tiny):
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # 8 s on 2 cores (tests/durations.json)
 def test_bfloat16_logits_close_to_float32(tiny):
   model, params, tokens = tiny
   full = model.apply({"params": params}, tokens)
@@ -142,6 +144,7 @@ def test_bad_inputs_raise_clear_errors(tiny):
   assert set(LM_VARIANTS) >= {"smollm2-135m", "tiny"}
 
 
+@pytest.mark.slow  # 24 s on 2 cores (tests/durations.json)
 def test_sharded_forward_and_generation_match_single_device():
   from tests.subproc import run_python
 

@@ -46,6 +46,7 @@ def never_generator(tokens):  # [B, N] -> [B, N, V]: all mass on NEVER
   return jnp.broadcast_to(jnp.where(jnp.arange(V) == NEVER, 30.0, -30.0), tokens.shape + (V,))
 
 
+@pytest.mark.slow  # 15 s on 2 cores (tests/durations.json)
 def test_loss_with_a_known_generator_and_critic():
   """The generator writes NEVER at exactly the masked positions; a critic that says -5 on NEVER and
   +5 elsewhere is right everywhere, so the loss is softplus(-5) per token and accuracy/AUC are 1."""
@@ -71,6 +72,7 @@ def test_loss_with_a_known_generator_and_critic():
   np.testing.assert_array_equal(x[~fake], np.asarray(tokens)[~fake])
 
 
+@pytest.mark.slow  # 11 s on 2 cores (tests/durations.json)
 def test_generator_gets_no_gradient_and_errors():
   tokens = jnp.zeros((2, N), jnp.int32)
 
@@ -95,6 +97,7 @@ def tiny_critic():
                      num_classes=C, cond_dropout=0.0)
 
 
+@pytest.mark.slow  # 11 s on 2 cores (tests/durations.json)
 def test_critic_shapes_conditioning_and_errors():
   model = tiny_critic()
   labels = jnp.array([0, 2])
@@ -118,6 +121,7 @@ def test_critic_shapes_conditioning_and_errors():
                 method="partial_logits")
 
 
+@pytest.mark.slow  # 22 s on 2 cores (tests/durations.json)
 def test_critic_learns_to_flag_a_never_seen_token():
   """150 Adam steps (about 3 s) on real rows where each row repeats one token (0 .. V-2), the
   toy generator filling masks with NEVER: the critic must reach accuracy and AUC > 0.98 on fresh

@@ -101,6 +101,7 @@ def test_sampler_reveals_the_scheduled_counts_and_never_remasks(head, steps):
   assert (final >= 0).all() and (final < levels).all()
 
 
+@pytest.mark.slow  # 12 s on 2 cores (tests/durations.json)
 def test_channel_ar_head_is_causal():
   head = ChannelARHead(channels=6, levels=5, dim=16, num_layers=2)
   z = jax.random.normal(jax.random.PRNGKey(0), (3, 7, 8))
@@ -155,6 +156,7 @@ def _train_toy(head, steps=250):
   return (out[..., 0] == out[..., 1]).mean(), np.bincount(out[..., 0].ravel(), minlength=levels)
 
 
+@pytest.mark.slow  # 29 s on 2 cores (tests/durations.json)
 def test_channel_ar_learns_correlated_channels_the_factorised_head_cannot():
   agree_ar, marg_ar = _train_toy("channel_ar")
   agree_fac, marg_fac = _train_toy("factorised")

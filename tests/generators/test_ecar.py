@@ -78,6 +78,7 @@ def test_stage_targets_start_where_the_previous_stage_ends():
       np.testing.assert_allclose(inp, upsample(targets[k - 1][2]), atol=1e-6)
 
 
+@pytest.mark.slow  # 11 s on 2 cores (tests/durations.json)
 def test_flow_head_learns_a_2d_gaussian_mixture():
   centers = jnp.array([[2.0, 2.0], [-2.0, -1.0]])
   head = FlowHead(out_dim=2, width=64, depth=2)
@@ -119,6 +120,7 @@ def test_flow_head_learns_a_2d_gaussian_mixture():
 
 @pytest.mark.parametrize("stages,steps,token_nfe",
                          [(1, (4,), 4.0), (3, (2, 3, 4), 4 + 3 / 4 + 2 / 16)])
+@pytest.mark.slow  # 21 s on 2 cores (tests/durations.json)
 def test_sampler_counts_head_calls_and_runs_each_window(stages, steps, token_nfe):
   model = ECAR(size=16, stages=stages, dim=16, num_layers=1, num_heads=2, mlp_dim=32,
                head_width=16, head_depth=1)
@@ -210,6 +212,7 @@ def test_renoise_keep_below_one_matches_the_marginal_and_leaves_the_block_mean_f
 
 
 @pytest.mark.parametrize("keep", [0.5, 1.0])
+@pytest.mark.slow  # 38 s on 2 cores (tests/durations.json)
 def test_two_stage_toy_samples_the_coarse_gaussian_only_with_a_free_start(keep):
   """jaxtok.generators.ecar_toy: block pixels iid N(0, 0.4^2), K = 2, the last stage sampled from
   the real stage-0 end; exact samples give both ratios 1. With keep = 1 the start is fixed by the

@@ -60,6 +60,7 @@ def test_a_revealed_value_reaches_the_stage_and_an_unrevealed_one_nothing():
   np.testing.assert_array_equal(moved[:, :4], base[:, :4])  # never an earlier stage
 
 
+@pytest.mark.slow  # 12 s on 2 cores (tests/durations.json)
 def test_steps_sampler_counts_backbone_passes_and_head_work():
   model, params = _model()
   labels = jnp.array([1, 2])

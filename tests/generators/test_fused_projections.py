@@ -58,6 +58,7 @@ def test_fused_model_computes_the_same_logits_and_greedy_tokens(tiny):
   np.testing.assert_array_equal(greedy(fused_model, fused), greedy(model, params))
 
 
+@pytest.mark.slow  # 8 s on 2 cores (tests/durations.json)
 def test_int8_of_the_fused_layout_equals_int8_of_the_separate_one(tiny):
   # Scales are per output channel, so concatenating along the output axis quantises every
   # weight exactly as before: the W8A8 logits agree to float rounding.

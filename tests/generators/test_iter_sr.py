@@ -50,6 +50,7 @@ def test_keep_monotone_and_skip_closed_form():
       assert (kept[ran, i] == (i * H * H) // 8).all()
 
 
+@pytest.mark.slow  # 7 s on 2 cores (tests/durations.json)
 def test_freeze_kept_keeps_tokens_and_resample_does_not():
   s_l = jnp.full((4, H, H), K - 1).at[:, :2].set(0)  # P = 0.94 on half the grid, 0.06 elsewhere
   out_f, st = iter_sample(jax.random.PRNGKey(2), s_l, stub_p_right, stub_refiner, steps=8,
@@ -74,6 +75,7 @@ def test_class_balanced_weights_formula():
   np.testing.assert_allclose(float(evaluator_loss(logits, right, beta)), np.log(2), rtol=1e-5)
 
 
+@pytest.mark.slow  # 10 s on 2 cores (tests/durations.json)
 def test_refiner_recovers_masked_tokens_on_toy():
   # fixed dataset: 4 grids of a deterministic pattern; masked tokens are recoverable from S_l
   rng = np.random.RandomState(0)
@@ -103,6 +105,7 @@ def test_refiner_recovers_masked_tokens_on_toy():
   assert float((pred == gt).mean()) > 0.9  # chance 1/8; S_l alone right on ~half
 
 
+@pytest.mark.slow  # 12 s on 2 cores (tests/durations.json)
 def test_lq_encoder_shape_and_bad_downsample():
   x = jnp.zeros((2, 16, 16, 3))
   p = LQEncoder(K, 4, width=8, blocks=1).init(jax.random.PRNGKey(0), x)

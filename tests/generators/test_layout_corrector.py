@@ -114,6 +114,7 @@ def _pages(split, count):
                    for i in range(count)])
 
 
+@pytest.mark.slow  # 20 s on 2 cores (tests/durations.json)
 def test_corrector_learns_to_spot_replaced_tokens():
   """A uniform generator (each position redrawn within its attribute's range) stands in for the
   trained one; a tiny corrector trained on its replacements separates them on held-out pages."""

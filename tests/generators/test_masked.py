@@ -44,6 +44,7 @@ def random_tokens(key, batch=2):
   return jax.random.randint(jax.random.key(key), (batch, N), 0, V + 1)  # includes [MASK] = V
 
 
+@pytest.mark.slow  # 7 s on 2 cores (tests/durations.json)
 def test_shapes_variants_and_errors():
   model, variables = class_model()
   assert model.mask_id == V and model.prefix_len == 1
@@ -62,6 +63,7 @@ def test_shapes_variants_and_errors():
     apply(variables, random_tokens(1), jnp.zeros((2, 3), jnp.int32))
 
 
+@pytest.mark.slow  # 10 s on 2 cores (tests/durations.json)
 def test_token_conditioning_and_unconditional():
   model = MaskedTransformer.from_variant("tiny", vocab_size=V, seq_len=N, cond_vocab_size=5,
                                          cond_len=3, num_layers=1)

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from scipy.stats import poisson
 
 from jaxtok.generators import neodiff as nd
@@ -51,6 +52,7 @@ def _model():
                     num_layers=1, num_heads=2, mlp_dim=64)
 
 
+@pytest.mark.slow  # 27 s on 2 cores (tests/durations.json)
 def test_sampler_shapes_and_determinism():
   model = _model()
   cond = jnp.zeros((3, 4), jnp.int32)
@@ -90,6 +92,7 @@ def _train_copy(process: str, metric: str):
   return model, params, cond, target, kw, curve
 
 
+@pytest.mark.slow  # 36 s on 2 cores (tests/durations.json)
 def test_denoiser_learns_a_toy_copy_task():
   """The copy task: loss must fall and samples be right."""
   model, params, cond, target, kw, losses = _train_copy("poisson", "loss")
@@ -103,6 +106,7 @@ def _init(model, b):
                     jnp.ones((b, 6)), jnp.ones((b,)))["params"]
 
 
+@pytest.mark.slow  # 18 s on 2 cores (tests/durations.json)
 def test_mdlm_loss_matches_masked_nelbo_by_hand():
   """The mdlm arm: [MASK] enters the same denoiser as z = 0 at tau = M, clean bytes as x0 at
   tau = 0; loss = sum over masked positions of CE / t, over B N (MDLM's linear-schedule NELBO)."""
@@ -131,6 +135,7 @@ def test_mdlm_loss_matches_masked_nelbo_by_hand():
   assert 0.3 < masked.mean() < 0.7
 
 
+@pytest.mark.slow  # 11 s on 2 cores (tests/durations.json)
 def test_mdlm_sampler_fills_every_position():
   model = _model()
   params = _init(model, 3)
@@ -147,6 +152,7 @@ def test_mdlm_sampler_fills_every_position():
   assert np.array_equal(cold, jnp.argmax(logits, -1))
 
 
+@pytest.mark.slow  # 14 s on 2 cores (tests/durations.json)
 def test_mdlm_arm_learns_the_toy_copy_task():
   model, params, cond, target, kw, ces = _train_copy("mdlm", "ce")
   assert np.mean(ces[-20:]) < 0.2 * np.mean(ces[:20])

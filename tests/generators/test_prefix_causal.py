@@ -8,6 +8,7 @@ import pytest
 from jaxtok.generators.prefix_causal import PrefixCausalTransformer
 
 
+@pytest.mark.slow  # 12 s on 2 cores (tests/durations.json)
 def test_causal_and_shape_checked():
   model = PrefixCausalTransformer(vocab_size=10, seq_len=12, dim=16, num_layers=2, num_heads=2,
                                   mlp_dim=32)

@@ -101,6 +101,7 @@ def test_requantize_recovers_exact_residual_sums():
   np.testing.assert_allclose(total, target, atol=1e-6)
 
 
+@pytest.mark.slow  # 8 s on 2 cores (tests/durations.json)
 def test_requantize_from_depth_zero_is_the_rvq_encoder():
   q = ResidualVQ(num_levels=3, num_codes=16, dim=4)
   z = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 4))
@@ -149,6 +150,7 @@ def test_sampler_commits_everything_in_exactly_T_calls(num_steps, commit):
       [np.zeros((1, 2)), revealed.sum(-1)]), axis=0).T, committed)
 
 
+@pytest.mark.slow  # 10 s on 2 cores (tests/durations.json)
 def test_sampler_steps_do_not_depend_on_depth_and_fill_shallow_first():
   """Depth 1 vs 3 at the same T: T calls both; coarse depths first: no position gets depth
   d + 1 while another still lacks depth d."""
@@ -163,6 +165,7 @@ def test_sampler_steps_do_not_depend_on_depth_and_fill_shallow_first():
       assert r.max() - r.min() <= 1
 
 
+@pytest.mark.slow  # 23 s on 2 cores (tests/durations.json)
 def test_training_lowers_the_loss():
   """A tiny model on class-determined codes: the NLL falls well below its start in 60 steps."""
   books = geometric_codebooks()

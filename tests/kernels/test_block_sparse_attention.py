@@ -135,6 +135,7 @@ def test_block_union_covers_every_selected_cluster_pair():
 
 
 @pytest.mark.parametrize("backend", ["xla", "reference", "gpu", "tpu"])
+@pytest.mark.slow  # 24 s on 2 cores (tests/durations.json)
 def test_density_one_is_dense_attention(backend):
   q, k, v = _qkv(2, 72, 3, 8, seed=7)
   o = SparseOptions(num_q_clusters=4, num_k_clusters=6, top_p=1.0, block_q=16, block_k=32)
@@ -176,6 +177,7 @@ def test_kernels_lower_for_their_real_platform(backend, platform, target):
   assert re.search(r"custom_call @" + re.escape(target), text)
 
 
+@pytest.mark.slow  # 36 s on 2 cores (tests/durations.json)
 def test_masked_generator_hook():
   model = MaskedTransformer(vocab_size=8, seq_len=96, dim=32, num_layers=1, num_heads=2,
                             mlp_dim=64, num_classes=3)
@@ -195,6 +197,7 @@ def test_masked_generator_hook():
   assert SparseAttention(SparseOptions(top_p=0.5)) == SparseAttention(SparseOptions(top_p=0.5))
 
 
+@pytest.mark.slow  # 16 s on 2 cores (tests/durations.json)
 def test_errors():
   q, k, v = _qkv(1, 20, 2, 8)
   with pytest.raises(ValueError, match="top_p"):

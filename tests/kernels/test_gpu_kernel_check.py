@@ -2,10 +2,12 @@
 interpret mode on small cases: it must pass a correct kernel and fail a wrong one."""
 
 import jax.numpy as jnp
+import pytest
 
 from benchmarks import gpu_kernel_check as check
 
 
+@pytest.mark.slow  # 8 s on 2 cores (tests/durations.json)
 def test_tree_case_passes_the_kernel_and_catches_a_wrong_scale(monkeypatch):
   err, ok = check._tree_case((2, 3, 4, 2, 16, 40), "float32", "gpu", True, seed=1)
   assert ok and err < 1e-5

@@ -56,6 +56,7 @@ def test_reference_matches_brute_force(n, d, k, distance):
   _assert_nearest(z, c, idx, dist, distance, 1e-5)
 
 
+@pytest.mark.slow  # 7 s on 2 cores (tests/durations.json)
 def test_reference_default_blocks_and_ties():
   z = jax.random.normal(jax.random.key(0), (1500, 8))
   c = jax.random.normal(jax.random.key(1), (3000, 8))

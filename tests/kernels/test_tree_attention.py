@@ -77,6 +77,7 @@ def test_tree_ancestor_mask():
 
 
 @pytest.mark.parametrize("per_row_mask", [False, True])
+@pytest.mark.slow  # 11 s on 2 cores (tests/durations.json)
 def test_reference_matches_brute_force(per_row_mask):
   b, t, h, kh, d, s = 3, 7, 6, 2, 8, 24
   q, k, v, kv_mask = _inputs(b, t, h, kh, d, s, seed=1)
@@ -123,6 +124,7 @@ _CASES = [  # backend, (B, T, H, K, D, S), dtype, tree_start
 
 
 @pytest.mark.parametrize("backend,shape,dtype,tree_start", _CASES)
+@pytest.mark.slow  # 22 s on 2 cores (tests/durations.json)
 def test_kernels_interpret_match_reference(backend, shape, dtype, tree_start):
   b, t, h, kh, d, s = shape
   q, k, v, kv_mask = _inputs(b, t, h, kh, d, s, seed=sum(shape), dtype=dtype)

@@ -27,6 +27,7 @@ def _value_and_grads(impl, q, k, v, w, mask, causal):
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "shared", "per_head", "causal"])
+@pytest.mark.slow  # 21 s on 2 cores (tests/durations.json)
 def test_matmul_equals_xla_values_and_gradients(mask_kind):
   q, k, v, w, key = _inputs(t=7 if mask_kind == "causal" else 5)
   b, t, h, _ = q.shape

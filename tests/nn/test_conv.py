@@ -3,6 +3,7 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import pytest
 
 from jaxtok.nn.conv import ConvDecoder, ConvEncoder
 
@@ -11,6 +12,7 @@ def _count(variables):
   return sum(x.size for x in jax.tree.leaves(variables))
 
 
+@pytest.mark.slow  # 12 s on 2 cores (tests/durations.json)
 def test_encoder_decoder_grid_and_shapes():
   x = jnp.zeros((2, 32, 32, 3))
   enc = ConvEncoder(16, (1, 2, 2), 1, latent_dim=4)
@@ -21,6 +23,7 @@ def test_encoder_decoder_grid_and_shapes():
     assert dec.apply(dec.init(jax.random.key(0), z), z).shape == (2, 32, 32, 3)
 
 
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_reduce_on_upsample_narrows_the_full_resolution_layers():
   """base 32, mults (1, 2, 2): the last upsampling conv maps 64 -> 32 channels instead of 64 -> 64,
   so the top ResBlock's first conv reads 32 channels and needs no 1x1 skip. Parameters saved,

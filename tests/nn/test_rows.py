@@ -88,6 +88,7 @@ def _lm():
   return model, params, rows.transpose(model, params, prompt), prompt
 
 
+@pytest.mark.slow  # 8 s on 2 cores (tests/durations.json)
 def test_decoding_with_features_first_weights_is_plain_greedy_decoding():
   # Plain decode (ModelStep) and speculative decode (LMStep, 1 + 3-token verify passes) read the
   # transposed params through the few-row products and produce the plain layout's tokens.

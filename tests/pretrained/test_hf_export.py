@@ -57,6 +57,7 @@ def read_json(path):
 
 
 @pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_float32_round_trip_is_bit_exact(tmp_path, caplog, tied):
   config = dataclasses.replace(TINY, tie_embeddings=tied)
   params = random_params(config)
@@ -176,6 +177,7 @@ SENTENCES = ["The capital of France is Paris.", "  naïve café — 2024-12-31, 
 
 
 @needs_smollm2
+@pytest.mark.slow  # 10 s on 2 cores (tests/durations.json)
 def test_smollm2_tokenizer_round_trip(tmp_path):
   import tokenizers
 
@@ -206,6 +208,7 @@ def test_smollm2_tokenizer_round_trip(tmp_path):
 
 
 @needs_smollm2
+@pytest.mark.slow  # 17 s on 2 cores (tests/durations.json)
 def test_smollm2_export_reloads_to_the_same_logits(tmp_path):
   """The real 135M model (about 12 s here on 2 CPU cores, most of it dequantizing the GGUF)."""
   lm = load_pretrained_lm("smollm2-135m")

@@ -37,6 +37,7 @@ def test_next_token_loss_closed_form():
   assert float(loss) == pytest.approx(np.log(v), rel=1e-6) and float(aux["count"]) == 3.0
 
 
+@pytest.mark.slow  # 10 s on 2 cores (tests/durations.json)
 def test_smoke_config_init_train_sample_evaluate(tmp_path):
   assert "lm" in TASKS
   config = smollm2_config("smoke,finetune")  # this test feeds the batches itself
@@ -84,6 +85,7 @@ def _watermark_config(arg):
   return module.get_config(arg)
 
 
+@pytest.mark.slow  # 8 s on 2 cores (tests/durations.json)
 def test_watermarked_sampling_reports_the_detectors_z():
   """delta = 50 makes every sampled token green: z = sqrt(T (1 - gamma) / gamma) exactly; with
   delta = 0 the completion is the unwatermarked one (same seed) and the green fraction is the
@@ -110,6 +112,7 @@ def test_watermarked_sampling_reports_the_detectors_z():
 
 @pytest.mark.parametrize("key,value,tol,refused", [
     ("dtype", "int8", 0.05, "int8"), ("weights", "bfloat16", 0.02, "does not train")])
+@pytest.mark.slow  # 10 s on 2 cores (tests/durations.json)
 def test_low_precision_eval_and_sample_follow_the_float32_model(tmp_path, monkeypatch, key, value,
                                                                  tol, refused):
   # dtype=int8 (W8A8, jaxtok/nn/int8.py) and weights=bfloat16 (jaxtok/nn/bf16.py) change the

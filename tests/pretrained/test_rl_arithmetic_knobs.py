@@ -6,6 +6,7 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 from jaxtok import tasks
 from jaxtok.config_args import load_config
@@ -26,6 +27,7 @@ def test_knobs_set_the_rl_batch_and_skip_sft():
   assert sft.batch_size == default.batch_size * 4 == 32
 
 
+@pytest.mark.slow  # 8 s on 2 cores (tests/durations.json)
 def test_rollouts_follow_the_knobs(tmp_path):
   """5 prompts x 3 rollouts: 15 rows, advantages centred over each group of 3 (the smoke
   config's own 4 x 4 would give 16 rows, centred over groups of 4)."""

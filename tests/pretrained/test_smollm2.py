@@ -36,6 +36,7 @@ def test_tokenizer_from_gguf(smollm2):
   assert lm.chat and set(lm.stop_tokens) == {0, 2}
 
 
+@pytest.mark.slow  # 12 s on 2 cores (tests/durations.json)
 def test_greedy_completion_is_factual(smollm2):
   lm, model, params = smollm2
   ids = lm.tokenizer.encode("The capital of France is")
@@ -49,6 +50,7 @@ def test_greedy_completion_is_factual(smollm2):
   assert int(stats["forward_passes"]) == n
 
 
+@pytest.mark.slow  # 10 s on 2 cores (tests/durations.json)
 def test_passage_perplexity_in_range(smollm2):
   import ml_collections
 

@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from tests.subproc import run_python
 
@@ -59,6 +60,7 @@ print("RESULT" + json.dumps(result))
 """
 
 
+@pytest.mark.slow  # 18 s on 2 cores (tests/durations.json)
 def test_statistics_identical_sharded_and_unsharded():
   cache = os.path.join(os.path.expanduser("~"), ".cache", "jaxtok-tests-jax")
   proc = run_python(_SNIPPET, devices=8, env={

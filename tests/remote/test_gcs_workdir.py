@@ -70,6 +70,7 @@ def _bucket(emulator, script: str) -> str:
   return p.stdout
 
 
+@pytest.mark.slow  # 48 s on 2 cores (tests/durations.json)
 def test_quickstart_smoke_writes_everything_to_the_bucket(emulator, tmp_path):
   """Its data_dir is on the bucket too: the data set, missing there, is generated in a local
   build directory and uploaded (dataset_info.json last); a second run, on a host with an empty

@@ -21,6 +21,7 @@ def test_completion_masks():
   np.testing.assert_array_equal(comp, [[0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0]])
 
 
+@pytest.mark.slow  # 12 s on 2 cores (tests/durations.json)
 def test_rollout_logprobs_match_the_decode_path():
   """Teacher-forced log-probs of a sampled rollout (left-padded prompts, stop tokens) equal the
   log-probs of the same tokens computed step by step with the KV cache, as the sampler saw them."""

@@ -31,6 +31,7 @@ def lm():
   return model, params, prompt, mask
 
 
+@pytest.mark.slow  # 10 s on 2 cores (tests/durations.json)
 def test_teacher_forced_means_equal_the_rollouts_and_gaussian_term_is_closed_form(lm):
   model, params, prompt, mask = lm
   logits_fn, embed_fn = causal_lm_fns(model)
@@ -72,6 +73,7 @@ def test_gaussian_term_on_a_hand_built_logits_table():
     np.testing.assert_allclose(float(ll[0, slot]), want, rtol=1e-5)
 
 
+@pytest.mark.slow  # 16 s on 2 cores (tests/durations.json)
 def test_hard_mode_reduces_to_sequence_logprobs(lm):
   model, params, prompt, mask = lm
   logits_fn, embed_fn = causal_lm_fns(model)
@@ -100,6 +102,7 @@ def test_rloo_advantages_leave_one_out():
 
 
 @pytest.mark.parametrize("mode", ["soft", "fuzzy"])
+@pytest.mark.slow  # 13 s on 2 cores (tests/durations.json)
 def test_rloo_with_soft_thinking_raises_a_toy_reward(lm, mode):
   # Reward 1 when the first answer token is 3: the answer's log-prob and the thinking Gaussian
   # terms both get the advantage; the reward must climb from chance (~1/12).

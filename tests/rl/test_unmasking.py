@@ -76,6 +76,7 @@ def test_max_steps_commits_everything_left_and_bias_moves_decisions():
   assert np.asarray(none.nfe).tolist() == [6, 2] and np.asarray(all_.nfe).tolist() == [1, 1]
 
 
+@pytest.mark.slow  # 16 s on 2 cores (tests/durations.json)
 def test_step_logprobs_recompute_the_rollouts_own():
   model = um.UnmaskPolicy(length=N, dim=8, num_heads=2, init_bias=0.3)
   feats = jax.random.uniform(jax.random.PRNGKey(1), (1, N, um.NUM_FEATURES))

@@ -39,6 +39,7 @@ def smoke_config(run, data_dir, cache_dir, arg=""):
   return cfg
 
 
+@pytest.mark.slow  # 27 s on 2 cores (tests/durations.json)
 def test_cached_codes_are_the_bins_of_the_tokenizers_latents(gq_tokenizer_run, shared_data_dir,
                                                              tmp_path):
   cfg = smoke_config(gq_tokenizer_run, shared_data_dir, str(tmp_path / "cache"))
@@ -58,6 +59,7 @@ def test_cached_codes_are_the_bins_of_the_tokenizers_latents(gq_tokenizer_run, s
     dimwise.level_values(type("Tok", (), {"quantizer": FSQ(levels=(8, 5))})())
 
 
+@pytest.mark.slow  # 17 s on 2 cores (tests/durations.json)
 def test_task_reads_position_major_channel_minor_codes(gq_tokenizer_run, shared_data_dir,
                                                        tmp_path):
   cfg = smoke_config(gq_tokenizer_run, shared_data_dir, str(tmp_path / "cache"),
@@ -81,6 +83,7 @@ def test_task_reads_position_major_channel_minor_codes(gq_tokenizer_run, shared_
 
 
 @pytest.mark.parametrize("head", ["cubid", "channel_ar"])
+@pytest.mark.slow  # 13 s on 2 cores (tests/durations.json)
 def test_guidance_mixes_conditional_and_unconditional_logits(head):
   model = DimwiseModel(num_positions=4, channels=3, levels=5, num_classes=2, head=head, dim=16,
                        num_layers=1, num_heads=2, mlp_dim=32, ar_dim=8, ar_layers=1)

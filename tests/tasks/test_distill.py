@@ -78,6 +78,7 @@ def test_bad_students_are_refused(tmp_path):
     build(smoke_config(tmp_path, layers=(0,)))
 
 
+@pytest.mark.slow  # 12 s on 2 cores (tests/durations.json)
 def test_smoke_run_kl_falls_and_restore_student_round_trips(tmp_path):
   assert "distill" in TASKS
   config = smoke_config(tmp_path)

@@ -33,6 +33,7 @@ def human_run(tmp_path_factory):
   return c.data.data_dir, workdir, main.run(c, workdir)
 
 
+@pytest.mark.slow  # 23 s on 2 cores (tests/durations.json)
 def test_smoke_run_learns_restores_and_decodes_losslessly(human_run, tmp_path):
   assert "feature_distill" in TASKS
   data_dir, workdir, final = human_run
@@ -60,6 +61,7 @@ def test_smoke_run_learns_restores_and_decodes_losslessly(human_run, tmp_path):
   assert result["identical"] is True and result["rounds"] > 0
 
 
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_training_on_the_targets_greedy_text_fits_the_targets_greedy_text(human_run, tmp_path):
   """``greedy=N``: the drafter trains on windows the (random tiny) target continued greedily, the
   contexts it drafts from at decode time. On held-out greedy windows it agrees with the target

@@ -76,6 +76,7 @@ def patches_tokenizer_run(tmp_path_factory, shared_data_dir):
   return train_tiny_tokenizer(str(tmp_path_factory.mktemp("patches_tok")), data)
 
 
+@pytest.mark.slow  # 18 s on 2 cores (tests/durations.json)
 def test_token_cache_round_trip(tokenizer_run, shared_data_dir, tmp_path):
   """Cached codes == encoding the same images on the fly; the second call reuses the files; an
   old tokens.npz, a cache without meta.json (cut short) or other splits are rebuilt."""
@@ -285,6 +286,7 @@ def test_image_classifier_colour_and_grey():
     colour.apply(variables, x[..., :1])
 
 
+@pytest.mark.slow  # 24 s on 2 cores (tests/durations.json)
 def test_smoke_run_with_critic_end_to_end(tokenizer_run, shared_data_dir, tmp_path):
   """digits_maskgit:smoke with the Token-Critic trained jointly; three samplers compared."""
   workdir = str(tmp_path / "gen")
@@ -320,6 +322,7 @@ def test_smoke_run_with_critic_end_to_end(tokenizer_run, shared_data_dir, tmp_pa
     assert os.path.exists(os.path.join(workdir, "report", name))
 
 
+@pytest.mark.slow  # 47 s on 2 cores (tests/durations.json)
 def test_patches_smoke_run_end_to_end(patches_tokenizer_run, shared_data_dir, tmp_path):
   """patches_maskgit:smoke: 8 sampled photo classes, held-out classifier accuracy, FD-ENL0; and a
   num_classes that misses the test photos' labels fails before anything compiles."""

@@ -56,6 +56,7 @@ def _pages(split, count):
                    for i in range(count)])
 
 
+@pytest.mark.slow  # 17 s on 2 cores (tests/durations.json)
 def test_stand_in_encoder_tells_real_from_corrupted_and_orders_fd():
   train, test, other = _pages("train", 512), _pages("test", 200), _pages("train", 712)[512:]
   noise = np.random.default_rng(0)

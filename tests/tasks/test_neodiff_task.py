@@ -34,6 +34,7 @@ def test_configs():
 
 
 @pytest.mark.parametrize("process", ["poisson", "uniform", "mdlm"])
+@pytest.mark.slow  # 48 s on 2 cores (tests/durations.json)
 def test_smoke_run_through_main(process, shared_data_dir, tmp_path):
   from jaxtok import main
 

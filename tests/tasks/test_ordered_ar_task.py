@@ -60,6 +60,7 @@ def test_loss_is_next_token_cross_entropy_after_the_class_token():
     ar_loss(logits_fn, codes[0], labels, vocab=5, num_classes=2)
 
 
+@pytest.mark.slow  # 12 s on 2 cores (tests/durations.json)
 def test_guided_step_mixes_logits_and_never_samples_a_class_token():
   vocab, classes = 6, 3
   model = CausalLM(vocab_size=vocab + classes + 1, dim=16, num_layers=1, num_heads=2,
@@ -84,6 +85,7 @@ def test_guided_step_mixes_logits_and_never_samples_a_class_token():
   assert not np.allclose(cond, uncond)
 
 
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_bit_ar_is_causal_and_its_loss_and_sampler_follow_the_bits():
   model = BitAR(num_bits=3, seq_len=4, num_classes=2, dim=16, num_layers=1, num_heads=2,
                 mlp_dim=32)
@@ -119,6 +121,7 @@ def test_bit_ar_is_causal_and_its_loss_and_sampler_follow_the_bits():
   assert int(ones.sum()) == 48
 
 
+@pytest.mark.slow  # 16 s on 2 cores (tests/durations.json)
 def test_cache_holds_1d_codes_and_the_task_reads_them(flextok_run, shared_data_dir, tmp_path):
   cfg = load_config(SMOKE)
   cfg.data.data_dir = shared_data_dir

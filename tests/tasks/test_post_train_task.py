@@ -57,6 +57,7 @@ def runs(tmp_path_factory, shared_data_dir):
   return tok, gen
 
 
+@pytest.mark.slow  # 49 s on 2 cores (tests/durations.json)
 def test_only_the_decoder_moves_and_reencode_feeds_encoder_tokens(runs, shared_data_dir):
   tok, gen = runs
   cfg = load_config("configs/tokenizers/post_train.py:smoke,feed=reencode")
@@ -85,6 +86,7 @@ def test_only_the_decoder_moves_and_reencode_feeds_encoder_tokens(runs, shared_d
   assert "(8, 16, 32, 3)" in str(e.value)
 
 
+@pytest.mark.slow  # 36 s on 2 cores (tests/durations.json)
 def test_post_train_smoke_through_main(runs, shared_data_dir, tmp_path):
   tok, gen = runs
   workdir = str(tmp_path / "post")

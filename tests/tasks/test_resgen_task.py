@@ -40,6 +40,7 @@ def smoke_config(run, data_dir, cache_dir, arg=""):
   return cfg
 
 
+@pytest.mark.slow  # 31 s on 2 cores (tests/durations.json)
 def test_codebooks_requantise_the_tokenizers_latents_into_its_codes(rvq_tokenizer_run,
                                                                     shared_data_dir, tmp_path):
   cfg = smoke_config(rvq_tokenizer_run, shared_data_dir, str(tmp_path / "cache"))
@@ -61,6 +62,7 @@ def test_codebooks_requantise_the_tokenizers_latents_into_its_codes(rvq_tokenize
     resgen.rvq_codebooks(type("Tok", (), {"quantizer": FSQ(levels=(8, 5))})(), variables, 2)
 
 
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_maskgit_baseline_reads_the_flattened_codes(rvq_tokenizer_run, shared_data_dir,
                                                     tmp_path):
   cfg = smoke_config(rvq_tokenizer_run, shared_data_dir, str(tmp_path / "cache"), ",maskgit")

@@ -55,6 +55,7 @@ def test_arms_parse_and_bad_settings_fail():
                        ByteTokenizer()) == ByteTokenizer().encode("|")[0]
 
 
+@pytest.mark.slow  # 16 s on 2 cores (tests/durations.json)
 def test_trained_thinker_hard_arm_is_the_greedy_sampler_and_top1_soft_is_hard(tmp_path):
   """A tiny LM trained 200 steps on 1-digit traces answers some held-out sums; the report's
   hard arm (soft_think_generate, soft=False) scores exactly the ordinary greedy sampler's pass@1,

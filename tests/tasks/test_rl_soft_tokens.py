@@ -13,6 +13,7 @@ CONFIG = "configs/rl/soft_tokens.py"
 
 
 @pytest.mark.parametrize("mode", ["hard", "fuzzy"])
+@pytest.mark.slow  # 22 s on 2 cores (tests/durations.json)
 def test_smoke_run_trains_and_reports_hard_decoding(tmp_path, mode):
   cfg = load_config(f"{CONFIG}:smoke,mode={mode}")
   with cfg.unlocked():

@@ -49,6 +49,7 @@ def sft_run(tmp_path_factory):
   return data_dir, workdir, results
 
 
+@pytest.mark.slow  # 11 s on 2 cores (tests/durations.json)
 def test_sft_is_cross_entropy_on_the_answer(sft_run):
   data_dir, workdir, results = sft_run
   rows = _metrics(workdir)
@@ -60,6 +61,7 @@ def test_sft_is_cross_entropy_on_the_answer(sft_run):
   assert 4.0 < first["train/nll"] < 7.0
 
 
+@pytest.mark.slow  # 11 s on 2 cores (tests/durations.json)
 def test_grpo_reference_is_the_init_from_policy(sft_run, tmp_path):
   """With lr 0 the policy stays the init_from weights, so KL to the reference is 0 only if the
   reference was loaded from init_from (a fresh init would be far away)."""
@@ -142,6 +144,7 @@ def _experience(cfg, init_dir):
   return task, state, out, mesh
 
 
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_dpo_pairs_and_update(sft_run, monkeypatch):
   """The update batch holds one (winner, loser) pair per prompt, [N, 2, L]; at the start the
   policy is its reference, so the loss is exactly log 2; a step on the pairs makes the policy

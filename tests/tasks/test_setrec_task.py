@@ -67,6 +67,7 @@ def set_model():
   return model, params, tokens
 
 
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_permuting_an_items_set_tokens_leaves_the_scores_unchanged(set_model):
   model, params, tokens = set_model
   items = jnp.array([[1, 4, 2, 7, -1, -1], [3, 3, 8, 0, 5, 6]])

@@ -68,6 +68,7 @@ def test_bf16_weights_decode_both_ways_and_stay_identical(tmp_path, capsys, monk
     build(smoke("ngram", weights="int4"))
 
 
+@pytest.mark.slow  # 14 s on 2 cores (tests/durations.json)
 def test_rows_weights_transpose_target_and_draft_and_stay_identical(tmp_path, capsys, monkeypatch):
   # draft.py:rows=1 stores the target's and the draft's kernels features-first
   # (jaxtok/nn/rows.py) for plain and speculative decoding alike (here with 2 greedy chains from
@@ -115,6 +116,7 @@ def test_draft_workdir_self_draft_accepts_everything(tmp_path, capsys, monkeypat
   assert 4 * 4 <= result["accepted"] <= 4 * 5 and result["mean_acceptance_length"] >= 4.2, result
 
 
+@pytest.mark.slow  # 7 s on 2 cores (tests/durations.json)
 def test_eval_writes_table_json_and_plot(tmp_path, capsys):
   # Four prompts (30-63 bytes) in ragged left-padded batches of two, both padded to 64 tokens:
   # the second batch reuses the first one's programs.
@@ -140,6 +142,7 @@ def test_eval_writes_table_json_and_plot(tmp_path, capsys):
   assert (tmp_path / "acceptance_per_position.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # 16 s on 2 cores (tests/durations.json)
 def test_cli_sampled_spectr(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
   p = subprocess.run(
@@ -220,6 +223,7 @@ def test_mismatch_report_tells_rounding_from_a_bug():
   assert "0.8, NOT explained by float rounding: a bug" in line, line
 
 
+@pytest.mark.slow  # 11 s on 2 cores (tests/durations.json)
 def test_adaptive_ngram_on_measured_costs_times_once_per_batch_and_stays_identical(
     tmp_path, capsys):
   # ngram.py:adaptive,cost=measured prices each round's verify length with passes timed on this

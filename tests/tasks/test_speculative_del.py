@@ -34,6 +34,7 @@ def del_config(arg="smoke", **proposer):
 
 @pytest.mark.parametrize("arg", ["smoke", "smoke,layer=2", "smoke,adapter=1,head=64",
                                  "smoke,cost=measured,shadow=16", "smoke,verify=confident"])
+@pytest.mark.slow  # 60 s on 2 cores (tests/durations.json)
 def test_del_eval_is_token_identical_to_plain_greedy(tmp_path, capsys, arg):
   result = main.run(del_config(arg), str(tmp_path), "eval")
   out = capsys.readouterr().out
@@ -49,6 +50,7 @@ def test_del_eval_is_token_identical_to_plain_greedy(tmp_path, capsys, arg):
 
 
 @pytest.mark.parametrize("adapter", [False, True])
+@pytest.mark.slow  # 31 s on 2 cores (tests/durations.json)
 def test_del_choice_follows_the_shadow_rates(adapter):
   # Blocks 3 and 4 of a 4-block target write nothing to the residual stream, so exit 2 with the
   # final norm IS the target (agreement 1, KL 0: training keeps it) while exit 1 is a guess. An
@@ -87,6 +89,7 @@ def zeroed_target(adapter: bool):
   return model, params
 
 
+@pytest.mark.slow  # 8 s on 2 cores (tests/durations.json)
 def test_del_on_costs_decodes_plainly_when_drafting_cannot_pay():
   # Exit 2 is the target (rate ~1). Costs are timed per batch size at its first choice. With
   # drafts as dear as a plain step even a perfect draft does not pay (G = 3: 4 tokens for
@@ -172,6 +175,7 @@ def test_exit_windows_read_the_targets_greedy_set():
 
 
 @pytest.mark.parametrize("adapter", [False, True])
+@pytest.mark.slow  # 11 s on 2 cores (tests/durations.json)
 def test_trimmed_exit_keeps_the_exit_logits_at_kept_ids(adapter):
   # head=K puts VocabTrim's head on the exit: its logits are the untrimmed exit's at the kept
   # ids and -inf elsewhere, so greedy drafts are the exit's argmax over the kept ids.

@@ -23,6 +23,7 @@ def config(arg="smoke"):
   return load_config(os.path.join(REPO, "configs", "decoding", "dovetail.py") + f":{arg}")
 
 
+@pytest.mark.slow  # 14 s on 2 cores (tests/durations.json)
 def test_smoke_sample_is_identical_to_plain(tmp_path, capsys):
   result = main.run(config(), str(tmp_path), "sample")
   out = capsys.readouterr().out
@@ -97,6 +98,7 @@ PLACEMENT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # 34 s on 2 cores (tests/durations.json)
 def test_draft_lives_on_its_own_device():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
              JAX_PLATFORMS="cpu", PYTHONPATH=REPO)

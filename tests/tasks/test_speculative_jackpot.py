@@ -35,6 +35,7 @@ def tiny_target():
                                "float32")
 
 
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_dense_jackpot_is_the_target_and_accepts_every_draft(tmp_path):
   result = main.run(config("smoke,sparsity=0.0"), str(tmp_path), "eval")
   assert result["identical"] == result["prompts"] == 2

@@ -20,6 +20,7 @@ DISTILL = os.path.join(REPO, "configs", "decoding", "s2d_distill.py")
 
 
 @pytest.mark.parametrize("arg", ["smoke", "smoke,depth=2", "smoke,threshold=1.0"])
+@pytest.mark.slow  # 24 s on 2 cores (tests/durations.json)
 def test_s2d_eval_is_token_identical_to_plain_greedy(tmp_path, capsys, arg):
   result = main.run(load_config(f"{S2D}:{arg}"), str(tmp_path), "eval")
   out = capsys.readouterr().out
@@ -31,6 +32,7 @@ def test_s2d_eval_is_token_identical_to_plain_greedy(tmp_path, capsys, arg):
     assert counts[0] == counts[1] == counts[2] > 0, runs
 
 
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_sorted_distill_loss_is_the_mean_of_depth_kls(tmp_path):
   config = load_config(f"{DISTILL}:smoke,steps=3")
   config.data.data_dir = str(tmp_path / "data")

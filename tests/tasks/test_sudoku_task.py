@@ -47,6 +47,7 @@ class OracleRecap:
     return jnp.take_along_axis(self.logits, positions[..., None], axis=1)
 
 
+@pytest.mark.slow  # 8 s on 2 cores (tests/durations.json)
 def test_oracle_solves_every_puzzle_with_every_sampler(puzzles):
   puzzle, solution = map(jnp.asarray, puzzles)
   for spec in SPECS:
@@ -96,6 +97,7 @@ class TrapModel:
     return jnp.take_along_axis(self(seen), positions[..., None], axis=1)
 
 
+@pytest.mark.slow  # 7 s on 2 cores (tests/durations.json)
 def test_samplers_on_an_imperfect_model_give_their_documented_outcomes(puzzles):
   """The perfect oracle cannot tell samplers apart; :class:`TrapModel` can. Every sampler keeps
   the givens and only ever writes the model's proposals (the true digit, or the trap's wrong
@@ -242,6 +244,7 @@ def sudoku_data_dir():
 
 
 @pytest.mark.parametrize("config", ["sudoku_mdm", "sudoku_ar"])
+@pytest.mark.slow  # 37 s on 2 cores (tests/durations.json)
 def test_smoke_run_end_to_end(config, tmp_path, sudoku_data_dir):
   workdir = str(tmp_path / config)
   run_main(workdir, sudoku_data_dir, config=f"configs/generators/{config}.py:smoke")

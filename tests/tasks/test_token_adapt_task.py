@@ -60,6 +60,7 @@ def test_segments_cut_after_newlines_and_cover_the_text():
   assert all(p.endswith("\n") and len(p) >= 100 for p in parts[:-1])
 
 
+@pytest.mark.slow  # 17 s on 2 cores (tests/durations.json)
 def test_smoke_run_end_to_end(tmp_path):
   from jaxtok import main
   from jaxtok.config_args import load_config

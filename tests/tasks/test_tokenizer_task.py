@@ -87,6 +87,7 @@ SMOKE_LEARNING = {
 
 
 @pytest.mark.parametrize("name", [n for n in CONFIGS if n != "flextok"])
+@pytest.mark.slow  # 172 s on 2 cores (tests/durations.json)
 def test_smoke_run_in_process(name, data_dir, tmp_path):
   """The smoke config end to end, trained 15 steps (warmup 1) so that it must learn: the train
   loss falls by at least half the measured drop, and the test PSNR clears the untrained value by
@@ -122,6 +123,7 @@ def test_smoke_run_in_process(name, data_dir, tmp_path):
     assert "test/codebook_usage" not in out
 
 
+@pytest.mark.slow  # 22 s on 2 cores (tests/durations.json)
 def test_flextok_smoke_through_cli_and_report_matches_direct(data_dir, tmp_path):
   """`python -m jaxtok.main` trains the flextok smoke config; its report's PSNR, PSNR@k and usage
   equal a direct computation (encode, then decode(codes[:, :k])) from the checkpoint."""
@@ -186,6 +188,7 @@ def toy_batch(n: int = 8, size: int = 32) -> dict[str, jax.Array]:
   return {"image": jnp.asarray(((np.stack(images) + 1) * 127.5).astype(np.uint8))}
 
 
+@pytest.mark.slow  # 24 s on 2 cores (tests/durations.json)
 def test_recipe_gradients_gan_and_ema():
   """Perceptual-only generator loss falls (its gradient reaches the model through the frozen
   network, which does not change); the discriminator's hinge loss falls once the GAN starts and
@@ -228,6 +231,7 @@ def test_ema_update_closed_form():
   np.testing.assert_allclose(tok.linear_schedule(0.5, 0.1, jnp.asarray(50), 100), 0.3)
 
 
+@pytest.mark.slow  # 16 s on 2 cores (tests/durations.json)
 def test_perturbed_forward():
   """alpha = 0 reproduces the plain forward; alpha = 1 swaps every code for one of its delta
   nearest codewords (never itself)."""

@@ -37,6 +37,7 @@ def test_envelope_is_the_monotone_upper_concave_hull():
   assert np.isnan(_curve_at(curve, 41.0)) and np.isnan(_curve_at(curve, 3.0))
 
 
+@pytest.mark.slow  # 25 s on 2 cores (tests/durations.json)
 def test_smoke_run_reports_policy_and_baselines_with_per_row_nfe(tmp_path,
                                                                  sudoku_data_dir):  # noqa: F811
   assert "unmasking" in TASKS

@@ -11,6 +11,7 @@ from jaxtok.tasks import watermark_rl  # registers TASKS['watermark_rl']
 from jaxtok.tasks.base import TASKS
 
 
+@pytest.mark.slow  # 21 s on 2 cores (tests/durations.json)
 def test_smoke_config_end_to_end(tmp_path):
   config = load_config("configs/rl/watermark_rl.py:smoke")
   task = TASKS.get(config.task)(config)

@@ -32,6 +32,7 @@ def arm_and_params(model, texts=CORPUS, **changes):
 
 
 @pytest.mark.parametrize("model", word_lm.MODELS)
+@pytest.mark.slow  # 30 s on 2 cores (tests/durations.json)
 def test_uniform_models_by_hand(model):
   o, arm, facts, params = arm_and_params(model)
   zero = jax.tree.map(np.zeros_like, params)  # all-zero weights: every logit is 0
@@ -54,6 +55,7 @@ def test_uniform_models_by_hand(model):
 
 
 @pytest.mark.parametrize("model", word_lm.MODELS)
+@pytest.mark.slow  # 19 s on 2 cores (tests/durations.json)
 def test_each_model_learns_a_tiny_corpus(model):
   o, arm, _, params = arm_and_params(model, lr=3e-3)
   texts = word_lm.pieces(CORPUS, int(o.max_words), int(o.max_bytes))

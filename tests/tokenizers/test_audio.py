@@ -101,6 +101,7 @@ def small_codec(levels=4, codes=16):
   return AudioCodec(quantizer=q, channels=(8, 8), strides=(4, 5), latent_dim=8)
 
 
+@pytest.mark.slow  # 13 s on 2 cores (tests/durations.json)
 def test_codec_shapes_prefix_decoding_and_errors():
   codec = small_codec()
   x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 400)).astype(np.float32)) * 0.1

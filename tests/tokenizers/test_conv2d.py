@@ -32,6 +32,7 @@ def _run(variables, x):
           model.apply(variables, codes4, method=model.decode))
 
 
+@pytest.mark.slow  # 14 s on 2 cores (tests/durations.json)
 def test_shape_contract_and_consistency(tok):
   _, variables, x = tok
   x_rec, aux, codes, decoded, _, _ = _run(variables, x)

@@ -45,6 +45,7 @@ def test_box_average_matches_numpy():
   close(out[0, 2], f[0, 0])  # below cell size: nearest cell
 
 
+@pytest.mark.slow  # 16 s on 2 cores (tests/durations.json)
 def test_continuous_tokens_shape_contract_and_initial_geometry():
   model = GPSToken(**SMALL)
   x = _x()

@@ -50,6 +50,7 @@ def test_set_identifier_tokens():
   np.testing.assert_allclose(t3[:, 0], tokens[:, 0])
 
 
+@pytest.mark.slow  # 8 s on 2 cores (tests/durations.json)
 def test_rq_codes_reconstruct_residually():
   x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (256, 8)))
   errors = []

@@ -10,6 +10,7 @@ from jaxtok.quantizers import FSQ
 from jaxtok.tokenizers.slots import SlotAttention, SlotTokenizer
 
 
+@pytest.mark.slow  # 9 s on 2 cores (tests/durations.json)
 def test_slot_attention_normalisation_and_permutation_equivariance():
   sa = SlotAttention(num_slots=3, slot_dim=8, iterations=2, mlp_dim=16)
   inputs = jax.random.normal(jax.random.key(0), (2, 10, 8))
@@ -35,6 +36,7 @@ def test_stochastic_init_needs_and_uses_the_slots_rng():
     sa.apply(variables, inputs)
 
 
+@pytest.mark.slow  # 18 s on 2 cores (tests/durations.json)
 def test_slot_tokenizer_shape_contract_and_masks():
   model = SlotTokenizer(FSQ(levels=(5, 5, 5)), image_size=16, num_slots=3, slot_dim=16,
                         iterations=2, code_dim=3, base_channels=8, channel_mults=(1, 2))

@@ -130,6 +130,7 @@ class SignBinary(nn.Module):
     return codes.astype(jnp.float32)
 
 
+@pytest.mark.slow  # 8 s on 2 cores (tests/durations.json)
 def test_binary_latent_tokenizer_wiring():
   model = binary_latent_tokenizer("tiny", SignBinary(), bits=6, num_tokens=K, image_size=16,
                                   patch_size=4)

@@ -37,6 +37,7 @@ def test_exact_gelu_is_the_erf_form_and_differs_from_tanh():
   assert float(jnp.max(jnp.abs(approx.apply(params, x) - want))) > 1e-5
 
 
+@pytest.mark.slow  # 10 s on 2 cores (tests/durations.json)
 def test_conv_pixel_head_is_a_3x3_conv_on_the_linear_head_image():
   x = _images()
   linear, conv = _model(), _model(pixel_head="conv")

@@ -16,6 +16,7 @@ from tests.subproc import REPO
 
 @pytest.mark.parametrize("path", ["configs/quickstart.py:smoke",
                                   "configs/tokenizers/titok.py:smoke"])
+@pytest.mark.slow  # 22 s on 2 cores (tests/durations.json)
 def test_init_options_give_bit_identical_state(path, shared_data_dir, tmp_path):
   assert loop.INIT_COMPILER_OPTIONS["cpu"]  # else this test compares the default with itself
   config = load_config(os.path.join(REPO, path))
