@@ -55,6 +55,7 @@ def pytest_configure(config):
       sharding.parse_shard(shard)
     except ValueError as e:
       raise pytest.UsageError(str(e)) from None
+  config.pluginmanager.register(sharding.FastTierWatch(), "jaxtok-fast-tier-watch")
   path = config.getoption("--store-durations")
   if path:
     config.pluginmanager.register(sharding.DurationRecorder(path), "jaxtok-durations")

@@ -78,3 +78,26 @@ class DurationRecorder:
     with open(self.path, "w") as f:
       json.dump(dict(sorted(merged.items())), f, indent=0)
       f.write("\n")
+
+
+class FastTierWatch:
+  """Lists, at the end of a run, the tests not marked slow that took over ``limit`` seconds, so
+  that a test that grew (or was added without a mark) is moved before it slows every CI run."""
+
+  def __init__(self, limit: float = 20.0):
+    self.limit = limit
+    self.seconds: dict[str, float] = {}
+
+  def pytest_runtest_logreport(self, report):
+    if "slow" not in report.keywords:
+      self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
+
+  def over(self) -> list[tuple[str, float]]:
+    return sorted(((n, s) for n, s in self.seconds.items() if s > self.limit), key=lambda t: -t[1])
+
+  def pytest_terminal_summary(self, terminalreporter):
+    slow = self.over()
+    if slow:
+      terminalreporter.write_sep("-", f"not marked slow, over {self.limit:.0f} s: mark them slow")
+      for nodeid, secs in slow:
+        terminalreporter.write_line(f"{secs:7.1f}s {nodeid}")

@@ -76,3 +76,28 @@ def test_recorded_durations_merge_into_the_file(tmp_path):
 
   rec.pytest_sessionfinish(S())
   assert sharding.load_durations(str(path)) == {"old": 1.0, "x": 2.75, "y": 1.0}
+
+
+def test_the_watch_lists_only_unmarked_tests_over_the_limit():
+  watch = sharding.FastTierWatch(limit=20.0)
+
+  class R:
+    def __init__(self, nodeid, duration, slow=False):
+      self.nodeid, self.duration = nodeid, duration
+      self.keywords = {"slow": 1} if slow else {}
+
+  for r in (R("long", 15.0), R("long", 6.0), R("short", 19.0), R("marked", 90.0, slow=True)):
+    watch.pytest_runtest_logreport(r)
+  assert watch.over() == [("long", 21.0)]
+
+  lines = []
+
+  class TR:
+    def write_sep(self, sep, text):
+      lines.append(text)
+
+    def write_line(self, text):
+      lines.append(text)
+
+  watch.pytest_terminal_summary(TR())
+  assert len(lines) == 2 and lines[1].endswith("long")
