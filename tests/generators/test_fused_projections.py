@@ -6,8 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtok.generators.causal_lm import (CausalLM, LMConfig, count_params, decode_layout,
-                                         fuse_params, init_cache)
+from jaxtok.generators.causal_lm import (
+  CausalLM,
+  LMConfig,
+  count_params,
+  decode_layout,
+  fuse_params,
+  init_cache,
+)
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.nn import int8
 from jaxtok.nn.transformer import Mlp
@@ -31,8 +37,9 @@ def test_fused_parameters_are_the_separate_ones_concatenated(tiny):
   layer, sep = fused["transformer"]["layer_0"], params["transformer"]["layer_0"]
   assert set(layer["attn"]) == {"qkv", "out"} and set(layer["mlp"]) == {"gate_up", "down"}
   assert layer["attn"]["qkv"]["kernel"].shape == (32, 4 + 2 + 2, 8)
-  np.testing.assert_array_equal(layer["attn"]["qkv"]["kernel"][:, 4:6], sep["attn"]["key"]["kernel"])
-  np.testing.assert_array_equal(layer["mlp"]["gate_up"]["kernel"][:, 48:], sep["mlp"]["up"]["kernel"])
+  qkv, gate_up = layer["attn"]["qkv"]["kernel"], layer["mlp"]["gate_up"]["kernel"]
+  np.testing.assert_array_equal(qkv[:, 4:6], sep["attn"]["key"]["kernel"])
+  np.testing.assert_array_equal(gate_up[:, 48:], sep["mlp"]["up"]["kernel"])
   assert count_params(fused) == count_params(params)
   # A model built fused has the same parameter shapes as the converted ones.
   init = fused_model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
