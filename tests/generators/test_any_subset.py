@@ -233,7 +233,9 @@ def test_smoke_run_end_to_end(tmp_path, python_source_data_dir):
     for k in (2, 5):  # a 2-NFE round commits 2..k tokens; only a last round commits 1 for 1 NFE
       per_round = results[f"assd/tokens_per_round/{rho}/assd_k={k}"]
       assert 1.5 < per_round <= k and results[f"assd/nfe_per_token/{rho}/assd_k={k}"] <= 1.0
-      assert 0 <= results[f"assd/tv/{rho}/assd_k={k}"] <= 1
+  # The byte-histogram TV in the table is a report, not a check: at smoke size (a few hundred
+  # bytes) two sequential seeds differ by 0.5-0.7 already. That ASSD samples the sequential
+  # joint is tested exactly, by enumeration, in tests/decoding/test_assd.py.
   with open(os.path.join(workdir, "report", "assd.md")) as f:
     table = f.read()
   assert table.count("| assd k=") == 6 and table.count("| held-out text |") == 3
