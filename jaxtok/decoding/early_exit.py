@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtok.decoding.budget import expected_tokens
 from jaxtok.decoding.proposers import Context, DraftModel
 from jaxtok.generators.causal_lm import CausalLM, init_cache, set_cache_index
 
@@ -221,30 +222,45 @@ def select_exit(alphas, layers, gammas, num_layers, extra: int = 0,
   options = [(1.0 / costs.plain, 0, 0)] if 0 in gammas else []
   for a, lay in zip(alphas, layers):
     for g in (g for g in gammas if g > 0):
-      expected = 1.0 + sum(float(a) ** i for i in range(1, g + 1))
-      options.append((expected / (g * costs.draft[lay] + costs.verify[g]), lay, g))
+      cost = g * costs.draft[lay] + costs.verify[g]
+      options.append((expected_tokens(float(a), g) / cost, lay, g))
   best = max(options)
   return best[1], best[2], float(best[0])
 
 
 def step_seconds(step, params, model: CausalLM, tokens: int, context: int,
-                 repeats: int = 5, batch: int = 1) -> float:
-  """Best-of-``repeats`` seconds of one jitted ``step`` (an ``LMStep``-like function of ``model``)
-  over ``tokens`` new tokens after ``context`` cached ones, for ``batch`` rows (compilation
-  excluded). The cache's contents are zeros: the cost of attention does not depend on them."""
+                 repeats: int = 5, batch: int = 1, passes: int = 4) -> float:
+  """Seconds of one pass of ``step`` (an ``LMStep``-like function of ``model``) over ``tokens``
+  new tokens after ``context`` cached ones, for ``batch`` rows: the best of ``repeats`` jitted
+  calls (compilation excluded) of ``passes`` passes each, divided by ``passes``.
+
+  The passes run in one ``fori_loop`` that carries the cache, as a decoding loop does: a call of
+  one pass would copy its input cache (an argument it may not overwrite) before writing to it,
+  which at batch 8 costs several ms and made every pass look closer in cost to the others. The
+  logits are summed into the result, so their head is not dropped as dead code. The cache's
+  contents are zeros: the cost of attention does not depend on them."""
   cache = set_cache_index(init_cache(model, batch, context + tokens, per_row=True),
                           jnp.full((batch,), context, jnp.int32))
   toks = jnp.zeros((batch, tokens), jnp.int32)
   pos = jnp.broadcast_to(context + jnp.arange(tokens, dtype=jnp.int32), (batch, tokens))
   kv = jnp.ones((batch, context + tokens), bool)
-  fn = jax.jit(lambda prm, c: step(prm, c, toks, pos, kv)[0])
+
+  def chain(prm, c):
+    def body(_, carry):
+      # Tokens that depend on the carry, so XLA cannot hoist a loop-invariant part out of it.
+      fed = toks + (carry[1] == 1234.5).astype(jnp.int32)
+      logits, c = step(prm, carry[0], fed, pos, kv)[:2]
+      return c, carry[1] + jnp.sum(logits)
+    return jax.lax.fori_loop(0, passes, body, (c, jnp.float32(0.0)))[1]
+
+  fn = jax.jit(chain)
   jax.block_until_ready(fn(params, cache))
   best = float("inf")
   for _ in range(repeats):
     begin = time.perf_counter()
     jax.block_until_ready(fn(params, cache))
     best = min(best, time.perf_counter() - begin)
-  return best
+  return best / passes
 
 
 @dataclasses.dataclass(frozen=True)

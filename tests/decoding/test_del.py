@@ -158,17 +158,18 @@ def test_no_draft_is_plain_decoding_through_the_engine(target):
 
 
 def test_step_seconds_times_one_call_after_compiling(target):
-  # A step that sleeps 30 ms inside the program: one call, not the compile or the repeats summed.
+  # A step that sleeps 30 ms inside the program: one pass, not the compile, the repeats or the
+  # passes of one call (4 by default) summed.
   def step(params, cache, tokens, positions, kv_mask):
-    del cache, positions, kv_mask
+    del positions, kv_mask
     slept = jax.pure_callback(lambda t: (time.sleep(0.03), t)[1],
                               jax.ShapeDtypeStruct(tokens.shape, tokens.dtype), tokens)
-    return slept.astype(jnp.float32) * params, None
+    return slept.astype(jnp.float32) * params, cache
 
   for batch in (1, 2):
     seconds = ee.step_seconds(step, jnp.float32(1.0), target[0], tokens=3, context=5, repeats=4,
                               batch=batch)
-    assert 0.03 <= seconds < 0.09, seconds  # four calls summed would be 0.12
+    assert 0.03 <= seconds < 0.09, seconds  # four passes or calls summed would be 0.12
 
 
 def test_shadow_matches_equal_a_direct_count(target):
