@@ -81,7 +81,13 @@ import numpy as np  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from benchmarks.machine import describe  # noqa: E402
-from benchmarks.spec_rows import adaptive_ngram_rows, early_exit_rows, fused_rows, jackpot_rows  # noqa: E402
+from benchmarks.spec_rows import (  # noqa: E402
+  adaptive_ngram_rows,
+  batch_rows,
+  early_exit_rows,
+  fused_rows,
+  jackpot_rows,
+)
 from jaxtok.decoding.engine import cache_slots_needed, speculative_generate  # noqa: E402
 from jaxtok.decoding.proposers import DraftModel, LMStep, PromptLookup, TokenRecycling  # noqa: E402
 from jaxtok.decoding.trees import DEFAULT_RANK_ACCEPT as RANK_ACCEPT  # noqa: E402
@@ -373,18 +379,7 @@ def main():
   if "jackpot" in only:
     jackpot_rows(runner, lm, singles, base, prefill, report, args.jackpot_masks)
   if "batch8" in only and len(rows) > 1:
-    batch = padded(rows)
-    plain8 = runner.plain(*batch)
-    print(f"\nbatch {len(rows)} (ragged, left-padded): plain "
-          f"{int(np.asarray(plain8[1][1]['num_generated']).sum()) / plain8[0]:.1f} tokens/s")
-    print(HEADER.format(len(rows)))
-    prefill8 = runner.prefill(*batch)
-    report("ngram G=4", [runner.spec(*batch, PromptLookup(length=4), None)], [plain8], prefill8)
-    if args.adaptive:
-      adaptive_ngram_rows(runner, report, [batch], [plain8], prefill8, 4)
-    tree = best_tree(8, RANK_ACCEPT, max_depth=6)
-    report("recycling N=8", [runner.spec(*batch, TokenRecycling(
-        tree, vocab_size=lm.config.vocab_size), None)], [plain8], prefill8)
+    batch_rows(runner, report, padded(rows), HEADER, lm.config.vocab_size, args.adaptive)
   if MISMATCHES:  # a T-token verify pass and a 1-token step differ only by float rounding
     print("\nbatch-1 outputs that differ from plain greedy: where, and the target's top-2 logit "
           "gap there (after plain greedy's tokens)")

@@ -1,7 +1,7 @@
 """Rows of benchmarks/spec_decode.py that build their proposer through a task's plan or a
 trained workdir: early exit / DEL, Lottery Jackpots, feature-fused drafters (same device, and
-with ``--only=...,dovetail`` on the second host device), and prompt lookup choosing its draft
-length per round (``--adaptive``). Each takes the script's ``report``."""
+with ``--only=...,dovetail`` on the second host device), prompt lookup choosing its draft
+length per round (``--adaptive``), and the batch rows. Each takes the script's ``report``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import time
 import jax
 import numpy as np
 
-from jaxtok.decoding.proposers import PromptLookup
+from jaxtok.decoding.proposers import PromptLookup, TokenRecycling
+from jaxtok.decoding.trees import DEFAULT_RANK_ACCEPT, best_tree
 from jaxtok.nn import bf16
 from jaxtok.tasks.speculative_proposers import verify_costs
 
@@ -123,3 +124,30 @@ def adaptive_ngram_rows(runner, report, batches, base, prefill, g):
     per = sum(np.asarray(r.out[1]["rounds_per_size"]) for r in runs)
     print("  batch rounds by draft length: " + ", ".join(f"G={n} {int(c)}"
                                                        for n, c in zip(lengths, per)))
+
+
+def batch_rows(runner, report, batch, header, vocab_size, adaptive):
+  """All prompts as one left-padded batch: plain, then prompt lookup (G=4; with ``adaptive`` its
+  per-round rows) and Token Recycling (8 nodes) with ragged acceptance, then each row's own
+  acceptance length: the batch runs until its slowest row is done, so that row sets the rounds."""
+  prompt, mask = batch
+  plain = runner.plain(prompt, mask)
+  print(f"\nbatch {prompt.shape[0]} (ragged, left-padded): plain "
+        f"{int(np.asarray(plain[1][1]['num_generated']).sum()) / plain[0]:.1f} tokens/s")
+  print(header.format(prompt.shape[0]))
+  prefill = runner.prefill(prompt, mask)
+  tree = best_tree(8, DEFAULT_RANK_ACCEPT, max_depth=6)
+  runs = []
+  for name, prop in (("ngram G=4", PromptLookup(length=4)),
+                     ("recycling N=8", TokenRecycling(tree, vocab_size=vocab_size))):
+    runs.append((name, runner.spec(prompt, mask, prop, None)))
+    report(name, [runs[-1][1]], [plain], prefill)
+    if adaptive and name.startswith("ngram"):
+      adaptive_ngram_rows(runner, report, [batch], [plain], prefill, 4)
+  for name, run in runs:
+    stats = run.out[1]
+    drafts = np.maximum(np.asarray(stats["num_drafts"]), 1)
+    per_row = 1 + np.asarray(stats["num_accepted_tokens"]) / drafts
+    print(f"  {name}: {int(stats['forward_passes']) - 1} rounds for "
+          f"{int(np.max(stats['num_generated']))} new tokens; each row's mean acceptance "
+          f"length {' '.join(f'{x:.2f}' for x in per_row)}")
