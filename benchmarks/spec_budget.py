@@ -89,8 +89,14 @@ def main():
   layouts = tuple(args.layouts.split(","))
   if bad := set(layouts) - set(LAYOUTS):
     raise SystemExit(f"--layouts: unknown {sorted(bad)}; choose from {LAYOUTS}")
+  if min(gammas) < 1 or min(speedups) <= 0 or args.context < 1 or args.repeats < 1:
+    raise SystemExit("--gammas must be >= 1 (drafts per round), --speedups > 0, --context and "
+                     f"--repeats >= 1; got {args.gammas!r}, {args.speedups!r}, {args.context}, "
+                     f"{args.repeats}")
   print(describe())
   lm = load_pretrained_lm("smollm2-135m")
+  if not 1 <= args.trim < lm.config.vocab_size:
+    raise SystemExit(f"--trim must be in [1, {lm.config.vocab_size}), got {args.trim}")
   student = causal_lm.CausalLM.from_config("smollm2-draft")
   draft_params = student.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
   need = " | ".join(f"alpha for {s:g}x" for s in speedups)
