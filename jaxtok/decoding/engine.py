@@ -83,6 +83,34 @@ def speculative_generate(
   proposer's ``sizes``; one entry without them) and the proposer's final ``proposer_state``
   (e.g. Token Recycling's adjacency matrix, to hot-start the next call).
   """
+  check_run(proposer, verifier, max_new_tokens=max_new_tokens, temperature=temperature,
+            top_k=top_k, top_p=top_p, rho=rho)
+  if jnp.ndim(prompt) != 2 or jnp.shape(prompt_mask) != jnp.shape(prompt):
+    raise ValueError(f"prompt must be [B, P] with a mask of the same shape; got "
+                     f"{jnp.shape(prompt)} and {jnp.shape(prompt_mask)}")
+  b, p = prompt.shape
+  template = proposer.template
+  slots = cache_slots_needed(p, max_new_tokens, template.size)
+  if cache is None:
+    if target_model is None:
+      raise ValueError("pass target_model (to size the KV cache) or an empty per-row cache")
+    cache = init_cache(target_model, b, slots, per_row=True)
+  have = cache_slots(cache)
+  if have < slots:
+    raise ValueError(f"the KV cache has {have} slots but prompt {p} + max_new_tokens "
+                     f"{max_new_tokens} + tree {template.size} need {slots}")
+  return _generate(rng, target_step, target_params, proposer, proposer_params, cache,
+                   jnp.asarray(prompt, jnp.int32), jnp.asarray(prompt_mask, bool),
+                   max_new_tokens=int(max_new_tokens), verifier=verifier,
+                   temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                   rho=None if rho is None else float(rho),
+                   stop_tokens=tuple(int(t) for t in stop_tokens),
+                   pad_id=int(pad_id))
+
+
+def check_run(proposer, verifier, *, max_new_tokens, temperature, top_k, top_p, rho):
+  """Raises a ValueError for a proposer / verifier / sampler combination that cannot run (or would
+  not be lossless)."""
   if verifier not in VERIFIERS:
     raise ValueError(f"unknown verifier {verifier!r}; valid: {', '.join(VERIFIERS)}")
   template = proposer.template
@@ -106,9 +134,6 @@ def speculative_generate(
                        f"(prefixes of its template), got {sizes}")
     if k != 1:
       raise ValueError(f"a proposer with {k} drafts cannot verify a prefix of its tree (sizes)")
-  if jnp.ndim(prompt) != 2 or jnp.shape(prompt_mask) != jnp.shape(prompt):
-    raise ValueError(f"prompt must be [B, P] with a mask of the same shape; got "
-                     f"{jnp.shape(prompt)} and {jnp.shape(prompt_mask)}")
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
   if verifier != "greedy":
@@ -122,23 +147,6 @@ def speculative_generate(
     # for some (p, q), and then the output is no longer the target's distribution.
     raise ValueError(f"a fixed rho must be >= num_drafts={k} to stay lossless, got {rho}; "
                      "pass rho=None to pick the best feasible rho per step")
-  b, p = prompt.shape
-  slots = cache_slots_needed(p, max_new_tokens, template.size)
-  if cache is None:
-    if target_model is None:
-      raise ValueError("pass target_model (to size the KV cache) or an empty per-row cache")
-    cache = init_cache(target_model, b, slots, per_row=True)
-  have = cache_slots(cache)
-  if have < slots:
-    raise ValueError(f"the KV cache has {have} slots but prompt {p} + max_new_tokens "
-                     f"{max_new_tokens} + tree {template.size} need {slots}")
-  return _generate(rng, target_step, target_params, proposer, proposer_params, cache,
-                   jnp.asarray(prompt, jnp.int32), jnp.asarray(prompt_mask, bool),
-                   max_new_tokens=int(max_new_tokens), verifier=verifier,
-                   temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                   rho=None if rho is None else float(rho),
-                   stop_tokens=tuple(int(t) for t in stop_tokens),
-                   pad_id=int(pad_id))
 
 
 def cache_slots(cache) -> int:
@@ -164,97 +172,119 @@ def _write_rows(buffer, values, starts):  # [B, L], [B, W], [B] -> buffer with r
       buffer, values.astype(buffer.dtype), starts)
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "target_step", "proposer", "max_new_tokens", "verifier", "temperature", "top_k", "top_p",
-    "rho", "stop_tokens", "pad_id"))
-def _generate(rng, target_step, target_params, proposer, proposer_params, cache, prompt,
-              prompt_mask, *, max_new_tokens, verifier, temperature, top_k, top_p, rho,
-              stop_tokens, pad_id):
-  template = proposer.template
-  t_nodes, depth_max = template.size, template.max_depth
-  sizes = tuple(getattr(proposer, "sizes", None) or (t_nodes,))
-  b, p = prompt.shape
-  slots = cache_slots(cache)
-  greedy = verifier == "greedy"
-  stops = jnp.asarray(stop_tokens or (-1,), jnp.int32)
-  depths = jnp.asarray(template.depths, jnp.int32)
-  tree_mask = jnp.asarray(template.ancestor_mask())[None, None]  # [1, 1, T, T]
+ROW_KEYS = ("kv_mask", "tokens", "valid", "generated", "root", "position", "slot", "done",
+            "drafts", "draft_tokens", "accepted")  # the state's per-row [B, ...] entries
 
-  def target_probs(logits):  # [..., V] -> float32 probabilities of the target's sampler
+
+class Rounds:
+  """One run's prefill and its propose -> verify -> accept round, built at trace time.
+
+  Shared by ``_generate`` (one batch, until every row is done) and ``serving`` (continuous
+  batching: a finished row's slot takes the next prompt). The loop state is a dict: the
+  ``ROW_KEYS`` entries (one row per slot), ``cache``, ``prop`` (the proposer's state), ``round``,
+  ``per_position`` and ``size_rounds``.
+  """
+
+  def __init__(self, rng, target_step, target_params, proposer, proposer_params, *,
+               prompt_len, max_new_tokens, verifier, temperature, top_k, top_p, rho,
+               stop_tokens, pad_id):
+    self.rng, self.target_step, self.target_params = rng, target_step, target_params
+    self.proposer, self.proposer_params = proposer, proposer_params
+    self.p, self.max_new_tokens, self.verifier = prompt_len, max_new_tokens, verifier
+    self.temperature, self.top_k, self.top_p, self.rho = temperature, top_k, top_p, rho
+    self.pad_id = pad_id
+    self.template = template = proposer.template
+    self.sizes = tuple(getattr(proposer, "sizes", None) or (template.size,))
+    self.stops = jnp.asarray(stop_tokens or (-1,), jnp.int32)
+    self.depths = jnp.asarray(template.depths, jnp.int32)
+    self.tree_mask = jnp.asarray(template.ancestor_mask())[None, None]  # [1, 1, T, T]
+    # A proposer that reads the target's hidden states (a feature-fused drafter) gets them from
+    # every target pass: the prompt's for init, the tree's for update.
+    self.feats = getattr(proposer, "reads_target_features", False)
+
+  def target_probs(self, logits):  # [..., V] -> float32 probabilities of the target's sampler
     shape = logits.shape
-    flat = filter_logits(logits.reshape(-1, shape[-1]), temperature=temperature, top_k=top_k,
-                         top_p=top_p)
+    flat = filter_logits(logits.reshape(-1, shape[-1]), temperature=self.temperature,
+                         top_k=self.top_k, top_p=self.top_p)
     return jax.nn.softmax(flat, axis=-1).reshape(shape)
 
-  def choose(key, logits):  # [B, V] -> [B]
-    if greedy:
+  def choose(self, key, logits):  # [B, V] -> [B]
+    if self.verifier == "greedy":
       return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(key, jnp.log(target_probs(logits))).astype(jnp.int32)
+    return jax.random.categorical(key, jnp.log(self.target_probs(logits))).astype(jnp.int32)
 
-  # Prefill: every row writes its (left-padded) prompt at slots 0 .. P-1.
-  positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=1) - 1, 0).astype(jnp.int32)
-  kv_mask = jnp.concatenate([prompt_mask, jnp.ones((b, slots - p), bool)], axis=1)
-  cache = set_cache_index(cache, jnp.zeros((b,), jnp.int32))
-  # A proposer that reads the target's hidden states (a feature-fused drafter) gets them from
-  # every target pass: the prompt's for init, the tree's for update.
-  feats = getattr(proposer, "reads_target_features", False)
+  def call_target(self, cache, toks, pos, kv_mask, mask=None):
+    """-> (logits, cache, {'features': ...} or {})"""
+    out = self.target_step(self.target_params, cache, toks, pos, kv_mask, mask, **(
+        {"features": True} if self.feats else {}))
+    return out[0], out[1], ({"features": out[2]} if self.feats else {})
 
-  def call_target(cache, toks, pos, mask=None):  # -> (logits, cache, {'features': ...} or {})
-    out = target_step(target_params, cache, toks, pos, kv_mask, mask, **(
-        {"features": True} if feats else {}))
-    return out[0], out[1], ({"features": out[2]} if feats else {})
+  def prefill(self, cache, prompt, prompt_mask, key):
+    """Every row writes its (left-padded) prompt at slots 0 .. P-1 and picks its first token.
 
-  logits, cache, extra = call_target(cache, prompt, positions)
-  first = choose(jax.random.fold_in(rng, 0), logits[:, -1])
-  prop_state = proposer.init(proposer_params, prompt, prompt_mask, positions, kv_mask, **extra)
+    Returns (cache, rows: the ``ROW_KEYS`` entries, positions [B, P], extra for proposer.init).
+    """
+    b, p = prompt.shape
+    slots = cache_slots(cache)
+    positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=1) - 1, 0).astype(jnp.int32)
+    kv_mask = jnp.concatenate([prompt_mask, jnp.ones((b, slots - p), bool)], axis=1)
+    cache = set_cache_index(cache, jnp.zeros((b,), jnp.int32))
+    logits, cache, extra = self.call_target(cache, prompt, positions, kv_mask)
+    first = self.choose(key, logits[:, -1])
+    width = p + self.max_new_tokens + self.template.max_depth + 1  # one round's overshoot
+    tokens = jnp.full((b, width), self.pad_id, jnp.int32).at[:, :p].set(prompt)
+    valid = jnp.zeros((b, width), bool).at[:, :p].set(prompt_mask).at[:, p].set(True)
+    zeros = jnp.zeros((b,), jnp.int32)
+    rows = dict(
+        kv_mask=kv_mask, tokens=tokens.at[:, p].set(first), valid=valid,
+        generated=jnp.ones((b,), jnp.int32), root=first, position=positions[:, -1] + 1,
+        slot=jnp.full((b,), p, jnp.int32),
+        done=jnp.logical_or(jnp.isin(first, self.stops), self.max_new_tokens <= 1),
+        drafts=zeros, draft_tokens=zeros, accepted=zeros)
+    return cache, rows, positions, extra
 
-  width = p + max_new_tokens + depth_max + 1  # room for one round's overshoot
-  tokens = jnp.full((b, width), pad_id, jnp.int32).at[:, :p].set(prompt).at[:, p].set(first)
-  valid = jnp.zeros((b, width), bool).at[:, :p].set(prompt_mask).at[:, p].set(True)
-  zeros = jnp.zeros((b,), jnp.int32)
-  state = dict(
-      round=jnp.array(0, jnp.int32), cache=cache, prop=prop_state, tokens=tokens, valid=valid,
-      generated=jnp.ones((b,), jnp.int32), root=first, position=positions[:, -1] + 1,
-      slot=jnp.full((b,), p, jnp.int32),
-      done=jnp.logical_or(jnp.isin(first, stops), max_new_tokens <= 1),
-      drafts=zeros, draft_tokens=zeros, accepted=zeros,
-      per_position=jnp.zeros((depth_max,), jnp.int32),
-      size_rounds=jnp.zeros((len(sizes),), jnp.int32))
+  def initial_state(self, cache, rows, prop_state):
+    return dict(rows, round=jnp.array(0, jnp.int32), cache=cache, prop=prop_state,
+                per_position=jnp.zeros((self.template.max_depth,), jnp.int32),
+                size_rounds=jnp.zeros((len(self.sizes),), jnp.int32))
 
-  def cond(s):
-    return jnp.logical_not(jnp.all(s["done"]))
-
-  def verify_round(n, cache, tree, q, prop, ctx, key):
+  def _verify_round(self, n, cache, tree, q, prop, ctx, key):
     """Verifies the first ``n`` nodes of the tree (a prefix of a BFS template is a tree)."""
-    sub = template if n == t_nodes else template.prefix(n)
+    template = self.template
+    sub = template if n == template.size else template.prefix(n)
     cache = set_cache_index(cache, ctx.slot)
-    logits, cache, extra = call_target(cache, tree[:, :n], ctx.position[:, None] + depths[:n],
-                                       tree_mask[..., :n, :n])  # [B, n, V]
-    accept = _verify(verifier, sub, tree[:, :n], None if q is None else q[:, :n - 1], logits,
-                     target_probs, key, rho, getattr(proposer, "num_drafts", 1))
+    logits, cache, extra = self.call_target(cache, tree[:, :n],
+                                            ctx.position[:, None] + self.depths[:n],
+                                            ctx.kv_mask, self.tree_mask[..., :n, :n])  # [B, n, V]
+    accept = _verify(self.verifier, sub, tree[:, :n], None if q is None else q[:, :n - 1],
+                     logits, self.target_probs, key, self.rho,
+                     getattr(self.proposer, "num_drafts", 1))
     if not sub.is_chain:  # chains are already in place (path = 0, 1, 2, ...)
       cache = compact_cache(cache, ctx.slot, accept.path)
     cache = set_cache_index(cache, ctx.slot + accept.num_accepted + 1)
-    prop = proposer.update(proposer_params, prop, ctx, tree[:, :n], logits, accept, **extra)
-    path = jnp.pad(accept.path, ((0, 0), (0, depth_max - sub.max_depth)), mode="edge")
+    prop = self.proposer.update(self.proposer_params, prop, ctx, tree[:, :n], logits, accept,
+                                **extra)
+    path = jnp.pad(accept.path, ((0, 0), (0, template.max_depth - sub.max_depth)), mode="edge")
     return cache, accept._replace(path=path), prop
 
-  def body(s):
-    key = jax.random.fold_in(rng, s["round"] + 1)
+  def body(self, s):
+    """One round for every row that is not done."""
+    p, depth_max, pad_id, sizes = self.p, self.template.max_depth, self.pad_id, self.sizes
+    key = jax.random.fold_in(self.rng, s["round"] + 1)
     k_prop, k_verify = jax.random.split(key)
     active = jnp.logical_not(s["done"])
     ctx = Context(tokens=s["tokens"], valid=s["valid"], length=p + s["generated"],
-                  root=s["root"], position=s["position"], slot=s["slot"], kv_mask=kv_mask,
+                  root=s["root"], position=s["position"], slot=s["slot"], kv_mask=s["kv_mask"],
                   active=active)
-    tree, q, prop = proposer.propose(proposer_params, s["prop"], ctx, k_prop)
+    tree, q, prop = self.proposer.propose(self.proposer_params, s["prop"], ctx, k_prop)
     args = (s["cache"], tree, q, prop, ctx, k_verify)
     if len(sizes) == 1:
       pick = jnp.array(0, jnp.int32)
-      cache, accept, prop = verify_round(t_nodes, *args)
+      cache, accept, prop = self._verify_round(self.template.size, *args)
     else:  # the proposer picks this round's verify length (one per batch: shapes are static)
-      pick = proposer.choose_size(proposer_params, prop, ctx, tree)
+      pick = self.proposer.choose_size(self.proposer_params, prop, ctx, tree)
       cache, accept, prop = jax.lax.switch(
-          pick, [functools.partial(verify_round, n) for n in sizes], *args)
+          pick, [functools.partial(self._verify_round, n) for n in sizes], *args)
     n = accept.num_accepted
 
     # New tokens: the accepted path's tokens, then the target's token; cut at a stop token
@@ -263,8 +293,8 @@ def _generate(rng, target_step, target_params, proposer, proposer_params, cache,
     j = jnp.arange(depth_max + 1)[None]
     new = jnp.where(j < n[:, None], jnp.pad(path_tokens, ((0, 0), (0, 1))), pad_id)
     new = jnp.where(j == n[:, None], accept.next_token[:, None], new)  # [B, D + 1]
-    keep = jnp.logical_and(j <= n[:, None], s["generated"][:, None] + j < max_new_tokens)
-    is_stop = jnp.logical_and(jnp.isin(new, stops), keep)
+    keep = jnp.logical_and(j <= n[:, None], s["generated"][:, None] + j < self.max_new_tokens)
+    is_stop = jnp.logical_and(jnp.isin(new, self.stops), keep)
     before_stop = jnp.cumsum(is_stop, axis=1) - is_stop == 0
     keep = jnp.logical_and(keep, before_stop)
     keep = jnp.logical_and(keep, active[:, None])
@@ -273,7 +303,7 @@ def _generate(rng, target_step, target_params, proposer, proposer_params, cache,
     tokens = _write_rows(s["tokens"], jnp.where(keep, new, pad_id), starts)
     valid = _write_rows(s["valid"], keep, starts)
     generated = s["generated"] + count
-    done = s["done"] | jnp.any(is_stop & keep, axis=1) | (generated >= max_new_tokens)
+    done = s["done"] | jnp.any(is_stop & keep, axis=1) | (generated >= self.max_new_tokens)
 
     drafted = jnp.where(active, jnp.asarray(sizes, jnp.int32)[pick] - 1, 0)
     drafting = active & (drafted > 0)  # a round of plain steps (the root alone) is not a draft
@@ -281,7 +311,7 @@ def _generate(rng, target_step, target_params, proposer, proposer_params, cache,
     used = jnp.minimum(n, count)
     reached = (jnp.arange(depth_max)[None] < used[:, None]) & active[:, None]
     return dict(
-        round=s["round"] + 1, cache=cache, prop=prop, tokens=tokens, valid=valid,
+        s, round=s["round"] + 1, cache=cache, prop=prop, tokens=tokens, valid=valid,
         generated=generated, root=jnp.where(active, accept.next_token, s["root"]),
         position=s["position"] + jnp.where(active, n + 1, 0),
         slot=s["slot"] + jnp.where(active, n + 1, 0), done=done,
@@ -290,7 +320,23 @@ def _generate(rng, target_step, target_params, proposer, proposer_params, cache,
         per_position=s["per_position"] + reached.sum(axis=0).astype(jnp.int32),
         size_rounds=s["size_rounds"].at[pick].add(1))
 
-  s = jax.lax.while_loop(cond, body, state)
+
+@functools.partial(jax.jit, static_argnames=(
+    "target_step", "proposer", "max_new_tokens", "verifier", "temperature", "top_k", "top_p",
+    "rho", "stop_tokens", "pad_id"))
+def _generate(rng, target_step, target_params, proposer, proposer_params, cache, prompt,
+              prompt_mask, *, max_new_tokens, verifier, temperature, top_k, top_p, rho,
+              stop_tokens, pad_id):
+  p = prompt.shape[1]
+  run = Rounds(rng, target_step, target_params, proposer, proposer_params, prompt_len=p,
+               max_new_tokens=max_new_tokens, verifier=verifier, temperature=temperature,
+               top_k=top_k, top_p=top_p, rho=rho, stop_tokens=stop_tokens, pad_id=pad_id)
+  cache, rows, positions, extra = run.prefill(cache, prompt, prompt_mask,
+                                              jax.random.fold_in(rng, 0))
+  prop_state = proposer.init(proposer_params, prompt, prompt_mask, positions, rows["kv_mask"],
+                             **extra)
+  s = jax.lax.while_loop(lambda s: jnp.logical_not(jnp.all(s["done"])), run.body,
+                         run.initial_state(cache, rows, prop_state))
   stats = dict(forward_passes=s["round"] + 1, num_generated=s["generated"], done=s["done"],
                num_drafts=s["drafts"], num_draft_tokens=s["draft_tokens"],
                num_accepted_tokens=s["accepted"], accepted_per_position=s["per_position"],
