@@ -12,7 +12,9 @@ distribution for each non-root node, float32 [B, T - 1, V], or None for a determ
 (the verifier then treats it as one-hot). ``accept`` is an :class:`Accepted` (the accepted path).
 A proposer with ``reads_target_features = True`` (``fused_draft.FusedDraft``) also gets
 ``features=``: the target's final-normed hidden states of the prompt [B, P, M] in ``init`` and of
-the tree [B, T, M] in ``update``.
+the tree [B, T, M] in ``update``. A proposer with ``refillable = True`` keeps nothing per
+prompt in its state (or recomputes it every round), so continuous batching (``serving.py``) can
+hand a finished row's slot to a new prompt without touching the state.
 """
 
 from __future__ import annotations
@@ -197,6 +199,7 @@ class PromptLookup:
   costs: tuple[float, ...] = ()
   prior: float = 0.6
   prior_weight: float = 8.0
+  refillable = True  # per-row state (the match) is recomputed every round; the rates are shared
 
   def __post_init__(self):
     if not 1 <= self.min_ngram <= self.max_ngram:
@@ -304,6 +307,7 @@ class TokenRecycling:
   tree: TreeTemplate
   vocab_size: int
   top_k: int = 8
+  refillable = True  # one adjacency for every row
 
   def __post_init__(self):
     if self.tree.max_rank >= self.top_k:
@@ -335,12 +339,13 @@ class TokenRecycling:
     return {"adjacency": adj}
 
 
-
 @dataclasses.dataclass(frozen=True)
 class NoDraft:
   """No drafts: a tree of the root alone, so each round is one target step that accepts nothing
   and emits the target's next token, i.e. plain decoding run by the speculative engine. It is
   the arm a proposer picks when it predicts that drafting would not pay (DEL's ``gamma = 0``)."""
+
+  refillable = True
 
   @property
   def template(self) -> TreeTemplate:

@@ -56,6 +56,34 @@ def code_prompts(num: int, code_lines: int = 24, max_chars: int = 1600) -> list[
   return out
 
 
+def code_windows(num: int, code_lines: int = 16, max_chars: int = 1000,
+                 per_file: int = 8) -> list[str]:
+  """``num`` windows of held-out (test-split) standard-library code, for workloads of many
+  prompts (the test split has only a dozen files long enough for :func:`code_prompts`).
+
+  A window is the ``code_lines`` lines before a ``def`` line and that line, so the model writes
+  a function body; windows of one file do not overlap, and each file gives at most
+  ``per_file``. Windows longer than ``max_chars``, and repeats, are skipped. Deterministic for
+  one Python.
+  """
+  out = []
+  for lines, _ in file_prefixes("test", code_lines):
+    taken, last = 0, -1
+    for i in range(code_lines, len(lines)):
+      if taken == per_file or len(out) == num:
+        break
+      if not lines[i].lstrip().startswith("def ") or i - code_lines <= last:
+        continue
+      text = "\n".join(lines[i - code_lines:i + 1]) + "\n"
+      if len(text) <= max_chars and text not in out:  # some files repeat others' code
+        out.append(text)
+        taken, last = taken + 1, i
+    if len(out) == num:
+      return out
+  raise ValueError(f"only {len(out)} windows of held-out code fit {max_chars} characters; "
+                   f"asked for {num}")
+
+
 def prompt_set(kind: str = "mixed", num: int = 8) -> list[tuple[str, str]]:
   """``num`` (kind, text) prompts: 'chat' (raw questions), 'code', or 'mixed' (half of each)."""
   if kind not in KINDS:
