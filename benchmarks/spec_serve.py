@@ -39,7 +39,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from benchmarks.machine import describe  # noqa: E402
-from benchmarks.spec_decode import Runner, padded  # noqa: E402
+from benchmarks.spec_decode import Runner, padded, timed_pair  # noqa: E402
 from jaxtok.decoding.engine import cache_slots_needed, speculative_generate  # noqa: E402
 from jaxtok.decoding.proposers import LMStep, NoDraft, PromptLookup, TokenRecycling  # noqa: E402
 from jaxtok.decoding.serving import speculative_serve  # noqa: E402
@@ -115,15 +115,7 @@ def _joined(outs):
 
 def row(name, fn, base_fn, repeats, prefill, ref, batch):
   """Times ``fn`` alternately with the baseline and prints one table row."""
-  jax.block_until_ready((fn(), base_fn()))
-  best, best_base, out = float("inf"), float("inf"), None
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(base_fn())
-    best_base = min(best_base, time.perf_counter() - start)
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    best = min(best, time.perf_counter() - start)
+  best, out, best_base = timed_pair(fn, base_fn, repeats)
   tokens, stats = np.asarray(out[0]), out[1]
   toks = int(np.asarray(stats["num_generated"]).sum())
   n = tokens.shape[0]

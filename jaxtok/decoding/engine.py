@@ -172,6 +172,8 @@ def _write_rows(buffer, values, starts):  # [B, L], [B, W], [B] -> buffer with r
       buffer, values.astype(buffer.dtype), starts)
 
 
+STATIC_ARGS = ("target_step", "proposer", "max_new_tokens", "verifier", "temperature", "top_k",
+               "top_p", "rho", "stop_tokens", "pad_id")  # of the jitted loops (one program each)
 ROW_KEYS = ("kv_mask", "tokens", "valid", "generated", "root", "position", "slot", "done",
             "drafts", "draft_tokens", "accepted")  # the state's per-row [B, ...] entries
 
@@ -321,9 +323,7 @@ class Rounds:
         size_rounds=s["size_rounds"].at[pick].add(1))
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "target_step", "proposer", "max_new_tokens", "verifier", "temperature", "top_k", "top_p",
-    "rho", "stop_tokens", "pad_id"))
+@functools.partial(jax.jit, static_argnames=STATIC_ARGS)
 def _generate(rng, target_step, target_params, proposer, proposer_params, cache, prompt,
               prompt_mask, *, max_new_tokens, verifier, temperature, top_k, top_p, rho,
               stop_tokens, pad_id):

@@ -32,7 +32,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxtok.decoding.engine import ROW_KEYS, Rounds, cache_slots, cache_slots_needed, check_run
+from jaxtok.decoding.engine import (
+    ROW_KEYS,
+    STATIC_ARGS,
+    Rounds,
+    cache_slots,
+    cache_slots_needed,
+    check_run,
+)
 from jaxtok.generators.causal_lm import init_cache
 
 _STATS = ("generated", "drafts", "draft_tokens", "accepted")  # harvested per request
@@ -110,9 +117,7 @@ def _put_row(tree, row, r):
                       row)
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "target_step", "proposer", "max_new_tokens", "verifier", "temperature", "top_k", "top_p",
-    "rho", "stop_tokens", "pad_id"))
+@functools.partial(jax.jit, static_argnames=STATIC_ARGS)
 def _serve(rng, target_step, target_params, proposer, proposer_params, cache, prompts,
            prompt_masks, *, max_new_tokens, verifier, temperature, top_k, top_p, rho,
            stop_tokens, pad_id):
