@@ -307,7 +307,10 @@ def speculative_base_config(smoke: bool, proposer: str,
             "top_p": 1.0, "rho": ref(None, field_type=float),  # spectr's; None = best per step
             "prompt": "What is the capital of France?", "max_new_tokens": 24 if smoke else 128,
             "eval_prompts": "chat" if smoke else "mixed",  # bytes: code prompts are too long
-            "eval_num_prompts": 2 if smoke else 8, "eval_batch_size": 1, "eval_pad_multiple": 64})
+            "eval_num_prompts": 2 if smoke else 8, "eval_batch_size": 1, "eval_pad_multiple": 64,
+            # eval: decode the prompts as one queue through eval_batch_size slots, a finished
+            # row taking the next prompt (continuous batching; ngram and recycling only).
+            "eval_serve": False})
   # The loop's keys: nothing to train (--mode=sample or --mode=eval).
   c.update({"num_steps": 0, "batch_size": 1,
             "mesh": ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})})

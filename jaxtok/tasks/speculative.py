@@ -10,7 +10,9 @@ greedy and, where not, give the first differing new token and the target's top-2
 so a flip at a tiny gap is expected and anything else is a bug. ``--mode=eval`` runs the offline
 prompt set (batches of ``eval_batch_size``, left-padded to a multiple of ``eval_pad_multiple`` so
 prompts share programs) and writes ``decoding_results.json``, ``decoding_table.md`` and
-``acceptance_per_position.png``. Times exclude compilation: each program runs once untimed first.
+``acceptance_per_position.png``; with ``eval_serve`` the prompts are one queue through
+``eval_batch_size`` slots, a finished row taking the next prompt (``decoding/serving.py``), against
+plain decoding in static batches. Times exclude compilation: each program runs once untimed first.
 Config keys: ``configs.common.speculative_base_config`` (used by ``configs/decoding/*.py``).
 Proposers come from ``tasks/speculative_proposers.py``'s registry; the ``speculative_*`` modules
 imported below register theirs.
@@ -18,7 +20,6 @@ imported below register theirs.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from typing import Any
@@ -32,6 +33,7 @@ import optax
 from jaxtok import paths
 from jaxtok.decoding.engine import VERIFIERS, cache_slots_needed, speculative_generate
 from jaxtok.decoding.proposers import LMStep
+from jaxtok.decoding.serving import speculative_serve
 from jaxtok.generators.causal_lm import DTYPES, CausalLM, init_cache
 from jaxtok.generators.samplers.autoregressive import ModelStep, generate
 from jaxtok.nn import bf16
@@ -44,6 +46,7 @@ from jaxtok.tasks import (  # noqa: F401
   speculative_jackpot,
   speculative_sorted,
 )
+from jaxtok.tasks import speculative_report as report
 from jaxtok.tasks.base import TASKS, Task
 from jaxtok.tasks.prompt_set import prompt_set
 from jaxtok.tasks.speculative_proposers import (
@@ -108,6 +111,11 @@ def _check_options(config) -> None:
 
 def _check_plan(config, plan: Plan) -> None:
   name, proposers = config.proposer.name, plan.candidates or (plan.proposer,)
+  if config.get("eval_serve", False) and not all(getattr(q, "refillable", False)
+                                                 for q in proposers):
+    raise UserError(f"eval_serve (continuous batching) needs a proposer that keeps nothing per "
+                    f"prompt: ngram, recycling; {name!r} keeps per-row state (a draft's cache) "
+                    "or picks its proposer per batch")
   if config.verifier == "spectr" and min(getattr(q, "num_drafts", 1) for q in proposers) < 2:
     raise ValueError(f"the spectr verifier needs a proposer with num_drafts >= 2 (a draft model, "
                      f"proposer.name='draft' or 'vocabtrim'); proposer {name!r} drafts one chain: "
@@ -186,10 +194,38 @@ def build(config) -> Task:
 
   seen = set()  # the (rows, width, proposer) programs that ran once (compiled)
 
-  def run(params, group, width, prop_params):
+  def _served(params, tokens, mask, proposer, prop_params, slots, rng):
+    """(plain, spec) for a queue: plain decoding in static batches of ``slots`` (every row of a
+    batch takes the same steps, so for plain decoding this wastes little), and speculative
+    decoding through ``slots`` slots that take the next prompt as rows finish."""
+    cuts = [(i, min(i + slots, tokens.shape[0])) for i in range(0, tokens.shape[0], slots)]
+    caches = [init_cache(model, b - a, tokens.shape[1] + n) for a, b in cuts]
+    serve_cache = init_cache(model, slots, cache_slots_needed(
+        tokens.shape[1], n, proposer.template.size), per_row=True)
+
+    def plain():
+      outs = [generate(rng, ModelStep(model), params["target"], c, tokens[a:b], mask[a:b],
+                       max_new_tokens=n, stop_tokens=stops, greedy=greedy, **options)
+              for (a, b), c in zip(cuts, caches)]
+      return jnp.concatenate([o[0] for o in outs]), {
+          "forward_passes": sum(o[1]["forward_passes"] for o in outs),
+          "num_generated": jnp.concatenate([o[1]["num_generated"] for o in outs])}
+
+    def spec():
+      out, stats = speculative_serve(
+          rng, LMStep(model), params["target"], proposer, prop_params, tokens, mask,
+          batch=slots, max_new_tokens=n, verifier=config.verifier, rho=config.get("rho"),
+          stop_tokens=stops, cache=serve_cache, **options)
+      return out, dict(stats, forward_passes=stats["rounds"] + stats["prefills"] + 1)
+    return plain, spec
+
+
+  def run(params, group, width, prop_params, served=0):
     """Both decoders on prompts left-padded to ``width``: (per-row results, new tokens under
     ``new``; the speculative stats). Times are of second calls: each program runs once first.
-    A plan that chooses its proposer per batch does so here; that choice is speculative time."""
+    A plan that chooses its proposer per batch does so here; that choice is speculative time.
+    ``served`` > 0: the group is a queue, decoded plainly in static batches of ``served`` and
+    speculatively with continuous batching through ``served`` slots (decoding/serving.py)."""
     tokens, mask = np.zeros((len(group), width), np.int32), np.zeros((len(group), width), bool)
     for r, row in enumerate(group):
       tokens[r, width - len(row):], mask[r, width - len(row):] = row, True
@@ -214,6 +250,8 @@ def build(config) -> Task:
         rng, LMStep(model), params["target"], proposer, prop_params, tokens, mask,
         max_new_tokens=n, verifier=config.verifier, rho=config.get("rho"), stop_tokens=stops,
         cache=spec_cache, **options)
+    if served:
+      plain, spec = _served(params, tokens, mask, proposer, prop_params, served, rng)
     out = []
     for fn, key in ((plain, "plain"), (spec, proposer)):
       if (len(group), width, key) not in seen:
@@ -228,7 +266,7 @@ def build(config) -> Task:
     for r, row in enumerate(group):
       new = {k: [int(x) for x in o[r, width:width + int(st["num_generated"][r])]]
              for k, o, st in (("plain", o_plain, s_plain), ("spec", o_spec, s_spec))}
-      acc = acceptance([s_spec], r)
+      acc = report.acceptance([s_spec], r)
       rows.append({"prompt_tokens": len(row), "tokens": len(new["spec"]),
                    "tokens_plain": len(new["plain"]), "seconds_plain": t_plain,
                    "seconds_spec": t_spec, "speedup": t_plain / t_spec,
@@ -256,7 +294,7 @@ def build(config) -> Task:
     completion = tokenizer.decode(new["spec"], skip_special_tokens=True)
     print(f"[user] {config.prompt}\n[assistant] {completion}" if chat
           else f"{config.prompt}{completion}")
-    acc = acceptance([stats])
+    acc = report.acceptance([stats])
     result = {"prompt": config.prompt, "completion": completion, **r, **acc,
               "tokens_per_second_spec": r["tokens"] / r["seconds_spec"],
               "tokens_per_second_plain": r["tokens_plain"] / r["seconds_plain"]}
@@ -265,8 +303,8 @@ def build(config) -> Task:
             f"{result['tokens_per_second_' + k]:.1f} tokens/s, "
             f"{r['forward_passes_' + k]} target passes")
     print(f"speed-up {r['speedup']:.2f}x (each time is the second call of the same program, so "
-          f"compile time is excluded); {describe()}\n{_acceptance_text(acc)}\n"
-          f"{_identity_line(r, tokenizer, new)}")
+          f"compile time is excluded); {describe()}\n{report.acceptance_text(acc)}\n"
+          f"{report.identity_line(r, tokenizer, new)}")
     if workdir:
       paths.write_text(paths.join(workdir, "sample.txt"), completion)
       paths.write_text(paths.join(workdir, "speculative_sample.json"),
@@ -280,120 +318,46 @@ def build(config) -> Task:
     params = decode_params(state)
     bsz, multiple = int(config.eval_batch_size), max(int(config.eval_pad_multiple), 1)
     prop_params, rows, spec_stats = plan.prepare(params), [], []
-    for start in range(0, len(ids), bsz):
-      group = ids[start:start + bsz]
+    serve = bool(config.get("eval_serve", False)) and len(ids) > bsz
+    for start in range(0, len(ids), len(ids) if serve else bsz):  # served: one queue
+      group = ids[start:] if serve else ids[start:start + bsz]
       width = min(-(-max(map(len, group)) // multiple) * multiple, room)
-      batch_rows, stats = run(params, group, width, prop_params)
+      batch_rows, stats = run(params, group, width, prop_params, bsz if serve else 0)
       if plan.carry is not None:  # e.g. Token Recycling's hot start, batch to batch
         prop_params = plan.carry(prop_params, stats)
       spec_stats.append(stats)
       rows += [{"index": i, "kind": prompts[i][0], "prompt": prompts[i][1][:80],
-                "batch": start // bsz, **{k: v for k, v in r.items() if k != "new"}}
+                "batch": None if serve else start // bsz,
+                **{k: v for k, v in r.items() if k != "new"}}
                for i, r in enumerate(batch_rows, start)]
-    acc = acceptance(spec_stats)
-    secs = [sum(r["seconds_" + k] for r in rows[::bsz]) for k in ("plain", "spec")]
+    acc = report.acceptance(spec_stats)
+    secs = [sum(r["seconds_" + k] for r in rows[::len(rows) if serve else bsz])
+            for k in ("plain", "spec")]
     same = sum(bool(r["identical"]) for r in rows)
     totals = {"prompts": len(rows), "tokens": sum(r["tokens"] for r in rows),
               "seconds_plain": secs[0], "seconds_spec": secs[1], "speedup": secs[0] / secs[1],
               "mean_acceptance_length": acc["mean_acceptance_length"],
               "acceptance_rate": acc["acceptance_rate"],
-              "identical": same if greedy else None, "batch_size": bsz}
-    table = _table(rows, totals, describe(), bsz)
+              "identical": same if greedy else None, "batch_size": bsz, "served": serve}
+    shared = (f"; served through {bsz} slots (continuous batching; plain decoding in static "
+              f"batches of {bsz}): every row shows the whole queue's seconds" if serve else
+              f"; the {bsz} rows of a batch share its seconds" if bsz > 1 else "")
+    table = report.table(rows, totals, describe(), shared)
     print(f"{table}\ntotals: {totals['tokens']} tokens, plain {secs[0]:.3f} s, speculative "
           f"{secs[1]:.3f} s, speed-up {totals['speedup']:.2f}x (times exclude compilation)"
-          + (f", identical {same}/{len(rows)}" if greedy else "") + f"\n{_acceptance_text(acc)}")
+          + (f", identical {same}/{len(rows)}" if greedy else "")
+          + f"\n{report.acceptance_text(acc)}")
     if workdir:
       paths.write_text(paths.join(workdir, "decoding_table.md"), table)
       record = {"setup": describe(), "prompts": rows, "totals": totals, **acc}
       paths.write_text(paths.join(workdir, "decoding_results.json"), json.dumps(record, indent=1))
       paths.write_bytes(paths.join(workdir, "acceptance_per_position.png"),
-                        _plot(acc["per_position"], describe()))
+                        report.plot(acc["per_position"], describe()))
     return {**{k: v for k, v in totals.items() if v is not None},
             "per_position": acc["per_position"]}
 
   return Task(init=init, train_step=train_step, sample=sample, evaluate=evaluate,
               needs_data=False)
-
-
-def acceptance(stats_list, row=slice(None)) -> dict[str, Any]:
-  """Acceptance over batches' stats (of one row of a batch: ``row``; then no per-position)."""
-  drafts, drafted, accepted = (sum(int(np.sum(s[k][row])) for s in stats_list) for k in (
-      "num_drafts", "num_draft_tokens", "num_accepted_tokens"))
-  # Batches may draft to different depths (DEL picks the length per batch; 0: no drafts).
-  depth = max(len(s["accepted_per_position"]) for s in stats_list)
-  reached = sum(np.pad(np.asarray(s["accepted_per_position"], np.int64),
-                       (0, depth - len(s["accepted_per_position"]))) for s in stats_list)
-  # Rounds by verify length, for a proposer that picks it per round (proposer.lengths order).
-  sizes = {len(s.get("rounds_per_size", ())) for s in stats_list}
-  per_size = ([int(sum(np.asarray(s["rounds_per_size"])[i] for s in stats_list))
-               for i in range(sizes.pop())] if len(sizes) == 1 else [])
-  return {"rounds": drafts, "drafted": drafted, "accepted": accepted,
-          "mean_acceptance_length": 1 + accepted / max(drafts, 1),
-          "acceptance_rate": accepted / max(drafted, 1),
-          "per_position": [float(r) / max(drafts, 1) for r in reached],
-          "rounds_per_size": per_size if len(per_size) > 1 else []}
-
-
-def _acceptance_text(acc) -> str:
-  return (f"mean acceptance length {acc['mean_acceptance_length']:.2f} (1 + {acc['accepted']} "
-          f"accepted / {acc['rounds']} drafting rounds), acceptance rate "
-          f"{acc['acceptance_rate']:.3f} "
-          f"({acc['accepted']} / {acc['drafted']} drafted)\nper-position acceptance (rounds whose "
-          "accepted path reached depth d): " + " ".join(
-              f"d{d}={f:.2f}" for d, f in enumerate(acc["per_position"], 1)) + (
-          "\nbatch rounds by verify length (proposer.lengths order): " +
-          " ".join(map(str, acc["rounds_per_size"])) if acc.get("rounds_per_size") else ""))
-
-
-def _identity_line(result, tokenizer, new) -> str:
-  if result["identical"] is None:
-    return "identical: n/a (sampled; the output is distributed as the target's sampler)"
-  if result["identical"]:
-    return "identical=True (speculative output is token-identical to plain greedy decoding)"
-  i, gap = result["first_difference"], result["top2_gap"]
-  show = lambda toks: repr(tokenizer.decode(toks[i:i + 1])) if i < len(toks) else "<end>"
-  verdict = ("within float rounding (a multi-token verify pass and a 1-token step round "
-             "differently): expected" if result["rounding"] else
-             "NOT explained by float rounding: a bug in the speculative engine")
-  return (f"identical=False: first difference at new token {i} (speculative "
-          f"{show(new['spec'])}, plain {show(new['plain'])}); the target's top-2 logit gap there "
-          f"is {gap:.3g}, {verdict}")
-
-
-def _table(rows, totals, title, bsz) -> str:
-  shared = f"; the {bsz} rows of a batch share its seconds" if bsz > 1 else ""
-  lines = [f"# Speculative decoding: {title}", "", f"Seconds exclude compilation{shared}.", "",
-           "| # | kind | tokens | s plain | s spec | speed-up | mean acc. length | acc. rate "
-           "| identical |", "|---|---|---|---|---|---|---|---|---|"]
-  for r in rows + [dict(totals, index="total", kind="")]:
-    same = "-" if r["identical"] is None else (
-        r["identical"] if isinstance(r["identical"], bool) else f"{r['identical']}/{r['prompts']}")
-    if r.get("identical") is False:
-      same = f"False (token {r['first_difference']}, gap {r['top2_gap']:.2g})"
-    lines.append(f"| {r['index']} | {r['kind']} | {r['tokens']} | {r['seconds_plain']:.3f} | "
-                 f"{r['seconds_spec']:.3f} | {r['speedup']:.2f} | "
-                 f"{r['mean_acceptance_length']:.2f} | {r['acceptance_rate']:.3f} | {same} |")
-  return "\n".join(lines) + "\n"
-
-
-def _plot(per_position, title) -> bytes:
-  """PNG bytes: the fraction of rounds whose accepted path reached each depth."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(5, 3.5))
-  depths = np.arange(1, len(per_position) + 1)
-  ax.bar(depths, per_position, color="tab:blue")
-  ax.set(xticks=depths, ylim=(0, 1), xlabel="depth d", ylabel="rounds reaching depth d")
-  ax.set_title(title, fontsize=8)
-  ax.grid(True, axis="y", alpha=0.3)
-  fig.tight_layout()
-  buf = io.BytesIO()  # rendered to bytes, then written whole (the workdir may be gs://...)
-  fig.savefig(buf, format="png", dpi=100)
-  plt.close(fig)
-  return buf.getvalue()
 
 
 TASKS.register("speculative", build)

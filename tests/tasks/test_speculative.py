@@ -18,7 +18,7 @@ from jaxtok import main
 from jaxtok.config_args import load_config
 from jaxtok.generators.causal_lm import CausalLM, lm_config
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
-from jaxtok.tasks import TASKS, speculative, speculative_proposers
+from jaxtok.tasks import TASKS, speculative, speculative_proposers, speculative_report
 from jaxtok.tasks.speculative import build
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -142,6 +142,27 @@ def test_eval_writes_table_json_and_plot(tmp_path, capsys):
   assert (tmp_path / "acceptance_per_position.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_eval_serve_decodes_a_queue_through_the_slots(tmp_path, capsys):
+  # Five prompts through two slots: served speculatively (continuous batching) and plainly in
+  # static batches of two; every output is plain greedy's, and the speculative side's passes
+  # are its rounds, the batch-1 prefills of the three prompts after the first two, and 1.
+  config = smoke("ngram", eval_num_prompts=5, eval_batch_size=2, eval_serve=True,
+                 eval_prompts="chat")
+  result = main.run(config, str(tmp_path), "eval")
+  out = capsys.readouterr().out
+  assert result["served"] and result["prompts"] == 5 and result["identical"] == 5, out
+  assert "served through 2 slots" in out
+  with open(tmp_path / "decoding_results.json") as f:
+    rows = json.load(f)["prompts"]
+  assert all(r["batch"] is None and r["identical"] for r in rows)
+  assert len({r["seconds_spec"] for r in rows}) == 1  # one queue: the rows share its seconds
+  # Plain: 3 static batches (2, 2, 1 rows) of one prefill + 23 steps each.
+  assert rows[0]["forward_passes_plain"] == 3 * 24
+  assert rows[0]["forward_passes_spec"] < rows[0]["forward_passes_plain"]
+  with pytest.raises(ValueError, match="eval_serve .* needs a proposer that keeps nothing"):
+    build(smoke("draft", eval_serve=True))
+
+
 @pytest.mark.slow  # 16 s on 2 cores (tests/durations.json)
 def test_cli_sampled_spectr(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
@@ -216,10 +237,10 @@ def test_mismatch_report_tells_rounding_from_a_bug():
   tok = ByteTokenizer()
   new = {"spec": [72, 105], "plain": [72, 106]}
   result = {"identical": False, "first_difference": 1, "top2_gap": 2e-6, "rounding": True}
-  line = speculative._identity_line(result, tok, new)
+  line = speculative_report.identity_line(result, tok, new)
   assert line.startswith("identical=False: first difference at new token 1 (speculative 'i', "
                          "plain 'j')") and "2e-06, within float rounding" in line, line
-  line = speculative._identity_line(dict(result, top2_gap=0.8, rounding=False), tok, new)
+  line = speculative_report.identity_line(dict(result, top2_gap=0.8, rounding=False), tok, new)
   assert "0.8, NOT explained by float rounding: a bug" in line, line
 
 

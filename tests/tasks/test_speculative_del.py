@@ -18,9 +18,10 @@ from jaxtok.decoding.engine import speculative_generate
 from jaxtok.decoding.proposers import LMStep, NoDraft
 from jaxtok.generators.causal_lm import CausalLM, init_cache, lm_config
 from jaxtok.pretrained.text_tokenizer import ByteTokenizer
-from jaxtok.tasks.speculative import acceptance, build
+from jaxtok.tasks.speculative import build
 from jaxtok.tasks.speculative_del import exit_cache_file, exit_draft, exit_windows, source_windows
 from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Target
+from jaxtok.tasks.speculative_report import acceptance
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
