@@ -3,13 +3,15 @@ is plain greedy decoding's, the rounds are exactly the list-scheduling makespan 
 own round counts (a finished slot takes the next prompt at once), and bad input is refused."""
 
 import heapq
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtok.decoding.engine import speculative_generate
+from jaxtok.decoding import serving
+from jaxtok.decoding.engine import cache_slots_needed, speculative_generate
 from jaxtok.decoding.proposers import DraftModel, LMStep, NoDraft, PromptLookup, TokenRecycling
 from jaxtok.decoding.serving import speculative_serve
 from jaxtok.decoding.trees import best_tree
@@ -138,3 +140,25 @@ def test_bad_input_is_refused(target):
     serve(NoDraft(), cache=init_cache(model, 2, 10, per_row=True))
   with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
     serve(NoDraft(), max_new_tokens=0)
+
+
+def test_the_served_loop_never_copies_the_kv_cache(target):
+  """Refilling a slot must update the KV cache in place. A lax.cond or a fusion that reads the
+  cache while writing it makes XLA copy the whole cache per refill (24 such copies in loops of
+  this program before the fix)."""
+  model, params = target
+  prompt, mask = queue()
+  prop = PromptLookup(length=3)
+  cache = init_cache(model, 3, cache_slots_needed(prompt.shape[1], N_NEW, prop.template.size),
+                     per_row=True)
+  hlo = serving._serve.lower(
+      jax.random.key(0), LMStep(model), params, prop, None, cache, prompt, mask,
+      max_new_tokens=N_NEW, verifier="greedy", temperature=1.0, top_k=0, top_p=1.0, rho=None,
+      stop_tokens=(), pad_id=0).compile().as_text()
+  shapes = {x.shape for x in jax.tree.leaves(cache) if x.ndim > 1}
+  # The entry computation copies the (not donated) input cache once per call; every other
+  # computation is a loop body, a branch or a fusion run per round or per refill.
+  loops = [c for c in re.split(r"\n(?=\S)", hlo) if not c.startswith("ENTRY")]
+  copied = [s for c in loops for s in re.findall(r"= f32\[([\d,]+)\]\S* copy\(", c)
+            if tuple(int(d) for d in s.split(",")) in shapes]
+  assert "while" in hlo and not copied, f"full-cache copies in the served loop: {copied}"
