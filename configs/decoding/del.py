@@ -26,10 +26,13 @@ shadow tokens on the prompt's last W tokens only (a W-token pass instead of a pr
 (``python_source_smollm2_greedy``, built on first use) instead of human-written source.
 ``verify=confident`` verifies only the drafts before the first one below ``threshold`` (none: a
 plain step) instead of every slot of the round (``all``, the filler included).
+``rounds=1`` is DEL as the paper runs it: the exits draft from the target's own KV cache and
+(L, gamma) is re-chosen every round from shadow tokens at the verified nodes
+(``jaxtok/decoding/self_spec.py``); exit norms and the full head only.
 Arguments: ``smoke`` (a random 4-block byte-level target, exits 1 and 2; seconds), ``layer``,
 ``adapter``, ``head``, ``cost`` (``layers`` | ``measured``), ``shadow``, ``data``
 (``source`` | ``greedy``), ``exits`` (``+``-separated exit layers, e.g. ``4+12``), ``verify``
-(``all`` | ``confident``).
+(``all`` | ``confident``), ``rounds``.
 """
 
 import ml_collections
@@ -42,7 +45,7 @@ ADAPTER_STEPS, ADAPTER_WINDOWS = 300, 192  # see docs/decoding_del.md, "Exit ada
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, smoke=False, layer=0, adapter=False, head=0, cost="layers", shadow=0,
-                data="source", exits="", verify="all")
+                data="source", exits="", verify="all", rounds=False)
   c = speculative_base_config(a.smoke, "early_exit")
   if a.smoke:
     c.target.variant = "small"  # 4 blocks: two exits to choose from
@@ -62,6 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     p.exit_data = "python_source_greedy" if a.smoke else "python_source_smollm2_greedy"
     p.exit_data_sizes = (8, 4) if a.smoke else (3200, 64)  # the build fused_distill uses
   p.exit_layer = a.layer  # 0: DEL's per-context choice
+  p.per_round = bool(a.rounds)  # re-choose every round, drafting from the target's cache
   p.length = 2  # the static arm's draft length (the study's best static arm: L=4, gamma=2)
   p.threshold = 0.4
   p.verify = a.verify  # "all": every slot of the round; "confident": the sure drafts only

@@ -203,6 +203,10 @@ class Rounds:
     # A proposer that reads the target's hidden states (a feature-fused drafter) gets them from
     # every target pass: the prompt's for init, the tree's for update.
     self.feats = getattr(proposer, "reads_target_features", False)
+    # A self-speculative proposer (``self_spec.py``) gets the target's hidden states after its
+    # exit layers from every target pass, and drafts from the target's own KV cache.
+    self.exits = tuple(getattr(proposer, "exit_layers", ()))
+    self.reads_cache = getattr(proposer, "reads_target_cache", False)
 
   def target_probs(self, logits):  # [..., V] -> float32 probabilities of the target's sampler
     shape = logits.shape
@@ -216,10 +220,10 @@ class Rounds:
     return jax.random.categorical(key, jnp.log(self.target_probs(logits))).astype(jnp.int32)
 
   def call_target(self, cache, toks, pos, kv_mask, mask=None):
-    """-> (logits, cache, {'features': ...} or {})"""
-    out = self.target_step(self.target_params, cache, toks, pos, kv_mask, mask, **(
-        {"features": True} if self.feats else {}))
-    return out[0], out[1], ({"features": out[2]} if self.feats else {})
+    """-> (logits, cache, {'features': ...}, {'exit_states': ...} or {})"""
+    kw = {"features": True} if self.feats else {"exits": self.exits} if self.exits else {}
+    out = self.target_step(self.target_params, cache, toks, pos, kv_mask, mask, **kw)
+    return out[0], out[1], ({"features" if self.feats else "exit_states": out[2]} if kw else {})
 
   def prefill(self, cache, prompt, prompt_mask, key):
     """Every row writes its (left-padded) prompt at slots 0 .. P-1 and picks its first token.
@@ -278,7 +282,8 @@ class Rounds:
     ctx = Context(tokens=s["tokens"], valid=s["valid"], length=p + s["generated"],
                   root=s["root"], position=s["position"], slot=s["slot"], kv_mask=s["kv_mask"],
                   active=active)
-    tree, q, prop = self.proposer.propose(self.proposer_params, s["prop"], ctx, k_prop)
+    tree, q, prop = self.proposer.propose(self.proposer_params, s["prop"], ctx, k_prop,
+                                          **({"cache": s["cache"]} if self.reads_cache else {}))
     args = (s["cache"], tree, q, prop, ctx, k_verify)
     if len(sizes) == 1:
       pick = jnp.array(0, jnp.int32)

@@ -12,7 +12,10 @@ distribution for each non-root node, float32 [B, T - 1, V], or None for a determ
 (the verifier then treats it as one-hot). ``accept`` is an :class:`Accepted` (the accepted path).
 A proposer with ``reads_target_features = True`` (``fused_draft.FusedDraft``) also gets
 ``features=``: the target's final-normed hidden states of the prompt [B, P, M] in ``init`` and of
-the tree [B, T, M] in ``update``. A proposer with ``refillable = True`` keeps nothing per
+the tree [B, T, M] in ``update``. One with ``exit_layers`` (``self_spec.DynamicExit``) gets
+``exit_states=``, the residual stream after those layers [K, B, T, M], in the same places, and
+one with ``reads_target_cache = True`` gets the target's KV cache (``cache=``) in ``propose``, to
+read. A proposer with ``refillable = True`` keeps nothing per
 prompt in its state (or recomputes it every round), so continuous batching (``serving.py``) can
 hand a finished row's slot to a new prompt without touching the state.
 """
@@ -59,8 +62,20 @@ class LMStep:
 
   model: nn.Module
 
-  def __call__(self, params, cache, tokens, positions, kv_mask, mask=None, features=False):
-    """(logits, cache); with ``features`` (logits, cache, final-normed hidden states)."""
+  def __call__(self, params, cache, tokens, positions, kv_mask, mask=None, features=False,
+               exits=()):
+    """(logits, cache); with ``features`` (logits, cache, final-normed hidden states); with
+    ``exits`` (1-based layers) (logits, cache, residual stream after each [K, B, T, M])."""
+    if exits:
+      names = {f"layer_{i - 1}" for i in exits}
+      with rows.float_weights():
+        logits, mutated = self.model.apply(
+            {"params": params, "cache": cache}, tokens, positions, kv_mask, mask,
+            method=_logits, mutable=["cache", "intermediates"],
+            capture_intermediates=lambda m, _: m.name in names)
+      inter = mutated["intermediates"]["transformer"]
+      return logits, mutated["cache"], jnp.stack(
+          [inter[f"layer_{i - 1}"]["__call__"][0] for i in exits])
     with rows.float_weights():
       out, mutated = self.model.apply(
           {"params": params, "cache": cache}, tokens, positions, kv_mask, mask,

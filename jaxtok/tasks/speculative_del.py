@@ -26,6 +26,12 @@ step; ``cost_context`` cached tokens), and a 0 in ``gammas`` lets DEL decode wit
 (``NoDraft``) when no exit is predicted to beat plain decoding. ``shadow_tokens`` = W > 0 runs
 the shadow pass over the prompts' last W tokens only (they see no earlier context): its cost is
 then W tokens of target and exit heads, not a second prefill of the whole prompt.
+
+``proposer.per_round`` (with ``exit_layer`` 0, exit norms, the full head) is DEL as the paper
+runs it: ``jaxtok/decoding/self_spec.py``'s ``DynamicExit`` drafts from the target's own KV
+cache (LayerSkip's one cache) and re-chooses (L, gamma) every round from shadow tokens at the
+nodes each verify pass accepted, starting from the exits' held-out rates; no shadow pass over the
+prompt. ``cost`` prices the rounds as above; ``threshold`` and ``verify`` do not apply.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from jaxtok.data.sources import get_spec, open_split
 from jaxtok.decoding import early_exit as ee
 from jaxtok.decoding import exit_adapter as xa
 from jaxtok.decoding.proposers import LMStep, NoDraft
+from jaxtok.decoding.self_spec import DynamicExit
 from jaxtok.decoding.vocab_trim import TrimmedLMStep, kept_ids, trim_params
 from jaxtok.tasks.speculative_proposers import PROPOSER_BUILDERS, Plan, Target
 from jaxtok.tasks.vocab_trim_counts import target_counts
@@ -125,6 +132,10 @@ def _check(p, num_layers: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
     raise ValueError("proposer.exit_steps, exit_windows and exit_window_len must be >= 1")
   if int(p.get("trim_size", 0)) < 0:
     raise ValueError(f"proposer.trim_size must be >= 0 (0: the full head), got {p.trim_size}")
+  if p.get("per_round", False) and (layer or p.get("adapter", False) or p.get("trim_size", 0)):
+    raise ValueError("proposer.per_round drafts from the target's own cache with exit norms: "
+                     "it needs exit_layer 0, no adapter (its block is not in the target's "
+                     "cache) and the full head (trim_size 0)")
   if p.get("adapter", False):
     if p.adapter_init not in xa.INIT_FROM:
       raise ValueError(f"proposer.adapter_init must be one of {xa.INIT_FROM}, got "
@@ -219,6 +230,8 @@ def build_early_exit(config, target: Target) -> Plan:
                       f"{int(p.length)} tokens, stop below {threshold}{sure}"
                       + (f", head of {trim} ids" if trim else ""))
 
+  if p.get("per_round", False):
+    return _per_round_plan(model, p, layers, gammas, prepare)
   if adapted:
     shadow = jax.jit(lambda prm, ad, pr, m: xa.adapter_shadow(model, prm, ad, layers, pr, m))
   else:
@@ -251,6 +264,28 @@ def build_early_exit(config, target: Target) -> Plan:
   candidates += (NoDraft(),) if 0 in gammas else ()
   return Plan(candidates[0], prepare=prepare, choose=choose, candidates=candidates,
               shape=f"DEL over exits {layers} x lengths {gammas}, stop below {threshold}{sure}")
+
+
+def _per_round_plan(model, p, layers, gammas, prepare) -> Plan:
+  """DEL re-choosing every round on the target's own cache (``self_spec.DynamicExit``)."""
+  def choose(params, fit, tokens, mask):
+    del mask
+    prior = tuple(float(a) for a in fit["agree_after"])
+    costs = fit.get("costs")
+    if costs is None:
+      prop = DynamicExit(model, layers, gammas, prior=prior)
+    else:  # measured: this batch size's once (the task's untimed first call)
+      b = int(tokens.shape[0])
+      if b not in costs:
+        costs[b] = measure_costs(model, params["target"], fit, layers, gammas, False,
+                                 int(p.cost_context), b)
+      prop = DynamicExit.with_costs(model, layers, gammas, costs[b], prior=prior)
+    return prop, {"target": params["target"], "scales": jnp.asarray(fit["scales"])}
+
+  first = DynamicExit(model, layers, gammas)
+  return Plan(first, prepare=prepare, choose=choose, candidates=(first,),
+              shape=f"DEL every round over exits {layers} x lengths {gammas}, one KV cache "
+                    f"(options: {first.options})")
 
 
 def measure_costs(model, target_params, fit, layers: tuple[int, ...], gammas: tuple[int, ...],

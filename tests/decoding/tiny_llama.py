@@ -26,11 +26,17 @@ def assert_lossless(model, params, proposer, proposer_params, n: int = 20) -> di
   """Two ragged rows decoded greedily with and without ``proposer``; returns the spec stats."""
   prompt = jnp.array([[0, 0, 5, 9, 3, 7], [1, 2, 3, 1, 2, 3]])
   mask = jnp.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], bool)
-  ref, _ = generate(jax.random.key(0), ModelStep(model), params,
-                    init_cache(model, 2, prompt.shape[1] + n), prompt, mask, max_new_tokens=n,
-                    greedy=True)
+  ref = plain_greedy(model, params, prompt, mask, n)
   out, stats = speculative_generate(jax.random.key(0), LMStep(model), params, proposer,
                                     proposer_params, prompt, mask, max_new_tokens=n,
                                     target_model=model)
   np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
   return stats
+
+
+def plain_greedy(model, params, prompt, mask, n: int) -> np.ndarray:
+  """Plain greedy decoding of ``n`` tokens per row (jaxtok's KV-cache sampler), [B, P + n]."""
+  out, _ = generate(jax.random.key(0), ModelStep(model), params,
+                    init_cache(model, prompt.shape[0], prompt.shape[1] + n), jnp.asarray(prompt),
+                    jnp.asarray(mask), max_new_tokens=n, greedy=True)
+  return np.asarray(out)

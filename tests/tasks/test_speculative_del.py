@@ -144,6 +144,8 @@ def test_acceptance_pads_batches_that_drafted_to_different_depths():
     ({"adapter": True, "adapter_init": "first"}, r"adapter_init must be one of \('next', "),
     ({"adapter": True, "adapter_lr": 0.0}, r"adapter_lr must be > 0, got 0.0"),
     ({"trim_size": -1}, r"trim_size must be >= 0 \(0: the full head\), got -1"),
+    ({"per_round": True, "adapter": True}, r"per_round drafts from the target's own cache"),
+    ({"per_round": True, "exit_layer": 2}, r"it needs exit_layer 0, no adapter"),
 ])
 def test_bad_exit_options_fail_at_build(proposer, message):
   with pytest.raises(ValueError, match=message):
@@ -201,3 +203,16 @@ def test_trimmed_exit_keeps_the_exit_logits_at_kept_ids(adapter):
   np.testing.assert_allclose(got[..., kept], want[..., kept], rtol=1e-5, atol=1e-5)
   dropped = np.setdiff1d(np.arange(got.shape[-1]), kept)
   assert np.all(np.isneginf(np.asarray(got[..., dropped])))
+
+
+@pytest.mark.parametrize("arg", ["smoke,rounds=1", "smoke,rounds=1,cost=measured"])
+def test_per_round_del_through_the_task(tmp_path, capsys, arg):
+  """``rounds=1``: DynamicExit on the target's cache, re-choosing every round; lossless, with
+  rounds counted per verify length (gammas 2, 3; measured costs add 0 and 1)."""
+  result = main.run(del_config(arg), str(tmp_path), "eval")
+  out = capsys.readouterr().out
+  assert result["identical"] == result["prompts"] == 2, out
+  assert "DEL every round over exits (1, 2)" in out and "DEL: shadow rates" not in out, out
+  per_size = [line for line in out.splitlines() if "batch rounds by verify length" in line]
+  counts = [int(x) for x in per_size[-1].split(":")[-1].split()]
+  assert len(counts) == (4 if "measured" in arg else 2) and sum(counts) > 0, out
