@@ -150,8 +150,8 @@ def check_run(proposer, verifier, *, max_new_tokens, temperature, top_k, top_p, 
 
 
 def cache_slots(cache) -> int:
-  """Number of slots of a KV cache (the ``cached_key`` leaves are [B, S, K, D])."""
-  sizes = {x.shape[1] for path, x in jax.tree_util.tree_leaves_with_path(cache)
+  """Number of slots of a KV cache (the ``cached_key`` leaves are [B, K, S, D])."""
+  sizes = {x.shape[2] for path, x in jax.tree_util.tree_leaves_with_path(cache)
            if path[-1].key == "cached_key"}
   if len(sizes) != 1:
     raise ValueError(f"not a KV cache with one length: cached_key lengths {sorted(sizes)}")

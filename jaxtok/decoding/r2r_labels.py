@@ -64,10 +64,10 @@ def _rollouts(step, params, cache, first, start, horizon: int):
 
 
 def _slots(cache) -> int:
-  """The cache's length S (every layer's ``cached_key`` is [R, S, K, D])."""
+  """The cache's length S (every layer's ``cached_key`` is [R, K, S, D])."""
   for path, x in jax.tree_util.tree_leaves_with_path(cache):
     if path[-1].key == "cached_key":
-      return x.shape[1]
+      return x.shape[2]
   raise ValueError("the cache has no 'cached_key'")
 
 

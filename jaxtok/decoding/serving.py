@@ -108,13 +108,6 @@ def speculative_serve(
                 stop_tokens=tuple(int(t) for t in stop_tokens), pad_id=int(pad_id))
 
 
-def _take_row(tree, r):
-  # The barrier makes the row its own buffer: fused into the prefill's cache writes, the slice
-  # would read the whole cache inside the op that updates it, and XLA then copies the cache.
-  return jax.lax.optimization_barrier(
-      jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, r, 1, axis=0), tree))
-
-
 def _put_row(tree, row, r):
   return jax.tree.map(lambda x, y: jax.lax.dynamic_update_slice_in_dim(x, y, r, axis=0), tree,
                       row)
@@ -157,8 +150,11 @@ def _serve(rng, target_step, target_params, proposer, proposer_params, cache, pr
 
   def refill(s):  # the lowest free slot takes the next prompt: a batch-1 prefill on its row
     r, q = jnp.argmax(free(s)), s["next"]
+    # A fresh row, not the slot's old one: a prefill that read the old row would read the whole
+    # cache inside the loop that updates it, and XLA would copy the cache on every refill.
+    fresh = jax.tree.map(lambda x: jnp.zeros((1,) + x.shape[1:], x.dtype), s["cache"])
     row_cache, row, _, _ = run.prefill(
-        _take_row(s["cache"], r), jax.lax.dynamic_slice_in_dim(prompts, q, 1, axis=0),
+        fresh, jax.lax.dynamic_slice_in_dim(prompts, q, 1, axis=0),
         jax.lax.dynamic_slice_in_dim(prompt_masks, q, 1, axis=0),
         jax.random.fold_in(prefill_key, q))
     s = dict(s, cache=_put_row(s["cache"], row_cache, r), request=s["request"].at[r].set(q),

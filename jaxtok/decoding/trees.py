@@ -194,12 +194,12 @@ def compact_cache(cache, start: jnp.ndarray, path: jnp.ndarray):
   src = start[:, None] + path  # [B, L]
   dst = start[:, None] + offsets  # [B, L]
 
-  def move(name, x):  # x: [B, S, K, D]
+  def move(name, x):  # x: [B, K, S, D] (heads-first, jaxtok.nn.attention)
     if name not in ("cached_key", "cached_value"):
       return x
     rows = jnp.arange(x.shape[0])[:, None]
-    src_c = jnp.clip(src, 0, x.shape[1] - 1)
-    dst_c = jnp.clip(dst, 0, x.shape[1] - 1)
-    return x.at[rows, dst_c].set(x[rows, src_c])
+    src_c = jnp.clip(src, 0, x.shape[2] - 1)
+    dst_c = jnp.clip(dst, 0, x.shape[2] - 1)
+    return x.at[rows, :, dst_c].set(x[rows, :, src_c])  # both indexed [B, L, K, D]
 
   return jax.tree_util.tree_map_with_path(lambda p, x: move(p[-1].key, x), cache)

@@ -133,7 +133,9 @@ class CausalLM(nn.Module):
         num_kv_heads=self.num_kv_heads, head_dim=self.head_dim, causal=True,
         rope_base=self.rope_base, norm="rmsnorm", norm_eps=self.norm_eps, mlp="swiglu",
         use_bias=False, dtype=self.dtype, attention_impl=self.attention_impl, remat=self.remat,
-        tree_attention=tree_attention,  # tree verification: Pallas on TPU, jnp elsewhere
+        # Tree verification through the Pallas kernel on TPU; elsewhere the dense path reads
+        # the heads-first cache in place (the op reads [B, S, K, D]: a copy per layer).
+        tree_attention=tree_attention if jax.default_backend() == "tpu" else None,
         fused_projections=self.fused_projections, name="transformer")
     if not self.tie_embeddings:
       self.lm_head = nn.Dense(

@@ -48,8 +48,8 @@ def test_init_cache_traces_each_shape_once(tiny, monkeypatch):
   other = init_cache(model, 3, 12)
   assert len(traced) <= 2  # (3, 11) once, (3, 12) once; none if an earlier test built them
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), first, again)
-  kv = [a for a in jax.tree.leaves(other) if a.ndim == 4]  # cached keys/values [B, L, H, D]
-  assert len(kv) == 2 * TINY.num_layers and all(a.shape[:2] == (3, 12) for a in kv)
+  kv = [a for a in jax.tree.leaves(other) if a.ndim == 4]  # cached keys/values [B, K, L, D]
+  assert len(kv) == 2 * TINY.num_layers and all(a.shape[::2] == (3, 12) for a in kv)
   assert [a.shape for a in jax.tree.leaves(first) if a.ndim == 1] == [(3,)] * TINY.num_layers
   assert not any(np.any(a) for a in jax.tree.leaves(first))  # empty, index 0: zeros throughout
 
