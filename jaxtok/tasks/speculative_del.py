@@ -283,7 +283,17 @@ def _per_round_plan(model, p, layers, gammas, prepare) -> Plan:
     return prop, {"target": params["target"], "scales": jnp.asarray(fit["scales"])}
 
   first = DynamicExit(model, layers, gammas)
-  return Plan(first, prepare=prepare, choose=choose, candidates=(first,),
+  names = [f"L={layers[k]}, G={g}" if g else "no drafts" for k, g in first.options]
+
+  def carry(fit, stats):  # not carried: printed, the rounds each (L, gamma) took in the batch
+    st = stats["proposer_state"]
+    rounds = ", ".join(f"{n} {int(r)}" for n, r in zip(names, st["rounds"]) if r)
+    print(f"DEL every round: rounds by choice {rounds}; decayed shadow matches "
+          f"{dict(zip(layers, np.round(np.asarray(st['hits']), 2).tolist()))} of "
+          f"{float(st['seen']):.2f} positions")
+    return fit
+
+  return Plan(first, prepare=prepare, choose=choose, carry=carry, candidates=(first,),
               shape=f"DEL every round over exits {layers} x lengths {gammas}, one KV cache "
                     f"(options: {first.options})")
 

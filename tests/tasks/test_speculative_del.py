@@ -213,6 +213,7 @@ def test_per_round_del_through_the_task(tmp_path, capsys, arg):
   out = capsys.readouterr().out
   assert result["identical"] == result["prompts"] == 2, out
   assert "DEL every round over exits (1, 2)" in out and "DEL: shadow rates" not in out, out
+  assert out.count("DEL every round: rounds by choice") == 2, out  # once per prompt
   per_size = [line for line in out.splitlines() if "batch rounds by verify length" in line]
   counts = [int(x) for x in per_size[-1].split(":")[-1].split()]
   assert len(counts) == (4 if "measured" in arg else 2) and sum(counts) > 0, out
