@@ -18,27 +18,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.machine import describe  # noqa: E402
+from benchmarks.machine import best_time, describe  # noqa: E402
 from jaxtok.nn.attention import _cached_matmul_attention, _matmul_attention  # noqa: E402
 
 LAYERS, KV_HEADS, GROUP, HEAD_DIM = 30, 3, 3, 64  # SmolLM2-135M
-
-
-def best_ms(fn, args, repeats):
-  jax.block_until_ready(fn(*args))
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return 1e3 * best
 
 
 def main():
@@ -69,8 +58,8 @@ def main():
             _cached_matmul_attention(q, k, v, mask) for k, v in zip(ks, vs)]))
         np.testing.assert_allclose(old(q, ks, vs, mask), new(q, *heads_first, mask), rtol=1e-4,
                                    atol=1e-5)
-        t_old = best_ms(old, (q, ks, vs, mask), args.repeats)
-        t_new = best_ms(new, (q, *heads_first, mask), args.repeats)
+        t_old = 1e3 * best_time(old, q, ks, vs, mask, repeats=args.repeats)
+        t_new = 1e3 * best_time(new, q, *heads_first, mask, repeats=args.repeats)
         print(f"| {b} | {s} | {t} | {t_old:.2f} | {t_new:.2f} | {t_old / t_new:.2f}x |",
               flush=True)
 
