@@ -56,7 +56,7 @@ class DynamicExit:
   target: CausalLM
   layers: tuple[int, ...]
   gammas: tuple[int, ...] = (0, 1, 2, 4)
-  prior: tuple[float, ...] = ()  # per-exit acceptance before any evidence (held-out agreement)
+  prior: tuple[float, ...] = ()  # per-exit acceptance before any evidence; () means 0.5 each
   prior_weight: float = 8.0  # pseudo-positions of the prior
   decay: float = 0.9  # per round: older shadow tokens count less (the context moves on)
   draft_costs: tuple[float, ...] = ()
@@ -81,6 +81,9 @@ class DynamicExit:
       if vals and len(vals) != want:
         raise ValueError(f"{name} needs {want} values (one per "
                          f"{'exit' if want == k else 'gamma'}), got {len(vals)}")
+    if any(c <= 0 for c in self.draft_costs + self.verify_costs) or self.plain_cost < 0:
+      raise ValueError(f"costs must be positive, got draft {self.draft_costs}, verify "
+                       f"{self.verify_costs}, plain {self.plain_cost}")
     if self.prior and not all(0.0 <= a <= 1.0 for a in self.prior):
       raise ValueError(f"prior rates must be in [0, 1], got {self.prior}")
     if not 0.0 <= self.decay <= 1.0 or self.prior_weight <= 0:

@@ -14,8 +14,8 @@ speeds.
 
 After each round, every finished row is harvested (its tokens and counts go to the output, by
 request), then a loop refills the free slots, lowest first: a batch-1 prefill of the next prompt
-on that slot's cache row (the rest of the row is hidden by its write index), and fresh per-row
-state. The first ``batch`` prompts are prefilled together. Requests go to slots in queue order.
+into a fresh (zeroed) cache row written over the slot's, and fresh per-row state. The first
+``batch`` prompts are prefilled together. Requests go to slots in queue order.
 
 A slot can only take a new prompt if the proposer keeps nothing per prompt in its state:
 ``proposer.refillable`` (prompt lookup reads the slot's tokens; Token Recycling's adjacency
@@ -164,8 +164,9 @@ def _serve(rng, target_step, target_params, proposer, proposer_params, cache, pr
     return s
 
   # Harvest all at once, then refill slot by slot in a loop with no branch: a lax.cond that
-  # carries the KV cache makes XLA copy the whole cache on every call (about 5% of a served run
-  # at batch 8 before this), while a while-loop body updates it in place.
+  # carries the KV cache made XLA copy the whole cache twice per harvest and per refill
+  # (tests/decoding/test_serving.py checks there is no such copy), while a while-loop body
+  # updates it in place.
   def schedule(s):
     return jax.lax.while_loop(lambda s: jnp.any(free(s)), refill, harvest(s))
 

@@ -136,6 +136,9 @@ def _check(p, num_layers: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
     raise ValueError("proposer.per_round drafts from the target's own cache with exit norms: "
                      "it needs exit_layer 0, no adapter (its block is not in the target's "
                      "cache) and the full head (trim_size 0)")
+  if p.get("per_round", False) and p.get("verify", "all") != "all":
+    raise ValueError("proposer.per_round picks each round's draft length itself and verifies "
+                     "all of it; verify='confident' is ConfidentDraft's (leave per_round off)")
   if p.get("adapter", False):
     if p.adapter_init not in xa.INIT_FROM:
       raise ValueError(f"proposer.adapter_init must be one of {xa.INIT_FROM}, got "

@@ -129,5 +129,7 @@ def test_bad_arguments_are_refused(target):
     DynamicExit(model, layers=(1, 2), prior=(0.5,))
   with pytest.raises(ValueError, match="verify_costs needs 4 values"):
     DynamicExit(model, layers=(1,), verify_costs=(1.0,))
+  with pytest.raises(ValueError, match="costs must be positive"):
+    DynamicExit(model, layers=(1,), gammas=(2,), verify_costs=(0.0,))
   with pytest.raises(ValueError, match="tied embedding"):
     DynamicExit(model.clone(tie_embeddings=False, parent=None), layers=(1,))

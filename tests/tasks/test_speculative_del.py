@@ -146,6 +146,7 @@ def test_acceptance_pads_batches_that_drafted_to_different_depths():
     ({"trim_size": -1}, r"trim_size must be >= 0 \(0: the full head\), got -1"),
     ({"per_round": True, "adapter": True}, r"per_round drafts from the target's own cache"),
     ({"per_round": True, "exit_layer": 2}, r"it needs exit_layer 0, no adapter"),
+    ({"per_round": True, "verify": "confident"}, r"per_round picks each round's draft length"),
 ])
 def test_bad_exit_options_fail_at_build(proposer, message):
   with pytest.raises(ValueError, match=message):
